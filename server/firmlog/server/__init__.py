@@ -1,0 +1,1 @@
+"""firmlog.server: the log server (DESIGN.md section 4)."""

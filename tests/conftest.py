@@ -1,0 +1,72 @@
+"""Shared fixtures: the public test vectors and the PostgreSQL test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VECTORS = Path(os.environ.get("FIRMLOG_VECTORS", REPO.parent / "shared" / "vectors"))
+PG_ADMIN_URL = os.environ.get(
+    "FIRMLOG_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    """The shared public vectors; their absence is an error, never a skip."""
+    if not (VECTORS / "README.md").is_file():
+        pytest.fail(f"public test vectors not found at {VECTORS} (set FIRMLOG_VECTORS)")
+    return VECTORS
+
+
+def load_vector(name: str) -> Any:
+    """Load one JSON vector file by name (fails the test when missing)."""
+    path = VECTORS / name
+    if not path.is_file():
+        pytest.fail(f"public test vector {path} not found (set FIRMLOG_VECTORS)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _pg_unreachable(reason: str) -> None:
+    msg = f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {reason}"
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards.
+
+    In CI an unreachable server fails the test; elsewhere it skips it.
+    """
+    import asyncpg
+
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _pg_unreachable(str(exc))
+        raise  # unreachable: _pg_unreachable always raises
+    name = f"firmlog_test_{uuid.uuid4().hex[:12]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def tmp_data_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "firmlog-data"
+    d.mkdir()
+    yield d

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ async def pg_database() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def tmp_data_dir(tmp_path: Path) -> Iterator[Path]:
+def tmp_data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "firmlog-data"
     d.mkdir()
-    yield d
+    return d

@@ -13,7 +13,10 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def canonical_json(value: Any) -> bytes:
-    """Encode as RFC 8785 canonical JSON (keys sorted by UTF-16 code units). ValueError on unsupported values."""
+    """Encode as RFC 8785 canonical JSON (keys sorted by UTF-16 code units).
+
+    ValueError on unsupported values.
+    """
     raise NotImplementedError
 
 

@@ -54,7 +54,7 @@ def tiles_for_size(tree_size: int) -> list[Tile]:
 
 
 def tile_for_hash(tree_size: int, level: int, index: int) -> Tile:
-    """The tile (with its width at ``tree_size``) that stores or computes hash ``(level, index)``."""
+    """The tile (with its width at ``tree_size``) that holds or computes ``(level, index)``."""
     raise NotImplementedError
 
 

@@ -1,1 +1,1 @@
-"""firmlog.monitor: follows a log, witnesses checkpoints, gossips to catch split views (DESIGN.md section 5)."""
+"""firmlog.monitor: follows a log, witnesses, gossips to catch split views (DESIGN.md 5)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ def _pg_unreachable(reason: str) -> None:
 
 
 @pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards.
+async def pg_factory() -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Creates fresh, empty PostgreSQL databases for one test; drops them afterwards.
 
     In CI an unreachable server fails the test; elsewhere it skips it.
     """
@@ -55,14 +55,27 @@ async def pg_database() -> AsyncIterator[str]:
     except (OSError, asyncpg.PostgresError) as exc:
         _pg_unreachable(str(exc))
         raise  # unreachable: _pg_unreachable always raises
-    name = f"firmlog_test_{uuid.uuid4().hex[:12]}"
-    try:
+    created: list[str] = []
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+
+    async def create() -> str:
+        name = f"firmlog_test_{uuid.uuid4().hex[:12]}"
         await admin.execute(f'CREATE DATABASE "{name}"')
-        base = PG_ADMIN_URL.rsplit("/", 1)[0]
-        yield f"{base}/{name}"
+        created.append(name)
+        return f"{base}/{name}"
+
+    try:
+        yield create
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in created:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def pg_database(pg_factory: Callable[[], Awaitable[str]]) -> str:
+    """A fresh, empty PostgreSQL database URL for one test."""
+    return await pg_factory()
 
 
 @pytest.fixture

@@ -1,0 +1,385 @@
+"""The log server's HTTP API (DESIGN.md sections 4 and 8).
+
+``make_app`` builds the aiohttp application and does no I/O: the storage
+pool, the sequencer task and the reader live in a cleanup context, opened
+when the app starts and closed when it stops. Handlers parse, call, return;
+one middleware maps errors to HTTP status with a JSON body saying what was
+wrong, and writes one log line per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from firmlog.client.errors import (
+    EntryPolicyError,
+    FirmlogError,
+    FormatError,
+    SignatureError,
+    TilePathError,
+)
+from firmlog.client.note import Ed25519Signer
+from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
+from firmlog.server.acceptance import AcceptancePolicy, EntryTooLarge
+from firmlog.server.config import ServerConfig
+from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from firmlog.server.metrics import ServerMetrics
+from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
+from firmlog.server.sequencer import PoolFull, Sequencer, SequencerStopped
+from firmlog.server.storage import Storage, open_storage
+
+log = structlog.get_logger("firmlog.http")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=1"
+NO_STORE = "no-store"
+TEXT = "text/plain; charset=utf-8"
+MAX_UINT63 = (1 << 63) - 1
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogKeys:
+    log: Ed25519Signer
+    operator: Ed25519Signer
+
+
+@dataclass(slots=True)
+class Services:
+    """What the handlers use; created by the cleanup context at start-up."""
+
+    config: ServerConfig
+    storage: Storage
+    reader: LogReader
+    sequencer: Sequencer
+    acceptance: AcceptancePolicy
+    metrics: ServerMetrics
+
+
+SERVICES = web.AppKey("services", Services)
+CONFIG = web.AppKey("config", ServerConfig)
+KEYS = web.AppKey("keys", LogKeys)
+METRICS = web.AppKey("metrics", ServerMetrics)
+
+
+class BadRequest(FormatError):
+    """A request parameter is malformed. Answer 400."""
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _json_error(status: int, message: str, kind: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message, "kind": kind}, status=status, headers=headers)
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Map errors to status codes, and log and count every request once."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        if exc.status >= 400 and exc.content_type != "application/json":
+            response = _json_error(exc.status, exc.reason, type(exc).__name__)
+    except EntryTooLarge as exc:
+        response = _json_error(413, str(exc), "EntryTooLarge")
+    except (SignatureError, EntryPolicyError) as exc:
+        response = _json_error(403, str(exc), type(exc).__name__)
+    except FormatError as exc:
+        response = _json_error(400, str(exc), type(exc).__name__)
+    except NotFound as exc:
+        response = _json_error(404, str(exc), "NotFound")
+    except PoolFull as exc:
+        response = _json_error(
+            503, str(exc), "PoolFull", **{"Retry-After": str(int(exc.retry_after))}
+        )
+    except SequencerStopped as exc:
+        response = _json_error(503, str(exc), "ShuttingDown", **{"Retry-After": "5"})
+    except FirmlogError as exc:  # a verification error not mapped above
+        response = _json_error(422, str(exc), type(exc).__name__)
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path)
+        response = _json_error(
+            503,
+            "the log could not complete the request; nothing was lost, retry later",
+            "Unavailable",
+            **{"Retry-After": "1"},
+        )
+    elapsed = time.perf_counter() - started
+    metrics = request.app[METRICS]
+    route = _route_name(request)
+    metrics.requests.inc(1, route, str(response.status))
+    metrics.request_seconds.observe(elapsed, route)
+    if response.status >= 400 or request.method != "GET":
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            ms=round(elapsed * 1000, 2),
+        )
+    return response
+
+
+def _int_param(request: web.Request, name: str, *, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise BadRequest(f"missing query parameter {name!r}")
+        return default
+    if not _DECIMAL.fullmatch(raw) or int(raw) > MAX_UINT63:
+        raise BadRequest(f"query parameter {name!r} must be a decimal integer, got {raw!r}")
+    return int(raw)
+
+
+async def _latest(request: web.Request, at_least: int = 0) -> LatestCheckpoint:
+    latest = await _services(request).reader.latest(at_least)
+    if latest is None:
+        raise NotFound("the log is empty: no checkpoint has been published yet")
+    return latest
+
+
+def _size_within(latest: LatestCheckpoint, name: str, size: int) -> None:
+    if size > latest.tree_size:
+        raise NotFound(
+            f"{name}={size} is beyond the latest checkpoint (tree size {latest.tree_size})"
+        )
+
+
+# -- write path -------------------------------------------------------------
+
+
+async def post_entry(request: web.Request) -> web.Response:
+    svc = _services(request)
+    limit = svc.acceptance.max_entry_size
+    if request.content_length is not None and request.content_length > limit:
+        raise EntryTooLarge(f"entry is {request.content_length} bytes: the limit is {limit}")
+    raw = await request.content.read(limit + 1)
+    entry = svc.acceptance.check(raw)
+    result = await svc.sequencer.submit(entry.raw, entry.leaf_hash)
+    return web.Response(
+        body=result.bundle,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={
+            "Cache-Control": NO_STORE,
+            "Firmlog-Leaf-Index": str(result.leaf_index),
+            "Firmlog-Tree-Size": str(result.tree_size),
+        },
+    )
+
+
+# -- tlog-tiles -------------------------------------------------------------
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    latest = await _latest(request)
+    return web.Response(
+        body=latest.note,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": SHORT},
+    )
+
+
+async def get_tile(request: web.Request) -> web.Response:
+    reader = _services(request).reader
+    try:
+        tile = parse_tile_path(request.path)
+    except TilePathError as exc:
+        raise NotFound(f"not a tile path: {exc}") from exc
+    if tile.level == ENTRY_LEVEL:
+        data = await reader.entry_bundle(tile.index, tile.width)
+    else:
+        data = await reader.hash_tile(tile.level, tile.index, tile.width)
+    # A tile path's content never changes, partial (.p/W) or full.
+    return web.Response(
+        body=data, content_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE}
+    )
+
+
+# -- JSON API ---------------------------------------------------------------
+
+
+async def get_bundle(request: web.Request) -> web.Response:
+    svc = _services(request)
+    ref = request.match_info["ref"]
+    if _HEX64.fullmatch(ref):
+        found = await svc.storage.find_leaf(bytes.fromhex(ref))
+        if found is None:
+            raise NotFound(f"no entry with leaf hash {ref} is in the log")
+        index = found
+    elif _DECIMAL.fullmatch(ref) and int(ref) <= MAX_UINT63:
+        index = int(ref)
+    else:
+        raise BadRequest(
+            f"expected a decimal entry index or a 64-digit lowercase hex leaf hash, got {ref!r}"
+        )
+    pinned = "tree_size" in request.query
+    if pinned:
+        size = _int_param(request, "tree_size")
+        note = await svc.storage.checkpoint_at(size)
+        if note is None:
+            raise NotFound(f"the log published no checkpoint for tree size {size}")
+        checkpoint = checkpoint_of(note)
+    else:
+        checkpoint = await _latest(request, index + 1)
+    body = await svc.reader.bundle(index, checkpoint)
+    return web.Response(
+        body=body,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": IMMUTABLE if pinned else SHORT},
+    )
+
+
+def _b64(hashes: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode("ascii") for h in hashes]
+
+
+async def get_inclusion_proof(request: web.Request) -> web.Response:
+    index = _int_param(request, "index")
+    size = _int_param(request, "tree_size")
+    if index >= size:
+        raise BadRequest(f"index {index} is not below tree_size {size}")
+    latest = await _latest(request, size)
+    _size_within(latest, "tree_size", size)
+    hashes = await _services(request).reader.inclusion_proof(index, size)
+    return web.json_response(
+        {"leaf_index": index, "tree_size": size, "hashes": _b64(hashes)},
+        headers={"Cache-Control": IMMUTABLE},
+    )
+
+
+async def get_consistency_proof(request: web.Request) -> web.Response:
+    old = _int_param(request, "old")
+    new = _int_param(request, "new")
+    if old > new:
+        raise BadRequest(f"old size {old} is larger than new size {new}")
+    latest = await _latest(request, new)
+    _size_within(latest, "new", new)
+    hashes = await _services(request).reader.consistency_proof(old, new)
+    return web.json_response(
+        {"old_size": old, "new_size": new, "hashes": _b64(hashes)},
+        headers={"Cache-Control": IMMUTABLE},
+    )
+
+
+async def get_entries(request: web.Request) -> web.Response:
+    svc = _services(request)
+    start = _int_param(request, "start")
+    limit = svc.config.limits.max_entries_per_request
+    end = _int_param(request, "end", default=start + limit)
+    if end < start:
+        raise BadRequest(f"end {end} is before start {start}")
+    latest = await _latest(request)
+    end = min(end, start + limit, latest.tree_size)
+    entries = await svc.storage.read_entries(start, end) if end > start else []
+    return web.json_response(
+        {
+            "start": start,
+            "tree_size": latest.tree_size,
+            "entries": [
+                {"index": start + i, "entry": base64.b64encode(e).decode("ascii")}
+                for i, e in enumerate(entries)
+            ],
+        },
+        headers={"Cache-Control": SHORT},
+    )
+
+
+# -- operations -------------------------------------------------------------
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    latest = await _services(request).reader.latest()
+    return web.json_response(
+        {"status": "ok", "tree_size": latest.tree_size if latest else 0},
+        headers={"Cache-Control": NO_STORE},
+    )
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[METRICS].registry.render(),
+        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": NO_STORE},
+    )
+
+
+# -- the application --------------------------------------------------------
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, keys, metrics = app[CONFIG], app[KEYS], app[METRICS]
+    storage = open_storage(config.database_url)
+    await storage.open()
+    reader = LogReader(storage, cache_tiles=config.limits.tile_cache_tiles)
+    sequencer = Sequencer(storage, reader, keys.log, config.sequencer, metrics)
+    latest = await reader.latest()
+    metrics.tree_size.set(latest.tree_size if latest else 0)
+    task = asyncio.create_task(sequencer.run(), name="firmlog-sequencer")
+    app[SERVICES] = Services(
+        config=config,
+        storage=storage,
+        reader=reader,
+        sequencer=sequencer,
+        acceptance=AcceptancePolicy(keys.operator.verifier, config.limits.max_entry_size),
+        metrics=metrics,
+    )
+    log.info("log started", origin=keys.log.name, tree_size=latest.tree_size if latest else 0)
+    try:
+        yield
+    finally:
+        await sequencer.stop()
+        try:
+            await asyncio.wait_for(task, timeout=30)
+        finally:
+            await storage.close()
+            log.info("log stopped")
+
+
+def make_app(
+    config: ServerConfig, log_key: Ed25519Signer, operator_key: Ed25519Signer
+) -> web.Application:
+    """The log server application. Does no I/O until it is started."""
+    if log_key.name != config.origin:
+        raise ValueError(
+            f"the log key is named {log_key.name!r} but the origin is {config.origin!r}"
+        )
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.limits.max_entry_size + 1
+    )
+    app[CONFIG] = config
+    app[KEYS] = LogKeys(log=log_key, operator=operator_key)
+    app[METRICS] = ServerMetrics()
+    app.cleanup_ctx.append(_services_ctx)
+    r = app.router
+    r.add_post("/v1/entries", post_entry)
+    r.add_get("/checkpoint", get_checkpoint)
+    r.add_get("/tile/{path:.+}", get_tile)
+    r.add_get("/v1/bundle/{ref}", get_bundle)
+    r.add_get("/v1/proof/inclusion", get_inclusion_proof)
+    r.add_get("/v1/proof/consistency", get_consistency_proof)
+    r.add_get("/v1/entries", get_entries)
+    r.add_get("/healthz", get_healthz)
+    r.add_get("/metrics", get_metrics)
+    return app

@@ -1,0 +1,188 @@
+"""Server configuration: one frozen dataclass, from ``config.toml``, environment and flags.
+
+Precedence, lowest first: built-in defaults, ``<data dir>/config.toml``,
+``FIRMLOG_*`` environment variables, command-line flags. Everything is
+validated once at start, so bad configuration fails fast with a message that
+names the setting.
+
+``config.toml``::
+
+    origin = "log.example.com/firmware"   # checkpoint origin = log key name
+    listen = "127.0.0.1:8080"
+    database = "sqlite:///firmlog-data/firmlog.db"   # or postgresql://...
+
+    [sequencer]
+    batch_interval = 0.5      # seconds: the longest an entry waits to be integrated
+    batch_size = 1024         # a batch this full is integrated at once
+    pool_size = 20000         # pending entries beyond this get 503 + Retry-After
+
+    [limits]
+    max_entry_size = 16384
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
+from firmlog.client.note import check_key_name
+
+CONFIG_FILE = "config.toml"
+LOG_KEY_FILE = "log.key"
+OPERATOR_KEY_FILE = "operator.key"
+DB_FILE = "firmlog.db"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequencerConfig:
+    batch_interval: float = 0.5
+    batch_size: int = 1024
+    pool_size: int = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
+    max_entries_per_request: int = 1000
+    tile_cache_tiles: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data_dir: Path
+    origin: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    database: str = ""  # empty: SQLite in the data directory
+    sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{(self.data_dir / DB_FILE).resolve()}"
+
+    @property
+    def listen(self) -> str:
+        return f"{self.listen_host}:{self.listen_port}"
+
+    def validate(self) -> ServerConfig:
+        try:
+            check_key_name(self.origin)
+        except ValueError as exc:
+            raise ConfigError(f"origin {self.origin!r} is not a valid key name: {exc}") from exc
+        if not 0 <= self.listen_port <= 65535:
+            raise ConfigError(f"listen port must be 0..65535, got {self.listen_port}")
+        if self.database and not self.database.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                f"database must be sqlite:///PATH or postgresql://..., got {self.database!r}"
+            )
+        s = self.sequencer
+        if not 0.001 <= s.batch_interval <= 10:
+            raise ConfigError(
+                f"sequencer.batch_interval must be 0.001..10 s, got {s.batch_interval}"
+            )
+        if not 1 <= s.batch_size <= 65536:
+            raise ConfigError(f"sequencer.batch_size must be 1..65536, got {s.batch_size}")
+        if s.pool_size < s.batch_size:
+            raise ConfigError(
+                f"sequencer.pool_size ({s.pool_size}) must be at least batch_size ({s.batch_size})"
+            )
+        lim = self.limits
+        if not 256 <= lim.max_entry_size <= 65535:
+            raise ConfigError(
+                f"limits.max_entry_size must be 256..65535 bytes (entry bundles use a uint16 "
+                f"length), got {lim.max_entry_size}"
+            )
+        if not 1 <= lim.max_entries_per_request <= 100000:
+            raise ConfigError(
+                f"limits.max_entries_per_request must be 1..100000, "
+                f"got {lim.max_entries_per_request}"
+            )
+        if lim.tile_cache_tiles < 16:
+            raise ConfigError(f"limits.tile_cache_tiles must be >= 16, got {lim.tile_cache_tiles}")
+        return self
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _section(cls: type[Any], raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, given in raw.items():
+        value = given
+        if key not in known:
+            raise ConfigError(f"unknown setting {where}.{key} (known: {', '.join(sorted(known))})")
+        want = type(getattr(cls(), key))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not want:
+            raise ConfigError(
+                f"{where}.{key} must be {want.__name__}, got {type(value).__name__} {value!r}"
+            )
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(
+    data_dir: Path,
+    *,
+    listen: str | None = None,
+    database: str | None = None,
+    origin: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Read ``<data_dir>/config.toml`` (if present), then environment, then these overrides."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = data_dir / CONFIG_FILE
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    allowed = {"origin", "listen", "database", "sequencer", "limits"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}: unknown setting {key!r} (known: {', '.join(sorted(allowed))})"
+            )
+
+    cfg_origin = origin or env.get("FIRMLOG_ORIGIN") or raw.get("origin")
+    if not isinstance(cfg_origin, str):
+        raise ConfigError(f"no origin configured: set origin in {path} or pass --origin")
+    cfg = ServerConfig(data_dir=data_dir, origin=cfg_origin)
+
+    cfg_listen = listen or env.get("FIRMLOG_LISTEN") or raw.get("listen")
+    if cfg_listen is not None:
+        if not isinstance(cfg_listen, str):
+            raise ConfigError(f"listen must be a string HOST:PORT, got {cfg_listen!r}")
+        host, port = parse_listen(cfg_listen)
+        cfg = replace(cfg, listen_host=host, listen_port=port)
+    cfg_db = database or env.get("FIRMLOG_DATABASE") or raw.get("database")
+    if cfg_db is not None:
+        if not isinstance(cfg_db, str):
+            raise ConfigError(f"database must be a string URL, got {cfg_db!r}")
+        cfg = replace(cfg, database=cfg_db)
+    if "sequencer" in raw:
+        cfg = replace(cfg, sequencer=_section(SequencerConfig, raw["sequencer"], "sequencer"))
+    if "limits" in raw:
+        cfg = replace(cfg, limits=_section(LimitsConfig, raw["limits"], "limits"))
+    return cfg.validate()

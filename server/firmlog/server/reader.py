@@ -1,0 +1,250 @@
+"""The read side of the log: the latest checkpoint, tiles, entry bundles and proofs.
+
+Nothing here loads the tree. A proof reads O(log n) tiles through
+:class:`firmlog.client.tiles.TileHashReader`; tiles come from three caches
+before the database:
+
+- full hash tiles, expanded (shared :class:`TileCache`) and raw (for HTTP);
+- partial hash tiles keyed by width: ``tile/L/N.p/W`` never changes either;
+- full entry bundles.
+
+The latest checkpoint is what this process integrated last, or what another
+process sharing the database integrated: it is re-read from storage at most
+every ``refresh_interval`` seconds, and at once when a request names a tree
+size beyond it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import Checkpoint
+from firmlog.client.merkle import HashReader, consistency_proof, inclusion_proof
+from firmlog.client.note import split_note
+from firmlog.client.tiles import (
+    ENTRY_LEVEL,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Tile,
+    TileCache,
+    TileHashReader,
+    encode_entry_bundle,
+)
+from firmlog.server.storage import Storage
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+class NotFound(LookupError):
+    """The thing asked for is not in the log (yet). Answer 404."""
+
+
+class _LRU(Generic[K, V]):
+    def __init__(self, max_items: int) -> None:
+        self._max = max_items
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+
+class _NeedTiles(Exception):
+    def __init__(self, tiles: list[Tile]) -> None:
+        super().__init__(f"{len(tiles)} tiles not loaded")
+        self.tiles = tiles
+
+
+@dataclass(frozen=True, slots=True)
+class LatestCheckpoint:
+    note: bytes
+    tree_size: int
+    root_hash: bytes
+
+
+def checkpoint_of(note: bytes) -> LatestCheckpoint:
+    """Tree size and root of a signed checkpoint note this log wrote."""
+    text, _ = split_note(note)
+    cp = Checkpoint.parse(text)
+    return LatestCheckpoint(note=note, tree_size=cp.tree_size, root_hash=cp.root_hash)
+
+
+class LogReader:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        cache_tiles: int = 2048,
+        refresh_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._storage = storage
+        self._expanded = TileCache(cache_tiles)
+        self._full_raw: _LRU[tuple[int, int], bytes] = _LRU(cache_tiles)
+        self._partial_raw: _LRU[tuple[int, int, int], bytes] = _LRU(1024)
+        self._bundles: _LRU[int, bytes] = _LRU(64)
+        self._refresh_interval = refresh_interval
+        self._clock = clock
+        self._latest: LatestCheckpoint | None = None
+        self._checked_at = -float("inf")
+        self._refresh_lock = asyncio.Lock()
+
+    # -- the latest checkpoint ------------------------------------------------
+
+    async def latest(self, at_least: int = 0) -> LatestCheckpoint | None:
+        """The newest checkpoint known; re-read when stale or smaller than ``at_least``."""
+        latest = self._latest
+        fresh = self._clock() - self._checked_at < self._refresh_interval
+        if latest is not None and fresh and latest.tree_size >= at_least:
+            return latest
+        async with self._refresh_lock:
+            if self._latest is latest:  # nobody refreshed while we waited
+                note = await self._storage.latest_checkpoint()
+                self._checked_at = self._clock()
+                if note is not None:
+                    self._offer(checkpoint_of(note))
+        return self._latest
+
+    def publish(self, note: bytes, tree_size: int, root_hash: bytes) -> None:
+        """Called by the sequencer after its commit."""
+        self._offer(LatestCheckpoint(note=note, tree_size=tree_size, root_hash=root_hash))
+
+    def _offer(self, cp: LatestCheckpoint) -> None:
+        if self._latest is None or cp.tree_size > self._latest.tree_size:
+            self._latest = cp
+
+    def remember_tiles(self, tree_size: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
+        """Cache hash tiles just committed (their widths follow from the bytes)."""
+        for (level, index), data in tiles.items():
+            self._cache_tile(Tile(level, index, len(data) // 32), data)
+
+    # -- tiles ----------------------------------------------------------------
+
+    def _cached_tile(self, tile: Tile) -> bytes | None:
+        if tile.width == TILE_WIDTH:
+            return self._full_raw.get((tile.level, tile.index))
+        return self._partial_raw.get((tile.level, tile.index, tile.width))
+
+    def _cache_tile(self, tile: Tile, data: bytes) -> None:
+        if tile.width == TILE_WIDTH:
+            self._full_raw.put((tile.level, tile.index), data)
+        else:
+            self._partial_raw.put((tile.level, tile.index, tile.width), data)
+
+    async def _load_tiles(self, tiles: Sequence[Tile]) -> dict[Tile, bytes]:
+        found: dict[Tile, bytes] = {}
+        wanted: list[Tile] = []
+        for t in tiles:
+            data = self._cached_tile(t)
+            if data is None:
+                wanted.append(t)
+            else:
+                found[t] = data
+        if wanted:
+            stored = await self._storage.read_tiles([(t.level, t.index) for t in wanted])
+            for t in wanted:
+                data = stored.get((t.level, t.index))
+                if data is None or len(data) < t.width * 32:
+                    continue
+                data = data[: t.width * 32]
+                self._cache_tile(t, data)
+                found[t] = data
+        return found
+
+    async def hash_tile(self, level: int, index: int, width: int) -> bytes:
+        """The bytes of ``tile/<level>/<index>[.p/<width>]``; NotFound if not that wide yet."""
+        tile = Tile(level, index, width)
+        data = (await self._load_tiles([tile])).get(tile)
+        if data is None:
+            raise NotFound(f"tile {tile.path} is not in the log")
+        return data
+
+    async def entry_bundle(self, index: int, width: int) -> bytes:
+        """The bytes of ``tile/entries/<index>[.p/<width>]``; NotFound if not that wide yet."""
+        if width == TILE_WIDTH and (cached := self._bundles.get(index)) is not None:
+            return cached
+        start = index * TILE_WIDTH
+        entries = await self._storage.read_entries(start, start + width)
+        if len(entries) != width:
+            raise NotFound(f"{Tile(ENTRY_LEVEL, index, width).path} is not in the log")
+        data = encode_entry_bundle(entries)
+        if width == TILE_WIDTH:
+            self._bundles.put(index, data)
+        return data
+
+    # -- proofs ---------------------------------------------------------------
+
+    async def prove(self, tree_size: int, fn: Callable[[HashReader], T]) -> T:
+        """Run a synchronous prover over this log's tiles at ``tree_size``.
+
+        The prover asks for all the tiles it needs in one call; missing ones
+        are loaded (one query) and the prover runs again.
+        """
+        loaded: dict[Tile, bytes] = {}
+
+        def fetch(tiles: Sequence[Tile]) -> list[bytes]:
+            missing = [t for t in tiles if t not in loaded and self._cached_tile(t) is None]
+            if missing:
+                raise _NeedTiles(missing)
+            return [loaded.get(t) or self._cached_tile(t) or b"" for t in tiles]
+
+        for _ in range(3):
+            try:
+                return fn(TileHashReader(tree_size, fetch, self._expanded))
+            except _NeedTiles as need:
+                got = await self._load_tiles(need.tiles)
+                lost = [t.path for t in need.tiles if t not in got]
+                if lost:
+                    raise RuntimeError(
+                        f"storage lacks tiles {lost} for tree size {tree_size}"
+                    ) from None
+                loaded.update(got)
+        raise RuntimeError(f"tiles for tree size {tree_size} kept changing while proving")
+
+    async def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
+        return await self.prove(tree_size, lambda r: inclusion_proof(leaf_index, tree_size, r))
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return await self.prove(new_size, lambda r: consistency_proof(old_size, new_size, r))
+
+    async def bundle(self, leaf_index: int, checkpoint: LatestCheckpoint) -> bytes:
+        """The ``.tlog-proof`` bundle of one entry against ``checkpoint``."""
+        if leaf_index >= checkpoint.tree_size:
+            raise NotFound(f"entry {leaf_index} is not in the tree of size {checkpoint.tree_size}")
+        entries = await self._storage.read_entries(leaf_index, leaf_index + 1)
+        if not entries:
+            raise NotFound(f"entry {leaf_index} is not in the log")
+        proof = await self.inclusion_proof(leaf_index, checkpoint.tree_size)
+        return ProofBundle(
+            index=leaf_index, proof=tuple(proof), checkpoint=checkpoint.note, extra=entries[0]
+        ).format()
+
+
+def hash_tiles_touched(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """Hash tiles that gain hashes when the tree grows from ``old_size`` to ``new_size``."""
+    touched = []
+    level = 0
+    while (new_size >> (TILE_HEIGHT * level)) > 0:
+        shift = TILE_HEIGHT * level
+        old_n, new_n = old_size >> shift, new_size >> shift  # hashes stored at this level
+        if new_n > old_n:
+            first, last = old_n // TILE_WIDTH, (new_n - 1) // TILE_WIDTH
+            touched += [(level, i) for i in range(first, last + 1)]
+        level += 1
+    return touched

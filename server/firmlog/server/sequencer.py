@@ -1,0 +1,222 @@
+"""The sequencer: batches submissions into the tree, one transaction per batch.
+
+Submissions wait in an in-memory pool. The run loop takes a batch when it is
+full or when the oldest entry has waited ``batch_interval``, and integrates it
+in one storage transaction under the log-wide lock: it reads the committed
+state (another process may have grown the log), skips entries already logged,
+appends the rest to the right edge of the tree (:class:`CompactRange`),
+writes the entries, the hash tiles that changed and the new signed
+checkpoint, and commits. Only then are the waiting submitters answered, each
+with a ``.tlog-proof`` bundle against the new checkpoint: a proof, not a
+promise.
+
+Who owns what: ``_pending`` and ``_wake`` are shared between :meth:`submit`
+(appends) and the run loop (takes); everything else belongs to the run loop.
+The sequencer keeps no tree in memory beyond what one batch needs: the right
+edge is stored with the state and re-read in every transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
+from firmlog.client.merkle import CompactRange, HashReader, inclusion_proof
+from firmlog.client.note import Ed25519Signer
+from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
+from firmlog.server.config import SequencerConfig
+from firmlog.server.metrics import ServerMetrics
+from firmlog.server.reader import LogReader, hash_tiles_touched
+from firmlog.server.storage import LogState, Storage
+
+log = structlog.get_logger("firmlog.sequencer")
+
+
+class PoolFull(Exception):
+    """The pool of pending entries is full. Answer 503 with Retry-After."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the submission pool is full; retry after {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class SequencerStopped(Exception):
+    """The sequencer is shutting down and takes no more entries. Answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Integrated:
+    """The outcome of one submission: where it is and the proof that it is there."""
+
+    leaf_index: int
+    tree_size: int
+    bundle: bytes
+    duplicate: bool  # the entry was already in the log before this submission
+
+
+@dataclass(slots=True)
+class _Pending:
+    entry: bytes
+    leaf_hash: bytes
+    future: asyncio.Future[Integrated]
+    queued_at: float
+
+
+class Sequencer:
+    def __init__(
+        self,
+        storage: Storage,
+        reader: LogReader,
+        signer: Ed25519Signer,
+        config: SequencerConfig,
+        metrics: ServerMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._storage = storage
+        self._reader = reader
+        self._signer = signer
+        self._config = config
+        self._metrics = metrics or ServerMetrics()
+        self._clock = clock
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def origin(self) -> str:
+        return self._signer.name
+
+    async def submit(self, entry: bytes, leaf_hash: bytes) -> Integrated:
+        """Queue an entry and wait until it is durably in the log."""
+        if self._stopping:
+            raise SequencerStopped("the log is shutting down")
+        if len(self._pending) >= self._config.pool_size:
+            self._metrics.submissions.inc(1, "pool_full")
+            raise PoolFull(retry_after=max(1.0, self._config.batch_interval * 2))
+        future: asyncio.Future[Integrated] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(entry, leaf_hash, future, self._clock()))
+        self._metrics.pool.set(len(self._pending))
+        if len(self._pending) == 1 or len(self._pending) >= self._config.batch_size:
+            self._wake.set()
+        return await asyncio.shield(future)
+
+    async def run(self) -> None:
+        """Integrate batches until :meth:`stop`; then integrate what is left and return."""
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait = self._pending[0].queued_at + self._config.batch_interval - self._clock()
+            if len(self._pending) < self._config.batch_size and wait > 0 and not self._stopping:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                continue
+            batch = self._pending[: self._config.batch_size]
+            del self._pending[: len(batch)]
+            self._metrics.pool.set(len(self._pending))
+            await self._integrate_and_answer(batch)
+
+    async def stop(self) -> None:
+        """Refuse new entries; the run loop drains the pool, then returns."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _integrate_and_answer(self, batch: list[_Pending]) -> None:
+        started = self._clock()
+        try:
+            results = await self._integrate(batch)
+        except Exception as exc:
+            self._metrics.integration_errors.inc()
+            log.exception("integration failed", entries=len(batch))
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self._metrics.integrate_seconds.observe(self._clock() - started)
+        self._metrics.batch_size.observe(len(batch))
+        for p, result in zip(batch, results, strict=True):
+            self._metrics.submissions.inc(1, "duplicate" if result.duplicate else "integrated")
+            if not p.future.done():
+                p.future.set_result(result)
+
+    async def _integrate(self, batch: list[_Pending]) -> list[Integrated]:
+        async with self._storage.integration() as tx:
+            state = await tx.state()
+            tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
+            known = await tx.find_leaves([p.leaf_hash for p in batch])
+            new_entries: list[tuple[bytes, bytes]] = []
+            index_of: dict[bytes, int] = dict(known)
+            tile_hashes: dict[tuple[int, int], list[bytes]] = {}
+            for p in batch:
+                if p.leaf_hash in index_of:
+                    continue
+                index_of[p.leaf_hash] = tree.tree_size
+                new_entries.append((p.leaf_hash, p.entry))
+                for level, index, digest in tree.append(p.leaf_hash):
+                    if level % TILE_HEIGHT == 0:
+                        key = (level // TILE_HEIGHT, index // TILE_WIDTH)
+                        tile_hashes.setdefault(key, []).append(digest)
+
+            if new_entries:
+                touched = hash_tiles_touched(state.tree_size, tree.tree_size)
+                have = await tx.read_tiles(
+                    [t for t in touched if _stored_width(state.tree_size, *t) > 0]
+                )
+                tiles: dict[tuple[int, int], bytes] = {}
+                for key, hashes in tile_hashes.items():
+                    old = have.get(key, b"")
+                    expected = _stored_width(state.tree_size, *key) * 32
+                    if len(old) < expected:
+                        raise RuntimeError(
+                            f"tile {key} holds {len(old)} bytes, expected {expected} at tree "
+                            f"size {state.tree_size}: storage is inconsistent"
+                        )
+                    tiles[key] = old[:expected] + b"".join(hashes)
+                root = tree.root()
+                note = sign_checkpoint(Checkpoint(self.origin, tree.tree_size, root), self._signer)
+                await tx.append_entries(state.tree_size, new_entries)
+                await tx.write_tiles(tiles)
+                await tx.write_state(LogState(tree.tree_size, tree.to_bytes(), note))
+            else:
+                tiles, note, root = {}, state.checkpoint, tree.root()
+        # Committed: the entries are durable. Publish, then prove from the new tiles.
+        size = tree.tree_size
+        self._reader.remember_tiles(size, tiles)
+        self._reader.publish(note, size, root)
+        self._metrics.tree_size.set(size)
+        if new_entries:
+            log.info("integrated", entries=len(new_entries), tree_size=size)
+
+        def prove_all(reader: HashReader) -> list[list[bytes]]:
+            return [inclusion_proof(index_of[p.leaf_hash], size, reader) for p in batch]
+
+        proofs = await self._reader.prove(size, prove_all)
+        new_hashes = {h for h, _ in new_entries}
+        return [
+            Integrated(
+                leaf_index=index_of[p.leaf_hash],
+                tree_size=size,
+                bundle=ProofBundle(
+                    index=index_of[p.leaf_hash], proof=tuple(proof), checkpoint=note, extra=p.entry
+                ).format(),
+                duplicate=p.leaf_hash not in new_hashes,
+            )
+            for p, proof in zip(batch, proofs, strict=True)
+        ]
+
+
+def _stored_width(tree_size: int, level: int, index: int) -> int:
+    """How many hashes tile ``(level, index)`` holds at ``tree_size``."""
+    n = tree_size >> (TILE_HEIGHT * level)
+    return max(0, min(TILE_WIDTH, n - index * TILE_WIDTH))

@@ -1,0 +1,331 @@
+"""The log server over real HTTP on loopback, on SQLite and on PostgreSQL.
+
+Every test re-verifies the whole log from its tiles and entry bundles after
+it has changed it (logcheck.verify_whole_log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from harness import LogUnderTest
+from logcheck import verify_whole_log
+
+from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import open_checkpoint
+from firmlog.client.entries import VendorAdmission, sign_entry
+from firmlog.client.merkle import leaf_hash, verify_consistency, verify_inclusion
+from firmlog.client.note import generate_key
+from firmlog.server.storage import open_storage
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    pg_factory: Callable[[], Awaitable[str]],
+) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'firmlog.db'}"
+    return await pg_factory()
+
+
+@pytest.fixture
+async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
+    server = LogUnderTest(database_url, tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession() as s:
+        yield s
+
+
+async def test_empty_log_has_no_checkpoint(log: LogUnderTest, session: ClientSession) -> None:
+    async with session.get(f"{log.base}/checkpoint") as resp:
+        assert resp.status == 404
+        assert "empty" in (await resp.json())["error"]
+    async with session.get(f"{log.base}/healthz") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["tree_size"] == 0
+
+
+async def test_submission_answers_with_a_proof(log: LogUnderTest, session: ClientSession) -> None:
+    entries = [log.entry(i) for i in range(5)]
+    for i, entry in enumerate(entries):
+        status, body = await log.submit(session, entry)
+        assert status == 200, body
+        bundle = log.check_bundle(body, entry)
+        assert bundle.index == i
+    checked = await verify_whole_log(log.base, log.verifier)
+    assert checked.entries == entries
+
+
+async def test_resubmission_gets_the_original_index(
+    log: LogUnderTest, session: ClientSession
+) -> None:
+    first = [log.entry(i) for i in range(3)]
+    for e in first:
+        assert (await log.submit(session, e))[0] == 200
+    status, body = await log.submit(session, first[1])
+    assert status == 200
+    assert log.check_bundle(body, first[1]).index == 1
+    # and twice in the same batch
+    results = await asyncio.gather(*(log.submit(session, log.entry(99)) for _ in range(4)))
+    indexes = {log.check_bundle(b, log.entry(99)).index for s, b in results if s == 200}
+    assert indexes == {3}
+    assert (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size == 4
+
+
+async def test_concurrent_submissions_are_batched(
+    log: LogUnderTest, session: ClientSession
+) -> None:
+    entries = [log.entry(i) for i in range(300)]  # crosses the first tile boundary
+    results = await asyncio.gather(*(log.submit(session, e) for e in entries))
+    sizes = set()
+    indexes = set()
+    for (status, body), entry in zip(results, entries, strict=True):
+        assert status == 200, body
+        bundle = log.check_bundle(body, entry)
+        indexes.add(bundle.index)
+        sizes.add(open_checkpoint(bundle.checkpoint, log.verifier).checkpoint.tree_size)
+    assert indexes == set(range(300))
+    assert len(sizes) < 100, f"{len(sizes)} checkpoints for 300 concurrent entries: no batching"
+    checked = await verify_whole_log(log.base, log.verifier)
+    assert checked.checkpoint.tree_size == 300
+    assert sorted(checked.entries) == sorted(entries)
+
+
+async def _size(log: LogUnderTest) -> int:
+    return (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"", 400, "note"),
+        (b"not a note at all", 400, "note"),
+        (b"firmlog/vendor/v1\n{}\n\n\xe2\x80\x94 x AAAA\n", 400, ""),
+        ("\xff".encode("latin-1"), 400, ""),
+        (b"x" * 20000, 413, "limit is 16384"),
+    ],
+)
+async def test_malformed_submissions_are_rejected_and_nothing_is_stored(
+    log: LogUnderTest, session: ClientSession, body: bytes, status: int, message: str
+) -> None:
+    assert (await log.submit(session, log.entry(0)))[0] == 200
+    async with session.post(f"{log.base}/v1/entries", data=body) as resp:
+        assert resp.status == status
+        err = await resp.json()
+        assert message in err["error"]
+        assert err["kind"]
+    assert await _size(log) == 1
+
+
+async def test_entries_not_signed_by_the_operator_are_forbidden(
+    log: LogUnderTest, session: ClientSession
+) -> None:
+    stranger = generate_key("stranger.example")
+    body = VendorAdmission(vendor="evil.example", keys=(stranger.verifier.vkey,), threshold=1)
+    status, resp = await log.submit(session, sign_entry(body, [stranger]))
+    assert status == 403, resp
+    # a forged signature under the operator's name and key id is also refused
+    forged = bytearray(log.entry(7))
+    forged[-10] ^= 0x01
+    status, resp = await log.submit(session, bytes(forged))
+    assert status in (400, 403), resp
+    async with session.get(f"{log.base}/checkpoint") as r:
+        assert r.status == 404  # still empty
+
+
+async def test_full_pool_answers_503_with_retry_after(
+    database_url: str, tmp_path: Path, session: ClientSession
+) -> None:
+    log = LogUnderTest(database_url, tmp_path, batch_size=1, pool_size=1, batch_interval=0.01)
+    await log.start()
+    blocker = open_storage(database_url)
+    await blocker.open()
+    try:
+        # Hold the integration lock, as a second server process would.
+        async with blocker.integration():
+            first = asyncio.create_task(log.submit(session, log.entry(1)))
+            await asyncio.sleep(0.3)  # the sequencer took it and waits for the lock
+            second = asyncio.create_task(log.submit(session, log.entry(2)))
+            await asyncio.sleep(0.2)  # now in the pool
+            async with session.post(f"{log.base}/v1/entries", data=log.entry(3)) as resp:
+                assert resp.status == 503
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert "pool is full" in (await resp.json())["error"]
+        assert (await first)[0] == 200
+        assert (await second)[0] == 200
+        assert await _size(log) == 2
+    finally:
+        await blocker.close()
+        await log.stop()
+
+
+async def test_read_api_proofs_verify(log: LogUnderTest, session: ClientSession) -> None:
+    entries = [log.entry(i) for i in range(20)]
+    checkpoints = {}
+    for e in entries:
+        status, body = await log.submit(session, e)
+        assert status == 200
+        cp_note = ProofBundle.parse(body).checkpoint
+        cp = open_checkpoint(cp_note, log.verifier).checkpoint
+        checkpoints[cp.tree_size] = cp
+    for size, cp in checkpoints.items():
+        for index in range(size):
+            url = f"{log.base}/v1/proof/inclusion?index={index}&tree_size={size}"
+            async with session.get(url) as resp:
+                assert resp.status == 200
+                assert "immutable" in resp.headers["Cache-Control"]
+                got = await resp.json()
+            proof = [base64.b64decode(h) for h in got["hashes"]]
+            assert (got["leaf_index"], got["tree_size"]) == (index, size)
+            verify_inclusion(leaf_hash(entries[index]), index, size, proof, cp.root_hash)
+        for old, old_cp in checkpoints.items():
+            if old > size:
+                continue
+            async with session.get(f"{log.base}/v1/proof/consistency?old={old}&new={size}") as r:
+                assert r.status == 200
+                got = await r.json()
+            proof = [base64.b64decode(h) for h in got["hashes"]]
+            verify_consistency(old, size, old_cp.root_hash, cp.root_hash, proof)
+    # bundles by index and by leaf hash, latest and pinned to a tree size
+    for index in (0, 7, 19):
+        for ref in (str(index), leaf_hash(entries[index]).hex()):
+            async with session.get(f"{log.base}/v1/bundle/{ref}") as resp:
+                assert resp.status == 200
+                assert log.check_bundle(await resp.read(), entries[index]).index == index
+        async with session.get(f"{log.base}/v1/bundle/{index}?tree_size={index + 1}") as resp:
+            assert resp.status == 200
+            assert "immutable" in resp.headers["Cache-Control"]
+            pinned = log.check_bundle(await resp.read(), entries[index])
+            assert open_checkpoint(pinned.checkpoint, log.verifier).checkpoint.tree_size == (
+                index + 1
+            )
+    async with session.get(f"{log.base}/v1/entries?start=5&end=8") as resp:
+        got = await resp.json()
+        assert [base64.b64decode(e["entry"]) for e in got["entries"]] == entries[5:8]
+        assert [e["index"] for e in got["entries"]] == [5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/proof/inclusion?index=5&tree_size=3", 400),
+        ("/v1/proof/inclusion?index=0&tree_size=99", 404),
+        ("/v1/proof/inclusion?index=x&tree_size=3", 400),
+        ("/v1/proof/inclusion?tree_size=3", 400),
+        ("/v1/proof/consistency?old=3&new=2", 400),
+        ("/v1/proof/consistency?old=1&new=50", 404),
+        ("/v1/proof/inclusion?index=01&tree_size=3", 400),
+        ("/v1/bundle/3", 404),
+        ("/v1/bundle/" + "ab" * 32, 404),
+        ("/v1/bundle/-1", 400),
+        ("/v1/bundle/0?tree_size=7", 404),
+        ("/v1/entries?start=a", 400),
+        ("/tile/0/000.p/4", 404),
+        ("/tile/0/000", 404),
+        ("/tile/0/0", 404),
+        ("/tile/entries/000.p/4", 404),
+        ("/tile/9/000.p/1", 404),
+    ],
+)
+async def test_bad_reads_say_what_was_wrong(
+    log: LogUnderTest, session: ClientSession, path: str, status: int
+) -> None:
+    for i in range(3):
+        assert (await log.submit(session, log.entry(i)))[0] == 200
+    async with session.get(f"{log.base}{path}") as resp:
+        assert resp.status == status
+        assert (await resp.json())["error"]
+
+
+async def test_tiles_and_caching_headers(log: LogUnderTest, session: ClientSession) -> None:
+    results = await asyncio.gather(*(log.submit(session, log.entry(i)) for i in range(260)))
+    assert all(s == 200 for s, _ in results)
+    size = await _size(log)
+    async with session.get(f"{log.base}/tile/0/000") as resp:
+        assert resp.status == 200
+        assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert len(await resp.read()) == 256 * 32
+    async with session.get(f"{log.base}/tile/0/001.p/{size - 256}") as resp:
+        assert resp.status == 200
+    async with session.get(f"{log.base}/tile/entries/000") as resp:
+        assert resp.status == 200
+        assert "immutable" in resp.headers["Cache-Control"]
+    async with session.get(f"{log.base}/checkpoint") as resp:
+        assert "max-age=1" in resp.headers["Cache-Control"]
+    # a narrower partial tile is a prefix of the wider one
+    async with session.get(f"{log.base}/tile/0/000.p/10") as resp:
+        narrow = await resp.read()
+    async with session.get(f"{log.base}/tile/0/000") as resp:
+        assert (await resp.read()).startswith(narrow)
+
+
+async def test_restart_keeps_the_log(database_url: str, tmp_path: Path) -> None:
+    first = LogUnderTest(database_url, tmp_path)
+    await first.start()
+    async with ClientSession() as session:
+        for i in range(10):
+            assert (await first.submit(session, first.entry(i)))[0] == 200
+        before = await verify_whole_log(first.base, first.verifier)
+        await first.stop()
+        second = LogUnderTest(
+            database_url, tmp_path, log_key=first.log_key, operator=first.operator
+        )
+        await second.start()
+        try:
+            after = await verify_whole_log(second.base, second.verifier)
+            assert after.note == before.note
+            status, body = await second.submit(session, second.entry(10))
+            assert status == 200
+            assert second.check_bundle(body, second.entry(10)).index == 10
+            status, body = await second.submit(session, first.entry(3))
+            assert second.check_bundle(body, first.entry(3)).index == 3
+            await verify_whole_log(second.base, second.verifier)
+        finally:
+            await second.stop()
+
+
+async def test_metrics_and_health(log: LogUnderTest, session: ClientSession) -> None:
+    assert (await log.submit(session, log.entry(1)))[0] == 200
+    async with session.get(f"{log.base}/metrics") as resp:
+        text = await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "firmlog_tree_size 1" in text
+    assert 'firmlog_submissions_total{outcome="integrated"} 1' in text
+    assert "firmlog_integrate_seconds_count 1" in text
+    async with session.get(f"{log.base}/healthz") as resp:
+        assert (await resp.json()) == {"status": "ok", "tree_size": 1}
+
+
+async def test_a_tree_with_level_one_tiles_verifies(database_url: str, tmp_path: Path) -> None:
+    """70,000 entries: full and partial tiles at levels 0, 1 and 2 (sequencer fed directly)."""
+    from firmlog.server.app import SERVICES
+
+    log = LogUnderTest(database_url, tmp_path, batch_size=8192, pool_size=80000)
+    await log.start()
+    try:
+        assert log.server is not None
+        sequencer = log.server.app[SERVICES].sequencer
+        entries = [f"entry {i}".encode() for i in range(70_000)]
+        results = await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in entries))
+        assert sorted(r.leaf_index for r in results) == list(range(70_000))
+        for r, e in zip(results[::997], entries[::997], strict=True):
+            log.check_bundle(r.bundle, e)
+        checked = await verify_whole_log(log.base, log.verifier)
+        assert checked.checkpoint.tree_size == 70_000
+    finally:
+        await log.stop()

@@ -19,7 +19,7 @@ from logcheck import verify_whole_log
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.entries import VendorAdmission, sign_entry
-from firmlog.client.merkle import leaf_hash, verify_consistency, verify_inclusion
+from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 from firmlog.client.note import generate_key
 from firmlog.server.storage import open_storage
 
@@ -51,10 +51,12 @@ async def session() -> AsyncIterator[ClientSession]:
         yield s
 
 
-async def test_empty_log_has_no_checkpoint(log: LogUnderTest, session: ClientSession) -> None:
-    async with session.get(f"{log.base}/checkpoint") as resp:
-        assert resp.status == 404
-        assert "empty" in (await resp.json())["error"]
+async def test_a_new_log_publishes_the_empty_tree(
+    log: LogUnderTest, session: ClientSession
+) -> None:
+    checked = await verify_whole_log(log.base, log.verifier)
+    assert checked.checkpoint.tree_size == 0
+    assert checked.checkpoint.root_hash == EMPTY_ROOT
     async with session.get(f"{log.base}/healthz") as resp:
         assert resp.status == 200
         assert (await resp.json())["tree_size"] == 0
@@ -144,8 +146,7 @@ async def test_entries_not_signed_by_the_operator_are_forbidden(
     forged[-10] ^= 0x01
     status, resp = await log.submit(session, bytes(forged))
     assert status in (400, 403), resp
-    async with session.get(f"{log.base}/checkpoint") as r:
-        assert r.status == 404  # still empty
+    assert await _size(log) == 0  # still empty
 
 
 async def test_full_pool_answers_503_with_retry_after(

@@ -334,6 +334,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await storage.open()
     reader = LogReader(storage, cache_tiles=config.limits.tile_cache_tiles)
     sequencer = Sequencer(storage, reader, keys.log, config.sequencer, metrics)
+    await sequencer.initialize()
     latest = await reader.latest()
     metrics.tree_size.set(latest.tree_size if latest else 0)
     task = asyncio.create_task(sequencer.run(), name="firmlog-sequencer")

@@ -28,7 +28,7 @@ import structlog
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
-from firmlog.client.merkle import CompactRange, HashReader, inclusion_proof
+from firmlog.client.merkle import EMPTY_ROOT, CompactRange, HashReader, inclusion_proof
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
@@ -92,6 +92,17 @@ class Sequencer:
     @property
     def origin(self) -> str:
         return self._signer.name
+
+    async def initialize(self) -> None:
+        """Publish a signed checkpoint of the empty tree if the log has none yet."""
+        async with self._storage.integration() as tx:
+            state = await tx.state()
+            if state.checkpoint:
+                return
+            note = sign_checkpoint(Checkpoint(self.origin, 0, EMPTY_ROOT), self._signer)
+            await tx.write_state(LogState(0, b"", note))
+        self._reader.publish(note, 0, EMPTY_ROOT)
+        log.info("published the empty tree", origin=self.origin)
 
     async def submit(self, entry: bytes, leaf_hash: bytes) -> Integrated:
         """Queue an entry and wait until it is durably in the log."""

@@ -10,15 +10,57 @@
     <signed checkpoint note, verbatim>
 
 ``extra`` is unauthenticated until its leaf hash is proven included.
+
+Parsing is strict, so that one bundle has one encoding and :meth:`ProofBundle.format`
+gives back the parsed bytes exactly: UTF-8 text, lines ending in ``\\n`` (no
+CR anywhere), standard base64 with padding and zero pad bits, ``extra`` not
+empty, ``index`` in decimal without leading zeros below 2**64, at most 63
+proof hashes of 32 bytes each, and a well-formed signed note after the empty
+line (not starting with another empty line). Whether the checkpoint is
+signed by the right log, and whether the proof leads to its root, is for the
+verifier.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass
+
+from firmlog.client.errors import BundleFormatError, NoteFormatError
+from firmlog.client.note import split_note
+
+__all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle"]
 
 HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES = 63
 DEFAULT_MAX_BUNDLE_SIZE = 1 << 20
+
+_HASH_SIZE = 32
+_MAX_INDEX = 2**64 - 1
+_INDEX = re.compile(rb"index (0|[1-9][0-9]{0,19})")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def _strict_b64decode(text: bytes) -> bytes | None:
+    """Standard base64 with padding, in its one canonical form; None otherwise."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if base64.b64encode(data) != text:  # non-zero pad bits, missing padding
+        return None
+    return data
+
+
+def _show(line: bytes) -> str:
+    """A line for an error message."""
+    text = line[:60].decode("utf-8", "backslashreplace")
+    return repr(text) + ("..." if len(line) > 60 else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +71,34 @@ class ProofBundle:
     extra: bytes | None = None
 
     def format(self) -> bytes:
-        raise NotImplementedError
+        """The ``.tlog-proof`` bytes. ValueError if a field could not be parsed back."""
+        if isinstance(self.index, bool) or not 0 <= self.index <= _MAX_INDEX:
+            raise ValueError(f"index: expected an integer 0..2**64-1, got {self.index!r}")
+        if len(self.proof) > MAX_PROOF_HASHES:
+            raise ValueError(
+                f"proof: expected at most {MAX_PROOF_HASHES} hashes, got {len(self.proof)}"
+            )
+        for i, h in enumerate(self.proof):
+            if len(h) != _HASH_SIZE:
+                raise ValueError(f"proof[{i}]: expected {_HASH_SIZE} bytes, got {len(h)}")
+        if self.extra is not None and not self.extra:
+            raise ValueError("extra: expected None or non-empty bytes, got b''")
+        if not self.checkpoint:
+            raise ValueError("checkpoint: expected a signed note, got b''")
+        if self.checkpoint.startswith(b"\n"):
+            raise ValueError("checkpoint: expected a signed note, got an empty first line")
+        if b"\r" in self.checkpoint:
+            raise ValueError("checkpoint: expected no carriage returns")
+        try:
+            split_note(self.checkpoint, max_size=len(self.checkpoint))
+        except NoteFormatError as exc:
+            raise ValueError(f"checkpoint: not a signed note: {exc}") from exc
+        lines = [HEADER.encode()]
+        if self.extra is not None:
+            lines.append(b"extra " + _b64(self.extra))
+        lines.append(b"index %d" % self.index)
+        lines.extend(_b64(h) for h in self.proof)
+        return b"\n".join(lines) + b"\n\n" + self.checkpoint
 
     @classmethod
     def parse(cls, data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE) -> ProofBundle:
@@ -38,4 +107,100 @@ class ProofBundle:
         The checkpoint part is checked to be a well-formed signed note
         (split_note), not verified: that needs the policy.
         """
-        raise NotImplementedError
+        if not isinstance(data, bytes):
+            raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
+        if len(data) > max_size:
+            raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_no = data.count(b"\n", 0, exc.start) + 1
+            raise BundleFormatError(
+                f"line {line_no}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            ) from None
+        cr = data.find(b"\r")
+        if cr >= 0:
+            line_no = data.count(b"\n", 0, cr) + 1
+            raise BundleFormatError(f"line {line_no}: carriage return (lines end in \\n alone)")
+
+        pos = 0
+        number = 0
+
+        def next_line(expected: str) -> bytes:
+            nonlocal pos, number
+            number += 1
+            end = data.find(b"\n", pos)
+            if end < 0:
+                if pos == len(data):
+                    raise BundleFormatError(f"line {number}: expected {expected}, got end of file")
+                raise BundleFormatError(
+                    f"line {number}: expected {expected} ending in a newline, got "
+                    f"{_show(data[pos:])} at the end of the file"
+                )
+            line = data[pos:end]
+            pos = end + 1
+            return line
+
+        line = next_line(f"the header {HEADER!r}")
+        if line != HEADER.encode():
+            raise BundleFormatError(f"line 1: expected the header {HEADER!r}, got {_show(line)}")
+
+        extra = None
+        line = next_line("'extra <base64>' or 'index <decimal>'")
+        if line.startswith(b"extra"):
+            if not line.startswith(b"extra "):
+                raise BundleFormatError(
+                    f"line {number}: expected 'extra <base64>', got {_show(line)}"
+                )
+            extra = _strict_b64decode(line[6:])
+            if extra is None:
+                raise BundleFormatError(
+                    f"line {number}: extra: expected standard padded base64, got {_show(line[6:])}"
+                )
+            if not extra:
+                raise BundleFormatError(f"line {number}: extra: expected the entry, got nothing")
+            line = next_line("'index <decimal>'")
+
+        m = _INDEX.fullmatch(line)
+        if m is None or int(m.group(1)) > _MAX_INDEX:
+            raise BundleFormatError(
+                f"line {number}: expected 'index <decimal>' (no leading zeros, at most "
+                f"{_MAX_INDEX}), got {_show(line)}"
+            )
+        index = int(m.group(1))
+
+        proof: list[bytes] = []
+        while True:
+            line = next_line("a base64 proof hash or the empty line before the checkpoint")
+            if not line:
+                break
+            if len(proof) == MAX_PROOF_HASHES:
+                raise BundleFormatError(
+                    f"line {number}: expected the empty line before the checkpoint (at most "
+                    f"{MAX_PROOF_HASHES} proof hashes), got {_show(line)}"
+                )
+            h = _strict_b64decode(line)
+            if h is None or len(h) != _HASH_SIZE:
+                found = f"{len(h)} bytes" if h is not None else "not canonical base64"
+                raise BundleFormatError(
+                    f"line {number}: expected a proof hash ({_HASH_SIZE} bytes in standard "
+                    f"padded base64, or the empty line before the checkpoint), got "
+                    f"{_show(line)} ({found})"
+                )
+            proof.append(h)
+
+        checkpoint = data[pos:]
+        number += 1
+        if not checkpoint:
+            raise BundleFormatError(f"line {number}: expected the checkpoint, got end of file")
+        if checkpoint.startswith(b"\n"):
+            raise BundleFormatError(
+                f"line {number}: expected the checkpoint's first line, got an empty line"
+            )
+        try:
+            split_note(checkpoint, max_size=len(checkpoint))
+        except NoteFormatError as exc:
+            raise BundleFormatError(
+                f"line {number}: the checkpoint from here on is not a signed note: {exc}"
+            ) from exc
+        return cls(index=index, proof=tuple(proof), checkpoint=checkpoint, extra=extra)

@@ -10,14 +10,93 @@
 
 The type line makes a signature over one kind of entry impossible to read as
 another. The leaf hash of an entry (RFC 6962) is its identity in the log.
+
+The JSON member names are the dataclass field names; nested objects are
+``image`` and ``build``. Every field is required except ``sbom_sha256`` and
+the pair ``build.source_uri``/``build.source_commit``, which are omitted
+(never ``null``) when there is no SBOM or no published source, so each body
+has exactly one encoding. Validation is the same for what a client writes
+(:func:`entry_text`) and what the log reads (:func:`parse_entry`): a client
+can never produce an entry the log rejects as malformed.
+
+Field rules (limits are the module constants):
+
+- ``vendor``: a lowercase DNS-like name (``acme.example``): labels of
+  ``a-z 0-9`` with ``-`` inside, 1..63 characters each, joined by dots, at
+  most 253 characters;
+- ``product``, ``version``, ``channel``, each hardware revision: 1..128
+  printable characters (``str.isprintable``: no control, format, line
+  separator or private-use characters), no leading or trailing whitespace;
+- ``hardware_revisions``: 0..64 distinct names in the vendor's order (empty:
+  not restricted to particular revisions);
+- ``security_version``: an integer 0..2**53-1 (JSON booleans are not integers);
+- ``image.sha256``, ``sbom_sha256``, ``release_hash``: 64 lowercase hex digits;
+  ``image.size``: 1..2**53-1 bytes;
+- ``build.time``: RFC 3339 UTC, ``YYYY-MM-DDTHH:MM:SSZ``, a real date and
+  time (no leap second); ``build.source_uri``: an absolute RFC 3986 URI (a
+  scheme, ASCII only) of at most 2048 characters; ``build.source_commit``:
+  1..256 printable characters without spaces; ``build.builder``: 1..256
+  printable characters; ``build.reproducible``: a boolean;
+- ``fixes``: 0..512 distinct CVE ids ``CVE-YYYY-NNNN...``, in the vendor's order;
+- ``changelog``: at most 8192 bytes of UTF-8 text (tab and newline allowed; no
+  other control characters, no bidirectional overrides);
+- ``reason``: 1..1024 bytes of such text; ``advisory``: 0..2048 printable
+  characters (typically a URL or an advisory id);
+- ``keys``: 1..16 Ed25519 verifier keys in canonical form, no public key
+  twice; ``threshold``: 1..len(keys).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from firmlog.client.note import Ed25519Verifier, Signature, Signer
+from firmlog.client import merkle
+from firmlog.client.canonjson import MAX_SAFE_INTEGER, canonical_json, parse_canonical_json
+from firmlog.client.errors import (
+    EntryFormatError,
+    EntryPolicyError,
+    KeyFormatError,
+    NoteFormatError,
+    SignatureError,
+)
+from firmlog.client.note import (
+    Ed25519Verifier,
+    Signature,
+    Signer,
+    parse_verifier_key,
+    sign_note,
+    split_note,
+    verify_note_signatures,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ENTRY_SIZE",
+    "ENTRY_TYPES",
+    "KEYS_V1",
+    "MAX_KEYS",
+    "RELEASE_V1",
+    "REVOCATION_V1",
+    "VENDOR_V1",
+    "Build",
+    "Entry",
+    "EntryBody",
+    "Image",
+    "KeySet",
+    "Release",
+    "Revocation",
+    "VendorAdmission",
+    "entry_json",
+    "entry_text",
+    "entry_type",
+    "parse_entry",
+    "parse_entry_text",
+    "sign_entry",
+    "verify_entry_signatures",
+]
 
 RELEASE_V1 = "firmlog/release/v1"
 REVOCATION_V1 = "firmlog/revocation/v1"
@@ -26,6 +105,17 @@ VENDOR_V1 = "firmlog/vendor/v1"
 ENTRY_TYPES = (RELEASE_V1, REVOCATION_V1, KEYS_V1, VENDOR_V1)
 DEFAULT_MAX_ENTRY_SIZE = 16 * 1024
 MAX_KEYS = 16
+
+MAX_VENDOR_LENGTH = 253
+MAX_NAME_LENGTH = 128  # product, version, channel, hardware revision
+MAX_HARDWARE_REVISIONS = 64
+MAX_URI_LENGTH = 2048
+MAX_COMMIT_LENGTH = 256
+MAX_BUILDER_LENGTH = 256
+MAX_FIXES = 512
+MAX_CHANGELOG_BYTES = 8192
+MAX_REASON_BYTES = 1024
+MAX_ADVISORY_LENGTH = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +127,8 @@ class Image:
 @dataclass(frozen=True, slots=True)
 class Build:
     time: str  # RFC 3339 UTC, "YYYY-MM-DDTHH:MM:SSZ"
-    source_uri: str
-    source_commit: str
+    source_uri: str | None  # None together with source_commit: no published source
+    source_commit: str | None
     builder: str
     reproducible: bool
 
@@ -103,28 +193,525 @@ class Entry:
 
     @property
     def leaf_hash(self) -> bytes:
-        raise NotImplementedError
+        """RFC 6962 leaf hash of :attr:`raw`: the entry's identity in the log."""
+        return merkle.leaf_hash(self.raw)
+
+
+# What each type is called in messages, and whose keys sign it.
+_NOUN = {
+    RELEASE_V1: "release",
+    REVOCATION_V1: "revocation",
+    KEYS_V1: "key_set",
+    VENDOR_V1: "vendor_admission",
+}
+_SIGNERS = {
+    RELEASE_V1: "vendor's",
+    REVOCATION_V1: "vendor's",
+    KEYS_V1: "vendor's",
+    VENDOR_V1: "operator's",
+}
 
 
 def entry_type(body: EntryBody) -> str:
-    raise NotImplementedError
+    """The type line for ``body``. TypeError for anything that is not an entry body."""
+    if isinstance(body, Release):
+        return RELEASE_V1
+    if isinstance(body, Revocation):
+        return REVOCATION_V1
+    if isinstance(body, KeySet):
+        return KEYS_V1
+    if isinstance(body, VendorAdmission):
+        return VENDOR_V1
+    raise TypeError(f"not a firmlog entry body: {type(body).__name__}")
+
+
+# --- body <-> JSON -------------------------------------------------------------
+
+
+def _array(value: object) -> object:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def entry_json(body: EntryBody) -> dict[str, Any]:
+    """The JSON object of ``body`` (not validated; :func:`entry_text` validates).
+
+    Member names are the dataclass field names; ``sbom_sha256`` is left out
+    when it is None.
+    """
+    if isinstance(body, Release):
+        image: object = body.image
+        if isinstance(image, Image):
+            image = {"sha256": image.sha256, "size": image.size}
+        build: object = body.build
+        if isinstance(build, Build):
+            fields: dict[str, object] = {
+                "time": build.time,
+                "builder": build.builder,
+                "reproducible": build.reproducible,
+            }
+            if build.source_uri is not None or build.source_commit is not None:
+                fields["source_uri"] = build.source_uri
+                fields["source_commit"] = build.source_commit
+            build = fields
+        release: dict[str, Any] = {
+            "vendor": body.vendor,
+            "product": body.product,
+            "hardware_revisions": _array(body.hardware_revisions),
+            "version": body.version,
+            "security_version": body.security_version,
+            "channel": body.channel,
+            "image": image,
+            "build": build,
+            "fixes": _array(body.fixes),
+            "changelog": body.changelog,
+        }
+        if body.sbom_sha256 is not None:
+            release["sbom_sha256"] = body.sbom_sha256
+        return release
+    if isinstance(body, Revocation):
+        return {
+            "vendor": body.vendor,
+            "release_hash": body.release_hash,
+            "reason": body.reason,
+            "advisory": body.advisory,
+        }
+    if isinstance(body, KeySet | VendorAdmission):
+        return {"vendor": body.vendor, "keys": _array(body.keys), "threshold": body.threshold}
+    raise TypeError(f"not a firmlog entry body: {type(body).__name__}")
+
+
+# --- field validation ------------------------------------------------------------
+
+
+def _describe(value: object) -> str:
+    """A found value for an error message, in JSON terms."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        shown = "".join(
+            "\\" + c if c in '"\\' else c if c.isprintable() else ascii(c)[1:-1] for c in value[:48]
+        )
+        return f'"{shown}..." ({len(value)} characters)' if len(value) > 48 else f'"{shown}"'
+    if isinstance(value, list | tuple):
+        return f"an array of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def _fields(
+    path: str, value: object, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EntryFormatError(f"{path}: expected a JSON object, got {_describe(value)}")
+    allowed = set(required) | set(optional)
+    for name in sorted(value):
+        if name not in allowed:
+            expected = ", ".join(sorted(allowed))
+            shown = name if _PLAIN_NAME.fullmatch(name) else f"[{_describe(name)}]"
+            raise EntryFormatError(f"{path}.{shown}: unknown field (expected only {expected})")
+    for name in required:
+        if name not in value:
+            raise EntryFormatError(f"{path}.{name}: required field is missing")
+    return value
+
+
+def _int(path: str, value: object, low: int, high: int, what: str = "") -> int:
+    # bool is a subclass of int in Python; JSON true is not an integer.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise EntryFormatError(
+            f"{path}: expected an integer {low}..{high}{what}, got {_describe(value)}"
+        )
+    return value
+
+
+def _bool(path: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise EntryFormatError(f"{path}: expected true or false, got {_describe(value)}")
+    return value
+
+
+def _str(path: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise EntryFormatError(f"{path}: expected a string, got {_describe(value)}")
+    return value
+
+
+def _name(path: str, value: object, max_length: int, spaces: bool = True) -> str:
+    """A one-line human-readable name: printable, trimmed, 1..max_length characters."""
+    s = _str(path, value)
+    if not s:
+        raise EntryFormatError(f'{path}: expected 1..{max_length} characters, got ""')
+    if len(s) > max_length:
+        raise EntryFormatError(f"{path}: expected 1..{max_length} characters, got {len(s)}")
+    if not s.isprintable() or (not spaces and " " in s):  # find the culprit
+        for i, c in enumerate(s):
+            if not c.isprintable():
+                raise EntryFormatError(
+                    f"{path}: expected printable characters, got U+{ord(c):04X} at position {i}"
+                )
+        raise EntryFormatError(f"{path}: expected no spaces, got one at position {s.index(' ')}")
+    if s != s.strip():
+        raise EntryFormatError(
+            f"{path}: expected no leading or trailing whitespace, got {_describe(s)}"
+        )
+    return s
+
+
+# C0 controls but tab and newline, DEL, C1 controls, bidirectional embeddings,
+# overrides, isolates and marks, line and paragraph separators, surrogates.
+_NOT_TEXT = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\u2028\u2029\ud800-\udfff]"
+)
+
+
+def _text(path: str, value: object, min_bytes: int, max_bytes: int) -> str:
+    """Free text: tab and newline allowed; no other controls, no bidi overrides."""
+    s = _str(path, value)
+    size = len(s.encode("utf-8", "surrogatepass"))
+    if not min_bytes <= size <= max_bytes:
+        raise EntryFormatError(
+            f"{path}: expected {min_bytes}..{max_bytes} bytes of UTF-8 text, got {size}"
+        )
+    bad = _NOT_TEXT.search(s)
+    if bad is not None:
+        raise EntryFormatError(
+            f"{path}: expected text without control characters other than tab and "
+            f"newline, got U+{ord(bad.group()):04X} at position {bad.start()}"
+        )
+    return s
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_VENDOR = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _vendor(path: str, value: object) -> str:
+    s = _str(path, value)
+    if len(s) > MAX_VENDOR_LENGTH or not _VENDOR.fullmatch(s):
+        raise EntryFormatError(
+            f'{path}: expected a lowercase DNS-like name such as "acme.example" (labels of '
+            f'a-z, 0-9 and inner "-", 1..63 characters each, joined by "."; at most '
+            f"{MAX_VENDOR_LENGTH} characters), got {_describe(s)}"
+        )
+    return s
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _hex64(path: str, value: object, hint: str = "") -> str:
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise EntryFormatError(
+            f"{path}: expected 64 lowercase hex digits (a SHA-256 hash), got "
+            f"{_describe(value)}{hint}"
+        )
+    return value
+
+
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+
+
+def _time(path: str, value: object) -> str:
+    s = _str(path, value)
+    m = _TIME.fullmatch(s)
+    if m is None:
+        raise EntryFormatError(
+            f"{path}: expected RFC 3339 UTC time YYYY-MM-DDTHH:MM:SSZ, got {_describe(s)}"
+        )
+    try:
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        datetime(year, month, day, hour, minute, second)  # only checks the calendar
+    except ValueError as exc:
+        raise EntryFormatError(
+            f"{path}: expected a real date and time, got {_describe(s)} ({exc})"
+        ) from None
+    return s
+
+
+_URI = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+"
+)
+
+
+def _uri(path: str, value: object) -> str:
+    s = _str(path, value)
+    if len(s) > MAX_URI_LENGTH or not _URI.fullmatch(s):
+        raise EntryFormatError(
+            f"{path}: expected an absolute URI (scheme:..., RFC 3986 characters only, at most "
+            f"{MAX_URI_LENGTH}), got {_describe(s)}"
+        )
+    return s
+
+
+_CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,19}")
+
+
+def _cve(path: str, value: object) -> str:
+    if not isinstance(value, str) or not _CVE.fullmatch(value):
+        raise EntryFormatError(
+            f"{path}: expected a CVE id CVE-YYYY-NNNN (4 to 19 digits), got {_describe(value)}"
+        )
+    return value
+
+
+def _unique_list(
+    path: str,
+    value: object,
+    min_items: int,
+    max_items: int,
+    item: Callable[[str, object], str],
+) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise EntryFormatError(f"{path}: expected an array, got {_describe(value)}")
+    if not min_items <= len(value) <= max_items:
+        raise EntryFormatError(f"{path}: expected {min_items}..{max_items} items, got {len(value)}")
+    seen: dict[str, int] = {}
+    for i, v in enumerate(value):
+        s = item(f"{path}[{i}]", v)
+        if s in seen:
+            raise EntryFormatError(f"{path}[{i}]: duplicate of {path}[{seen[s]}] {_describe(s)}")
+        seen[s] = i
+    return tuple(value)
+
+
+def _keys(path: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise EntryFormatError(
+            f"{path}: expected an array of verifier keys, got {_describe(value)}"
+        )
+    if not 1 <= len(value) <= MAX_KEYS:
+        raise EntryFormatError(f"{path}: expected 1..{MAX_KEYS} keys, got {len(value)}")
+    seen: dict[bytes, int] = {}
+    for i, v in enumerate(value):
+        s = _str(f"{path}[{i}]", v)
+        try:
+            verifier = parse_verifier_key(s)
+        except KeyFormatError as exc:
+            raise EntryFormatError(
+                f"{path}[{i}]: expected an Ed25519 verifier key (name+hexid+base64), "
+                f"got {_describe(s)}: {exc}"
+            ) from exc
+        if verifier.vkey != s:
+            raise EntryFormatError(
+                f"{path}[{i}]: expected the key in canonical form {_describe(verifier.vkey)}, "
+                f"got {_describe(s)}"
+            )
+        if verifier.public_key in seen:
+            raise EntryFormatError(
+                f"{path}[{i}]: the same public key as {path}[{seen[verifier.public_key]}]"
+            )
+        seen[verifier.public_key] = i
+    return tuple(value)
+
+
+def _release(path: str, value: object) -> Release:
+    d = _fields(
+        path,
+        value,
+        (
+            "vendor",
+            "product",
+            "hardware_revisions",
+            "version",
+            "security_version",
+            "channel",
+            "image",
+            "build",
+            "fixes",
+            "changelog",
+        ),
+        ("sbom_sha256",),
+    )
+    vendor = _vendor(f"{path}.vendor", d["vendor"])
+    product = _name(f"{path}.product", d["product"], MAX_NAME_LENGTH)
+    hardware_revisions = _unique_list(
+        f"{path}.hardware_revisions",
+        d["hardware_revisions"],
+        0,
+        MAX_HARDWARE_REVISIONS,
+        lambda p, v: _name(p, v, MAX_NAME_LENGTH),
+    )
+    version = _name(f"{path}.version", d["version"], MAX_NAME_LENGTH)
+    security_version = _int(f"{path}.security_version", d["security_version"], 0, MAX_SAFE_INTEGER)
+    channel = _name(f"{path}.channel", d["channel"], MAX_NAME_LENGTH)
+    i = _fields(f"{path}.image", d["image"], ("sha256", "size"))
+    image = Image(
+        sha256=_hex64(f"{path}.image.sha256", i["sha256"]),
+        size=_int(f"{path}.image.size", i["size"], 1, MAX_SAFE_INTEGER),
+    )
+    b = _fields(
+        f"{path}.build",
+        d["build"],
+        ("time", "builder", "reproducible"),
+        ("source_uri", "source_commit"),
+    )
+    if ("source_uri" in b) != ("source_commit" in b):
+        given, missing = (
+            ("source_uri", "source_commit")
+            if "source_uri" in b
+            else ("source_commit", "source_uri")
+        )
+        raise EntryFormatError(
+            f"{path}.build: {given} is given without {missing}: give both or neither"
+        )
+    build = Build(
+        time=_time(f"{path}.build.time", b["time"]),
+        source_uri=(
+            _uri(f"{path}.build.source_uri", b["source_uri"]) if "source_uri" in b else None
+        ),
+        source_commit=(
+            _name(
+                f"{path}.build.source_commit", b["source_commit"], MAX_COMMIT_LENGTH, spaces=False
+            )
+            if "source_commit" in b
+            else None
+        ),
+        builder=_name(f"{path}.build.builder", b["builder"], MAX_BUILDER_LENGTH),
+        reproducible=_bool(f"{path}.build.reproducible", b["reproducible"]),
+    )
+    sbom_sha256 = None
+    if "sbom_sha256" in d:
+        sbom_sha256 = _hex64(
+            f"{path}.sbom_sha256",
+            d["sbom_sha256"],
+            " (omit the field when there is no SBOM)" if d["sbom_sha256"] is None else "",
+        )
+    fixes = _unique_list(f"{path}.fixes", d["fixes"], 0, MAX_FIXES, _cve)
+    changelog = _text(f"{path}.changelog", d["changelog"], 0, MAX_CHANGELOG_BYTES)
+    return Release(
+        vendor=vendor,
+        product=product,
+        hardware_revisions=hardware_revisions,
+        version=version,
+        security_version=security_version,
+        channel=channel,
+        image=image,
+        build=build,
+        sbom_sha256=sbom_sha256,
+        fixes=fixes,
+        changelog=changelog,
+    )
+
+
+def _revocation(path: str, value: object) -> Revocation:
+    d = _fields(path, value, ("vendor", "release_hash", "reason", "advisory"))
+    return Revocation(
+        vendor=_vendor(f"{path}.vendor", d["vendor"]),
+        release_hash=_hex64(f"{path}.release_hash", d["release_hash"]),
+        reason=_text(f"{path}.reason", d["reason"], 1, MAX_REASON_BYTES),
+        advisory=_advisory(f"{path}.advisory", d["advisory"]),
+    )
+
+
+def _advisory(path: str, value: object) -> str:
+    if value == "":
+        return ""
+    return _name(path, value, MAX_ADVISORY_LENGTH)
+
+
+def _key_set(path: str, value: object) -> tuple[str, tuple[str, ...], int]:
+    d = _fields(path, value, ("vendor", "keys", "threshold"))
+    vendor = _vendor(f"{path}.vendor", d["vendor"])
+    keys = _keys(f"{path}.keys", d["keys"])
+    threshold = _int(
+        f"{path}.threshold", d["threshold"], 1, len(keys), " (at most the number of keys)"
+    )
+    return vendor, keys, threshold
+
+
+def _body(type_: str, value: object) -> EntryBody:
+    path = _NOUN[type_]
+    if type_ == RELEASE_V1:
+        return _release(path, value)
+    if type_ == REVOCATION_V1:
+        return _revocation(path, value)
+    vendor, keys, threshold = _key_set(path, value)
+    if type_ == KEYS_V1:
+        return KeySet(vendor=vendor, keys=keys, threshold=threshold)
+    return VendorAdmission(vendor=vendor, keys=keys, threshold=threshold)
+
+
+def _check_size(size: int, max_size: int) -> None:
+    if size > max_size:
+        raise EntryFormatError(f"entry is {size} bytes: the limit is {max_size}")
+
+
+# --- text, signing, parsing ----------------------------------------------------------
 
 
 def entry_text(body: EntryBody) -> str:
     """``<type>\\n<canonical JSON>\\n``; validates the body first (EntryFormatError)."""
-    raise NotImplementedError
+    type_ = entry_type(body)
+    value = entry_json(body)
+    _body(type_, value)
+    text = f"{type_}\n{canonical_json(value).decode('utf-8')}\n"
+    _check_size(len(text.encode("utf-8")), DEFAULT_MAX_ENTRY_SIZE)
+    return text
+
+
+def parse_entry_text(text: str) -> EntryBody:
+    """Parse and validate the signed text of an entry, ``<type>\\n<canonical JSON>\\n``.
+
+    The inverse of :func:`entry_text`. EntryFormatError when anything is off.
+    """
+    if not text.endswith("\n"):
+        raise EntryFormatError("entry text: expected a final newline")
+    lines = text[:-1].split("\n")
+    type_ = lines[0]
+    if type_ not in ENTRY_TYPES:
+        raise EntryFormatError(
+            f"entry type line: expected one of {', '.join(ENTRY_TYPES)}, got {_describe(type_)}"
+        )
+    if len(lines) != 2:
+        raise EntryFormatError(
+            f"{type_} entry: expected 2 lines (the type and one line of canonical JSON), "
+            f"got {len(lines)}"
+        )
+    try:
+        value = parse_canonical_json(lines[1])
+    except EntryFormatError as exc:
+        raise EntryFormatError(f"{_NOUN[type_]}: {exc}") from exc
+    return _body(type_, value)
 
 
 def sign_entry(body: EntryBody, signers: Iterable[Signer]) -> bytes:
-    """The signed note for ``body``."""
-    raise NotImplementedError
+    """The signed note for ``body``.
+
+    EntryFormatError if the body is invalid or the signed note would exceed
+    :data:`DEFAULT_MAX_ENTRY_SIZE`; ValueError without signers.
+    """
+    signers = list(signers)
+    if not signers:
+        raise ValueError("sign_entry needs at least one signer")
+    note = sign_note(entry_text(body), signers)
+    _check_size(len(note), DEFAULT_MAX_ENTRY_SIZE)
+    return note
 
 
 def parse_entry(raw: bytes, max_size: int = DEFAULT_MAX_ENTRY_SIZE) -> Entry:
     """Strict parse: a signed note, a known type line, canonical JSON with exactly
     the fields of that type, each valid. Signatures are not verified here.
     EntryFormatError says which field is wrong, what was expected and what was found."""
-    raise NotImplementedError
+    if not isinstance(raw, bytes):
+        raise TypeError(f"parse_entry takes bytes, not {type(raw).__name__}")
+    _check_size(len(raw), max_size)
+    try:
+        text, signatures = split_note(raw, max_size=max_size)
+    except NoteFormatError as exc:
+        raise EntryFormatError(f"entry is not a signed note: {exc}") from exc
+    body = parse_entry_text(text)
+    return Entry(type=entry_type(body), body=body, text=text, signatures=tuple(signatures), raw=raw)
 
 
 def verify_entry_signatures(
@@ -134,5 +721,38 @@ def verify_entry_signatures(
 
     Returns the vkeys that signed. Raises SignatureError if a signature by a
     key of the set is invalid, EntryPolicyError if fewer than ``threshold`` signed.
+
+    A key is matched by name and key ID, as in signed-note; signatures by
+    other keys are ignored; a key that signed twice counts once. ValueError if
+    ``threshold`` is not 1..(number of distinct keys).
     """
-    raise NotImplementedError
+    by_id: dict[tuple[str, int], Ed25519Verifier] = {}
+    distinct: dict[bytes, Ed25519Verifier] = {}
+    for key in keys:
+        other = by_id.setdefault((key.name, key.key_id), key)
+        if other.public_key != key.public_key:
+            raise ValueError(f"two different keys named {key.name} with key ID {key.key_id:08x}")
+        distinct.setdefault(key.public_key, key)
+    if not 1 <= threshold <= len(distinct):
+        raise ValueError(f"threshold {threshold} is not 1..{len(distinct)} (the distinct keys)")
+
+    noun = _NOUN.get(entry.type, entry.type).replace("_", " ")
+    verified: set[tuple[str, int]] = set()
+    if any((s.name, s.key_id) in by_id for s in entry.signatures):
+        # signed-note's rules: a bad signature by a known key rejects the note.
+        try:
+            note = verify_note_signatures(entry.text, entry.signatures, by_id.values())
+        except SignatureError as exc:
+            raise SignatureError(f"{noun}: {exc}") from exc
+        verified = {(s.name, s.key_id) for s in note.verified}
+    signed: dict[bytes, Ed25519Verifier] = {}  # one per public key, in the order of keys
+    for ident, key in by_id.items():
+        if ident in verified:
+            signed.setdefault(key.public_key, key)
+    if len(signed) < threshold:
+        names = ", ".join(k.name for k in signed.values()) or "none"
+        raise EntryPolicyError(
+            f"{noun} is signed by {len(signed)} of the {_SIGNERS.get(entry.type, 'signing')} "
+            f"keys: threshold is {threshold} (signed: {names})"
+        )
+    return tuple(k.vkey for k in signed.values())

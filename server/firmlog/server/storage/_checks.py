@@ -1,0 +1,126 @@
+"""Checks shared by both storage backends: the last line of defence against a fork.
+
+Malformed input raises ValueError; anything that would fork the log raises
+RuntimeError. After any failed write an integration can only roll back.
+"""
+
+from __future__ import annotations
+
+from firmlog.server.storage import LogState
+
+SCHEMA_VERSION = 1
+"""Version of the schema this code writes; stored in ``schema_version``."""
+
+HASH_SIZE = 32
+TILE_WIDTH = 256  # hashes per full tile (tile height 8)
+
+
+# Checks shared by both backends: the last line of defence against a fork.
+
+
+def check_append_start(next_index: int, start_index: int) -> None:
+    """Raise RuntimeError unless new entries start right after the stored ones."""
+    if start_index != next_index:
+        raise RuntimeError(
+            f"append_entries must start at the stored tree size: expected index {next_index}, "
+            f"got {start_index} (a sequencer bug, or a writer without the integration lock)"
+        )
+
+
+def check_state_transition(old: LogState, new: LogState) -> None:
+    """Raise unless ``new`` may replace the stored state ``old``.
+
+    ValueError for a malformed state; RuntimeError for one that would shrink the
+    tree or change its right edge at an unchanged size (a fork).
+    """
+    if new.tree_size < 0:
+        raise ValueError(f"tree size must not be negative, got {new.tree_size}")
+    edge_size = HASH_SIZE * new.tree_size.bit_count()
+    if len(new.right_edge) != edge_size:
+        raise ValueError(
+            f"right edge of tree size {new.tree_size} must be {edge_size} bytes, "
+            f"got {len(new.right_edge)}"
+        )
+    if new.tree_size < old.tree_size:
+        raise RuntimeError(
+            f"write_state must not shrink the tree: stored size {old.tree_size}, "
+            f"got {new.tree_size}"
+        )
+    if new.tree_size == old.tree_size and new.right_edge != old.right_edge:
+        raise RuntimeError(
+            f"write_state changes the right edge of tree size {new.tree_size} without "
+            "growing the tree: the log would fork"
+        )
+    if new.tree_size == old.tree_size and old.checkpoint and new.checkpoint != old.checkpoint:
+        raise RuntimeError(
+            f"write_state replaces the checkpoint of tree size {new.tree_size} without "
+            "growing the tree: one size, one checkpoint"
+        )
+
+
+def check_tile_growth(key: tuple[int, int], stored: bytes | None, data: bytes) -> None:
+    """Raise unless ``data`` may replace the stored bytes of hash tile ``key``.
+
+    ValueError for a malformed tile; RuntimeError for one that does not start with
+    what is stored (a changed or shrunk tile: the log would fork).
+    """
+    level, index = key
+    if level < 0 or index < 0:
+        raise ValueError(f"tile coordinates must not be negative, got level {level}, index {index}")
+    if not data or len(data) % HASH_SIZE or len(data) > HASH_SIZE * TILE_WIDTH:
+        raise ValueError(
+            f"tile {level}/{index} must be 1 to {TILE_WIDTH} hashes of {HASH_SIZE} bytes, "
+            f"got {len(data)} bytes"
+        )
+    if stored is not None and not data.startswith(stored):
+        raise RuntimeError(
+            f"tile {level}/{index} may only grow: the stored {len(stored) // HASH_SIZE} hashes "
+            f"are not a prefix of the new {len(data) // HASH_SIZE}; the log would fork"
+        )
+
+
+class IntegrationGuard:
+    """Use-after-end and failure tracking shared by both backends' integrations.
+
+    Once a write fails (including a failed check), the integration is poisoned:
+    every later call raises and the transaction rolls back when the block ends,
+    even if the caller caught the first exception.
+    """
+
+    def __init__(self) -> None:
+        self._active = True
+        self._failure: BaseException | None = None
+
+    def _usable(self) -> None:
+        if not self._active:
+            raise RuntimeError("integration used after its transaction ended")
+        if self._failure is not None:
+            raise RuntimeError(
+                "integration has a failed write and can only roll back"
+            ) from self._failure
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+    def _end(self) -> None:
+        self._active = False
+
+    def _raise_if_failed(self) -> None:
+        """Called before commit: refuse to commit a transaction with a failed write."""
+        if self._failure is not None:
+            raise RuntimeError(
+                "integration not committed: a write inside it failed"
+            ) from self._failure
+
+
+def check_state_covers_entries(next_index: int, new: LogState) -> None:
+    """Raise RuntimeError unless the new tree size is exactly the number of stored entries.
+
+    A checkpoint must never name entries that were not stored with it.
+    """
+    if new.tree_size != next_index:
+        raise RuntimeError(
+            f"write_state names tree size {new.tree_size} but {next_index} entries are "
+            "stored: a checkpoint must cover exactly the stored entries"
+        )

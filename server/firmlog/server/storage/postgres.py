@@ -1,0 +1,277 @@
+"""PostgreSQL backend (asyncpg): production storage, shareable by several servers.
+
+Implements the storage contract of :mod:`firmlog.server.storage`. What it
+guarantees:
+
+- Durability: PostgreSQL's own. An integration's writes are durable once its
+  COMMIT returns, i.e. once :meth:`PostgresStorage.integration` exits without an
+  exception (given the server's defaults ``fsync = on`` and
+  ``synchronous_commit = on``).
+- Serialization: every integration is one READ COMMITTED transaction whose
+  first statement locks the single ``log_state`` row (``SELECT ... FOR
+  UPDATE``). All server processes sharing the database queue on that row lock,
+  and each reads the state its predecessor committed, so two writers can never
+  fork the log. A writer that dies mid-integration is rolled back by the server
+  and its lock released.
+- Schema creation: ``CREATE TABLE IF NOT EXISTS`` in a transaction holding a
+  transaction-level advisory lock, so processes starting together do not race.
+- One connection pool per storage; every statement is static SQL. Reads outside
+  an integration see committed data only and never wait for the integration lock.
+- Last line of defence against a fork: the checks shared with the SQLite
+  backend (:mod:`firmlog.server.storage.sqlite`) refuse entries that do not
+  start at the stored size, duplicate leaf hashes, a shrinking state and a tile
+  that does not extend what is stored; after any failed write the integration
+  can only roll back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from firmlog.server.storage import Integration, LogState
+from firmlog.server.storage._checks import (
+    SCHEMA_VERSION,
+    IntegrationGuard,
+    check_append_start,
+    check_state_covers_entries,
+    check_state_transition,
+    check_tile_growth,
+)
+
+POOL_MIN_SIZE = 2
+POOL_MAX_SIZE = 10
+
+_SCHEMA_LOCK_KEY = 0x666972_6D6C6F67  # "firmlog": advisory lock around schema creation
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    id INT PRIMARY KEY CHECK (id = 1),
+    version INT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    idx BIGINT PRIMARY KEY CHECK (idx >= 0),
+    leaf_hash BYTEA NOT NULL UNIQUE,
+    data BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tiles (
+    level INT NOT NULL,
+    idx BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS log_state (
+    id INT PRIMARY KEY CHECK (id = 1),
+    tree_size BIGINT NOT NULL,
+    right_edge BYTEA NOT NULL,
+    checkpoint BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size BIGINT PRIMARY KEY,
+    note BYTEA NOT NULL
+);
+INSERT INTO log_state (id, tree_size, right_edge, checkpoint)
+    VALUES (1, 0, '', '') ON CONFLICT (id) DO NOTHING;
+"""
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
+_INSERT_VERSION = (
+    "INSERT INTO schema_version (id, version) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
+)
+_SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
+_LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
+_SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"
+_UPDATE_STATE = "UPDATE log_state SET tree_size = $1, right_edge = $2, checkpoint = $3 WHERE id = 1"
+_INSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (tree_size, note) VALUES ($1, $2) ON CONFLICT (tree_size) DO NOTHING"
+)
+_SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
+_SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = $1"
+_NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
+_SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
+_FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = $1"
+_FIND_LEAVES = "SELECT leaf_hash, idx FROM entries WHERE leaf_hash = ANY($1::bytea[])"
+_SELECT_TILES = """
+SELECT t.level, t.idx, t.data
+FROM tiles AS t
+JOIN unnest($1::int[], $2::bigint[]) AS k (level, idx) ON t.level = k.level AND t.idx = k.idx
+"""
+_UPSERT_TILE = (
+    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
+    " ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data"
+)
+_ENTRY_COLUMNS = ("idx", "leaf_hash", "data")
+
+
+async def _read_tiles(
+    conn: Any,  # an asyncpg connection, or the pool for committed data
+    tiles: Sequence[tuple[int, int]],
+) -> dict[tuple[int, int], bytes]:
+    if not tiles:
+        return {}
+    keys = set(tiles)
+    rows = await conn.fetch(_SELECT_TILES, [k[0] for k in keys], [k[1] for k in keys])
+    return {(int(row[0]), int(row[1])): bytes(row[2]) for row in rows}
+
+
+async def _read_state(conn: Any) -> LogState:
+    row = await conn.fetchrow(_SELECT_STATE)
+    if row is None:
+        raise RuntimeError("the log_state row is missing: the database is damaged")
+    return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
+
+
+class _PostgresIntegration(IntegrationGuard):
+    """One READ COMMITTED transaction holding the ``log_state`` row lock."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__()
+        self._conn = conn
+
+    async def state(self) -> LogState:
+        self._usable()
+        return await _read_state(self._conn)
+
+    async def find_leaves(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, int]:
+        self._usable()
+        if not leaf_hashes:
+            return {}
+        rows = await self._conn.fetch(_FIND_LEAVES, list(set(leaf_hashes)))
+        return {bytes(row[0]): int(row[1]) for row in rows}
+
+    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        self._usable()
+        return await _read_tiles(self._conn, tiles)
+
+    async def append_entries(
+        self, start_index: int, entries: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        self._usable()
+        try:
+            check_append_start(int(await self._conn.fetchval(_NEXT_INDEX)), start_index)
+            if not entries:
+                return
+            records = [(start_index + i, leaf, entry) for i, (leaf, entry) in enumerate(entries)]
+            try:
+                await self._conn.copy_records_to_table(
+                    "entries", records=records, columns=_ENTRY_COLUMNS
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise RuntimeError(
+                    "append_entries: a leaf hash is already in the log or repeated in the "
+                    f"batch (look entries up with find_leaves first): {exc}"
+                ) from exc
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+    async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
+        self._usable()
+        try:
+            stored = await _read_tiles(self._conn, list(tiles))
+            for key, data in tiles.items():
+                check_tile_growth(key, stored.get(key), data)
+            changed = [
+                (lvl, idx, data)
+                for (lvl, idx), data in tiles.items()
+                if stored.get((lvl, idx)) != data
+            ]
+            if changed:
+                await self._conn.executemany(_UPSERT_TILE, changed)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+    async def write_state(self, state: LogState) -> None:
+        self._usable()
+        try:
+            check_state_transition(await _read_state(self._conn), state)
+            check_state_covers_entries(int(await self._conn.fetchval(_NEXT_INDEX)), state)
+            await self._conn.execute(
+                _UPDATE_STATE, state.tree_size, state.right_edge, state.checkpoint
+            )
+            if state.checkpoint:
+                await self._conn.execute(_INSERT_CHECKPOINT, state.tree_size, state.checkpoint)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+
+class PostgresStorage:
+    """The log in a PostgreSQL database (see the module docstring for its guarantees)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._pool: Any = None  # asyncpg.Pool once open
+
+    def _open_pool(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("PostgreSQL storage is not open: call open() first")
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = await asyncpg.create_pool(self._url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
+                await conn.execute(_SCHEMA)
+                await conn.execute(_INSERT_VERSION, SCHEMA_VERSION)
+                version = await conn.fetchval(_SELECT_VERSION)
+                if version != SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"database schema version {version} is not supported: "
+                        f"this firmlog-server expects {SCHEMA_VERSION}"
+                    )
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()  # waits for connections in use to be released
+
+    @asynccontextmanager
+    async def integration(self) -> AsyncIterator[Integration]:
+        pool = self._open_pool()
+        # READ COMMITTED whatever the server's default: after the row lock is
+        # granted, every statement sees the predecessor's committed writes.
+        async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+            if await conn.fetchval(_LOCK_STATE) is None:
+                raise RuntimeError("the log_state row is missing: the database is damaged")
+            integration = _PostgresIntegration(conn)
+            try:
+                yield integration
+            finally:
+                integration._end()
+            integration._raise_if_failed()  # raising here rolls the transaction back
+
+    async def latest_checkpoint(self) -> bytes | None:
+        note = await self._open_pool().fetchval(_SELECT_CHECKPOINT)
+        return bytes(note) if note else None
+
+    async def checkpoint_at(self, tree_size: int) -> bytes | None:
+        note = await self._open_pool().fetchval(_SELECT_CHECKPOINT_AT, tree_size)
+        return bytes(note) if note is not None else None
+
+    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        if not tiles:
+            return {}
+        return await _read_tiles(self._open_pool(), tiles)
+
+    async def read_entries(self, start: int, end: int) -> list[bytes]:
+        if start < 0 or end < start:
+            raise ValueError(f"entry range must satisfy 0 <= start <= end, got {start}..{end}")
+        if start == end:
+            return []
+        rows = await self._open_pool().fetch(_SELECT_ENTRIES, start, end)
+        return [bytes(row[0]) for row in rows]
+
+    async def find_leaf(self, leaf_hash: bytes) -> int | None:
+        index = await self._open_pool().fetchval(_FIND_LEAF, leaf_hash)
+        return int(index) if index is not None else None

@@ -1,0 +1,413 @@
+"""SQLite backend: the embedded default, one file in the data directory.
+
+Implements the storage contract of :mod:`firmlog.server.storage` with the
+stdlib :mod:`sqlite3` module. What it guarantees:
+
+- Durability: the database runs in WAL mode with ``synchronous=FULL``, so the
+  WAL is fsynced at every commit. Once :meth:`SQLiteStorage.integration` exits
+  without an exception its writes survive a killed process and, as far as
+  SQLite and the file system honour fsync, a power loss.
+- Serialization: integrations of one storage queue on an :class:`asyncio.Lock`;
+  across connections and processes each runs in a ``BEGIN IMMEDIATE``
+  transaction, which holds SQLite's single write lock from its first statement
+  (waiting up to :data:`BUSY_TIMEOUT_S` for it). Two writers sharing the file
+  can never fork the log. A killed writer's lock is released by the operating
+  system and its uncommitted writes are discarded.
+- The event loop never blocks: writes run on one dedicated writer thread with
+  its own connection, reads on one reader thread with another. The reader sees
+  only committed data and is not blocked by a running integration.
+- Last line of defence against a fork: an integration refuses (RuntimeError)
+  entries that do not start at the stored size, a duplicate leaf hash, a state
+  that shrinks the tree or changes its right edge without growing it, and a
+  tile that does not extend what is stored. After any failed write the
+  integration can only roll back, even if the caller swallows the exception.
+
+The checks and the write guard are shared with the PostgreSQL backend
+(:mod:`firmlog.server.storage._checks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from firmlog.server.storage import Integration, LogState
+from firmlog.server.storage._checks import (
+    SCHEMA_VERSION,
+    IntegrationGuard,
+    check_append_start,
+    check_state_covers_entries,
+    check_state_transition,
+    check_tile_growth,
+)
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 60.0
+"""How long a connection waits for SQLite's write lock before it fails."""
+
+# SQL. Every statement is static; the schema has the same shape as PostgreSQL's.
+# ``INTEGER PRIMARY KEY`` (not BIGINT) makes ``entries.idx`` the rowid; it is a
+# 64-bit integer either way.
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS entries ("
+    " idx INTEGER PRIMARY KEY CHECK (idx >= 0),"
+    " leaf_hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tiles ("
+    " level INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
+    " PRIMARY KEY (level, idx)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS log_state ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL,"
+    " right_edge BLOB NOT NULL, checkpoint BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS checkpoints (tree_size INTEGER PRIMARY KEY, note BLOB NOT NULL)",
+    "INSERT INTO log_state (id, tree_size, right_edge, checkpoint)"
+    " VALUES (1, 0, x'', x'') ON CONFLICT (id) DO NOTHING",
+)
+_INSERT_VERSION = (
+    "INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO NOTHING"
+)
+_SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
+_SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"
+_UPDATE_STATE = "UPDATE log_state SET tree_size = ?, right_edge = ?, checkpoint = ? WHERE id = 1"
+_INSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (tree_size, note) VALUES (?, ?) ON CONFLICT (tree_size) DO NOTHING"
+)
+_SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
+_SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = ?"
+_NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
+_INSERT_ENTRY = "INSERT INTO entries (idx, leaf_hash, data) VALUES (?, ?, ?)"
+_SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+_FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = ?"
+_SELECT_TILE = "SELECT data FROM tiles WHERE level = ? AND idx = ?"
+_UPSERT_TILE = (
+    "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+)
+
+
+# Functions run on the storage's threads; each gets that thread's connection.
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # timeout: SQLite's busy timeout, how long to wait for a lock.
+    # isolation_level=None: no implicit transactions; BEGIN/COMMIT are explicit.
+    return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+
+def _open_writer(path: str) -> sqlite3.Connection:
+    conn = _connect(path)
+    try:
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"SQLite database {path}: cannot enable WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA fullfsync = ON")  # macOS: a real flush to the disk
+        _create_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # serializes schema creation across processes
+    try:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(_INSERT_VERSION, (SCHEMA_VERSION,))
+        (version,) = conn.execute(_SELECT_VERSION).fetchone()
+        if version != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {version} is not supported: "
+                f"this firmlog-server expects {SCHEMA_VERSION}"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _open_reader(path: str) -> sqlite3.Connection:
+    conn = _connect(path)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # left behind by a caller cancelled mid-rollback; never committed
+        conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _read_state(conn: sqlite3.Connection) -> LogState:
+    row = conn.execute(_SELECT_STATE).fetchone()
+    if row is None:
+        raise RuntimeError("the log_state row is missing: the database is damaged")
+    return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
+
+
+def _find_leaves(conn: sqlite3.Connection, leaf_hashes: Iterable[bytes]) -> dict[bytes, int]:
+    found: dict[bytes, int] = {}
+    for leaf_hash in set(leaf_hashes):
+        row = conn.execute(_FIND_LEAF, (leaf_hash,)).fetchone()
+        if row is not None:
+            found[leaf_hash] = int(row[0])
+    return found
+
+
+def _read_tiles(
+    conn: sqlite3.Connection, tiles: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    found: dict[tuple[int, int], bytes] = {}
+    for key in set(tiles):
+        row = conn.execute(_SELECT_TILE, key).fetchone()
+        if row is not None:
+            found[key] = bytes(row[0])
+    return found
+
+
+def _append_entries(
+    conn: sqlite3.Connection, start_index: int, entries: Sequence[tuple[bytes, bytes]]
+) -> None:
+    (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
+    check_append_start(int(next_index), start_index)
+    rows = [(start_index + i, leaf_hash, entry) for i, (leaf_hash, entry) in enumerate(entries)]
+    try:
+        conn.executemany(_INSERT_ENTRY, rows)
+    except sqlite3.IntegrityError as exc:
+        raise RuntimeError(
+            "append_entries: a leaf hash is already in the log or repeated in the batch "
+            f"(look entries up with find_leaves first): {exc}"
+        ) from exc
+
+
+def _write_tiles(conn: sqlite3.Connection, tiles: Mapping[tuple[int, int], bytes]) -> None:
+    stored = _read_tiles(conn, tiles)
+    for key, data in tiles.items():
+        check_tile_growth(key, stored.get(key), data)
+    changed = [
+        (level, index, data)
+        for (level, index), data in tiles.items()
+        if stored.get((level, index)) != data
+    ]
+    conn.executemany(_UPSERT_TILE, changed)
+
+
+def _write_state(conn: sqlite3.Connection, state: LogState) -> None:
+    check_state_transition(_read_state(conn), state)
+    (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
+    check_state_covers_entries(int(next_index), state)
+    conn.execute(_UPDATE_STATE, (state.tree_size, state.right_edge, state.checkpoint))
+    if state.checkpoint:
+        conn.execute(_INSERT_CHECKPOINT, (state.tree_size, state.checkpoint))
+
+
+def _read_in_snapshot(
+    conn: sqlite3.Connection, tiles: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    conn.execute("BEGIN")  # one read snapshot for all tiles
+    try:
+        return _read_tiles(conn, tiles)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _latest_checkpoint(conn: sqlite3.Connection) -> bytes | None:
+    row = conn.execute(_SELECT_CHECKPOINT).fetchone()
+    return bytes(row[0]) if row is not None and row[0] else None
+
+
+def _checkpoint_at(conn: sqlite3.Connection, tree_size: int) -> bytes | None:
+    row = conn.execute(_SELECT_CHECKPOINT_AT, (tree_size,)).fetchone()
+    return bytes(row[0]) if row is not None else None
+
+
+def _read_entries(conn: sqlite3.Connection, start: int, end: int) -> list[bytes]:
+    return [bytes(row[0]) for row in conn.execute(_SELECT_ENTRIES, (start, end))]
+
+
+def _find_leaf(conn: sqlite3.Connection, leaf_hash: bytes) -> int | None:
+    row = conn.execute(_FIND_LEAF, (leaf_hash,)).fetchone()
+    return int(row[0]) if row is not None else None
+
+
+class _Threads:
+    """The two threads of an open storage, each owning its own connection."""
+
+    def __init__(self, writer: ThreadPoolExecutor, reader: ThreadPoolExecutor) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.write_conn: sqlite3.Connection | None = None  # used on the writer thread only
+        self.read_conn: sqlite3.Connection | None = None  # used on the reader thread only
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self.write_conn is not None
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, self.write_conn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self.read_conn is not None
+        return await asyncio.get_running_loop().run_in_executor(self.reader, fn, self.read_conn)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if self.read_conn is not None:
+                await loop.run_in_executor(self.reader, _close, self.read_conn)
+            if self.write_conn is not None:
+                await loop.run_in_executor(self.writer, _close, self.write_conn)
+        finally:
+            self.read_conn = self.write_conn = None
+            self.reader.shutdown(wait=False)
+            self.writer.shutdown(wait=False)
+
+
+class _SQLiteIntegration(IntegrationGuard):
+    """One ``BEGIN IMMEDIATE`` transaction on the writer thread."""
+
+    def __init__(self, threads: _Threads) -> None:
+        super().__init__()
+        self._threads = threads
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._usable()
+        try:
+            return await self._threads.write(fn)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+    async def state(self) -> LogState:
+        self._usable()
+        return await self._threads.write(_read_state)
+
+    async def find_leaves(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, int]:
+        self._usable()
+        return await self._threads.write(lambda conn: _find_leaves(conn, leaf_hashes))
+
+    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        self._usable()
+        return await self._threads.write(lambda conn: _read_tiles(conn, tiles))
+
+    async def append_entries(
+        self, start_index: int, entries: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        await self._write(lambda conn: _append_entries(conn, start_index, entries))
+
+    async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
+        await self._write(lambda conn: _write_tiles(conn, tiles))
+
+    async def write_state(self, state: LogState) -> None:
+        await self._write(lambda conn: _write_state(conn, state))
+
+
+class SQLiteStorage:
+    """The log in one SQLite file (see the module docstring for its guarantees)."""
+
+    def __init__(self, path: str) -> None:
+        if path in ("", ":memory:") or path.startswith("file:"):
+            raise ValueError(
+                f"SQLite storage needs a file path, got {path!r} "
+                "(its reader and writer connections must share one file)"
+            )
+        self._path = path
+        self._lock = asyncio.Lock()  # one integration at a time in this process
+        self._threads: _Threads | None = None
+
+    def _open_threads(self) -> _Threads:
+        if self._threads is None:
+            raise RuntimeError(f"SQLite storage {self._path} is not open: call open() first")
+        return self._threads
+
+    async def open(self) -> None:
+        async with self._lock:
+            if self._threads is not None:
+                return
+            threads = _Threads(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="firmlog-sqlite-writer"),
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="firmlog-sqlite-reader"),
+            )
+            loop = asyncio.get_running_loop()
+            try:
+                threads.write_conn = await loop.run_in_executor(
+                    threads.writer, _open_writer, self._path
+                )
+                threads.read_conn = await loop.run_in_executor(
+                    threads.reader, _open_reader, self._path
+                )
+            except BaseException:
+                await threads.close()
+                raise
+            self._threads = threads
+
+    async def close(self) -> None:
+        async with self._lock:  # waits for a running integration
+            threads, self._threads = self._threads, None
+            if threads is not None:
+                await threads.close()
+
+    @asynccontextmanager
+    async def integration(self) -> AsyncIterator[Integration]:
+        async with self._lock:
+            threads = self._open_threads()
+            committed = False
+            try:
+                await threads.write(_begin)
+                integration = _SQLiteIntegration(threads)
+                try:
+                    yield integration
+                finally:
+                    integration._end()
+                integration._raise_if_failed()
+                await threads.write(_commit)
+                committed = True
+            finally:
+                if not committed:
+                    # Shielded: a second cancellation must not drop the rollback. The
+                    # writer thread runs jobs in order, so it rolls back before the
+                    # next integration's BEGIN even if this await is interrupted.
+                    await asyncio.shield(threads.write(_rollback))
+
+    async def latest_checkpoint(self) -> bytes | None:
+        return await self._open_threads().read(_latest_checkpoint)
+
+    async def checkpoint_at(self, tree_size: int) -> bytes | None:
+        return await self._open_threads().read(lambda conn: _checkpoint_at(conn, tree_size))
+
+    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        if not tiles:
+            return {}
+        return await self._open_threads().read(lambda conn: _read_in_snapshot(conn, tiles))
+
+    async def read_entries(self, start: int, end: int) -> list[bytes]:
+        if start < 0 or end < start:
+            raise ValueError(f"entry range must satisfy 0 <= start <= end, got {start}..{end}")
+        if start == end:
+            return []
+        return await self._open_threads().read(lambda conn: _read_entries(conn, start, end))
+
+    async def find_leaf(self, leaf_hash: bytes) -> int | None:
+        return await self._open_threads().read(lambda conn: _find_leaf(conn, leaf_hash))

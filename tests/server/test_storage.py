@@ -1,0 +1,642 @@
+"""Conformance suite of the storage contract (firmlog.server.storage).
+
+Every test runs against both backends: SQLite on a file in tmp_path and a real
+PostgreSQL on loopback (a fresh database per test). Restarts are real (close,
+open a new storage on the same file or database); crashes are real (a child
+process holding the storage is SIGKILLed); concurrency is real (separate
+storage instances, i.e. separate connections, racing for the integration lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from firmlog.server.storage import EMPTY_STATE, LogState, Storage, open_storage
+
+# -- test data -----------------------------------------------------------------
+
+
+def leaf(i: int | str) -> bytes:
+    return hashlib.sha256(f"leaf {i}".encode()).digest()
+
+
+def entry(i: int | str) -> bytes:
+    return f"entry {i}".encode()
+
+
+def edge(size: int) -> bytes:
+    """A right edge of the right length (32 bytes per set bit), distinct per size."""
+    return bytes([size % 251]) * 32 * size.bit_count()
+
+
+def note(size: int, tag: str = "") -> bytes:
+    return f"example.com/log\n{size}\n{tag}root\n\n— example.com/log sig\n".encode()
+
+
+def state(size: int) -> LogState:
+    return LogState(tree_size=size, right_edge=edge(size), checkpoint=note(size))
+
+
+def tile(width: int, salt: str = "") -> bytes:
+    return b"".join(hashlib.sha256(f"{salt}{i}".encode()).digest() for i in range(width))
+
+
+class Boom(Exception):
+    pass
+
+
+# -- fixtures and helpers ----------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    url = request.getfixturevalue("pg_database")
+    assert isinstance(url, str)
+    return url
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Storage]:
+    storage = open_storage(url)
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+async def storage(storage_url: str) -> AsyncIterator[Storage]:
+    async with opened(storage_url) as s:
+        yield s
+
+
+async def integrate(
+    storage: Storage, count: int, tiles: dict[tuple[int, int], bytes] | None = None
+) -> LogState:
+    """Append ``count`` entries after the stored ones, write tiles, commit the new state."""
+    async with storage.integration() as tx:
+        size = (await tx.state()).tree_size
+        await tx.append_entries(size, [(leaf(i), entry(i)) for i in range(size, size + count)])
+        if tiles:
+            await tx.write_tiles(tiles)
+        new = state(size + count)
+        await tx.write_state(new)
+    return new
+
+
+async def committed_state(storage: Storage) -> LogState:
+    async with storage.integration() as tx:
+        return await tx.state()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a reader can observe of a small log."""
+
+    state: LogState
+    latest: bytes | None
+    history: tuple[bytes | None, ...]
+    entries: tuple[bytes, ...]
+    leaves: tuple[int | None, ...]
+    tiles: tuple[tuple[tuple[int, int], bytes], ...]
+
+
+TILE_KEYS = [(level, index) for level in range(3) for index in range(4)]
+
+
+async def snapshot(storage: Storage) -> Snapshot:
+    return Snapshot(
+        state=await committed_state(storage),
+        latest=await storage.latest_checkpoint(),
+        history=tuple([await storage.checkpoint_at(n) for n in range(40)]),
+        entries=tuple(await storage.read_entries(0, 1000)),
+        leaves=tuple([await storage.find_leaf(leaf(i)) for i in range(40)]),
+        tiles=tuple(sorted((await storage.read_tiles(TILE_KEYS)).items())),
+    )
+
+
+# -- contract ----------------------------------------------------------------------
+
+
+async def test_fresh_storage_is_empty(storage: Storage) -> None:
+    async with storage.integration() as tx:
+        assert await tx.state() == EMPTY_STATE
+        assert await tx.find_leaves([leaf(0)]) == {}
+        assert await tx.read_tiles([(0, 0)]) == {}
+    assert await storage.latest_checkpoint() is None
+    assert await storage.checkpoint_at(0) is None
+    assert await storage.read_entries(0, 10) == []
+    assert await storage.read_tiles([(0, 0), (1, 0)]) == {}
+    assert await storage.find_leaf(leaf(0)) is None
+
+
+async def test_commit_is_durable_across_restart(storage_url: str) -> None:
+    big_entry = bytes(range(256)) * 64  # 16 KiB, the default entry size limit
+    full_tile = tile(256)
+    async with opened(storage_url) as storage, storage.integration() as tx:
+        assert await tx.state() == EMPTY_STATE
+        await tx.append_entries(0, [(leaf(0), entry(0)), (leaf(1), big_entry), (leaf(2), b"")])
+        await tx.write_tiles({(0, 0): tile(3), (1, 0): tile(1, "up"), (0, 7): full_tile})
+        await tx.write_state(state(3))
+        # inside the integration its own writes are visible
+        assert await tx.state() == state(3)
+        assert await tx.find_leaves([leaf(1), leaf(9)]) == {leaf(1): 1}
+        assert await tx.read_tiles([(0, 0)]) == {(0, 0): tile(3)}
+
+    async with opened(storage_url) as storage:
+        assert await committed_state(storage) == state(3)
+        assert await storage.latest_checkpoint() == note(3)
+        assert await storage.checkpoint_at(3) == note(3)
+        assert await storage.read_entries(0, 3) == [entry(0), big_entry, b""]
+        assert await storage.read_tiles([(0, 0), (1, 0), (0, 7), (0, 1)]) == {
+            (0, 0): tile(3),
+            (1, 0): tile(1, "up"),
+            (0, 7): full_tile,
+        }
+        assert await storage.find_leaf(leaf(2)) == 2
+
+
+async def test_rollback_on_exception_leaves_nothing(storage: Storage) -> None:
+    await integrate(storage, 2, {(0, 0): tile(2), (1, 0): tile(1, "up")})
+    before = await snapshot(storage)
+
+    async def fail_after_writing() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(2, [(leaf(2), entry(2)), (leaf(3), entry(3))])
+            await tx.write_tiles({(0, 0): tile(4), (0, 1): tile(1, "new"), (1, 0): tile(2, "up")})
+            await tx.write_state(state(4))
+            raise Boom
+
+    with pytest.raises(Boom):
+        await fail_after_writing()
+
+    assert await snapshot(storage) == before
+    assert before.state == state(2)
+    # and the log goes on from where it was
+    assert await integrate(storage, 1) == state(3)
+    assert await storage.read_entries(0, 10) == [entry(0), entry(1), entry(2)]
+
+
+async def test_find_leaves_and_find_leaf(storage: Storage) -> None:
+    await integrate(storage, 3)
+    async with storage.integration() as tx:
+        assert await tx.find_leaves([]) == {}
+        assert await tx.find_leaves([leaf(2), leaf(0), leaf(99), leaf(2)]) == {
+            leaf(0): 0,
+            leaf(2): 2,
+        }
+        await tx.append_entries(3, [(leaf(3), entry(3))])
+        assert await tx.find_leaves([leaf(3)]) == {leaf(3): 3}  # its own writes
+        # readers outside see only what is committed
+        assert await storage.find_leaf(leaf(3)) is None
+        await tx.write_state(state(4))
+    assert [await storage.find_leaf(leaf(i)) for i in range(5)] == [0, 1, 2, 3, None]
+
+
+async def test_read_entries_ranges(storage: Storage) -> None:
+    await integrate(storage, 10)
+    assert await storage.read_entries(0, 10) == [entry(i) for i in range(10)]
+    assert await storage.read_entries(3, 7) == [entry(i) for i in range(3, 7)]
+    assert await storage.read_entries(8, 100) == [entry(8), entry(9)]
+    assert await storage.read_entries(10, 20) == []
+    assert await storage.read_entries(5, 5) == []
+    with pytest.raises(ValueError, match="0 <= start <= end"):
+        await storage.read_entries(-1, 3)
+    with pytest.raises(ValueError, match="0 <= start <= end"):
+        await storage.read_entries(5, 4)
+
+
+async def test_large_batch(storage: Storage) -> None:
+    await integrate(storage, 1000)
+    await integrate(storage, 1)
+    assert await storage.read_entries(995, 1005) == [entry(i) for i in range(995, 1001)]
+    assert await storage.find_leaf(leaf(999)) == 999
+    async with storage.integration() as tx:
+        found = await tx.find_leaves([leaf(i) for i in range(0, 1200, 7)])
+    assert found == {leaf(i): i for i in range(0, 1001, 7)}
+
+
+async def test_checkpoint_history(storage: Storage) -> None:
+    for count in (1, 2, 1):
+        await integrate(storage, count)
+    assert await storage.latest_checkpoint() == note(4)
+    assert [await storage.checkpoint_at(n) for n in range(6)] == [
+        None,
+        note(1),
+        None,
+        note(3),
+        note(4),
+        None,
+    ]
+    # one size, one checkpoint: a different note for an unchanged size is refused
+    with pytest.raises(RuntimeError, match="one size, one checkpoint"):
+        async with storage.integration() as tx:
+            await tx.write_state(LogState(4, edge(4), note(4, "again ")))
+    assert await storage.latest_checkpoint() == note(4)
+    assert await storage.checkpoint_at(4) == note(4)
+
+
+async def test_a_checkpoint_covers_exactly_the_stored_entries(storage: Storage) -> None:
+    await integrate(storage, 2)
+    with pytest.raises(RuntimeError, match="tree size 3 but 2 entries are stored"):
+        async with storage.integration() as tx:
+            await tx.write_state(LogState(3, edge(3), note(3)))
+    assert await committed_state(storage) == LogState(2, edge(2), note(2))
+
+
+async def test_state_without_checkpoint_is_not_history(storage: Storage) -> None:
+    async with storage.integration() as tx:
+        await tx.append_entries(0, [(leaf(0), entry(0))])
+        await tx.write_state(LogState(1, edge(1), b""))
+    assert await committed_state(storage) == LogState(1, edge(1), b"")
+    assert await storage.latest_checkpoint() is None
+    assert await storage.checkpoint_at(1) is None
+
+
+async def test_tiles_grow(storage: Storage) -> None:
+    async with storage.integration() as tx:
+        await tx.write_tiles({(0, 0): tile(1)})
+        await tx.write_tiles({(0, 0): tile(5)})
+    async with storage.integration() as tx:
+        await tx.write_tiles({(0, 0): tile(5), (2, 3): tile(2)})  # unchanged is fine
+        await tx.write_tiles({(0, 0): tile(256)})
+    assert await storage.read_tiles([(0, 0), (2, 3)]) == {(0, 0): tile(256), (2, 3): tile(2)}
+
+
+# -- defensive checks: the last line of defence against a fork ----------------------
+
+
+@pytest.mark.parametrize("offset", [-1, 1])
+async def test_append_must_start_at_stored_size(storage: Storage, offset: int) -> None:
+    await integrate(storage, 2)
+    before = await snapshot(storage)
+    with pytest.raises(RuntimeError, match=f"expected index 2, got {2 + offset}"):
+        async with storage.integration() as tx:
+            await tx.append_entries(2 + offset, [(leaf(9), entry(9))])
+    assert await snapshot(storage) == before
+
+
+async def test_append_on_empty_log_starts_at_zero(storage: Storage) -> None:
+    with pytest.raises(RuntimeError, match="expected index 0, got 1"):
+        async with storage.integration() as tx:
+            await tx.append_entries(1, [(leaf(1), entry(1))])
+    assert await storage.read_entries(0, 10) == []
+
+
+async def test_appends_within_one_integration_continue(storage: Storage) -> None:
+    async with storage.integration() as tx:
+        await tx.append_entries(0, [(leaf(0), entry(0))])
+        await tx.append_entries(1, [(leaf(1), entry(1)), (leaf(2), entry(2))])
+        await tx.append_entries(3, [])
+        await tx.write_state(state(3))
+    assert await storage.read_entries(0, 10) == [entry(0), entry(1), entry(2)]
+
+
+async def test_failed_append_poisons_the_integration(storage: Storage) -> None:
+    async def go_on_after_failure() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(0, [(leaf(0), entry(0)), (leaf(1), entry(1))])
+            with pytest.raises(RuntimeError, match="expected index 2, got 1"):
+                await tx.append_entries(1, [(leaf(5), entry(5))])
+            with pytest.raises(RuntimeError, match="failed write"):
+                await tx.write_state(state(2))
+            with pytest.raises(RuntimeError, match="failed write"):
+                await tx.state()
+
+    with pytest.raises(RuntimeError, match="not committed: a write inside it failed"):
+        await go_on_after_failure()
+    assert await snapshot(storage) == Snapshot(
+        EMPTY_STATE, None, (None,) * 40, (), (None,) * 40, ()
+    )
+
+
+@pytest.mark.parametrize("batch", ["already-logged", "repeated-in-batch"])
+async def test_duplicate_leaf_hash_is_rejected(storage: Storage, batch: str) -> None:
+    await integrate(storage, 2)
+    before = await snapshot(storage)
+    dup = leaf(1) if batch == "already-logged" else leaf("x")
+
+    async def append_duplicate() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(2, [(leaf("x"), entry("x")), (dup, entry("y"))])
+            await tx.write_state(state(4))
+
+    with pytest.raises(RuntimeError, match="leaf hash is already in the log"):
+        await append_duplicate()
+    assert await snapshot(storage) == before
+
+
+async def test_swallowed_failure_still_rolls_back(storage: Storage) -> None:
+    await integrate(storage, 1, {(0, 0): tile(1)})
+    before = await snapshot(storage)
+
+    async def swallow_failure() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(1, [(leaf(1), entry(1))])
+            await tx.write_state(state(2))
+            # a careless caller goes on; the transaction must still not commit
+            with contextlib.suppress(RuntimeError):
+                await tx.write_tiles({(0, 1): tile(1, "ok"), (0, 0): tile(2, "forked")})
+
+    with pytest.raises(RuntimeError, match="not committed: a write inside it failed"):
+        await swallow_failure()
+    assert await snapshot(storage) == before
+
+
+async def test_write_state_must_not_shrink(storage: Storage) -> None:
+    await integrate(storage, 3)
+    before = await snapshot(storage)
+    with pytest.raises(RuntimeError, match="must not shrink the tree: stored size 3, got 2"):
+        async with storage.integration() as tx:
+            await tx.write_state(state(2))
+    assert await snapshot(storage) == before
+
+
+async def test_write_state_must_not_change_edge_of_same_size(storage: Storage) -> None:
+    await integrate(storage, 3)
+    before = await snapshot(storage)
+    other_edge = bytes(64)
+    with pytest.raises(RuntimeError, match="right edge of tree size 3 without growing"):
+        async with storage.integration() as tx:
+            await tx.write_state(LogState(3, other_edge, note(3, "fork ")))
+    assert await snapshot(storage) == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (LogState(-1, b"", b""), "must not be negative"),
+        (LogState(3, bytes(32), b""), "must be 64 bytes, got 32"),
+        (LogState(4, bytes(64), b""), "must be 32 bytes, got 64"),
+    ],
+)
+async def test_write_state_rejects_malformed_state(
+    storage: Storage, bad: LogState, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        async with storage.integration() as tx:
+            await tx.write_state(bad)
+    assert await committed_state(storage) == EMPTY_STATE
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        pytest.param(tile(3, "other"), id="changed-prefix"),
+        pytest.param(tile(2), id="shrunk"),
+        pytest.param(tile(3)[:64] + tile(1, "z") + tile(1), id="changed-last-hash"),
+    ],
+)
+async def test_tile_may_only_grow(storage: Storage, new: bytes) -> None:
+    await integrate(storage, 3, {(0, 0): tile(3), (1, 0): tile(1, "up")})
+    before = await snapshot(storage)
+
+    async def fork_tile() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(3, [(leaf(3), entry(3))])
+            await tx.write_tiles({(1, 0): tile(2, "up"), (0, 0): new})
+            await tx.write_state(state(4))
+
+    with pytest.raises(RuntimeError, match="tile 0/0 may only grow"):
+        await fork_tile()
+    assert await snapshot(storage) == before
+
+
+@pytest.mark.parametrize(
+    ("key", "data", "error"),
+    [
+        ((0, 0), b"", "1 to 256 hashes of 32 bytes, got 0 bytes"),
+        ((0, 0), bytes(33), "got 33 bytes"),
+        ((0, 0), bytes(32 * 257), "got 8224 bytes"),
+        ((-1, 0), bytes(32), "must not be negative"),
+        ((0, -1), bytes(32), "must not be negative"),
+    ],
+)
+async def test_malformed_tile_is_rejected(
+    storage: Storage, key: tuple[int, int], data: bytes, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        async with storage.integration() as tx:
+            await tx.write_tiles({(0, 1): tile(1), key: data})
+    assert await storage.read_tiles([(0, 1), key]) == {}
+
+
+async def test_integration_is_unusable_after_it_ends(storage: Storage) -> None:
+    async with storage.integration() as tx:
+        pass
+    with pytest.raises(RuntimeError, match="after its transaction ended"):
+        await tx.state()
+    with pytest.raises(RuntimeError, match="after its transaction ended"):
+        await tx.append_entries(0, [(leaf(0), entry(0))])
+    assert await storage.read_entries(0, 1) == []
+
+
+async def test_storage_must_be_opened(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    with pytest.raises(RuntimeError, match="not open"):
+        await storage.latest_checkpoint()
+    with pytest.raises(RuntimeError, match="not open"):
+        async with storage.integration():
+            pass
+    await storage.close()  # closing an unopened storage is harmless
+
+
+# -- serialization and concurrency ---------------------------------------------------
+
+
+async def _bump(storage: Storage, writer: str, inside: list[int], peak: list[int]) -> None:
+    """Read the state, dawdle, write size + 1: loses an update unless serialized."""
+    async with storage.integration() as tx:
+        inside.append(1)
+        peak.append(len(inside))
+        size = (await tx.state()).tree_size
+        await asyncio.sleep(0.05)
+        await tx.append_entries(size, [(leaf(f"{writer}-{size}"), entry(writer))])
+        await tx.write_state(state(size + 1))
+        inside.pop()
+
+
+async def test_integrations_of_separate_storages_are_serialized(storage_url: str) -> None:
+    async with opened(storage_url) as a, opened(storage_url) as b:
+        inside: list[int] = []
+        peak: list[int] = []
+        await asyncio.gather(_bump(a, "a", inside, peak), _bump(b, "b", inside, peak))
+        assert await committed_state(a) == state(2)
+        assert max(peak) == 1
+        async with opened(storage_url) as c:
+            writers = [(s, name) for name, s in (("a", a), ("b", b), ("c", c))]
+            await asyncio.gather(
+                *(_bump(s, f"{name}{i}", inside, peak) for i in range(3) for s, name in writers)
+            )
+        assert await committed_state(b) == state(11)
+        assert max(peak) == 1
+        assert len(await a.read_entries(0, 100)) == 11
+
+
+async def test_integrations_of_one_storage_are_serialized(storage: Storage) -> None:
+    inside: list[int] = []
+    peak: list[int] = []
+    await asyncio.gather(*(_bump(storage, str(i), inside, peak) for i in range(5)))
+    assert await committed_state(storage) == state(5)
+    assert max(peak) == 1
+
+
+async def test_reads_see_committed_data_during_integration(storage_url: str) -> None:
+    async with opened(storage_url) as storage, opened(storage_url) as other:
+        await integrate(storage, 2, {(0, 0): tile(2)})
+        async with storage.integration() as tx:
+            await tx.append_entries(2, [(leaf(2), entry(2))])
+            await tx.write_tiles({(0, 0): tile(3)})
+            await tx.write_state(state(3))
+            for reader in (storage, other):  # neither blocks nor sees uncommitted writes
+                async with asyncio.timeout(5):
+                    assert await reader.read_entries(0, 10) == [entry(0), entry(1)]
+                    assert await reader.read_tiles([(0, 0)]) == {(0, 0): tile(2)}
+                    assert await reader.latest_checkpoint() == note(2)
+                    assert await reader.checkpoint_at(3) is None
+                    assert await reader.find_leaf(leaf(2)) is None
+        assert await other.read_tiles([(0, 0)]) == {(0, 0): tile(3)}
+        assert await other.latest_checkpoint() == note(3)
+
+
+async def test_cancelled_integration_rolls_back(storage: Storage) -> None:
+    await integrate(storage, 1)
+    before = await snapshot(storage)
+    inside = asyncio.Event()
+
+    async def stuck() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(1, [(leaf(1), entry(1))])
+            await tx.write_state(state(2))
+            inside.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stuck())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await snapshot(storage) == before
+    async with asyncio.timeout(10):
+        assert await integrate(storage, 1) == state(2)
+
+
+async def test_schema_creation_is_idempotent_and_concurrent(storage_url: str) -> None:
+    stores = [open_storage(storage_url) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].open()  # opening twice is harmless
+        await integrate(stores[1], 2)
+        assert await stores[3].read_entries(0, 5) == [entry(0), entry(1)]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    async with opened(storage_url) as again:  # existing schema and data are kept
+        assert await committed_state(again) == state(2)
+
+
+async def _set_schema_version(url: str, version: int) -> None:
+    sql = "UPDATE schema_version SET version = {} WHERE id = 1"
+    if url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            conn.execute(sql.format(version))
+            conn.commit()
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql.format(version))
+    finally:
+        await conn.close()
+
+
+async def test_newer_schema_version_is_refused(storage_url: str) -> None:
+    async with opened(storage_url) as storage:
+        await integrate(storage, 1)
+    await _set_schema_version(storage_url, 99)
+    storage = open_storage(storage_url)
+    with pytest.raises(RuntimeError, match="schema version 99 is not supported"):
+        await storage.open()
+    with pytest.raises(RuntimeError, match="not open"):
+        await storage.read_entries(0, 1)
+
+
+def test_open_storage_rejects_unknown_scheme() -> None:
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        open_storage("mysql://localhost/log")
+    with pytest.raises(ValueError, match="needs a file path"):
+        open_storage("sqlite:///:memory:")
+
+
+# -- crashes: a writer process killed with SIGKILL ----------------------------------
+
+_WRITER = """
+import asyncio, sys
+from firmlog.server.storage import LogState, open_storage
+
+async def main(url: str, mode: str) -> None:
+    storage = open_storage(url)
+    await storage.open()
+    async with storage.integration() as tx:
+        size = (await tx.state()).tree_size
+        await tx.append_entries(size, [(b"k" * 32, b"from the killed writer")])
+        await tx.write_tiles({(0, 0): b"k" * 32})
+        await tx.write_state(LogState(size + 1, b"e" * 32, b"killed note"))
+        if mode == "hold":
+            print("holding", flush=True)
+            await asyncio.sleep(3600)
+    print("committed", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def _run_until_killed(url: str, mode: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITER, url, mode, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode().strip()
+    finally:
+        proc.kill()  # SIGKILL: no cleanup of any kind in the child
+        await proc.wait()
+    return line
+
+
+@pytest.mark.slow
+async def test_commit_survives_killed_writer(storage_url: str) -> None:
+    assert await _run_until_killed(storage_url, "commit") == "committed"
+    async with opened(storage_url) as storage:
+        assert await committed_state(storage) == LogState(1, b"e" * 32, b"killed note")
+        assert await storage.read_entries(0, 5) == [b"from the killed writer"]
+        assert await storage.checkpoint_at(1) == b"killed note"
+        assert await integrate(storage, 1, {(0, 0): b"k" * 32 + tile(1)}) == state(2)
+
+
+@pytest.mark.slow
+async def test_writer_killed_mid_integration_leaves_nothing_and_no_lock(
+    storage_url: str,
+) -> None:
+    async with opened(storage_url) as storage:
+        await integrate(storage, 1)
+        before = await snapshot(storage)
+        assert await _run_until_killed(storage_url, "hold") == "holding"
+        assert await snapshot(storage) == before
+        async with asyncio.timeout(20):  # the dead writer's lock is released
+            assert await integrate(storage, 1) == state(2)

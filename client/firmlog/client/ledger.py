@@ -1,0 +1,156 @@
+"""The firmware ledger's acceptance rules (DESIGN.md section 3), as pure functions.
+
+Which keys may sign what is state derived from the log's own entries, so
+anyone replaying the log (the server, a monitor, a researcher's mirror)
+reaches the same verdicts:
+
+- ``firmlog/vendor/v1`` must be signed by an operator key and admits a vendor
+  not yet admitted, with its first key set and threshold;
+- ``firmlog/keys/v1`` (rotation) must be signed by the vendor's *current* key
+  set at its threshold, and replaces it;
+- ``firmlog/release/v1`` and ``firmlog/revocation/v1`` must be signed by the
+  vendor's current key set at its threshold; a revocation must name a release
+  of the same vendor that is in the log.
+
+:func:`authorize` checks one entry against the state before it and returns
+the vendor's new key set when the entry changes it. Nothing here does I/O;
+the caller supplies the vendor's current key set and, for a revocation, the
+revoked release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from firmlog.client.entries import (
+    KEYS_V1,
+    RELEASE_V1,
+    VENDOR_V1,
+    Entry,
+    KeySet,
+    Release,
+    Revocation,
+    VendorAdmission,
+    verify_entry_signatures,
+)
+from firmlog.client.errors import EntryPolicyError
+from firmlog.client.note import Ed25519Verifier, parse_verifier_key
+
+__all__ = [
+    "LedgerState",
+    "UnknownVendorError",
+    "VendorKeys",
+    "authorize",
+]
+
+
+class UnknownVendorError(EntryPolicyError):
+    """The entry's vendor has not been admitted to this log."""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorKeys:
+    """A vendor's key set as of log index ``since_index`` (the entry that set it)."""
+
+    vendor: str
+    keys: tuple[str, ...]  # vkeys
+    threshold: int
+    since_index: int
+    verifiers: tuple[Ed25519Verifier, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.verifiers:
+            parsed = tuple(parse_verifier_key(k) for k in self.keys)
+            object.__setattr__(self, "verifiers", parsed)
+
+
+def _vendor_of(entry: Entry) -> str:
+    return entry.body.vendor
+
+
+def authorize(
+    entry: Entry,
+    index: int,
+    operator_keys: Sequence[Ed25519Verifier],
+    current: VendorKeys | None,
+    revoked: Entry | None = None,
+) -> VendorKeys | None:
+    """Check that ``entry`` may be appended at ``index``; return the vendor's new key set.
+
+    ``current`` is the vendor's key set before this entry (None if the vendor
+    is not admitted). For a revocation, ``revoked`` is the entry its
+    ``release_hash`` names, if that is in the log. Returns the new key set for
+    admissions and rotations, None for releases and revocations. Raises
+    EntryPolicyError (UnknownVendorError for an unknown vendor) or
+    SignatureError saying why the entry is refused.
+    """
+    body = entry.body
+    vendor = _vendor_of(entry)
+    if isinstance(body, VendorAdmission):
+        verify_entry_signatures(entry, operator_keys, threshold=1)
+        if current is not None:
+            raise EntryPolicyError(
+                f"vendor {vendor} was already admitted (key set of log index "
+                f"{current.since_index}); a vendor changes its keys with {KEYS_V1}, signed by "
+                "its current keys"
+            )
+        return VendorKeys(vendor, body.keys, body.threshold, index)
+    if current is None:
+        raise UnknownVendorError(
+            f"vendor {vendor} is not admitted to this log: the operator admits vendors "
+            f"with {VENDOR_V1}"
+        )
+    try:
+        verify_entry_signatures(entry, current.verifiers, current.threshold)
+    except EntryPolicyError as exc:
+        raise EntryPolicyError(
+            f"{exc}; the current key set of {vendor} is from log index {current.since_index}"
+        ) from exc
+    if isinstance(body, KeySet):
+        return VendorKeys(vendor, body.keys, body.threshold, index)
+    if isinstance(body, Revocation):
+        if revoked is None:
+            raise EntryPolicyError(
+                f"revocation names release {body.release_hash}, which is not in this log"
+            )
+        if revoked.type != RELEASE_V1:
+            raise EntryPolicyError(
+                f"revocation names entry {body.release_hash}, a {revoked.type} entry, "
+                f"not a {RELEASE_V1}"
+            )
+        if _vendor_of(revoked) != vendor:
+            raise EntryPolicyError(
+                f"revocation by {vendor} names a release of {_vendor_of(revoked)}: a vendor "
+                "revokes only its own releases"
+            )
+        return None
+    assert isinstance(body, Release), entry.type
+    return None
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """Vendor key sets in memory, for replaying a log from the start (monitors, tests)."""
+
+    operator_keys: tuple[Ed25519Verifier, ...]
+    vendors: dict[str, VendorKeys] = field(default_factory=dict)
+    entries: dict[bytes, Entry] = field(default_factory=dict)  # leaf hash -> entry
+    size: int = 0
+
+    def apply(self, entry: Entry) -> None:
+        """Authorize ``entry`` as the next entry of the log and update the state."""
+        revoked = None
+        if isinstance(entry.body, Revocation):
+            revoked = self.entries.get(bytes.fromhex(entry.body.release_hash))
+        new_keys = authorize(
+            entry, self.size, self.operator_keys, self.vendors.get(entry.body.vendor), revoked
+        )
+        if new_keys is not None:
+            self.vendors[new_keys.vendor] = new_keys
+        self.entries[entry.leaf_hash] = entry
+        self.size += 1
+
+    def apply_all(self, entries: Iterable[Entry]) -> None:
+        for e in entries:
+            self.apply(e)

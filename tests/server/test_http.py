@@ -313,16 +313,28 @@ async def test_metrics_and_health(log: LogUnderTest, session: ClientSession) -> 
 
 
 async def test_a_tree_with_level_one_tiles_verifies(database_url: str, tmp_path: Path) -> None:
-    """70,000 entries: full and partial tiles at levels 0, 1 and 2 (sequencer fed directly)."""
-    from firmlog.server.app import SERVICES
+    """70,000 entries: full and partial tiles at levels 0, 1 and 2.
 
-    log = LogUnderTest(database_url, tmp_path, batch_size=8192, pool_size=80000)
+    A plain sequencer (no ledger gate: opaque entries) feeds the app's storage
+    directly; the server then serves the tree over HTTP.
+    """
+    from firmlog.server.app import SERVICES
+    from firmlog.server.config import SequencerConfig
+    from firmlog.server.sequencer import Sequencer
+
+    log = LogUnderTest(database_url, tmp_path)
     await log.start()
     try:
         assert log.server is not None
-        sequencer = log.server.app[SERVICES].sequencer
+        svc = log.server.app[SERVICES]
+        sequencer = Sequencer(
+            svc.storage, svc.reader, log.log_key, SequencerConfig(batch_size=8192, pool_size=80000)
+        )
+        running = asyncio.create_task(sequencer.run())
         entries = [f"entry {i}".encode() for i in range(70_000)]
         results = await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in entries))
+        await sequencer.stop()
+        await running
         assert sorted(r.leaf_index for r in results) == list(range(70_000))
         for r, e in zip(results[::997], entries[::997], strict=True):
             log.check_bundle(r.bundle, e)

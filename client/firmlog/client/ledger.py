@@ -42,6 +42,7 @@ __all__ = [
     "UnknownVendorError",
     "VendorKeys",
     "authorize",
+    "check_signatures",
 ]
 
 
@@ -69,33 +70,15 @@ def _vendor_of(entry: Entry) -> str:
     return entry.body.vendor
 
 
-def authorize(
-    entry: Entry,
-    index: int,
-    operator_keys: Sequence[Ed25519Verifier],
-    current: VendorKeys | None,
-    revoked: Entry | None = None,
-) -> VendorKeys | None:
-    """Check that ``entry`` may be appended at ``index``; return the vendor's new key set.
-
-    ``current`` is the vendor's key set before this entry (None if the vendor
-    is not admitted). For a revocation, ``revoked`` is the entry its
-    ``release_hash`` names, if that is in the log. Returns the new key set for
-    admissions and rotations, None for releases and revocations. Raises
-    EntryPolicyError (UnknownVendorError for an unknown vendor) or
-    SignatureError saying why the entry is refused.
-    """
-    body = entry.body
+def check_signatures(
+    entry: Entry, operator_keys: Sequence[Ed25519Verifier], current: VendorKeys | None
+) -> None:
+    """Who must sign ``entry``: an operator key for an admission, else the vendor's
+    current key set at its threshold. Raises EntryPolicyError/SignatureError."""
     vendor = _vendor_of(entry)
-    if isinstance(body, VendorAdmission):
+    if isinstance(entry.body, VendorAdmission):
         verify_entry_signatures(entry, operator_keys, threshold=1)
-        if current is not None:
-            raise EntryPolicyError(
-                f"vendor {vendor} was already admitted (key set of log index "
-                f"{current.since_index}); a vendor changes its keys with {KEYS_V1}, signed by "
-                "its current keys"
-            )
-        return VendorKeys(vendor, body.keys, body.threshold, index)
+        return
     if current is None:
         raise UnknownVendorError(
             f"vendor {vendor} is not admitted to this log: the operator admits vendors "
@@ -107,6 +90,42 @@ def authorize(
         raise EntryPolicyError(
             f"{exc}; the current key set of {vendor} is from log index {current.since_index}"
         ) from exc
+
+
+def authorize(
+    entry: Entry,
+    index: int,
+    operator_keys: Sequence[Ed25519Verifier],
+    current: VendorKeys | None,
+    revoked: Entry | None = None,
+    *,
+    signatures_checked: bool = False,
+) -> VendorKeys | None:
+    """Check that ``entry`` may be appended at ``index``; return the vendor's new key set.
+
+    ``current`` is the vendor's key set before this entry (None if the vendor
+    is not admitted). For a revocation, ``revoked`` is the entry its
+    ``release_hash`` names, if that is in the log. ``signatures_checked``
+    skips :func:`check_signatures` when the caller already ran it against the
+    same ``current``. Returns the new key set for admissions and rotations,
+    None for releases and revocations. Raises EntryPolicyError
+    (UnknownVendorError for an unknown vendor) or SignatureError saying why
+    the entry is refused.
+    """
+    body = entry.body
+    vendor = _vendor_of(entry)
+    if not signatures_checked:
+        check_signatures(entry, operator_keys, current)
+    if isinstance(body, VendorAdmission):
+        if current is not None:
+            raise EntryPolicyError(
+                f"vendor {vendor} was already admitted (key set of log index "
+                f"{current.since_index}); a vendor changes its keys with {KEYS_V1}, signed by "
+                "its current keys"
+            )
+        return VendorKeys(vendor, body.keys, body.threshold, index)
+    if current is None:  # only reachable with signatures_checked
+        raise UnknownVendorError(f"vendor {vendor} is not admitted to this log")
     if isinstance(body, KeySet):
         return VendorKeys(vendor, body.keys, body.threshold, index)
     if isinstance(body, Revocation):

@@ -1,33 +1,67 @@
-"""What the log accepts: the checks a submission passes before it joins the pool.
+"""What the log accepts at submission, before an entry joins the pool.
 
 A submission must be a well-formed firmlog entry (a signed note of a known
 type with canonical JSON, within the size limit) signed as DESIGN.md section 3
-requires. Until vendor state is derived from the log, every entry type must
-carry a valid signature by the operator key.
+requires: an admission by an operator key, everything else by the vendor's
+current key set at its threshold. This is the fast check that answers 4xx at
+once; the authoritative one runs in log order inside the integration
+(:class:`firmlog.server.ledger.LedgerGate`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from firmlog.client.entries import Entry, parse_entry, verify_entry_signatures
-from firmlog.client.errors import EntryFormatError
+from firmlog.client.entries import VendorAdmission, parse_entry
+from firmlog.client.errors import EntryFormatError, EntryPolicyError, SignatureError
+from firmlog.client.ledger import check_signatures
 from firmlog.client.note import Ed25519Verifier
+from firmlog.server.ledger import OPERATOR_CHECKED, Candidate, VendorKeyCache
+from firmlog.server.storage import Storage
 
 
 class EntryTooLarge(EntryFormatError):
     """The submission exceeds the entry size limit. Answer 413."""
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptancePolicy:
-    operator: Ed25519Verifier
-    max_entry_size: int
+class Acceptance:
+    def __init__(
+        self,
+        storage: Storage,
+        operator_keys: Sequence[Ed25519Verifier],
+        cache: VendorKeyCache,
+        max_entry_size: int,
+    ) -> None:
+        self._storage = storage
+        self.operator_keys = tuple(operator_keys)
+        self._cache = cache
+        self.max_entry_size = max_entry_size
 
-    def check(self, raw: bytes) -> Entry:
+    async def check(self, raw: bytes) -> Candidate:
         """Parse and authorize one submission, or raise a FirmlogError saying why not."""
         if len(raw) > self.max_entry_size:
             raise EntryTooLarge(f"entry is {len(raw)} bytes: the limit is {self.max_entry_size}")
         entry = parse_entry(raw, max_size=self.max_entry_size)
-        verify_entry_signatures(entry, [self.operator], threshold=1)
-        return entry
+        if isinstance(entry.body, VendorAdmission):
+            check_signatures(entry, self.operator_keys, None)
+            return Candidate(entry, OPERATOR_CHECKED)
+        vendor = entry.body.vendor
+        current = self._cache.get(vendor) or await self._cache.load(self._storage, vendor)
+        try:
+            check_signatures(entry, self.operator_keys, current)
+        except (EntryPolicyError, SignatureError):
+            # Another process may have rotated the vendor's keys: look again.
+            fresh = await self._cache.load(self._storage, vendor)
+            try:
+                if fresh is None or fresh == current:
+                    raise
+                check_signatures(entry, self.operator_keys, fresh)
+            except (EntryPolicyError, SignatureError):
+                # An entry already logged is answered with its index, whatever
+                # happened to its vendor's keys since.
+                if await self._storage.find_leaf(entry.leaf_hash) is not None:
+                    return Candidate(entry, None)
+                raise
+            current = fresh
+        assert current is not None
+        return Candidate(entry, current.since_index)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from firmlog.client.entries import entry_json, parse_entry
 from firmlog.client.errors import (
     EntryPolicyError,
     FirmlogError,
@@ -28,13 +29,15 @@ from firmlog.client.errors import (
 )
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
-from firmlog.server.acceptance import AcceptancePolicy, EntryTooLarge
+from firmlog.server.acceptance import Acceptance, EntryTooLarge
 from firmlog.server.config import ServerConfig
+from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, ImageStore
+from firmlog.server.ledger import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
 from firmlog.server.sequencer import PoolFull, Sequencer, SequencerStopped
-from firmlog.server.storage import Storage, open_storage
+from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 
 log = structlog.get_logger("firmlog.http")
 
@@ -61,8 +64,9 @@ class Services:
     storage: Storage
     reader: LogReader
     sequencer: Sequencer
-    acceptance: AcceptancePolicy
+    acceptance: Acceptance
     metrics: ServerMetrics
+    images: ImageStore
 
 
 SERVICES = web.AppKey("services", Services)
@@ -106,8 +110,12 @@ async def error_middleware(
         response = _json_error(403, str(exc), type(exc).__name__)
     except FormatError as exc:
         response = _json_error(400, str(exc), type(exc).__name__)
-    except NotFound as exc:
+    except (NotFound, ImageNotLogged) as exc:
         response = _json_error(404, str(exc), "NotFound")
+    except ImageRejected as exc:
+        response = _json_error(400, str(exc), "ImageRejected")
+    except ImageCorrupt as exc:
+        response = _json_error(500, str(exc), "ImageCorrupt")
     except PoolFull as exc:
         response = _json_error(
             503, str(exc), "PoolFull", **{"Retry-After": str(int(exc.retry_after))}
@@ -174,8 +182,9 @@ async def post_entry(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise EntryTooLarge(f"entry is {request.content_length} bytes: the limit is {limit}")
     raw = await request.content.read(limit + 1)
-    entry = svc.acceptance.check(raw)
-    result = await svc.sequencer.submit(entry.raw, entry.leaf_hash)
+    candidate = await svc.acceptance.check(raw)
+    entry = candidate.entry
+    result = await svc.sequencer.submit(entry.raw, entry.leaf_hash, candidate)
     return web.Response(
         body=result.bundle,
         content_type="text/plain",
@@ -307,6 +316,159 @@ async def get_entries(request: web.Request) -> web.Response:
     )
 
 
+# -- the firmware ledger: search, vendors, escrow ------------------------------
+
+_CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,19}")
+_MAX_FILTER = 253
+
+
+def _filter(request: web.Request, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > _MAX_FILTER or (pattern is not None and not pattern.fullmatch(value)):
+        shape = f" matching {pattern.pattern}" if pattern is not None else ""
+        raise BadRequest(f"query parameter {name!r} must be a string{shape}, got {value!r}")
+    return value
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    """The cursor (exclusive start index) and the page size of a listing."""
+    limit_max = _services(request).config.limits.max_entries_per_request
+    limit = _int_param(request, "limit", default=min(100, limit_max))
+    if not 1 <= limit <= limit_max:
+        raise BadRequest(f"limit must be 1..{limit_max}, got {limit}")
+    cursor = request.query.get("cursor")
+    if cursor is None or cursor == "":
+        return -1, limit
+    if not _DECIMAL.fullmatch(cursor):
+        raise BadRequest(f"cursor must be a value returned as next_cursor, got {cursor!r}")
+    return int(cursor), limit
+
+
+def _next_cursor(indexes: list[int], limit: int) -> str | None:
+    return str(indexes[-1]) if len(indexes) == limit else None
+
+
+async def get_releases(request: web.Request) -> web.Response:
+    svc = _services(request)
+    query = ReleaseQuery(
+        vendor=_filter(request, "vendor"),
+        product=_filter(request, "product"),
+        version=_filter(request, "version"),
+        image_sha256=_filter(request, "image_sha256", _HEX64),
+        cve=_filter(request, "cve", _CVE),
+    )
+    after, limit = _page(request)
+    found = await svc.storage.search_releases(query, after, limit)
+    revoked = await svc.storage.revocations_of([index for index, _ in found])
+    releases = []
+    for index, raw in found:
+        entry = parse_entry(raw, max_size=1 << 16)
+        releases.append(
+            {
+                "index": index,
+                "leaf_hash": entry.leaf_hash.hex(),
+                "revoked_by": revoked.get(index, []),
+                "release": entry_json(entry.body),
+            }
+        )
+    return web.json_response(
+        {"releases": releases, "next_cursor": _next_cursor([i for i, _ in found], limit)},
+        headers={"Cache-Control": SHORT},
+    )
+
+
+def _key_set_json(row: KeySetRow) -> dict[str, object]:
+    return {
+        "vendor": row.vendor,
+        "index": row.index,
+        "keys": list(row.keys),
+        "threshold": row.threshold,
+    }
+
+
+async def get_vendors(request: web.Request) -> web.Response:
+    """Every vendor key set the log holds (admissions and rotations), in log order."""
+    after, limit = _page(request)
+    rows = await _services(request).storage.key_history(None, after, limit)
+    return web.json_response(
+        {
+            "key_sets": [_key_set_json(r) for r in rows],
+            "next_cursor": _next_cursor([r.index for r in rows], limit),
+        },
+        headers={"Cache-Control": SHORT},
+    )
+
+
+async def get_vendor(request: web.Request) -> web.Response:
+    """One vendor: its current key set and the whole history of its key sets."""
+    vendor = request.match_info["vendor"]
+    storage = _services(request).storage
+    history: list[KeySetRow] = []
+    while True:
+        page = await storage.key_history(vendor, history[-1].index if history else -1, 1000)
+        history += page
+        if len(page) < 1000:
+            break
+    if not history:
+        raise NotFound(f"vendor {vendor!r} is not admitted to this log")
+    current = history[-1]
+    return web.json_response(
+        {
+            "vendor": vendor,
+            "keys": list(current.keys),
+            "threshold": current.threshold,
+            "since_index": current.index,
+            "history": [_key_set_json(r) for r in history],
+        },
+        headers={"Cache-Control": SHORT},
+    )
+
+
+def _image_digest(request: web.Request) -> str:
+    digest = request.match_info["digest"]
+    if not _HEX64.fullmatch(digest):
+        raise BadRequest(f"expected a 64-digit lowercase hex SHA-256 digest, got {digest!r}")
+    return digest
+
+
+async def put_image(request: web.Request) -> web.Response:
+    svc = _services(request)
+    digest = _image_digest(request)
+    sizes = await svc.storage.image_sizes(digest)
+    cap = svc.config.limits.max_image_size
+    if sizes and min(sizes) > cap:
+        return _json_error(
+            413, f"image is {min(sizes)} bytes: escrow holds at most {cap}", "ImageTooLarge"
+        )
+    if request.content_length is not None and sizes and request.content_length not in sizes:
+        want = " or ".join(str(s) for s in sorted(sizes))
+        raise ImageRejected(
+            f"image sha256:{digest} is {want} bytes in its release, "
+            f"the upload is {request.content_length}"
+        )
+    created = await svc.images.put(digest, sizes, request.content.iter_chunked(1 << 20))
+    return web.json_response({"sha256": digest, "stored": True}, status=201 if created else 200)
+
+
+async def get_image(request: web.Request) -> web.StreamResponse:
+    digest = _image_digest(request)
+    try:
+        path = await _services(request).images.verified_path(digest)
+    except FileNotFoundError as exc:
+        raise NotFound(str(exc)) from exc
+    checksum = base64.b64encode(bytes.fromhex(digest)).decode("ascii")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Cache-Control": IMMUTABLE,
+            "Repr-Digest": f"sha-256=:{checksum}:",
+        },
+    )
+
+
 # -- operations -------------------------------------------------------------
 
 
@@ -332,8 +494,19 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config, keys, metrics = app[CONFIG], app[KEYS], app[METRICS]
     storage = open_storage(config.database_url)
     await storage.open()
+    images = ImageStore(config.escrow_path)
+    images.open()
     reader = LogReader(storage, cache_tiles=config.limits.tile_cache_tiles)
-    sequencer = Sequencer(storage, reader, keys.log, config.sequencer, metrics)
+    operators = [keys.operator.verifier]
+    vendor_keys = VendorKeyCache()
+    sequencer = Sequencer(
+        storage,
+        reader,
+        keys.log,
+        config.sequencer,
+        metrics,
+        ledger=LedgerGate(operators, vendor_keys),
+    )
     await sequencer.initialize()
     latest = await reader.latest()
     metrics.tree_size.set(latest.tree_size if latest else 0)
@@ -343,8 +516,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         storage=storage,
         reader=reader,
         sequencer=sequencer,
-        acceptance=AcceptancePolicy(keys.operator.verifier, config.limits.max_entry_size),
+        acceptance=Acceptance(storage, operators, vendor_keys, config.limits.max_entry_size),
         metrics=metrics,
+        images=images,
     )
     log.info("log started", origin=keys.log.name, tree_size=latest.tree_size if latest else 0)
     try:
@@ -381,6 +555,11 @@ def make_app(
     r.add_get("/v1/proof/inclusion", get_inclusion_proof)
     r.add_get("/v1/proof/consistency", get_consistency_proof)
     r.add_get("/v1/entries", get_entries)
+    r.add_get("/v1/releases", get_releases)
+    r.add_get("/v1/vendors", get_vendors)
+    r.add_get("/v1/vendors/{vendor}", get_vendor)
+    r.add_put("/v1/images/sha256/{digest}", put_image)
+    r.add_get("/v1/images/sha256/{digest}", get_image)
     r.add_get("/healthz", get_healthz)
     r.add_get("/metrics", get_metrics)
     return app

@@ -54,6 +54,7 @@ class LimitsConfig:
     max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     max_entries_per_request: int = 1000
     tile_cache_tiles: int = 2048
+    max_image_size: int = 4 << 30  # escrowed firmware images, bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +64,17 @@ class ServerConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     database: str = ""  # empty: SQLite in the data directory
+    escrow_dir: str = ""  # empty: <data dir>/images
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{(self.data_dir / DB_FILE).resolve()}"
+
+    @property
+    def escrow_path(self) -> Path:
+        return Path(self.escrow_dir) if self.escrow_dir else self.data_dir / "images"
 
     @property
     def listen(self) -> str:
@@ -109,6 +115,8 @@ class ServerConfig:
                 f"limits.max_entries_per_request must be 1..100000, "
                 f"got {lim.max_entries_per_request}"
             )
+        if lim.max_image_size < 1:
+            raise ConfigError(f"limits.max_image_size must be positive, got {lim.max_image_size}")
         if lim.tile_cache_tiles < 16:
             raise ConfigError(f"limits.tile_cache_tiles must be >= 16, got {lim.tile_cache_tiles}")
         return self
@@ -158,7 +166,7 @@ def load_config(
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    allowed = {"origin", "listen", "database", "sequencer", "limits"}
+    allowed = {"origin", "listen", "database", "escrow_dir", "sequencer", "limits"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(
@@ -181,6 +189,10 @@ def load_config(
         if not isinstance(cfg_db, str):
             raise ConfigError(f"database must be a string URL, got {cfg_db!r}")
         cfg = replace(cfg, database=cfg_db)
+    if "escrow_dir" in raw:
+        if not isinstance(raw["escrow_dir"], str):
+            raise ConfigError(f"escrow_dir must be a string path, got {raw['escrow_dir']!r}")
+        cfg = replace(cfg, escrow_dir=raw["escrow_dir"])
     if "sequencer" in raw:
         cfg = replace(cfg, sequencer=_section(SequencerConfig, raw["sequencer"], "sequencer"))
     if "limits" in raw:

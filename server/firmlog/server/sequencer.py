@@ -4,11 +4,13 @@ Submissions wait in an in-memory pool. The run loop takes a batch when it is
 full or when the oldest entry has waited ``batch_interval``, and integrates it
 in one storage transaction under the log-wide lock: it reads the committed
 state (another process may have grown the log), skips entries already logged,
-appends the rest to the right edge of the tree (:class:`CompactRange`),
-writes the entries, the hash tiles that changed and the new signed
-checkpoint, and commits. Only then are the waiting submitters answered, each
-with a ``.tlog-proof`` bundle against the new checkpoint: a proof, not a
-promise.
+lets the ledger gate decide in log order which new entries may be appended
+(:class:`firmlog.server.ledger.LedgerGate`; a sequencer without a gate logs
+opaque entries, as a plain tlog), appends those to the right edge of the
+tree (:class:`CompactRange`), writes the entries, the ledger index rows, the
+hash tiles that changed and the new signed checkpoint, and commits. Only
+then are the waiting submitters answered, each with a ``.tlog-proof`` bundle
+against the new checkpoint: a proof, not a promise.
 
 Who owns what: ``_pending`` and ``_wake`` are shared between :meth:`submit`
 (appends) and the run loop (takes); everything else belongs to the run loop.
@@ -28,13 +30,16 @@ import structlog
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
+from firmlog.client.entries import parse_entry
+from firmlog.client.errors import FirmlogError
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, HashReader, inclusion_proof
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
+from firmlog.server.ledger import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader, hash_tiles_touched
-from firmlog.server.storage import LogState, Storage
+from firmlog.server.storage import Integration, LogState, Storage
 
 log = structlog.get_logger("firmlog.sequencer")
 
@@ -67,6 +72,7 @@ class _Pending:
     leaf_hash: bytes
     future: asyncio.Future[Integrated]
     queued_at: float
+    candidate: Candidate | None
 
 
 class Sequencer:
@@ -78,8 +84,10 @@ class Sequencer:
         config: SequencerConfig,
         metrics: ServerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ledger: LedgerGate | None = None,
     ) -> None:
         self._storage = storage
+        self._ledger = ledger
         self._reader = reader
         self._signer = signer
         self._config = config
@@ -104,15 +112,22 @@ class Sequencer:
         self._reader.publish(note, 0, EMPTY_ROOT)
         log.info("published the empty tree", origin=self.origin)
 
-    async def submit(self, entry: bytes, leaf_hash: bytes) -> Integrated:
-        """Queue an entry and wait until it is durably in the log."""
+    async def submit(
+        self, entry: bytes, leaf_hash: bytes, candidate: Candidate | None = None
+    ) -> Integrated:
+        """Queue an entry and wait until it is durably in the log.
+
+        ``candidate`` is the parsed entry as checked at submission; with a
+        ledger gate, an entry without one is parsed and fully checked in the
+        integration. Raises the gate's FirmlogError if the entry is refused.
+        """
         if self._stopping:
             raise SequencerStopped("the log is shutting down")
         if len(self._pending) >= self._config.pool_size:
             self._metrics.submissions.inc(1, "pool_full")
             raise PoolFull(retry_after=max(1.0, self._config.batch_interval * 2))
         future: asyncio.Future[Integrated] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(entry, leaf_hash, future, self._clock()))
+        self._pending.append(_Pending(entry, leaf_hash, future, self._clock(), candidate))
         self._metrics.pool.set(len(self._pending))
         if len(self._pending) == 1 or len(self._pending) >= self._config.batch_size:
             self._wake.set()
@@ -157,21 +172,51 @@ class Sequencer:
         self._metrics.integrate_seconds.observe(self._clock() - started)
         self._metrics.batch_size.observe(len(batch))
         for p, result in zip(batch, results, strict=True):
-            self._metrics.submissions.inc(1, "duplicate" if result.duplicate else "integrated")
-            if not p.future.done():
+            if p.future.done():
+                continue
+            if isinstance(result, Integrated):
+                self._metrics.submissions.inc(1, "duplicate" if result.duplicate else "integrated")
                 p.future.set_result(result)
+            else:
+                self._metrics.submissions.inc(1, "refused")
+                p.future.set_exception(result)
 
-    async def _integrate(self, batch: list[_Pending]) -> list[Integrated]:
+    async def _gate(
+        self, tx: Integration, start_index: int, fresh: list[_Pending]
+    ) -> tuple[list[_Pending], dict[bytes, FirmlogError], GateResult | None]:
+        """Which new entries the ledger lets in, in order; and why the others not."""
+        if self._ledger is None or not fresh:
+            return fresh, {}, None
+        refused: dict[bytes, FirmlogError] = {}
+        parsed: list[tuple[_Pending, Candidate]] = []
+        for p in fresh:
+            try:
+                parsed.append((p, p.candidate or Candidate(parse_entry(p.entry))))
+            except FirmlogError as exc:
+                refused[p.leaf_hash] = exc
+        result = await self._ledger.admit(tx, start_index, [c for _, c in parsed])
+        accepted = []
+        for (p, _), verdict in zip(parsed, result.verdicts, strict=True):
+            if verdict is None:
+                accepted.append(p)
+            else:
+                refused[p.leaf_hash] = verdict
+        return accepted, refused, result
+
+    async def _integrate(self, batch: list[_Pending]) -> list[Integrated | FirmlogError]:
         async with self._storage.integration() as tx:
             state = await tx.state()
             tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
             known = await tx.find_leaves([p.leaf_hash for p in batch])
-            new_entries: list[tuple[bytes, bytes]] = []
             index_of: dict[bytes, int] = dict(known)
-            tile_hashes: dict[tuple[int, int], list[bytes]] = {}
+            first: dict[bytes, _Pending] = {}  # the first submission of each new entry
             for p in batch:
-                if p.leaf_hash in index_of:
-                    continue
+                if p.leaf_hash not in index_of:
+                    first.setdefault(p.leaf_hash, p)
+            accepted, refused, gate = await self._gate(tx, state.tree_size, list(first.values()))
+            new_entries: list[tuple[bytes, bytes]] = []
+            tile_hashes: dict[tuple[int, int], list[bytes]] = {}
+            for p in accepted:
                 index_of[p.leaf_hash] = tree.tree_size
                 new_entries.append((p.leaf_hash, p.entry))
                 for level, index, digest in tree.append(p.leaf_hash):
@@ -197,11 +242,15 @@ class Sequencer:
                 root = tree.root()
                 note = sign_checkpoint(Checkpoint(self.origin, tree.tree_size, root), self._signer)
                 await tx.append_entries(state.tree_size, new_entries)
+                if gate is not None:
+                    await tx.write_ledger(gate.rows)
                 await tx.write_tiles(tiles)
                 await tx.write_state(LogState(tree.tree_size, tree.to_bytes(), note))
             else:
                 tiles, note, root = {}, state.checkpoint, tree.root()
         # Committed: the entries are durable. Publish, then prove from the new tiles.
+        if gate is not None and self._ledger is not None:
+            self._ledger.committed(gate)
         size = tree.tree_size
         self._reader.remember_tiles(size, tiles)
         self._reader.publish(note, size, root)
@@ -209,22 +258,33 @@ class Sequencer:
         if new_entries:
             log.info("integrated", entries=len(new_entries), tree_size=size)
 
-        def prove_all(reader: HashReader) -> list[list[bytes]]:
-            return [inclusion_proof(index_of[p.leaf_hash], size, reader) for p in batch]
+        logged = [p for p in batch if p.leaf_hash in index_of]
 
-        proofs = await self._reader.prove(size, prove_all)
+        def prove_all(reader: HashReader) -> dict[bytes, list[bytes]]:
+            return {
+                p.leaf_hash: inclusion_proof(index_of[p.leaf_hash], size, reader) for p in logged
+            }
+
+        proofs = await self._reader.prove(size, prove_all) if logged else {}
         new_hashes = {h for h, _ in new_entries}
-        return [
-            Integrated(
-                leaf_index=index_of[p.leaf_hash],
-                tree_size=size,
-                bundle=ProofBundle(
-                    index=index_of[p.leaf_hash], proof=tuple(proof), checkpoint=note, extra=p.entry
-                ).format(),
-                duplicate=p.leaf_hash not in new_hashes,
+        results: list[Integrated | FirmlogError] = []
+        for p in batch:
+            if p.leaf_hash in refused:
+                results.append(refused[p.leaf_hash])
+                continue
+            index = index_of[p.leaf_hash]
+            bundle = ProofBundle(
+                index=index, proof=tuple(proofs[p.leaf_hash]), checkpoint=note, extra=p.entry
             )
-            for p, proof in zip(batch, proofs, strict=True)
-        ]
+            results.append(
+                Integrated(
+                    leaf_index=index,
+                    tree_size=size,
+                    bundle=bundle.format(),
+                    duplicate=p.leaf_hash not in new_hashes,
+                )
+            )
+        return results
 
 
 def _stored_width(tree_size: int, level: int, index: int) -> int:

@@ -14,6 +14,10 @@ What is stored:
 - the log state: tree size, the right edge of the tree
   (:meth:`firmlog.client.merkle.CompactRange.to_bytes`) and the latest signed
   checkpoint note; plus every checkpoint ever published, by tree size.
+- the ledger index, derived from the entries and written in the same
+  transaction: every vendor key set (admission and rotations) by log index,
+  one row per release with its searchable fields and fixed CVEs, one row per
+  revocation. It can always be rebuilt by replaying the entries.
 
 Writes are durable once :meth:`Storage.integration`'s context exits without
 an exception. Integrations are serialized across every process sharing the
@@ -38,6 +42,59 @@ class LogState:
 
 
 EMPTY_STATE = LogState(tree_size=0, right_edge=b"", checkpoint=b"")
+
+
+@dataclass(frozen=True, slots=True)
+class KeySetRow:
+    """A vendor's key set as set by the entry at ``index`` (admission or rotation)."""
+
+    vendor: str
+    index: int
+    keys: tuple[str, ...]  # vkeys
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRow:
+    """The searchable fields of the release at ``index``."""
+
+    index: int
+    vendor: str
+    product: str
+    version: str
+    security_version: int
+    image_sha256: str
+    image_size: int
+    fixes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRow:
+    """The revocation at ``index`` withdraws the release at ``release_index``."""
+
+    index: int
+    vendor: str
+    release_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRows:
+    """Ledger index rows written with the entries of one integration."""
+
+    key_sets: Sequence[KeySetRow] = ()
+    releases: Sequence[ReleaseRow] = ()
+    revocations: Sequence[RevocationRow] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseQuery:
+    """Exact-match filters of a release search; None matches anything."""
+
+    vendor: str | None = None
+    product: str | None = None
+    version: str | None = None
+    image_sha256: str | None = None
+    cve: str | None = None
 
 
 class Integration(Protocol):
@@ -67,6 +124,18 @@ class Integration(Protocol):
 
     async def write_state(self, state: LogState) -> None:
         """Set the new state and record its checkpoint in the checkpoint history."""
+        ...
+
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        """The current (latest) key set of each of these vendors that is admitted."""
+        ...
+
+    async def entries_by_leaf(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        """Index and bytes of those entries that are in the log."""
+        ...
+
+    async def write_ledger(self, rows: LedgerRows) -> None:
+        """Add ledger index rows for entries appended in this integration."""
         ...
 
 
@@ -106,6 +175,28 @@ class Storage(Protocol):
 
     async def find_leaf(self, leaf_hash: bytes) -> int | None:
         """The index of the entry with this leaf hash, if it is in the log."""
+        ...
+
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        """The current (latest) key set of each of these vendors that is admitted."""
+        ...
+
+    async def key_history(self, vendor: str | None, after: int, limit: int) -> list[KeySetRow]:
+        """Key sets ordered by log index with ``index > after``, of one vendor or all."""
+        ...
+
+    async def search_releases(
+        self, query: ReleaseQuery, after: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Releases matching ``query`` with ``index > after``, by index: (index, entry)."""
+        ...
+
+    async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:
+        """For each of these release indexes that was revoked, the revocations' indexes."""
+        ...
+
+    async def image_sizes(self, image_sha256: str) -> set[int]:
+        """The image sizes that logged releases name for this image digest."""
         ...
 
 

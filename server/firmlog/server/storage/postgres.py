@@ -32,7 +32,13 @@ from typing import Any
 
 import asyncpg
 
-from firmlog.server.storage import Integration, LogState
+from firmlog.server.storage import (
+    Integration,
+    KeySetRow,
+    LedgerRows,
+    LogState,
+    ReleaseQuery,
+)
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
     IntegrationGuard,
@@ -41,6 +47,7 @@ from firmlog.server.storage._checks import (
     check_state_transition,
     check_tile_growth,
 )
+from firmlog.server.storage._search import join_keys, release_search, split_keys
 
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
@@ -75,6 +82,37 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 INSERT INTO log_state (id, tree_size, right_edge, checkpoint)
     VALUES (1, 0, '', '') ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS key_sets (
+    vendor TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    keys TEXT NOT NULL,
+    threshold INT NOT NULL,
+    PRIMARY KEY (vendor, idx)
+);
+CREATE INDEX IF NOT EXISTS key_sets_by_idx ON key_sets (idx);
+CREATE TABLE IF NOT EXISTS releases (
+    idx BIGINT PRIMARY KEY,
+    vendor TEXT NOT NULL,
+    product TEXT NOT NULL,
+    version TEXT NOT NULL,
+    security_version BIGINT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    image_size BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS releases_by_vendor ON releases (vendor, product, version, idx);
+CREATE INDEX IF NOT EXISTS releases_by_product ON releases (product, idx);
+CREATE INDEX IF NOT EXISTS releases_by_image ON releases (image_sha256, idx);
+CREATE TABLE IF NOT EXISTS release_fixes (
+    cve TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    PRIMARY KEY (cve, idx)
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    idx BIGINT PRIMARY KEY,
+    vendor TEXT NOT NULL,
+    release_idx BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revocations_by_release ON revocations (release_idx);
 """
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
 _INSERT_VERSION = (
@@ -103,6 +141,36 @@ _UPSERT_TILE = (
     " ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data"
 )
 _ENTRY_COLUMNS = ("idx", "leaf_hash", "data")
+_SELECT_KEY_SETS = """
+SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold FROM key_sets
+WHERE vendor = ANY($1::text[]) ORDER BY vendor, idx DESC
+"""
+_SELECT_KEY_HISTORY = (
+    "SELECT vendor, idx, keys, threshold FROM key_sets WHERE idx > $1 ORDER BY idx LIMIT $2"
+)
+_SELECT_VENDOR_KEY_HISTORY = (
+    "SELECT vendor, idx, keys, threshold FROM key_sets"
+    " WHERE vendor = $1 AND idx > $2 ORDER BY idx LIMIT $3"
+)
+_ENTRIES_BY_LEAF = "SELECT leaf_hash, idx, data FROM entries WHERE leaf_hash = ANY($1::bytea[])"
+_INSERT_KEY_SET = "INSERT INTO key_sets (vendor, idx, keys, threshold) VALUES ($1, $2, $3, $4)"
+_INSERT_RELEASE = (
+    "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
+    " image_size) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+_INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES ($1, $2)"
+_INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES ($1, $2, $3)"
+_SELECT_REVOCATIONS = (
+    "SELECT release_idx, idx FROM revocations WHERE release_idx = ANY($1::bigint[]) ORDER BY idx"
+)
+_SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = $1"
+
+
+async def _key_sets(conn: Any, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+    if not vendors:
+        return {}
+    rows = await conn.fetch(_SELECT_KEY_SETS, list(set(vendors)))
+    return {r[0]: KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows}
 
 
 async def _read_tiles(
@@ -198,6 +266,54 @@ class _PostgresIntegration(IntegrationGuard):
             self._failed(exc)
             raise
 
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        self._usable()
+        return await _key_sets(self._conn, vendors)
+
+    async def entries_by_leaf(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        self._usable()
+        if not leaf_hashes:
+            return {}
+        rows = await self._conn.fetch(_ENTRIES_BY_LEAF, list(set(leaf_hashes)))
+        return {bytes(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
+
+    async def write_ledger(self, rows: LedgerRows) -> None:
+        self._usable()
+        try:
+            conn = self._conn
+            if rows.key_sets:
+                await conn.executemany(
+                    _INSERT_KEY_SET,
+                    [(k.vendor, k.index, join_keys(k.keys), k.threshold) for k in rows.key_sets],
+                )
+            if rows.releases:
+                await conn.executemany(
+                    _INSERT_RELEASE,
+                    [
+                        (
+                            r.index,
+                            r.vendor,
+                            r.product,
+                            r.version,
+                            r.security_version,
+                            r.image_sha256,
+                            r.image_size,
+                        )
+                        for r in rows.releases
+                    ],
+                )
+            fixes = [(cve, r.index) for r in rows.releases for cve in r.fixes]
+            if fixes:
+                await conn.executemany(_INSERT_FIX, fixes)
+            if rows.revocations:
+                await conn.executemany(
+                    _INSERT_REVOCATION,
+                    [(r.index, r.vendor, r.release_index) for r in rows.revocations],
+                )
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
 
 class PostgresStorage:
     """The log in a PostgreSQL database (see the module docstring for its guarantees)."""
@@ -275,3 +391,35 @@ class PostgresStorage:
     async def find_leaf(self, leaf_hash: bytes) -> int | None:
         index = await self._open_pool().fetchval(_FIND_LEAF, leaf_hash)
         return int(index) if index is not None else None
+
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        return await _key_sets(self._open_pool(), vendors)
+
+    async def key_history(self, vendor: str | None, after: int, limit: int) -> list[KeySetRow]:
+        pool = self._open_pool()
+        rows = (
+            await pool.fetch(_SELECT_KEY_HISTORY, after, limit)
+            if vendor is None
+            else await pool.fetch(_SELECT_VENDOR_KEY_HISTORY, vendor, after, limit)
+        )
+        return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows]
+
+    async def search_releases(
+        self, query: ReleaseQuery, after: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        sql, params = release_search(query, after, limit, lambda n: f"${n}")
+        rows = await self._open_pool().fetch(sql, *params)
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:
+        if not release_indexes:
+            return {}
+        rows = await self._open_pool().fetch(_SELECT_REVOCATIONS, list(set(release_indexes)))
+        found: dict[int, list[int]] = {}
+        for r in rows:
+            found.setdefault(int(r[0]), []).append(int(r[1]))
+        return found
+
+    async def image_sizes(self, image_sha256: str) -> set[int]:
+        rows = await self._open_pool().fetch(_SELECT_IMAGE_SIZES, image_sha256)
+        return {int(r[0]) for r in rows}

@@ -35,7 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from firmlog.server.storage import Integration, LogState
+from firmlog.server.storage import (
+    Integration,
+    KeySetRow,
+    LedgerRows,
+    LogState,
+    ReleaseQuery,
+)
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
     IntegrationGuard,
@@ -44,6 +50,7 @@ from firmlog.server.storage._checks import (
     check_state_transition,
     check_tile_growth,
 )
+from firmlog.server.storage._search import join_keys, release_search, split_keys
 
 T = TypeVar("T")
 
@@ -69,6 +76,23 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS checkpoints (tree_size INTEGER PRIMARY KEY, note BLOB NOT NULL)",
     "INSERT INTO log_state (id, tree_size, right_edge, checkpoint)"
     " VALUES (1, 0, x'', x'') ON CONFLICT (id) DO NOTHING",
+    # The ledger index (see firmlog.server.storage): derived from the entries.
+    "CREATE TABLE IF NOT EXISTS key_sets ("
+    " vendor TEXT NOT NULL, idx INTEGER NOT NULL, keys TEXT NOT NULL,"
+    " threshold INTEGER NOT NULL, PRIMARY KEY (vendor, idx)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS key_sets_by_idx ON key_sets (idx)",
+    "CREATE TABLE IF NOT EXISTS releases ("
+    " idx INTEGER PRIMARY KEY, vendor TEXT NOT NULL, product TEXT NOT NULL,"
+    " version TEXT NOT NULL, security_version INTEGER NOT NULL,"
+    " image_sha256 TEXT NOT NULL, image_size INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS releases_by_vendor ON releases (vendor, product, version, idx)",
+    "CREATE INDEX IF NOT EXISTS releases_by_product ON releases (product, idx)",
+    "CREATE INDEX IF NOT EXISTS releases_by_image ON releases (image_sha256, idx)",
+    "CREATE TABLE IF NOT EXISTS release_fixes ("
+    " cve TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (cve, idx)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS revocations ("
+    " idx INTEGER PRIMARY KEY, vendor TEXT NOT NULL, release_idx INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS revocations_by_release ON revocations (release_idx)",
 )
 _INSERT_VERSION = (
     "INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO NOTHING"
@@ -90,6 +114,26 @@ _UPSERT_TILE = (
     "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
     " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
 )
+_SELECT_KEY_SET = (
+    "SELECT idx, keys, threshold FROM key_sets WHERE vendor = ? ORDER BY idx DESC LIMIT 1"
+)
+_SELECT_KEY_HISTORY = (
+    "SELECT vendor, idx, keys, threshold FROM key_sets WHERE idx > ? ORDER BY idx LIMIT ?"
+)
+_SELECT_VENDOR_KEY_HISTORY = (
+    "SELECT vendor, idx, keys, threshold FROM key_sets"
+    " WHERE vendor = ? AND idx > ? ORDER BY idx LIMIT ?"
+)
+_ENTRY_BY_LEAF = "SELECT idx, data FROM entries WHERE leaf_hash = ?"
+_INSERT_KEY_SET = "INSERT INTO key_sets (vendor, idx, keys, threshold) VALUES (?, ?, ?, ?)"
+_INSERT_RELEASE = (
+    "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
+    " image_size) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES (?, ?)"
+_INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES (?, ?, ?)"
+_SELECT_REVOCATIONS = "SELECT idx FROM revocations WHERE release_idx = ? ORDER BY idx"
+_SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = ?"
 
 
 # Functions run on the storage's threads; each gets that thread's connection.
@@ -226,6 +270,85 @@ def _write_state(conn: sqlite3.Connection, state: LogState) -> None:
         conn.execute(_INSERT_CHECKPOINT, (state.tree_size, state.checkpoint))
 
 
+def _key_sets(conn: sqlite3.Connection, vendors: Iterable[str]) -> dict[str, KeySetRow]:
+    found: dict[str, KeySetRow] = {}
+    for vendor in set(vendors):
+        row = conn.execute(_SELECT_KEY_SET, (vendor,)).fetchone()
+        if row is not None:
+            found[vendor] = KeySetRow(vendor, int(row[0]), split_keys(row[1]), int(row[2]))
+    return found
+
+
+def _key_history(
+    conn: sqlite3.Connection, vendor: str | None, after: int, limit: int
+) -> list[KeySetRow]:
+    rows = (
+        conn.execute(_SELECT_KEY_HISTORY, (after, limit))
+        if vendor is None
+        else conn.execute(_SELECT_VENDOR_KEY_HISTORY, (vendor, after, limit))
+    )
+    return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows]
+
+
+def _entries_by_leaf(
+    conn: sqlite3.Connection, leaf_hashes: Iterable[bytes]
+) -> dict[bytes, tuple[int, bytes]]:
+    found: dict[bytes, tuple[int, bytes]] = {}
+    for leaf_hash in set(leaf_hashes):
+        row = conn.execute(_ENTRY_BY_LEAF, (leaf_hash,)).fetchone()
+        if row is not None:
+            found[leaf_hash] = (int(row[0]), bytes(row[1]))
+    return found
+
+
+def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
+    conn.executemany(
+        _INSERT_KEY_SET,
+        [(k.vendor, k.index, join_keys(k.keys), k.threshold) for k in rows.key_sets],
+    )
+    conn.executemany(
+        _INSERT_RELEASE,
+        [
+            (
+                r.index,
+                r.vendor,
+                r.product,
+                r.version,
+                r.security_version,
+                r.image_sha256,
+                r.image_size,
+            )
+            for r in rows.releases
+        ],
+    )
+    conn.executemany(_INSERT_FIX, [(cve, r.index) for r in rows.releases for cve in r.fixes])
+    conn.executemany(
+        _INSERT_REVOCATION, [(r.index, r.vendor, r.release_index) for r in rows.revocations]
+    )
+
+
+def _search_releases(
+    conn: sqlite3.Connection, query: ReleaseQuery, after: int, limit: int
+) -> list[tuple[int, bytes]]:
+    sql, params = release_search(query, after, limit, lambda _: "?")
+    return [(int(r[0]), bytes(r[1])) for r in conn.execute(sql, params)]
+
+
+def _revocations_of(
+    conn: sqlite3.Connection, release_indexes: Iterable[int]
+) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for index in set(release_indexes):
+        revs = [int(r[0]) for r in conn.execute(_SELECT_REVOCATIONS, (index,))]
+        if revs:
+            found[index] = revs
+    return found
+
+
+def _image_sizes(conn: sqlite3.Connection, image_sha256: str) -> set[int]:
+    return {int(r[0]) for r in conn.execute(_SELECT_IMAGE_SIZES, (image_sha256,))}
+
+
 def _read_in_snapshot(
     conn: sqlite3.Connection, tiles: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
@@ -323,6 +446,17 @@ class _SQLiteIntegration(IntegrationGuard):
     async def write_state(self, state: LogState) -> None:
         await self._write(lambda conn: _write_state(conn, state))
 
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        self._usable()
+        return await self._threads.write(lambda conn: _key_sets(conn, vendors))
+
+    async def entries_by_leaf(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        self._usable()
+        return await self._threads.write(lambda conn: _entries_by_leaf(conn, leaf_hashes))
+
+    async def write_ledger(self, rows: LedgerRows) -> None:
+        await self._write(lambda conn: _write_ledger(conn, rows))
+
 
 class SQLiteStorage:
     """The log in one SQLite file (see the module docstring for its guarantees)."""
@@ -411,3 +545,24 @@ class SQLiteStorage:
 
     async def find_leaf(self, leaf_hash: bytes) -> int | None:
         return await self._open_threads().read(lambda conn: _find_leaf(conn, leaf_hash))
+
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        return await self._open_threads().read(lambda conn: _key_sets(conn, vendors))
+
+    async def key_history(self, vendor: str | None, after: int, limit: int) -> list[KeySetRow]:
+        return await self._open_threads().read(
+            lambda conn: _key_history(conn, vendor, after, limit)
+        )
+
+    async def search_releases(
+        self, query: ReleaseQuery, after: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        return await self._open_threads().read(
+            lambda conn: _search_releases(conn, query, after, limit)
+        )
+
+    async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:
+        return await self._open_threads().read(lambda conn: _revocations_of(conn, release_indexes))
+
+    async def image_sizes(self, image_sha256: str) -> set[int]:
+        return await self._open_threads().read(lambda conn: _image_sizes(conn, image_sha256))

@@ -1,0 +1,172 @@
+"""The firmware ledger inside the log server: who may append what, decided in log order.
+
+The rules are :mod:`firmlog.client.ledger`'s (written once, shared with
+monitors). They are applied twice:
+
+- at submission (:class:`firmlog.server.acceptance.Acceptance`), against the
+  vendor key sets this process knows, so bad entries are refused at once with
+  a 403 and never take a place in a batch;
+- in the integration transaction (:class:`LedgerGate`), authoritatively, in
+  the order entries get their indexes, against the key sets committed in the
+  database (another process may have rotated a vendor's keys meanwhile) and
+  those set earlier in the same batch. An entry refused here is not logged;
+  its submitter gets the reason.
+
+Signatures verified at submission against the key set that is still current
+in the transaction are not verified again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from firmlog.client.entries import Entry, Release, Revocation, VendorAdmission, parse_entry
+from firmlog.client.errors import FirmlogError
+from firmlog.client.ledger import VendorKeys, authorize
+from firmlog.client.note import Ed25519Verifier
+from firmlog.server.storage import (
+    Integration,
+    KeySetRow,
+    LedgerRows,
+    ReleaseRow,
+    RevocationRow,
+    Storage,
+)
+
+OPERATOR_CHECKED = -1  # Candidate.checked_against for an admission whose operator signature passed
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A parsed submission and what its signatures were verified against.
+
+    ``checked_against`` is the ``since_index`` of the vendor key set the
+    signatures were verified with at submission, OPERATOR_CHECKED for an
+    admission, or None when nothing was verified yet.
+    """
+
+    entry: Entry
+    checked_against: int | None = None
+
+
+def vendor_keys(row: KeySetRow) -> VendorKeys:
+    return VendorKeys(row.vendor, row.keys, row.threshold, row.index)
+
+
+class VendorKeyCache:
+    """The newest vendor key sets this process has seen (vendors are few)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, VendorKeys] = {}
+
+    def get(self, vendor: str) -> VendorKeys | None:
+        return self._keys.get(vendor)
+
+    def learn(self, keys: VendorKeys) -> None:
+        known = self._keys.get(keys.vendor)
+        if known is None or keys.since_index > known.since_index:
+            self._keys[keys.vendor] = keys
+
+    async def load(self, storage: Storage, vendor: str) -> VendorKeys | None:
+        """Re-read a vendor's current key set from storage."""
+        rows = await storage.key_sets([vendor])
+        if vendor in rows:
+            self.learn(vendor_keys(rows[vendor]))
+        return self._keys.get(vendor)
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    verdicts: list[FirmlogError | None]  # one per candidate: None = appended
+    rows: LedgerRows
+    key_sets: list[VendorKeys]  # set by this batch, in order
+
+
+class LedgerGate:
+    def __init__(self, operator_keys: Sequence[Ed25519Verifier], cache: VendorKeyCache) -> None:
+        self.operator_keys = tuple(operator_keys)
+        self.cache = cache
+
+    async def admit(
+        self, tx: Integration, start_index: int, candidates: Sequence[Candidate]
+    ) -> GateResult:
+        """Decide, in order, which candidates are appended from ``start_index`` on."""
+        vendors = sorted({c.entry.body.vendor for c in candidates})
+        keys = {v: vendor_keys(row) for v, row in (await tx.key_sets(vendors)).items()}
+        wanted = [
+            bytes.fromhex(c.entry.body.release_hash)
+            for c in candidates
+            if isinstance(c.entry.body, Revocation)
+        ]
+        stored = await tx.entries_by_leaf(wanted) if wanted else {}
+        in_batch: dict[bytes, tuple[int, Entry]] = {}
+
+        verdicts: list[FirmlogError | None] = []
+        key_sets: list[VendorKeys] = []
+        releases: list[ReleaseRow] = []
+        revocations: list[RevocationRow] = []
+        index = start_index
+        for c in candidates:
+            entry, body = c.entry, c.entry.body
+            current = keys.get(body.vendor)
+            checked = c.checked_against is not None and (
+                c.checked_against == OPERATOR_CHECKED
+                if isinstance(body, VendorAdmission)
+                else current is not None and current.since_index == c.checked_against
+            )
+            revoked: tuple[int, Entry] | None = None
+            if isinstance(body, Revocation):
+                target = bytes.fromhex(body.release_hash)
+                revoked = in_batch.get(target)
+                if revoked is None and target in stored:
+                    at, raw = stored[target]
+                    revoked = (at, parse_entry(raw, max_size=1 << 16))
+            try:
+                new_keys = authorize(
+                    entry,
+                    index,
+                    self.operator_keys,
+                    current,
+                    revoked[1] if revoked else None,
+                    signatures_checked=checked,
+                )
+            except FirmlogError as exc:
+                verdicts.append(exc)
+                continue
+            verdicts.append(None)
+            if new_keys is not None:
+                keys[body.vendor] = new_keys
+                key_sets.append(new_keys)
+            if isinstance(body, Release):
+                releases.append(
+                    ReleaseRow(
+                        index=index,
+                        vendor=body.vendor,
+                        product=body.product,
+                        version=body.version,
+                        security_version=body.security_version,
+                        image_sha256=body.image.sha256,
+                        image_size=body.image.size,
+                        fixes=body.fixes,
+                    )
+                )
+            elif isinstance(body, Revocation):
+                assert revoked is not None
+                revocations.append(RevocationRow(index, body.vendor, revoked[0]))
+            in_batch[entry.leaf_hash] = (index, entry)
+            index += 1
+        rows = LedgerRows(
+            key_sets=[KeySetRow(k.vendor, k.since_index, k.keys, k.threshold) for k in key_sets],
+            releases=releases,
+            revocations=revocations,
+        )
+        return GateResult(verdicts=verdicts, rows=rows, key_sets=key_sets)
+
+    def committed(self, result: GateResult) -> None:
+        """After the commit: let submissions see the new key sets."""
+        for keys in result.key_sets:
+            self.cache.learn(keys)
+
+
+__all__ = ["OPERATOR_CHECKED", "Candidate", "GateResult", "LedgerGate", "VendorKeyCache"]

@@ -1,0 +1,346 @@
+"""The firmware ledger over real HTTP, on SQLite and PostgreSQL: every acceptance rule
+and every refusal, search, vendor history, escrow."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from harness import LogUnderTest
+from logcheck import verify_whole_log
+
+from firmlog.client.entries import (
+    Build,
+    EntryBody,
+    Image,
+    KeySet,
+    Release,
+    Revocation,
+    VendorAdmission,
+    parse_entry,
+    sign_entry,
+)
+from firmlog.client.ledger import LedgerState
+from firmlog.client.note import Ed25519Signer, generate_key
+from firmlog.server.storage import open_storage
+
+R1 = generate_key("acme.example/release")
+R2 = generate_key("acme.example/security")
+R3 = generate_key("acme.example/spare")
+OTHER = generate_key("other.example/release")
+IMAGE = b"\x7fELF firmware image " * 1000
+
+
+def release(version: str = "1.0", *, image: bytes = IMAGE, **changes: object) -> Release:
+    body = Release(
+        vendor="acme.example",
+        product="thermo-x1",
+        hardware_revisions=("rev-a",),
+        version=version,
+        security_version=int(version.split(".", maxsplit=1)[0]),
+        channel="stable",
+        image=Image(sha256=hashlib.sha256(image).hexdigest(), size=len(image)),
+        build=Build(
+            time="2026-11-01T12:00:00Z",
+            source_uri="https://git.acme.example/thermo.git",
+            source_commit="9f1c2e7",
+            builder="acme-ci",
+            reproducible=True,
+        ),
+        fixes=("CVE-2026-1234",) if version == "2.0" else (),
+    )
+    return replace(body, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_factory: Callable[[], Awaitable[str]]
+) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'firmlog.db'}"
+    return await pg_factory()
+
+
+@pytest.fixture
+async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
+    server = LogUnderTest(database_url, tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession() as s:
+        yield s
+
+
+class Client:
+    def __init__(self, log: LogUnderTest, session: ClientSession) -> None:
+        self.log, self.session = log, session
+
+    async def post(self, body: EntryBody, *signers: Ed25519Signer) -> tuple[int, dict[str, object]]:
+        raw = sign_entry(body, signers)
+        status, resp = await self.log.submit(self.session, raw)
+        if status == 200:
+            bundle = self.log.check_bundle(resp, raw)
+            return status, {"index": bundle.index}
+        return status, json.loads(resp)
+
+    async def ok(self, body: EntryBody, *signers: Ed25519Signer) -> int:
+        status, got = await self.post(body, *signers)
+        assert status == 200, got
+        index = got["index"]
+        assert isinstance(index, int)
+        return index
+
+    async def refused(
+        self, status: int, match: str, body: EntryBody, *signers: Ed25519Signer
+    ) -> None:
+        size = (await verify_whole_log(self.log.base, self.log.verifier)).checkpoint.tree_size
+        got_status, got = await self.post(body, *signers)
+        assert got_status == status, got
+        assert match in str(got["error"]), got["error"]
+        after = await verify_whole_log(self.log.base, self.log.verifier)
+        assert after.checkpoint.tree_size == size, "a refused entry changed the log"
+
+    async def get(self, path: str) -> tuple[int, object]:
+        async with self.session.get(f"{self.log.base}{path}") as resp:
+            return resp.status, await resp.json()
+
+    async def admit(
+        self, *keys: Ed25519Signer, threshold: int = 1, vendor: str = "acme.example"
+    ) -> int:
+        body = VendorAdmission(vendor, tuple(k.verifier.vkey for k in keys), threshold)
+        return await self.ok(body, self.log.operator)
+
+
+@pytest.fixture
+def client(log: LogUnderTest, session: ClientSession) -> Client:
+    return Client(log, session)
+
+
+async def test_admission_needs_the_operator_and_happens_once(client: Client) -> None:
+    body = VendorAdmission("acme.example", (R1.verifier.vkey,), 1)
+    await client.refused(403, "signed by 0 of the operator", body, R1)
+    index = await client.admit(R1)
+    assert await client.ok(body, client.log.operator) == index  # the same entry again
+    other = VendorAdmission("acme.example", (R3.verifier.vkey,), 1)
+    await client.refused(403, "already admitted", other, client.log.operator)
+
+
+async def test_releases_need_the_current_keys_at_threshold(client: Client) -> None:
+    await client.refused(403, "acme.example is not admitted", release(), R1)
+    await client.admit(R1, R2, R3, threshold=2)
+    await client.refused(403, "signed by 1 of the vendor's keys: threshold is 2", release(), R1)
+    await client.refused(403, "signed by 0", release(), OTHER)
+    await client.refused(403, "signed by 0", release(), client.log.operator)
+    await client.ok(release(), R1, R3)
+
+
+async def test_rotation(client: Client) -> None:
+    await client.admit(R1)
+    old = await client.ok(release("1.0"), R1)
+    rotate = KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2)
+    await client.refused(403, "signed by 0", rotate, R2, R3)  # new keys cannot rotate
+    rotated_at = await client.ok(rotate, R1)
+    await client.refused(403, f"is from log index {rotated_at}", release("2.0"), R1)
+    await client.refused(403, "threshold is 2", release("2.0"), R2)
+    await client.ok(release("2.0"), R2, R3)
+    # an entry logged under the old keys is still answered with its index
+    assert await client.ok(release("1.0"), R1) == old
+    await client.refused(403, "not admitted", KeySet("nobody.example", (R1.verifier.vkey,), 1), R1)
+
+
+async def test_revocations(client: Client) -> None:
+    await client.admit(R1)
+    await client.admit(OTHER, vendor="other.example")
+    raw = sign_entry(release(), [R1])
+    index = await client.ok(release(), R1)
+    leaf = parse_entry(raw).leaf_hash.hex()
+    await client.refused(
+        403, "not in this log", Revocation("acme.example", "ab" * 32, "bricks devices"), R1
+    )
+    await client.refused(
+        403, "revokes only its own", Revocation("other.example", leaf, "hostile"), OTHER
+    )
+    await client.refused(403, "signed by 0", Revocation("acme.example", leaf, "forged"), OTHER)
+    revocation = await client.ok(Revocation("acme.example", leaf, "bricks devices", "ADV-1"), R1)
+    status, got = await client.get("/v1/releases?vendor=acme.example")
+    assert status == 200
+    assert got["releases"][0]["index"] == index  # type: ignore[index]
+    assert got["releases"][0]["revoked_by"] == [revocation]  # type: ignore[index]
+
+
+async def test_the_ledger_is_authoritative_in_log_order(
+    database_url: str, tmp_path: Path, session: ClientSession
+) -> None:
+    """A release pre-checked against keys that a rotation earlier in the same batch
+    replaces is refused in the integration, with the reason."""
+    log = LogUnderTest(database_url, tmp_path, batch_size=64, batch_interval=0.05)
+    await log.start()
+    client = Client(log, session)
+    blocker = open_storage(database_url)
+    await blocker.open()
+    try:
+        await client.admit(R1)
+        async with blocker.integration():  # hold the lock: both land in one batch
+            rotation = asyncio.create_task(
+                client.post(KeySet("acme.example", (R2.verifier.vkey,), 1), R1)
+            )
+            await asyncio.sleep(0.2)
+            late = asyncio.create_task(client.post(release(), R1))
+            await asyncio.sleep(0.2)
+        assert (await rotation)[0] == 200
+        status, got = await late
+        assert status == 403, got
+        assert "current key set of acme.example is from log index 1" in str(got["error"])
+        assert (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size == 2
+    finally:
+        await blocker.close()
+        await log.stop()
+
+
+async def test_malformed_and_oversized(client: Client) -> None:
+    await client.admit(R1)
+    text = sign_entry(release(), [R1]).replace(b'"channel":"stable"', b'"channel":""')
+    status, resp = await client.log.submit(client.session, text)
+    assert status == 400
+    assert b"release.channel" in resp
+    big = release(changelog="x" * 8000, fixes=tuple(f"CVE-2026-{i:05d}" for i in range(500)))
+    with pytest.raises(ValueError, match="limit"):
+        sign_entry(big, [R1])  # the client refuses to build it
+    status, resp = await client.log.submit(client.session, b"firmlog/release/v1\n" + b"x" * 17000)
+    assert status == 413
+
+
+async def test_search(client: Client) -> None:
+    await client.admit(R1)
+    await client.admit(OTHER, vendor="other.example")
+    other_image = b"other image"
+    indexes = {}
+    for v in ("1.0", "1.1", "2.0", "2.1"):
+        indexes[v] = await client.ok(release(v), R1)
+    indexes["o"] = await client.ok(
+        release("1.0", vendor="other.example", product="cam", image=other_image), OTHER
+    )
+
+    async def found(query: str) -> list[int]:
+        status, got = await client.get(f"/v1/releases?{query}")
+        assert status == 200, got
+        return [r["index"] for r in got["releases"]]  # type: ignore[index]
+
+    assert await found("vendor=acme.example") == [indexes[v] for v in ("1.0", "1.1", "2.0", "2.1")]
+    assert await found("product=cam") == [indexes["o"]]
+    assert await found("vendor=acme.example&version=2.0") == [indexes["2.0"]]
+    assert await found("cve=CVE-2026-1234") == [indexes["2.0"]]
+    sha = hashlib.sha256(other_image).hexdigest()
+    assert await found(f"image_sha256={sha}") == [indexes["o"]]
+    assert await found("vendor=nobody.example") == []
+    # pagination: stable order by index, cursor from next_cursor
+    seen: list[int] = []
+    cursor = ""
+    while True:
+        status, got = await client.get(f"/v1/releases?limit=2&cursor={cursor}")
+        assert status == 200
+        seen += [r["index"] for r in got["releases"]]  # type: ignore[index]
+        if got["next_cursor"] is None:  # type: ignore[index]
+            break
+        cursor = got["next_cursor"]  # type: ignore[index,assignment]
+    assert seen == sorted(indexes.values())
+    status, got = await client.get("/v1/releases?version=2.0")
+    release_json = got["releases"][0]["release"]  # type: ignore[index]
+    assert release_json["fixes"] == ["CVE-2026-1234"]
+    assert release_json["build"]["source_commit"] == "9f1c2e7"
+    for bad in ("cve=CVE-1", "image_sha256=xyz", "limit=0", "limit=5000", "cursor=abc"):
+        status, got = await client.get(f"/v1/releases?{bad}")
+        assert status == 400, bad
+        assert got["error"]  # type: ignore[index]
+
+
+async def test_vendor_history_is_derived_from_the_log(client: Client) -> None:
+    await client.admit(R1)
+    await client.ok(KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2), R1)
+    await client.admit(OTHER, vendor="other.example")
+    status, got = await client.get("/v1/vendors/acme.example")
+    assert status == 200
+    assert got["keys"] == [R2.verifier.vkey, R3.verifier.vkey]  # type: ignore[index]
+    assert got["threshold"] == 2  # type: ignore[index]
+    assert [h["index"] for h in got["history"]] == [0, 1]  # type: ignore[index]
+    status, got = await client.get("/v1/vendors")
+    assert [(k["vendor"], k["index"]) for k in got["key_sets"]] == [  # type: ignore[index]
+        ("acme.example", 0),
+        ("acme.example", 1),
+        ("other.example", 2),
+    ]
+    assert (await client.get("/v1/vendors/nobody.example"))[0] == 404
+    # replaying the log alone reaches the same key sets
+    checked = await verify_whole_log(client.log.base, client.log.verifier)
+    state = LedgerState(operator_keys=(client.log.operator.verifier,))
+    state.apply_all(parse_entry(e) for e in checked.entries)
+    assert state.vendors["acme.example"].keys == (R2.verifier.vkey, R3.verifier.vkey)
+    assert state.vendors["other.example"].since_index == 2
+
+
+async def test_escrow(client: Client, tmp_path: Path) -> None:
+    await client.admit(R1)
+    sha = hashlib.sha256(IMAGE).hexdigest()
+    url = f"{client.log.base}/v1/images/sha256/{sha}"
+    async with client.session.put(url, data=IMAGE) as resp:
+        assert resp.status == 404  # no logged release names it yet
+    await client.ok(release(), R1)
+    async with client.session.put(url, data=IMAGE[:-1] + b"!") as resp:
+        assert resp.status == 400
+        assert "does not match its release" in (await resp.json())["error"]
+    async with client.session.put(url, data=IMAGE + b"extra") as resp:
+        assert resp.status == 400
+    async with client.session.put(url, data=IMAGE) as resp:
+        assert resp.status == 201
+    async with client.session.put(url, data=IMAGE) as resp:
+        assert resp.status == 200
+    async with client.session.get(url) as resp:
+        assert resp.status == 200
+        assert await resp.read() == IMAGE
+        assert resp.headers["Repr-Digest"].startswith("sha-256=:")
+    # corrupt the stored file: it is reported, quarantined, never served
+    stored = client.log.config.escrow_path / "sha256" / sha
+    stored.write_bytes(b"rotten" + IMAGE[6:])
+    async with client.session.get(url) as resp:
+        assert resp.status == 500
+        assert "failed its digest check" in (await resp.json())["error"]
+    assert list((client.log.config.escrow_path / "corrupt").iterdir())
+    async with client.session.get(url) as resp:
+        assert resp.status == 404
+    async with client.session.put(url, data=IMAGE) as resp:
+        assert resp.status == 201
+    async with client.session.get(f"{client.log.base}/v1/images/sha256/XYZ") as resp:
+        assert resp.status == 400
+
+
+async def test_the_index_survives_a_restart(database_url: str, tmp_path: Path) -> None:
+    first = LogUnderTest(database_url, tmp_path)
+    await first.start()
+    async with ClientSession() as session:
+        client = Client(first, session)
+        await client.admit(R1)
+        await client.ok(release(), R1)
+        await first.stop()
+        second = LogUnderTest(
+            database_url, tmp_path, log_key=first.log_key, operator=first.operator
+        )
+        await second.start()
+        try:
+            client = Client(second, session)
+            _status, got = await client.get("/v1/releases?vendor=acme.example")
+            assert [r["index"] for r in got["releases"]] == [1]  # type: ignore[index]
+            await client.ok(release("2.0"), R1)  # keys known after restart
+        finally:
+            await second.stop()

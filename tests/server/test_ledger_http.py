@@ -4,6 +4,7 @@ and every refusal, search, vendor history, escrow."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -178,6 +179,14 @@ async def test_revocations(client: Client) -> None:
     assert status == 200
     assert got["releases"][0]["index"] == index  # type: ignore[index]
     assert got["releases"][0]["revoked_by"] == [revocation]  # type: ignore[index]
+    status, got = await client.get(f"/v1/revocations/{leaf}")
+    assert status == 200
+    assert got["release_index"] == index  # type: ignore[index]
+    [rev] = got["revocations"]  # type: ignore[index]
+    assert rev["index"] == revocation
+    assert parse_entry(base64.b64decode(rev["entry"])).body.release_hash == leaf  # type: ignore[union-attr]
+    assert (await client.get(f"/v1/revocations/{'cd' * 32}"))[0] == 404
+    assert (await client.get("/v1/revocations/xyz"))[0] == 400
 
 
 async def test_the_ledger_is_authoritative_in_log_order(

@@ -379,6 +379,28 @@ async def get_releases(request: web.Request) -> web.Response:
     )
 
 
+async def get_revocations(request: web.Request) -> web.Response:
+    """The revocations of one release, named by its leaf hash, with their entries."""
+    storage = _services(request).storage
+    ref = request.match_info["leaf_hash"]
+    if not _HEX64.fullmatch(ref):
+        raise BadRequest(f"expected a 64-digit lowercase hex leaf hash, got {ref!r}")
+    index = await storage.find_leaf(bytes.fromhex(ref))
+    if index is None:
+        raise NotFound(f"no entry with leaf hash {ref} is in the log")
+    revocations = (await storage.revocations_of([index])).get(index, [])
+    entries = [(i, (await storage.read_entries(i, i + 1))[0]) for i in revocations]
+    return web.json_response(
+        {
+            "release_index": index,
+            "revocations": [
+                {"index": i, "entry": base64.b64encode(e).decode("ascii")} for i, e in entries
+            ],
+        },
+        headers={"Cache-Control": SHORT},
+    )
+
+
 def _key_set_json(row: KeySetRow) -> dict[str, object]:
     return {
         "vendor": row.vendor,
@@ -556,6 +578,7 @@ def make_app(
     r.add_get("/v1/proof/consistency", get_consistency_proof)
     r.add_get("/v1/entries", get_entries)
     r.add_get("/v1/releases", get_releases)
+    r.add_get("/v1/revocations/{leaf_hash}", get_revocations)
     r.add_get("/v1/vendors", get_vendors)
     r.add_get("/v1/vendors/{vendor}", get_vendor)
     r.add_put("/v1/images/sha256/{digest}", put_image)

@@ -229,6 +229,7 @@ async def test_read_api_proofs_verify(log: LogUnderTest, session: ClientSession)
         ("/v1/proof/inclusion?index=x&tree_size=3", 400),
         ("/v1/proof/inclusion?tree_size=3", 400),
         ("/v1/proof/consistency?old=3&new=2", 400),
+        ("/v1/proof/consistency?old=0&new=2", 400),
         ("/v1/proof/consistency?old=1&new=50", 404),
         ("/v1/proof/inclusion?index=01&tree_size=3", 400),
         ("/v1/bundle/3", 404),

@@ -8,15 +8,54 @@ or raise :class:`~firmlog.client.errors.ProofError`.
 
 A complete subtree is addressed as ``(level, index)``: the subtree of
 ``2**level`` leaves starting at leaf ``index * 2**level``.
+
+How proofs are laid out (RFC 9162 2.1.3 and 2.1.4, read bottom-up): the path
+from leaf ``i`` to the root of a tree of ``n`` leaves climbs through complete
+subtrees until it meets the path of the last leaf ``n - 1``, at level
+``inner = bit_length(i ^ (n - 1))``. Below level ``inner - 1`` every
+sibling is a complete subtree; at level ``inner - 1`` the sibling is the
+(possibly incomplete) right edge of the tree, whose hash is folded from the complete
+subtrees that make it up; above it only left siblings remain, one per set bit
+of ``i >> inner``. A consistency proof from ``m`` to ``n`` is the same path for
+leaf ``m - 1``, started at the largest complete subtree that ends at ``m``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from hashlib import sha256 as _sha256
 from typing import Protocol
 
+from firmlog.client.errors import (
+    ConsistencyProofError,
+    InclusionProofError,
+    MerkleFormatError,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "CompactRange",
+    "HashReader",
+    "consistency_proof",
+    "consistency_proof_size",
+    "inclusion_proof",
+    "inclusion_proof_size",
+    "leaf_hash",
+    "node_hash",
+    "root_hash",
+    "tree_hash",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
 HASH_SIZE = 32
-EMPTY_ROOT: bytes  # SHA-256(b"")
+EMPTY_ROOT: bytes = _sha256(b"").digest()  # SHA-256(b"")
+
+_LEAF_PREFIX = b"\x00"
+_NODE_PREFIX = b"\x01"
+
+Coord = tuple[int, int]
 
 
 class HashReader(Protocol):
@@ -33,46 +72,346 @@ class HashReader(Protocol):
 
 def leaf_hash(entry: bytes) -> bytes:
     """SHA-256(0x00 || entry)."""
-    raise NotImplementedError
+    return _sha256(_LEAF_PREFIX + entry).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right)."""
-    raise NotImplementedError
+    return _sha256(_NODE_PREFIX + left + right).digest()
+
+
+def _fold_right_edge(hashes: Sequence[bytes]) -> bytes:
+    """Root of consecutive complete subtrees given largest (leftmost) first.
+
+    The RFC 9162 tree over a range that decomposes into complete subtrees of
+    strictly decreasing sizes is their fold from the right.
+    """
+    h = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        h = _sha256(_NODE_PREFIX + left + h).digest()
+    return h
 
 
 def root_hash(leaf_hashes: Sequence[bytes]) -> bytes:
-    """Root of the tree whose leaves have these hashes (EMPTY_ROOT for none)."""
-    raise NotImplementedError
+    """Root of the tree whose leaves have these hashes (EMPTY_ROOT for none).
+
+    O(n) hashing and O(log n) memory.
+    """
+    if not leaf_hashes:
+        return EMPTY_ROOT
+    sha = _sha256
+    prefix = _NODE_PREFIX
+    stack: list[bytes] = []
+    for index, leaf in enumerate(leaf_hashes):
+        h = leaf
+        n = index
+        while n & 1:  # each trailing 1 bit of the size so far merges one subtree
+            h = sha(prefix + stack.pop() + h).digest()
+            n >>= 1
+        stack.append(h)
+    return _fold_right_edge(stack)
+
+
+# -- proof layout -------------------------------------------------------------
+
+
+def _range_coords(start: int, end: int) -> list[Coord]:
+    """The complete subtrees covering leaves ``[start, end)``, largest first.
+
+    ``start`` must be a multiple of the largest of them (true for every range
+    this module asks for: a right edge that starts at an aligned subtree).
+    """
+    coords: list[Coord] = []
+    size = end - start
+    level = size.bit_length() - 1
+    while level >= 0:
+        if (size >> level) & 1:
+            coords.append((level, start >> level))
+            start += 1 << level
+        level -= 1
+    return coords
+
+
+def _path_groups(index: int, base: int, size: int) -> list[list[Coord]]:
+    """The proof nodes for the path from level ``base`` above leaf ``index``.
+
+    Each proof node is a group of complete subtrees whose fold is its hash
+    (a single subtree unless the node is the incomplete right edge).
+    Requires ``0 <= index < size`` and, when ``base > 0``, that the subtree
+    ``(base, index >> base)`` is complete and not the whole tree.
+    """
+    inner = (index ^ (size - 1)).bit_length()
+    groups: list[list[Coord]] = [
+        [(level, (index >> level) ^ 1)] for level in range(base, inner - 1)
+    ]
+    if inner > base:
+        # The node on the path at level inner-1 is a left child (its bit is 0);
+        # its sibling is the right edge of the tree from there to `size`.
+        level = inner - 1
+        groups.append(_range_coords(((index >> level) | 1) << level, size))
+    for level in range(inner, index.bit_length()):
+        if (index >> level) & 1:
+            groups.append([(level, (index >> level) - 1)])
+    return groups
+
+
+def _resolve(groups: list[list[Coord]], reader: HashReader) -> list[bytes]:
+    """Read every subtree of every group in one call and fold each group."""
+    coords = [c for group in groups for c in group]
+    if not coords:
+        return []
+    hashes = reader.read_hashes(coords)
+    if len(hashes) != len(coords):
+        raise MerkleFormatError(
+            f"hash reader returned {len(hashes)} hashes for {len(coords)} subtrees"
+        )
+    if set(map(len, hashes)) != {HASH_SIZE}:
+        for (level, index), h in zip(coords, hashes, strict=True):
+            if len(h) != HASH_SIZE:
+                raise MerkleFormatError(
+                    f"hash of subtree ({level}, {index}) has wrong length: "
+                    f"expected {HASH_SIZE} bytes, got {len(h)}"
+                )
+    out: list[bytes] = []
+    pos = 0
+    for group in groups:
+        n = len(group)
+        out.append(hashes[pos] if n == 1 else _fold_right_edge(hashes[pos : pos + n]))
+        pos += n
+    return out
+
+
+def _check_size(name: str, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
 
 
 def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list[bytes]:
-    """RFC 9162 2.1.3.1 PATH(leaf_index, D[tree_size]), bottom-up, via O(log n) reads."""
-    raise NotImplementedError
+    """RFC 9162 2.1.3.1 PATH(leaf_index, D[tree_size]), bottom-up, via O(log n) reads.
+
+    Raises ValueError unless ``0 <= leaf_index < tree_size``.
+    """
+    _check_size("tree_size", tree_size)
+    if not 0 <= leaf_index < tree_size:
+        raise ValueError(f"leaf_index must be in [0, {tree_size}), got {leaf_index}")
+    return _resolve(_path_groups(leaf_index, 0, tree_size), reader)
 
 
 def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
-    """RFC 9162 2.1.4.1 PROOF(old_size, D[new_size]), via O(log n) reads."""
-    raise NotImplementedError
+    """RFC 9162 2.1.4.1 PROOF(old_size, D[new_size]), via O(log n) reads.
+
+    Equal sizes give the empty proof. A proof from the empty tree to a larger
+    one is meaningless (every tree extends the empty tree; there is nothing to
+    prove) and :func:`verify_consistency` rejects it, so asking for one is a
+    ValueError, as is ``old_size > new_size``.
+    """
+    _check_size("old_size", old_size)
+    _check_size("new_size", new_size)
+    if old_size > new_size:
+        raise ValueError(f"old_size {old_size} is larger than new_size {new_size}")
+    if old_size == new_size:
+        return []
+    if old_size == 0:
+        raise ValueError(
+            f"no consistency proof from the empty tree to size {new_size}: "
+            "it would prove nothing; expected old_size >= 1"
+        )
+    # The largest complete subtree ending at old_size: level = trailing zeros.
+    shift = (old_size & -old_size).bit_length() - 1
+    last = old_size - 1
+    groups = _path_groups(last, shift, new_size)
+    if old_size != 1 << shift:
+        # Unless it is the whole old tree (whose root the verifier has),
+        # the proof starts with that subtree's hash.
+        groups.insert(0, [(shift, last >> shift)])
+    return _resolve(groups, reader)
 
 
 def tree_hash(tree_size: int, reader: HashReader) -> bytes:
     """Root hash of the first ``tree_size`` leaves, from O(log n) complete subtrees."""
-    raise NotImplementedError
+    _check_size("tree_size", tree_size)
+    if tree_size == 0:
+        return EMPTY_ROOT
+    return _resolve([_range_coords(0, tree_size)], reader)[0]
+
+
+# -- verification ---------------------------------------------------------------
+
+
+def _check_hash(what: str, value: bytes) -> None:
+    if len(value) != HASH_SIZE:
+        raise MerkleFormatError(
+            f"{what} has wrong length: expected {HASH_SIZE} bytes, got {len(value)}"
+        )
+
+
+def _check_proof_hashes(kind: str, proof: Sequence[bytes]) -> None:
+    for i, h in enumerate(proof):
+        if len(h) != HASH_SIZE:
+            raise MerkleFormatError(
+                f"{kind} proof hash {i} has wrong length: expected {HASH_SIZE} bytes, got {len(h)}"
+            )
+
+
+def inclusion_proof_size(leaf_index: int, tree_size: int) -> int:
+    """Number of hashes in the inclusion proof of ``leaf_index`` in a tree of ``tree_size``."""
+    _check_size("tree_size", tree_size)
+    if not 0 <= leaf_index < tree_size:
+        raise ValueError(f"leaf_index must be in [0, {tree_size}), got {leaf_index}")
+    inner = (leaf_index ^ (tree_size - 1)).bit_length()
+    return inner + (leaf_index >> inner).bit_count()
 
 
 def verify_inclusion(
     leaf_hash: bytes, leaf_index: int, tree_size: int, proof: Sequence[bytes], root: bytes
 ) -> None:
-    """RFC 9162 2.1.3.2. Raise InclusionProofError (or MerkleFormatError) on failure."""
-    raise NotImplementedError
+    """RFC 9162 2.1.3.2. Raise InclusionProofError (or MerkleFormatError) on failure.
+
+    An index outside the tree fails verification; negative numbers are caller
+    misuse (ValueError).
+    """
+    _check_size("leaf_index", leaf_index)
+    _check_size("tree_size", tree_size)
+    if leaf_index >= tree_size:
+        raise InclusionProofError(
+            f"leaf index {leaf_index} is not in a tree of size {tree_size}: "
+            f"expected an index below {tree_size}"
+        )
+    _check_hash("leaf hash", leaf_hash)
+    _check_hash("root hash", root)
+    inner = (leaf_index ^ (tree_size - 1)).bit_length()
+    want = inner + (leaf_index >> inner).bit_count()
+    if len(proof) != want:
+        raise InclusionProofError(
+            f"inclusion proof has wrong length: expected {want} hashes "
+            f"for index {leaf_index} in a tree of {tree_size}, got {len(proof)}"
+        )
+    _check_proof_hashes("inclusion", proof)
+
+    sha = _sha256
+    prefix = _NODE_PREFIX
+    h = leaf_hash
+    for level in range(inner):
+        if (leaf_index >> level) & 1:
+            h = sha(prefix + proof[level] + h).digest()
+        else:
+            h = sha(prefix + h + proof[level]).digest()
+    for level in range(inner, want):
+        h = sha(prefix + proof[level] + h).digest()
+    if h != root:
+        raise InclusionProofError(
+            f"inclusion proof for index {leaf_index} in a tree of {tree_size} "
+            f"leads to root {h.hex()}, expected {bytes(root).hex()}"
+        )
+
+
+def consistency_proof_size(old_size: int, new_size: int) -> int:
+    """Number of hashes in the consistency proof from ``old_size`` to ``new_size``."""
+    _check_size("old_size", old_size)
+    _check_size("new_size", new_size)
+    if old_size > new_size:
+        raise ValueError(f"old_size {old_size} is larger than new_size {new_size}")
+    if old_size in (0, new_size):
+        return 0
+    shift = (old_size & -old_size).bit_length() - 1
+    last = old_size - 1
+    inner = (last ^ (new_size - 1)).bit_length()
+    seed = 0 if old_size == 1 << shift else 1
+    return seed + (inner - shift) + (last >> inner).bit_count()
 
 
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
-    """RFC 9162 2.1.4.2. Raise ConsistencyProofError (or MerkleFormatError) on failure."""
-    raise NotImplementedError
+    """RFC 9162 2.1.4.2. Raise ConsistencyProofError (or MerkleFormatError) on failure.
+
+    Edge cases, as the transparency-dev/merkle test vectors expect:
+
+    - equal sizes need an empty proof and equal roots (for size 0 both must
+      be SHA-256(""));
+    - a proof from the empty tree to a larger one is rejected: it would prove
+      nothing, so a caller that trusts only an empty tree has nothing to check;
+    - ``old_size > new_size`` is rejected.
+
+    Negative sizes are caller misuse (ValueError).
+    """
+    _check_size("old_size", old_size)
+    _check_size("new_size", new_size)
+    if old_size > new_size:
+        raise ConsistencyProofError(
+            f"old tree size {old_size} is larger than new tree size {new_size}"
+        )
+    if old_size == new_size:
+        if proof:
+            raise ConsistencyProofError(
+                f"consistency proof between equal tree sizes ({old_size}) must be empty, "
+                f"got {len(proof)} hashes"
+            )
+        if old_size == 0:
+            if old_root != EMPTY_ROOT or new_root != EMPTY_ROOT:
+                raise ConsistencyProofError(
+                    f"roots of the empty tree must both be {EMPTY_ROOT.hex()}, "
+                    f"got {bytes(old_root).hex()} and {bytes(new_root).hex()}"
+                )
+            return
+        if old_root != new_root:
+            raise ConsistencyProofError(
+                f"trees of equal size {old_size} have different roots: "
+                f"{bytes(old_root).hex()} and {bytes(new_root).hex()}"
+            )
+        return
+    if old_size == 0:
+        raise ConsistencyProofError(
+            f"consistency proof from the empty tree to size {new_size} is meaningless: "
+            "expected old_size >= 1"
+        )
+    _check_hash("old root hash", old_root)
+    _check_hash("new root hash", new_root)
+
+    shift = (old_size & -old_size).bit_length() - 1
+    last = old_size - 1
+    inner_full = (last ^ (new_size - 1)).bit_length()
+    inner = inner_full - shift  # >= 1 because old_size < new_size
+    seeded = old_size != 1 << shift
+    want = int(seeded) + inner + (last >> inner_full).bit_count()
+    if len(proof) != want:
+        raise ConsistencyProofError(
+            f"consistency proof has wrong length: expected {want} hashes "
+            f"from size {old_size} to size {new_size}, got {len(proof)}"
+        )
+    _check_proof_hashes("consistency", proof)
+
+    if seeded:
+        seed, rest = proof[0], proof[1:]
+    else:
+        seed, rest = old_root, proof
+    sha = _sha256
+    prefix = _NODE_PREFIX
+    h_old = h_new = seed
+    mask = last >> shift
+    for i in range(inner):
+        p = rest[i]
+        if (mask >> i) & 1:
+            h_old = sha(prefix + p + h_old).digest()
+            h_new = sha(prefix + p + h_new).digest()
+        else:
+            h_new = sha(prefix + h_new + p).digest()
+    for p in rest[inner:]:
+        h_old = sha(prefix + p + h_old).digest()
+        h_new = sha(prefix + p + h_new).digest()
+    if h_old != old_root:
+        raise ConsistencyProofError(
+            f"consistency proof from size {old_size} to size {new_size} leads to "
+            f"old root {h_old.hex()}, expected {bytes(old_root).hex()}"
+        )
+    if h_new != new_root:
+        raise ConsistencyProofError(
+            f"consistency proof from size {old_size} to size {new_size} leads to "
+            f"new root {h_new.hex()}, expected {bytes(new_root).hex()}"
+        )
+
+
+# -- the right edge ---------------------------------------------------------------
 
 
 class CompactRange:
@@ -83,28 +422,88 @@ class CompactRange:
     ``(level, index, hash)``, so the caller can write them into tiles.
     """
 
+    __slots__ = ("_hashes", "_size")
+
     def __init__(self, tree_size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        raise NotImplementedError
+        _check_size("tree_size", tree_size)
+        want = tree_size.bit_count()
+        if len(hashes) != want:
+            raise MerkleFormatError(
+                f"compact range of tree size {tree_size} needs {want} hashes "
+                f"(one per set bit), got {len(hashes)}"
+            )
+        for i, h in enumerate(hashes):
+            if len(h) != HASH_SIZE:
+                raise MerkleFormatError(
+                    f"compact range hash {i} has wrong length: "
+                    f"expected {HASH_SIZE} bytes, got {len(h)}"
+                )
+        self._size = tree_size
+        self._hashes: list[bytes] = [bytes(h) for h in hashes]
 
     @property
     def tree_size(self) -> int:
-        raise NotImplementedError
+        return self._size
 
     @property
     def hashes(self) -> tuple[bytes, ...]:
         """Right-edge subtree hashes, largest (leftmost) first."""
-        raise NotImplementedError
+        return tuple(self._hashes)
 
     def append(self, leaf_hash: bytes) -> list[tuple[int, int, bytes]]:
-        raise NotImplementedError
+        if len(leaf_hash) != HASH_SIZE:
+            raise MerkleFormatError(
+                f"leaf hash has wrong length: expected {HASH_SIZE} bytes, got {len(leaf_hash)}"
+            )
+        index = self._size
+        hashes = self._hashes
+        h = leaf_hash
+        completed = [(0, index, h)]
+        n = index
+        level = 0
+        while n & 1:  # each trailing 1 bit of the old size merges one subtree
+            h = _sha256(_NODE_PREFIX + hashes.pop() + h).digest()
+            level += 1
+            n >>= 1
+            completed.append((level, index >> level, h))
+        hashes.append(h)
+        self._size = index + 1
+        return completed
 
     def root(self) -> bytes:
-        raise NotImplementedError
+        if not self._hashes:
+            return EMPTY_ROOT
+        return _fold_right_edge(self._hashes)
+
+    def copy(self) -> CompactRange:
+        """An independent copy (to integrate a batch tentatively)."""
+        new = CompactRange.__new__(CompactRange)
+        new._size = self._size
+        new._hashes = list(self._hashes)
+        return new
 
     def to_bytes(self) -> bytes:
         """Concatenated hashes, for storage next to the tree size."""
-        raise NotImplementedError
+        return b"".join(self._hashes)
 
     @classmethod
     def from_bytes(cls, tree_size: int, data: bytes) -> CompactRange:
-        raise NotImplementedError
+        _check_size("tree_size", tree_size)
+        count = tree_size.bit_count()
+        if len(data) != count * HASH_SIZE:
+            raise MerkleFormatError(
+                f"compact range of tree size {tree_size} must be {count * HASH_SIZE} bytes "
+                f"({count} hashes), got {len(data)}"
+            )
+        data = bytes(data)
+        return cls(tree_size, [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompactRange):
+            return NotImplemented
+        return self._size == other._size and self._hashes == other._hashes
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"CompactRange(tree_size={self._size}, root={self.root().hex()})"

@@ -4,16 +4,49 @@ Tiles have height 8 (256 hashes). Tile ``(level L, index N)`` holds the hashes
 of the complete subtrees at tree level ``8*L`` with indexes ``256*N ..
 256*N + width - 1``. A tile is full at width 256; a partial tile of width W
 is served at ``.p/<W>`` and is a prefix of the full tile it grows into.
+
+A subtree hash at tree level ``8*L + r`` (``0 < r < 8``) is not stored: it is
+the root of ``2**r`` consecutive hashes of tile ``L``, recomputed by expanding
+the tile (hashing its 8-level subtree). Expanded full tiles are kept in a
+shared :class:`TileCache`, so each inner node of a full tile is hashed once
+per process, however many proofs use it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256 as _sha256
+
+from firmlog.client.errors import MerkleFormatError, TilePathError
+
+__all__ = [
+    "ENTRY_LEVEL",
+    "MAX_ENTRY_SIZE",
+    "MAX_TILE_LEVEL",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
+    "Tile",
+    "TileCache",
+    "TileHashReader",
+    "decode_entry_bundle",
+    "encode_entry_bundle",
+    "encode_index",
+    "parse_tile_path",
+    "tile_for_hash",
+    "tiles_for_size",
+]
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 256
 ENTRY_LEVEL = -1  # the level used for entry bundles, whose path says "entries"
+MAX_TILE_LEVEL = 63
+MAX_ENTRY_SIZE = 0xFFFF  # an entry bundle length prefix is a uint16
+
+_HASH_SIZE = 32
+_NODE_HASHER = _sha256(b"\x01")  # copied, then fed a pair of child hashes
+_MAX_INDEX_GROUPS = 7  # 2**64 - 1 has 20 digits: x018/x446/x744/x073/x709/x551/615
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +57,17 @@ class Tile:
     index: int
     width: int = TILE_WIDTH
 
+    def __post_init__(self) -> None:
+        if not ENTRY_LEVEL <= self.level <= MAX_TILE_LEVEL:
+            raise ValueError(
+                f"tile level must be {ENTRY_LEVEL} (entries) or 0..{MAX_TILE_LEVEL}, "
+                f"got {self.level}"
+            )
+        if self.index < 0:
+            raise ValueError(f"tile index must be non-negative, got {self.index}")
+        if not 1 <= self.width <= TILE_WIDTH:
+            raise ValueError(f"tile width must be 1..{TILE_WIDTH}, got {self.width}")
+
     @property
     def is_full(self) -> bool:
         return self.width == TILE_WIDTH
@@ -31,12 +75,28 @@ class Tile:
     @property
     def path(self) -> str:
         """``tile/<L>/<N>[.p/<W>]`` or ``tile/entries/<N>[.p/<W>]`` (no leading slash)."""
-        raise NotImplementedError
+        level = "entries" if self.level == ENTRY_LEVEL else str(self.level)
+        suffix = "" if self.width == TILE_WIDTH else f".p/{self.width}"
+        return f"tile/{level}/{encode_index(self.index)}{suffix}"
 
 
 def encode_index(n: int) -> str:
     """1234067 -> 'x001/x234/067'."""
-    raise NotImplementedError
+    if n < 0:
+        raise ValueError(f"tile index must be non-negative, got {n}")
+    digits = str(n)
+    digits = digits.zfill(-(-len(digits) // 3) * 3)
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
+    return "/".join([*("x" + g for g in groups[:-1]), groups[-1]])
+
+
+def _is_decimal(s: str) -> bool:
+    """ASCII digits only (str.isdigit alone accepts '²' and other scripts)."""
+    return s.isascii() and s.isdigit()
+
+
+def _canonical_decimal(s: str) -> bool:
+    return _is_decimal(s) and (s == "0" or not s.startswith("0"))
 
 
 def parse_tile_path(path: str) -> Tile:
@@ -45,27 +105,245 @@ def parse_tile_path(path: str) -> Tile:
     Rejects non-canonical forms (leading zeros missing or extra, ``.p/256``,
     width 0, level above 63...) with TilePathError.
     """
-    raise NotImplementedError
+    shape = "expected tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>]"
+    p = path[1:] if path.startswith("/") else path
+    if not p.startswith("tile/"):
+        raise TilePathError(f"not a tile path: {path!r}: {shape}")
+    level_str, sep, rest = p[len("tile/") :].partition("/")
+    if not sep:
+        raise TilePathError(f"tile path {path!r} has no index: {shape}")
+    if level_str == "entries":
+        level = ENTRY_LEVEL
+    else:
+        if not _canonical_decimal(level_str):
+            raise TilePathError(
+                f"tile path {path!r} has level {level_str!r}: expected 'entries' or a "
+                f"decimal integer 0..{MAX_TILE_LEVEL} without leading zeros"
+            )
+        level = int(level_str) if len(level_str) <= 2 else MAX_TILE_LEVEL + 1
+        if level > MAX_TILE_LEVEL:
+            raise TilePathError(
+                f"tile path {path!r} has level {level_str}: expected at most {MAX_TILE_LEVEL}"
+            )
+
+    index_str, dot_p, width_str = rest.partition(".p/")
+    width = TILE_WIDTH
+    if dot_p:
+        if not _canonical_decimal(width_str):
+            raise TilePathError(
+                f"tile path {path!r} has width {width_str!r}: expected a decimal "
+                f"integer 1..{TILE_WIDTH - 1} without leading zeros"
+            )
+        if len(width_str) > 3 or not 1 <= int(width_str) < TILE_WIDTH:
+            raise TilePathError(
+                f"tile path {path!r} has width {width_str}: expected 1..{TILE_WIDTH - 1} "
+                "(a full tile has no .p/ suffix)"
+            )
+        width = int(width_str)
+
+    groups = index_str.split("/")
+    if len(groups) > _MAX_INDEX_GROUPS:
+        raise TilePathError(
+            f"tile path {path!r} has an index of {len(groups)} groups: "
+            f"expected at most {_MAX_INDEX_GROUPS} (a 64-bit index)"
+        )
+    digits: list[str] = []
+    for i, group in enumerate(groups):
+        last = i == len(groups) - 1
+        body = group if last else group[1:]
+        if (not last and not group.startswith("x")) or len(body) != 3 or not _is_decimal(body):
+            want = "3 digits" if last else "'x' and 3 digits"
+            raise TilePathError(f"tile path {path!r} has index element {group!r}: expected {want}")
+        digits.append(body)
+    index = int("".join(digits))
+    if encode_index(index) != index_str:
+        raise TilePathError(
+            f"tile path {path!r} encodes index {index} non-canonically: "
+            f"expected {encode_index(index)!r}, got {index_str!r}"
+        )
+    return Tile(level, index, width)
+
+
+def _width_at(count: int, index: int) -> int:
+    """Width of tile ``index`` of a level that holds ``count`` hashes (0 if absent)."""
+    return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
 
 
 def tiles_for_size(tree_size: int) -> list[Tile]:
     """Every hash tile (not entry bundle) of a tree of ``tree_size`` leaves, full and partial."""
-    raise NotImplementedError
+    if tree_size < 0:
+        raise ValueError(f"tree_size must be non-negative, got {tree_size}")
+    tiles: list[Tile] = []
+    level = 0
+    count = tree_size  # hashes stored at this tile level
+    while count > 0:
+        full, partial = divmod(count, TILE_WIDTH)
+        tiles.extend(Tile(level, i) for i in range(full))
+        if partial:
+            tiles.append(Tile(level, full, partial))
+        level += 1
+        count >>= TILE_HEIGHT
+    return tiles
+
+
+def _check_coord(tree_size: int, level: int, index: int) -> None:
+    if (
+        level < 0
+        or index < 0
+        or level >= tree_size.bit_length()  # also keeps the shift below small
+        or (index + 1) << level > tree_size
+    ):
+        raise ValueError(
+            f"subtree ({level}, {index}) is not a complete subtree of a tree of size {tree_size}"
+        )
 
 
 def tile_for_hash(tree_size: int, level: int, index: int) -> Tile:
-    """The tile (with its width at ``tree_size``) that holds or computes ``(level, index)``."""
-    raise NotImplementedError
+    """The tile (with its width at ``tree_size``) that holds or computes ``(level, index)``.
+
+    Raises ValueError unless ``(level, index)`` is a complete subtree of the tree.
+    """
+    _check_coord(tree_size, level, index)
+    tile_level, r = divmod(level, TILE_HEIGHT)
+    tile_index = (index << r) >> TILE_HEIGHT
+    width = _width_at(tree_size >> (TILE_HEIGHT * tile_level), tile_index)
+    return Tile(tile_level, tile_index, width)
 
 
 def encode_entry_bundle(entries: Iterable[bytes]) -> bytes:
-    """Concatenate entries each prefixed by its big-endian uint16 length."""
-    raise NotImplementedError
+    """Concatenate entries each prefixed by its big-endian uint16 length.
+
+    Raises ValueError for an entry longer than 65535 bytes.
+    """
+    parts: list[bytes] = []
+    for i, entry in enumerate(entries):
+        if len(entry) > MAX_ENTRY_SIZE:
+            raise ValueError(
+                f"entry {i} is {len(entry)} bytes: an entry bundle holds at most "
+                f"{MAX_ENTRY_SIZE} bytes per entry"
+            )
+        parts.append(len(entry).to_bytes(2, "big"))
+        parts.append(entry)
+    return b"".join(parts)
 
 
 def decode_entry_bundle(data: bytes, expected_count: int | None = None) -> list[bytes]:
-    """Strict inverse of encode_entry_bundle (MerkleFormatError/TilePathError on bad data)."""
-    raise NotImplementedError
+    """Strict inverse of encode_entry_bundle (MerkleFormatError on bad data).
+
+    With ``expected_count``, the bundle must hold exactly that many entries.
+    """
+    if expected_count is not None and expected_count < 0:
+        raise ValueError(f"expected_count must be non-negative, got {expected_count}")
+    data = bytes(data)
+    entries: list[bytes] = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if expected_count is not None and len(entries) == expected_count:
+            raise MerkleFormatError(
+                f"entry bundle has trailing data: expected {expected_count} entries, "
+                f"found {end - pos} more bytes after them"
+            )
+        if end - pos < 2:
+            raise MerkleFormatError(
+                f"entry bundle is truncated: entry {len(entries)} at offset {pos} needs "
+                f"a 2-byte length, got {end - pos} byte"
+            )
+        size = int.from_bytes(data[pos : pos + 2], "big")
+        pos += 2
+        if end - pos < size:
+            raise MerkleFormatError(
+                f"entry bundle is truncated: entry {len(entries)} at offset {pos - 2} "
+                f"declares {size} bytes, got {end - pos}"
+            )
+        entries.append(data[pos : pos + size])
+        pos += size
+    if expected_count is not None and len(entries) != expected_count:
+        raise MerkleFormatError(
+            f"entry bundle has wrong entry count: expected {expected_count}, got {len(entries)}"
+        )
+    return entries
+
+
+# -- proofs from tiles -------------------------------------------------------------
+
+
+class _ExpandedTile:
+    """A tile's hashes and the inner levels of its 8-level subtree, hashed on demand.
+
+    ``levels[r]`` is the concatenation of the ``width >> r`` complete subtree
+    hashes ``r`` levels above the tile's own hashes. Two adjacent children are
+    adjacent 64 bytes of the level below, so a parent is SHA-256(0x01 || slice).
+    """
+
+    __slots__ = ("levels",)
+
+    def __init__(self, data: bytes) -> None:
+        self.levels = [data]
+
+    def level(self, r: int) -> bytes:
+        levels = self.levels
+        while len(levels) <= r:
+            below = memoryview(levels[-1])
+            step = 2 * _HASH_SIZE
+            hashes: list[bytes] = []
+            for i in range(0, len(below) // step * step, step):
+                h = _NODE_HASHER.copy()
+                h.update(below[i : i + step])
+                hashes.append(h.digest())
+            levels.append(b"".join(hashes))
+        return levels[r]
+
+
+class TileCache:
+    """An LRU of expanded tiles, shared by many TileHashReaders (not thread-safe).
+
+    Keys are ``(level, index, width)``: a full tile never changes, and neither
+    does a partial tile of a given width (``tile/L/N.p/W`` is immutable), so
+    both are shared; a partial tile is also served from the full tile it grew
+    into when that is cached. Use one cache per log. ``hits`` and ``misses``
+    count lookups, for metrics.
+    """
+
+    def __init__(self, max_tiles: int = 4096) -> None:
+        if max_tiles < 1:
+            raise ValueError(f"max_tiles must be at least 1, got {max_tiles}")
+        self.max_tiles = max_tiles
+        self.hits = 0
+        self.misses = 0
+        self._tiles: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+    def __contains__(self, tile: object) -> bool:
+        """Whether this exact tile (a :class:`Tile`) is cached."""
+        return isinstance(tile, Tile) and (tile.level, tile.index, tile.width) in self._tiles
+
+    def _get(self, level: int, index: int, width: int) -> _ExpandedTile | None:
+        tiles = self._tiles
+        key = (level, index, TILE_WIDTH)
+        found = tiles.get(key)
+        if found is None and width != TILE_WIDTH:
+            key = (level, index, width)
+            found = tiles.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        tiles.move_to_end(key)
+        return found
+
+    def _put(self, level: int, index: int, width: int, tile: _ExpandedTile) -> None:
+        tiles = self._tiles
+        key = (level, index, width)
+        tiles[key] = tile
+        tiles.move_to_end(key)
+        while len(tiles) > self.max_tiles:
+            tiles.popitem(last=False)
+
+    def clear(self) -> None:
+        self._tiles.clear()
 
 
 class TileHashReader:
@@ -74,9 +352,13 @@ class TileHashReader:
     ``fetch(tiles)`` returns the bytes of each requested tile (exactly
     ``width * 32`` bytes, or longer: a longer stored tile is truncated to the
     width asked for). Subtree hashes that sit between tile levels are computed
-    from the tile below. Full tiles, which never change, are kept in an LRU
-    cache of ``cache_size`` tiles, expanded so that each inner node is hashed
-    once; partial tiles are expanded once per reader.
+    from the tile below. Tiles are kept expanded in ``cache`` (an LRU shared
+    across readers, see :class:`TileCache`) so that each inner node is hashed
+    once; the partial tiles a reader used are also kept for the reader's life.
+
+    Each ``read_hashes`` call calls ``fetch`` at most once, with every tile it
+    lacks. Asking for a subtree that is not complete at ``tree_size`` is a
+    ValueError; tile bytes that are too short are a MerkleFormatError.
     """
 
     def __init__(
@@ -85,14 +367,71 @@ class TileHashReader:
         fetch: Callable[[Sequence[Tile]], Sequence[bytes]],
         cache: TileCache | None = None,
     ) -> None:
-        raise NotImplementedError
+        if tree_size < 0:
+            raise ValueError(f"tree_size must be non-negative, got {tree_size}")
+        self.tree_size = tree_size
+        self._fetch = fetch
+        self._cache = cache if cache is not None else TileCache()
+        self._partial: dict[tuple[int, int], _ExpandedTile] = {}
 
     def read_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
-        raise NotImplementedError
+        tree_size = self.tree_size
+        cache = self._cache
+        partial = self._partial
+        # For every coord: its tile, the level within the tile, the byte offset.
+        plan: list[tuple[tuple[int, int], int, int]] = []
+        have: dict[tuple[int, int], _ExpandedTile] = {}
+        missing: dict[tuple[int, int], Tile] = {}
+        max_level = tree_size.bit_length()
+        for level, index in coords:
+            if level < 0 or index < 0 or level >= max_level or (index + 1) << level > tree_size:
+                _check_coord(tree_size, level, index)  # raises with the message
+            tile_level = level >> 3
+            r = level & 7
+            tile_index = (index << r) >> 8
+            key = (tile_level, tile_index)
+            plan.append((key, r, (index & ((TILE_WIDTH >> r) - 1)) * _HASH_SIZE))
+            if key in have or key in missing:
+                continue
+            width = (tree_size >> (tile_level << 3)) - (tile_index << 8)
+            if width >= TILE_WIDTH:
+                width = TILE_WIDTH
+                found = cache._get(tile_level, tile_index, width)
+            else:
+                found = partial.get(key)
+                if found is None:
+                    found = cache._get(tile_level, tile_index, width)
+                    if found is not None:
+                        partial[key] = found
+            if found is not None:
+                have[key] = found
+            else:
+                missing[key] = Tile(tile_level, tile_index, width)
 
+        if missing:
+            wanted = list(missing.values())
+            got = self._fetch(wanted)
+            if len(got) != len(wanted):
+                raise MerkleFormatError(
+                    f"tile fetch returned {len(got)} tiles for {len(wanted)} requested"
+                )
+            for tile, data in zip(wanted, got, strict=True):
+                size = tile.width * _HASH_SIZE
+                if len(data) < size:
+                    raise MerkleFormatError(
+                        f"tile {tile.path} is too short: expected {size} bytes, got {len(data)}"
+                    )
+                expanded = _ExpandedTile(bytes(data[:size]))
+                key = (tile.level, tile.index)
+                cache._put(tile.level, tile.index, tile.width, expanded)
+                if not tile.is_full:
+                    partial[key] = expanded
+                have[key] = expanded
 
-class TileCache:
-    """An LRU of expanded full tiles, shared by many TileHashReaders (not thread-safe)."""
-
-    def __init__(self, max_tiles: int = 4096) -> None:
-        raise NotImplementedError
+        out: list[bytes] = []
+        for key, r, offset in plan:
+            source = have[key]
+            levels = source.levels
+            blob = levels[r] if r < len(levels) else source.level(r)
+            out.append(blob[offset : offset + _HASH_SIZE])
+        return out

@@ -284,6 +284,11 @@ async def get_consistency_proof(request: web.Request) -> web.Response:
     new = _int_param(request, "new")
     if old > new:
         raise BadRequest(f"old size {old} is larger than new size {new}")
+    if old == 0:
+        raise BadRequest(
+            "old size must be at least 1: every tree is consistent with the empty tree, "
+            "and RFC 9162 defines no proof for it"
+        )
     latest = await _latest(request, new)
     _size_within(latest, "new", new)
     hashes = await _services(request).reader.consistency_proof(old, new)

@@ -2,30 +2,139 @@
 
 firmlog's log writes no extension lines; the parser accepts non-empty
 extension lines (as the spec allows) and keeps them.
+
+Parsing is strict: the origin is a non-empty line, the tree size is ASCII
+decimal without leading zeros that fits in a uint64, the root hash is
+canonical standard base64 of exactly 32 bytes, extension lines are non-empty,
+and the text ends in a newline. A checkpoint is the text of a signed note
+(c2sp.org/signed-note), so ASCII control characters other than newline are
+refused too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from firmlog.client.note import Note, Signer, Verifier
+from firmlog.client.errors import CheckpointFormatError, SignatureError
+from firmlog.client.note import (
+    Note,
+    Signature,
+    Signer,
+    Verifier,
+    _b64decode_strict,
+    _b64encode,
+    _show,
+    sign_note,
+    split_note,
+    verify_note_signatures,
+)
+
+__all__ = ["MAX_TREE_SIZE", "Checkpoint", "SignedCheckpoint", "open_checkpoint", "sign_checkpoint"]
+
+MAX_TREE_SIZE = (1 << 64) - 1
+HASH_SIZE = 32
+
+_TREE_SIZE = re.compile("0|[1-9][0-9]{0,19}")
+_CONTROL_CHARS = re.compile("[\x00-\x09\x0b-\x1f]")
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
+    """A log's tree head: origin, tree size, root hash and opaque extension lines.
+
+    The constructor checks what :meth:`to_text` needs to produce a text that
+    :meth:`parse` accepts (ValueError/TypeError otherwise).
+    """
+
     origin: str
     tree_size: int
     root_hash: bytes
     extensions: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.origin, str) or not self.origin:
+            raise ValueError(f"checkpoint origin must be a non-empty str, got {self.origin!r}")
+        if "\n" in self.origin or _CONTROL_CHARS.search(self.origin):
+            raise ValueError(
+                f"checkpoint origin must not contain control characters, got {_show(self.origin)}"
+            )
+        if isinstance(self.tree_size, bool) or not isinstance(self.tree_size, int):
+            raise TypeError(f"tree_size must be an int, got {type(self.tree_size).__name__}")
+        if not 0 <= self.tree_size <= MAX_TREE_SIZE:
+            raise ValueError(f"tree_size must be a uint64, got {self.tree_size}")
+        if not isinstance(self.root_hash, bytes):
+            raise TypeError(f"root_hash must be bytes, got {type(self.root_hash).__name__}")
+        if len(self.root_hash) != HASH_SIZE:
+            raise ValueError(f"root_hash must be 32 bytes, got {len(self.root_hash)}")
+        if not isinstance(self.extensions, tuple):
+            raise TypeError(f"extensions must be a tuple, got {type(self.extensions).__name__}")
+        for ext in self.extensions:
+            if not isinstance(ext, str) or not ext or "\n" in ext or _CONTROL_CHARS.search(ext):
+                raise ValueError(
+                    "extension lines must be non-empty single lines without control "
+                    f"characters, got {ext!r}"
+                )
+
     def to_text(self) -> str:
-        raise NotImplementedError
+        """The note text: origin, tree size, base64 root hash, extensions, each ending in '\\n'."""
+        lines = [self.origin, str(self.tree_size), _b64encode(self.root_hash), *self.extensions]
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> Checkpoint:
         """Strict parse. CheckpointFormatError says which line is wrong and why."""
-        raise NotImplementedError
+        if not isinstance(text, str):
+            raise TypeError(f"checkpoint text must be a str, got {type(text).__name__}")
+        if not text.endswith("\n"):
+            raise CheckpointFormatError(
+                f"checkpoint text must end in a newline, got {_show(text[-20:])} at its end"
+            )
+        lines = text[:-1].split("\n")
+        if len(lines) < 3:
+            raise CheckpointFormatError(
+                "checkpoint needs at least 3 lines (origin, tree size, root hash), "
+                f"got {len(lines)}"
+            )
+        origin, size_text, root_text, *extensions = lines
+        if not origin:
+            raise CheckpointFormatError("checkpoint line 1: origin must not be empty")
+        # Tree size and root hash are checked character by character below; the
+        # free-form lines must not hold control characters (a note cannot).
+        for number, line in enumerate([origin, *extensions] if extensions else [origin]):
+            bad = _CONTROL_CHARS.search(line)
+            if bad is not None:
+                raise CheckpointFormatError(
+                    f"checkpoint line {number + 3 if number else 1}: control character "
+                    f"0x{ord(bad.group()):02x} is not allowed"
+                )
+        if not _TREE_SIZE.fullmatch(size_text):
+            raise CheckpointFormatError(
+                "checkpoint line 2: tree size must be decimal digits without leading "
+                f"zeros, got {_show(size_text)}"
+            )
+        tree_size = int(size_text)
+        if tree_size > MAX_TREE_SIZE:
+            raise CheckpointFormatError(
+                f"checkpoint line 2: tree size must fit in 64 bits, got {size_text}"
+            )
+        root_hash = _b64decode_strict(root_text)
+        if root_hash is None:
+            raise CheckpointFormatError(
+                "checkpoint line 3: root hash must be canonical standard base64, "
+                f"got {_show(root_text)}"
+            )
+        if len(root_hash) != HASH_SIZE:
+            raise CheckpointFormatError(
+                f"checkpoint line 3: root hash must be 32 bytes, got {len(root_hash)}"
+            )
+        for number, ext in enumerate(extensions, 4):
+            if not ext:
+                raise CheckpointFormatError(
+                    f"checkpoint line {number}: extension lines must not be empty"
+                )
+        return cls(origin, tree_size, root_hash, tuple(extensions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +148,33 @@ class SignedCheckpoint:
 
 def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> bytes:
     """The signed note; the signer's name must equal the origin (ValueError otherwise)."""
-    raise NotImplementedError
+    if signer.name != checkpoint.origin:
+        raise ValueError(
+            f"log key name must equal the checkpoint origin: expected {checkpoint.origin!r}, "
+            f"got {signer.name!r}"
+        )
+    return sign_note(checkpoint.to_text(), [signer])
+
+
+def _verify_checkpoint(
+    data: bytes,
+    text: str,
+    signatures: Sequence[Signature],
+    checkpoint: Checkpoint,
+    log_verifiers: Sequence[Verifier],
+    extra_verifiers: Iterable[Verifier],
+) -> SignedCheckpoint:
+    """Verify a split checkpoint note: one of ``log_verifiers`` must have signed it."""
+    note = verify_note_signatures(text, signatures, (*log_verifiers, *extra_verifiers))
+    for sig in note.verified:
+        for verifier in log_verifiers:
+            if sig.name == verifier.name and sig.key_id == verifier.key_id:
+                return SignedCheckpoint(checkpoint, note, bytes(data))
+    expected = " or ".join(sorted(f"{v.name}+{v.key_id:08x}" for v in log_verifiers))
+    raise SignatureError(
+        f"checkpoint for {checkpoint.origin!r} is not signed by the log: expected a "
+        f"signature by {expected}, verified only {[sig.key for sig in note.verified]}"
+    )
 
 
 def open_checkpoint(
@@ -48,7 +183,14 @@ def open_checkpoint(
     """Open a checkpoint note that must carry a valid signature by ``log_verifier``.
 
     The origin must equal the log key's name. ``extra_verifiers`` (e.g.
-    witness cosignature verifiers) are checked too if present. Raises
-    NoteFormatError/CheckpointFormatError/SignatureError.
+    witness cosignature verifiers) are checked too if present: a signature by
+    one of them that fails rejects the note, valid ones are listed in
+    ``note.verified``. Raises NoteFormatError/CheckpointFormatError/SignatureError.
     """
-    raise NotImplementedError
+    text, signatures = split_note(data)
+    checkpoint = Checkpoint.parse(text)
+    if checkpoint.origin != log_verifier.name:
+        raise SignatureError(
+            f"checkpoint origin mismatch: expected {log_verifier.name!r}, got {checkpoint.origin!r}"
+        )
+    return _verify_checkpoint(data, text, signatures, checkpoint, (log_verifier,), extra_verifiers)

@@ -5,71 +5,236 @@ encoded in the note signature line as 8-byte big-endian timestamp || 64-byte
 Ed25519 signature. The key ID is computed with type 0x04. Witness vkeys of
 type 0x04 are canonical; type 0x01 vkeys are accepted too (the public witness
 network publishes them so), still computing the key ID with 0x04.
+
+A :class:`CosignatureVerifier` is a :class:`firmlog.client.note.Verifier`, so
+witness keys can be passed to :func:`~firmlog.client.note.open_note` (or
+:func:`~firmlog.client.checkpoint.open_checkpoint`) next to the log key; the
+time of each valid cosignature is then read back from ``Note.verified`` with
+:func:`cosignature_timestamp`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from firmlog.client.checkpoint import Checkpoint
+from firmlog.client.errors import KeyFormatError
+from firmlog.client.note import (
+    _SIGNER_KEY_PREFIX,
+    ED25519_SEED_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    SIG_COSIGNATURE_V1,
+    SIG_ED25519,
+    Signature,
+    _b64encode,
+    _check_ed25519_key,
+    _check_key_id,
+    _checked_seed_key,
+    _load_public,
+    _parse_signer_parts,
+    _public_from_seed,
+    _split_key,
+    add_signatures,
+    check_key_name,
+    key_id,
+    split_note,
+)
+
+__all__ = [
+    "COSIGNATURE_SIZE",
+    "MAX_TIMESTAMP",
+    "CosignatureSigner",
+    "CosignatureVerifier",
+    "cosign",
+    "cosignature_message",
+    "cosignature_timestamp",
+    "generate_witness_key",
+    "parse_witness_signer_key",
+    "parse_witness_verifier_key",
+]
+
+MAX_TIMESTAMP = (1 << 63) - 1
+TIMESTAMP_SIZE = 8
+COSIGNATURE_SIZE = TIMESTAMP_SIZE + ED25519_SIGNATURE_SIZE
+_HEADER = b"cosignature/v1\ntime "
+
+
+def cosignature_message(checkpoint_text: bytes, timestamp: int) -> bytes:
+    """The signed message: ``cosignature/v1\\ntime <ts>\\n`` then the checkpoint text."""
+    return b"%s%d\n%s" % (_HEADER, timestamp, checkpoint_text)
+
+
+def _check_timestamp(timestamp: int) -> None:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        raise TypeError(f"timestamp must be an int, got {type(timestamp).__name__}")
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise ValueError(f"timestamp must be between 0 and 2^63-1, got {timestamp}")
 
 
 @dataclass(frozen=True, slots=True)
 class CosignatureVerifier:
-    """A note Verifier for cosignature/v1 signatures; records the timestamp it saw."""
+    """A note Verifier for cosignature/v1 signatures (key ID computed with type 0x04).
+
+    Stateless: the timestamp of a verified cosignature is read from the
+    signature itself with :func:`cosignature_timestamp`. The constructor
+    checks name, key length and key ID (ValueError otherwise).
+    """
 
     name: str
     key_id: int
     public_key: bytes
+    _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name)
+        object.__setattr__(self, "_key", _load_public(self.public_key))
+        _check_key_id(self.name, self.key_id, bytes([SIG_COSIGNATURE_V1]) + self.public_key)
+
+    def __reduce__(self) -> tuple[type[CosignatureVerifier], tuple[str, int, bytes]]:
+        return (type(self), (self.name, self.key_id, self.public_key))
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        raise NotImplementedError
+        """``message`` is the checkpoint text; ``signature`` is timestamp || Ed25519 signature."""
+        if len(signature) != COSIGNATURE_SIZE:
+            return False
+        timestamp = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
+        if timestamp > MAX_TIMESTAMP:
+            return False
+        try:
+            self._key.verify(signature[TIMESTAMP_SIZE:], cosignature_message(message, timestamp))
+        except InvalidSignature:
+            return False
+        return True
 
     @property
     def vkey(self) -> str:
         """Canonical type 0x04 vkey."""
-        raise NotImplementedError
+        material = _b64encode(bytes([SIG_COSIGNATURE_V1]) + self.public_key)
+        return f"{self.name}+{self.key_id:08x}+{material}"
 
 
 @dataclass(frozen=True, slots=True)
 class CosignatureSigner:
+    """A witness's cosignature/v1 signing key (holds the seed; never log it)."""
+
     name: str
     key_id: int
     seed: bytes
+    _private: Ed25519PrivateKey = field(init=False, repr=False, compare=False)
+    _verifier: CosignatureVerifier = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name)
+        if not isinstance(self.seed, bytes):
+            raise TypeError(f"seed must be bytes, got {type(self.seed).__name__}")
+        if len(self.seed) != ED25519_SEED_SIZE:
+            raise ValueError(f"expected a 32-byte Ed25519 seed, got {len(self.seed)} bytes")
+        private, public = _public_from_seed(self.seed)
+        _check_key_id(self.name, self.key_id, bytes([SIG_COSIGNATURE_V1]) + public)
+        object.__setattr__(self, "_private", private)
+        object.__setattr__(self, "_verifier", CosignatureVerifier(self.name, self.key_id, public))
+
+    def __reduce__(self) -> tuple[type[CosignatureSigner], tuple[str, int, bytes]]:
+        return (type(self), (self.name, self.key_id, self.seed))
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> CosignatureSigner:
+        """The witness key for a 32-byte seed, with its (type 0x04) key ID computed."""
+        check_key_name(name)
+        if not isinstance(seed, bytes) or len(seed) != ED25519_SEED_SIZE:
+            raise ValueError("expected a 32-byte Ed25519 seed")
+        _, public = _public_from_seed(seed)
+        return cls(name, _witness_key_id(name, public), seed)
 
     def sign_at(self, checkpoint_text: str, timestamp: int) -> bytes:
         """8-byte timestamp || signature over the cosigned message."""
-        raise NotImplementedError
+        _check_timestamp(timestamp)
+        message = cosignature_message(checkpoint_text.encode("utf-8"), timestamp)
+        return timestamp.to_bytes(TIMESTAMP_SIZE, "big") + self._private.sign(message)
 
     @property
     def verifier(self) -> CosignatureVerifier:
-        raise NotImplementedError
+        return self._verifier
 
     @property
     def skey(self) -> str:
         """``PRIVATE+KEY+name+hexid+base64(0x04||seed)``."""
-        raise NotImplementedError
+        material = _b64encode(bytes([SIG_COSIGNATURE_V1]) + self.seed)
+        return f"{_SIGNER_KEY_PREFIX}{self.name}+{self.key_id:08x}+{material}"
 
     def __repr__(self) -> str:
         return f"CosignatureSigner(name={self.name!r}, key_id={self.key_id:08x})"
 
 
+def _witness_key_id(name: str, public_key: bytes) -> int:
+    return key_id(name, bytes([SIG_COSIGNATURE_V1]) + public_key)
+
+
 def generate_witness_key(name: str) -> CosignatureSigner:
-    raise NotImplementedError
+    """A fresh witness key named ``name``."""
+    check_key_name(name)
+    return CosignatureSigner.from_seed(name, Ed25519PrivateKey.generate().private_bytes_raw())
 
 
 def parse_witness_signer_key(skey: str) -> CosignatureSigner:
-    raise NotImplementedError
+    """Parse a witness signer key: ``PRIVATE+KEY+name+hexid+base64(type||seed)``.
+
+    Type 0x04 is canonical; a type 0x01 signer key is accepted too (its key ID
+    checked with 0x01, as the tool that wrote it computed it) and becomes a
+    cosignature key whose ID is computed with 0x04. KeyFormatError otherwise;
+    messages never contain the key material.
+    """
+    what = "witness signer key"
+    name, hex_id, key_type, seed = _parse_signer_parts(skey, what)
+    _check_ed25519_key(what, name, key_type, seed, types=(SIG_COSIGNATURE_V1, SIG_ED25519))
+    public = _checked_seed_key(what, name, hex_id, seed, id_type=key_type)
+    return CosignatureSigner(name, _witness_key_id(name, public), seed)
 
 
 def parse_witness_verifier_key(vkey: str) -> CosignatureVerifier:
-    """Accept type 0x04 and type 0x01 vkeys; the key ID is checked against type 0x04."""
-    raise NotImplementedError
+    """Accept type 0x04 and type 0x01 vkeys; the verifier's key ID is computed with 0x04.
+
+    The key ID written in the vkey is checked against the vkey's own type:
+    0x04 for canonical witness vkeys, 0x01 for Ed25519 vkeys as the public
+    witness network publishes them (computed by standard note tooling).
+    KeyFormatError otherwise.
+    """
+    what = "witness verifier key"
+    name, hex_id, key_type, public = _split_key(vkey, what, secret=False)
+    _check_ed25519_key(what, name, key_type, public, types=(SIG_COSIGNATURE_V1, SIG_ED25519))
+    want = key_id(name, bytes([key_type]) + public)
+    if hex_id != want:
+        raise KeyFormatError(
+            f"{what} {name!r}: key ID does not match the type 0x{key_type:02x} key: "
+            f"expected {want:08x}, got {hex_id:08x}"
+        )
+    return CosignatureVerifier(name, _witness_key_id(name, public), public)
 
 
 def cosignature_timestamp(signature: bytes) -> int:
-    """The timestamp of a cosignature/v1 signature (without key ID)."""
-    raise NotImplementedError
+    """The timestamp of a cosignature/v1 signature (without key ID).
+
+    ValueError if ``signature`` is not 72 bytes (not a cosignature/v1).
+    """
+    if len(signature) != COSIGNATURE_SIZE:
+        raise ValueError(
+            f"a cosignature/v1 signature is {COSIGNATURE_SIZE} bytes, got {len(signature)}"
+        )
+    return int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
 
 
 def cosign(checkpoint_note: bytes, signer: CosignatureSigner, timestamp: int) -> bytes:
-    """Return ``checkpoint_note`` with this witness's cosignature line appended."""
-    raise NotImplementedError
+    """Return ``checkpoint_note`` with this witness's cosignature line appended.
+
+    The note must be a well-formed signed note whose text is a checkpoint
+    (NoteFormatError/CheckpointFormatError). This only signs: a witness must
+    have verified the log's signature and consistency before calling it.
+    """
+    _check_timestamp(timestamp)
+    text, _ = split_note(checkpoint_note)
+    Checkpoint.parse(text)
+    sig = Signature(signer.name, signer.key_id, signer.sign_at(text, timestamp))
+    return add_signatures(checkpoint_note, [sig])

@@ -265,11 +265,21 @@ async def test_search(client: Client) -> None:
             break
         cursor = got["next_cursor"]  # type: ignore[index,assignment]
     assert seen == sorted(indexes.values())
+    newest: list[int] = []
+    cursor = ""
+    while True:
+        status, got = await client.get(f"/v1/releases?order=desc&limit=3&cursor={cursor}")
+        assert status == 200
+        newest += [r["index"] for r in got["releases"]]  # type: ignore[index]
+        if got["next_cursor"] is None:  # type: ignore[index]
+            break
+        cursor = got["next_cursor"]  # type: ignore[index,assignment]
+    assert newest == sorted(indexes.values(), reverse=True)
     status, got = await client.get("/v1/releases?version=2.0")
     release_json = got["releases"][0]["release"]  # type: ignore[index]
     assert release_json["fixes"] == ["CVE-2026-1234"]
     assert release_json["build"]["source_commit"] == "9f1c2e7"
-    for bad in ("cve=CVE-1", "image_sha256=xyz", "limit=0", "limit=5000", "cursor=abc"):
+    for bad in ("cve=CVE-1", "image_sha256=xyz", "limit=0", "limit=5000", "cursor=abc", "order=up"):
         status, got = await client.get(f"/v1/releases?{bad}")
         assert status == 400, bad
         assert got["error"]  # type: ignore[index]
@@ -353,3 +363,17 @@ async def test_the_index_survives_a_restart(database_url: str, tmp_path: Path) -
             await client.ok(release("2.0"), R1)  # keys known after restart
         finally:
             await second.stop()
+
+
+async def test_the_page_for_people(client: Client) -> None:
+    await client.admit(R1)
+    await client.ok(release("1.0", product="<b>thermo</b>"), R1)
+    async with client.session.get(f"{client.log.base}/") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        page = await resp.text()
+    assert "&lt;b&gt;thermo&lt;/b&gt;" in page  # escaped, never markup
+    assert "<b>thermo" not in page
+    assert "acme.example" in page
+    assert client.log.log_key.name in page
+    assert "2 entries" in page

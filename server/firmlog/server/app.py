@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from firmlog.client.entries import entry_json, parse_entry
+from firmlog.client.entries import Release, entry_json, parse_entry
 from firmlog.client.errors import (
     EntryPolicyError,
     FirmlogError,
@@ -35,6 +35,7 @@ from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, I
 from firmlog.server.ledger import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
+from firmlog.server.page import render_page
 from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
 from firmlog.server.sequencer import PoolFull, Sequencer, SequencerStopped
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
@@ -337,7 +338,7 @@ def _filter(request: web.Request, name: str, pattern: re.Pattern[str] | None = N
     return value
 
 
-def _page(request: web.Request) -> tuple[int, int]:
+def _page(request: web.Request, newest_first: bool = False) -> tuple[int, int]:
     """The cursor (exclusive start index) and the page size of a listing."""
     limit_max = _services(request).config.limits.max_entries_per_request
     limit = _int_param(request, "limit", default=min(100, limit_max))
@@ -345,7 +346,7 @@ def _page(request: web.Request) -> tuple[int, int]:
         raise BadRequest(f"limit must be 1..{limit_max}, got {limit}")
     cursor = request.query.get("cursor")
     if cursor is None or cursor == "":
-        return -1, limit
+        return (MAX_UINT63 if newest_first else -1), limit
     if not _DECIMAL.fullmatch(cursor):
         raise BadRequest(f"cursor must be a value returned as next_cursor, got {cursor!r}")
     return int(cursor), limit
@@ -364,8 +365,11 @@ async def get_releases(request: web.Request) -> web.Response:
         image_sha256=_filter(request, "image_sha256", _HEX64),
         cve=_filter(request, "cve", _CVE),
     )
-    after, limit = _page(request)
-    found = await svc.storage.search_releases(query, after, limit)
+    order = request.query.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise BadRequest(f"order must be asc (oldest first) or desc (newest first), got {order!r}")
+    cursor, limit = _page(request, newest_first=order == "desc")
+    found = await svc.storage.search_releases(query, cursor, limit, newest_first=order == "desc")
     revoked = await svc.storage.revocations_of([index for index, _ in found])
     releases = []
     for index, raw in found:
@@ -498,6 +502,37 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 
 # -- operations -------------------------------------------------------------
 
+RECENT_RELEASES = 25
+
+
+async def get_page(request: web.Request) -> web.Response:
+    """The page for people (firmlog.server.page)."""
+    svc = _services(request)
+    latest = await svc.reader.latest()
+    size = latest.tree_size if latest else 0
+    found = await svc.storage.search_releases(
+        ReleaseQuery(), MAX_UINT63, RECENT_RELEASES, newest_first=True
+    )
+    revoked = await svc.storage.revocations_of([i for i, _ in found])
+    releases = []
+    for index, raw in found:
+        body = parse_entry(raw, max_size=1 << 16).body
+        assert isinstance(body, Release)
+        releases.append((index, body, index in revoked))
+    key_sets = await svc.storage.key_history(None, -1, 1000)
+    page = render_page(
+        svc.sequencer.origin, latest.note if latest else None, size, releases, key_sets
+    )
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={
+            "Cache-Control": SHORT,
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+            "style-src 'unsafe-inline'",
+        },
+    )
+
 
 async def get_healthz(request: web.Request) -> web.Response:
     latest = await _services(request).reader.latest()
@@ -588,6 +623,7 @@ def make_app(
     r.add_get("/v1/vendors/{vendor}", get_vendor)
     r.add_put("/v1/images/sha256/{digest}", put_image)
     r.add_get("/v1/images/sha256/{digest}", get_image)
+    r.add_get("/", get_page)
     r.add_get("/healthz", get_healthz)
     r.add_get("/metrics", get_metrics)
     return app

@@ -186,9 +186,12 @@ class Storage(Protocol):
         ...
 
     async def search_releases(
-        self, query: ReleaseQuery, after: int, limit: int
+        self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False
     ) -> list[tuple[int, bytes]]:
-        """Releases matching ``query`` with ``index > after``, by index: (index, entry)."""
+        """Releases matching ``query`` as (index, entry), ordered by index.
+
+        Oldest first from ``index > cursor``, or newest first from ``index < cursor``.
+        """
         ...
 
     async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:

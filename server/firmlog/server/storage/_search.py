@@ -21,11 +21,18 @@ _FILTERS = (
 
 
 def release_search(
-    query: ReleaseQuery, after: int, limit: int, placeholder: Callable[[int], str]
+    query: ReleaseQuery,
+    cursor: int,
+    limit: int,
+    placeholder: Callable[[int], str],
+    newest_first: bool = False,
 ) -> tuple[str, list[object]]:
-    """SQL and parameters selecting ``(idx, data)`` of matching releases after ``after``."""
-    params: list[object] = [after]
-    clauses = [f"r.idx > {placeholder(1)}"]
+    """SQL and parameters selecting ``(idx, data)`` of matching releases.
+
+    Oldest first: indexes above ``cursor``; newest first: indexes below it.
+    """
+    params: list[object] = [cursor]
+    clauses = [f"r.idx {'<' if newest_first else '>'} {placeholder(1)}"]
     for field, clause in _FILTERS:
         value = getattr(query, field)
         if value is not None:
@@ -35,7 +42,8 @@ def release_search(
     # Constant clauses only; every value is a bound parameter.
     sql = (
         "SELECT r.idx, e.data FROM releases AS r JOIN entries AS e ON e.idx = r.idx"  # noqa: S608
-        f" WHERE {' AND '.join(clauses)} ORDER BY r.idx LIMIT {placeholder(len(params))}"
+        f" WHERE {' AND '.join(clauses)} ORDER BY r.idx {'DESC' if newest_first else 'ASC'}"
+        f" LIMIT {placeholder(len(params))}"
     )
     return sql, params
 

@@ -405,9 +405,9 @@ class PostgresStorage:
         return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows]
 
     async def search_releases(
-        self, query: ReleaseQuery, after: int, limit: int
+        self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False
     ) -> list[tuple[int, bytes]]:
-        sql, params = release_search(query, after, limit, lambda n: f"${n}")
+        sql, params = release_search(query, cursor, limit, lambda n: f"${n}", newest_first)
         rows = await self._open_pool().fetch(sql, *params)
         return [(int(r[0]), bytes(r[1])) for r in rows]
 

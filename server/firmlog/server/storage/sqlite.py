@@ -328,9 +328,9 @@ def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
 
 
 def _search_releases(
-    conn: sqlite3.Connection, query: ReleaseQuery, after: int, limit: int
+    conn: sqlite3.Connection, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool
 ) -> list[tuple[int, bytes]]:
-    sql, params = release_search(query, after, limit, lambda _: "?")
+    sql, params = release_search(query, cursor, limit, lambda _: "?", newest_first)
     return [(int(r[0]), bytes(r[1])) for r in conn.execute(sql, params)]
 
 
@@ -555,10 +555,10 @@ class SQLiteStorage:
         )
 
     async def search_releases(
-        self, query: ReleaseQuery, after: int, limit: int
+        self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False
     ) -> list[tuple[int, bytes]]:
         return await self._open_threads().read(
-            lambda conn: _search_releases(conn, query, after, limit)
+            lambda conn: _search_releases(conn, query, cursor, limit, newest_first)
         )
 
     async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:

@@ -18,16 +18,22 @@ or ``TypeError`` instead.
     │   ├── CheckpointFormatError    not a strict c2sp.org/tlog-checkpoint
     │   ├── BundleFormatError        not a strict c2sp.org/tlog-proof@v1
     │   ├── PolicyFormatError        not a valid c2sp.org/tlog-policy
-    │   └── EntryFormatError         not a firmlog entry (type line, canonical JSON, fields)
+    │   ├── EntryFormatError         not a firmlog entry (type line, canonical JSON, fields)
+    │   └── StateFormatError         not a device state file (firmlog.client.verify.DeviceState)
     ├── VerificationError            well-formed, but the cryptography says no
     │   ├── SignatureError           a note lacks a valid signature from a trusted key
     │   ├── ProofError               an inclusion or consistency proof does not verify
     │   │   ├── InclusionProofError
-    │   │   └── ConsistencyProofError
+    │   │   ├── ConsistencyProofError
+    │   │   └── TileMismatchError    a log's tiles do not hash up to the level above or the root
     │   ├── QuorumError              too few valid witness cosignatures for the policy
-    │   └── EntryPolicyError         an entry breaks a rule (threshold, product, rollback, digest)
+    │   ├── EntryPolicyError         an entry breaks a rule (threshold, product, rollback, digest)
+    │   ├── SplitViewError           two signed checkpoints of one log that no consistency
+    │   │                            proof connects; carries both notes as evidence
+    │   └── UpdateRefused            a device refuses an update; ``.step`` names the check
     └── TransportError               the remote could not be reached or answered badly;
-                                     retrying later may help
+        │                            retrying later may help
+        └── HTTPStatusError          the remote answered with an HTTP error status and message
 
 :class:`FormatError` subclasses ``ValueError`` so that generic code that
 catches bad input keeps working.
@@ -43,6 +49,7 @@ __all__ = [
     "EntryPolicyError",
     "FirmlogError",
     "FormatError",
+    "HTTPStatusError",
     "InclusionProofError",
     "KeyFormatError",
     "MerkleFormatError",
@@ -51,8 +58,12 @@ __all__ = [
     "ProofError",
     "QuorumError",
     "SignatureError",
+    "SplitViewError",
+    "StateFormatError",
+    "TileMismatchError",
     "TilePathError",
     "TransportError",
+    "UpdateRefused",
     "VerificationError",
 ]
 
@@ -97,6 +108,10 @@ class EntryFormatError(FormatError):
     """A firmlog entry has the wrong type line, non-canonical JSON or invalid fields."""
 
 
+class StateFormatError(FormatError):
+    """A device state file is not well-formed. Repair or recreate it; never guess."""
+
+
 class VerificationError(FirmlogError):
     """Well-formed data failed a cryptographic or policy check. Refuse it."""
 
@@ -117,6 +132,14 @@ class ConsistencyProofError(ProofError):
     """A consistency proof does not connect the two roots."""
 
 
+class TileMismatchError(ProofError):
+    """A log's tiles are not one Merkle tree: a tile does not match its entries or
+    the tiles below it, or the tiles do not produce the signed checkpoint's root.
+
+    Keep nothing of them; the log (or a cache in front of it) serves bad data.
+    """
+
+
 class QuorumError(VerificationError):
     """The witness cosignatures on a checkpoint do not satisfy the policy's quorum."""
 
@@ -125,8 +148,73 @@ class EntryPolicyError(VerificationError):
     """An entry breaks a firmlog rule: signing threshold, product, rollback, image digest."""
 
 
+class SplitViewError(VerificationError):
+    """Two checkpoints signed by one log that cannot both be true: a split view.
+
+    Same tree size with different roots, or no consistency proof (built from
+    the log's own tiles) connects them. ``old_note`` and ``new_note`` are the
+    two signed notes byte for byte and ``proof`` the consistency proof tried
+    (empty when the sizes are equal). Keep them as evidence, report them (a
+    monitor's gossip, the vendor), and stop trusting the log.
+    """
+
+    def __init__(
+        self, message: str, old_note: bytes, new_note: bytes, proof: tuple[bytes, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.old_note = old_note
+        self.new_note = new_note
+        self.proof = proof
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[SplitViewError], tuple[str, bytes, bytes, tuple[bytes, ...]]]:
+        return (type(self), (str(self), self.old_note, self.new_note, self.proof))
+
+
+class UpdateRefused(VerificationError):
+    """A device must not install this image. ``step`` names the check that failed.
+
+    The steps are listed, in the order they run, in
+    :data:`firmlog.client.verify.STEPS`. The underlying error, if any, is
+    chained as ``__cause__`` (a :class:`SplitViewError` there carries evidence).
+    """
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"update refused at step {step!r}: {detail}")
+        self.step = step
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[UpdateRefused], tuple[str, str]]:
+        return (type(self), (self.step, self.detail))
+
+
 class TransportError(FirmlogError):
     """The remote could not be reached, or answered with something other than data.
 
     Nothing was learned about the data itself; retrying later may help.
     """
+
+
+class HTTPStatusError(TransportError):
+    """The remote answered with an HTTP error status.
+
+    ``status`` is the HTTP status, ``message`` what the server said was wrong
+    (the ``error`` member of a firmlog JSON error body, else the start of the
+    body). A 4xx means the request itself was refused: retrying the same
+    request will not help; a 503 may carry ``retry_after`` seconds.
+    """
+
+    def __init__(
+        self, url: str, status: int, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{url}: HTTP {status}: {message}")
+        self.url = url
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[HTTPStatusError], tuple[str, int, str, float | None]]:
+        return (type(self), (self.url, self.status, self.message, self.retry_after))

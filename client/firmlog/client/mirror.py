@@ -1,0 +1,401 @@
+"""Mirror a log into a directory in the c2sp.org/tlog-tiles layout, verifying everything.
+
+::
+
+    DIR/checkpoint                          the newest checkpoint mirrored (written last)
+    DIR/tile/<L>/<N>[.p/<W>]                hash tiles
+    DIR/tile/entries/<N>[.p/<W>]            entry bundles
+
+so that DIR can itself be served by any static web server. Nothing is
+trusted that was not checked: the checkpoint's signature by the log key;
+every level-0 tile against the leaf hashes (RFC 6962) of the entries in its
+entry bundle; every higher tile against the roots of the 256-hash tiles
+below it; the checkpoint's root against the tiles; and consistency (RFC 9162
+2.1.4, proof built here from the verified tiles) with the checkpoint mirrored
+before. The checkpoint file is replaced only after all of that, so a later
+run trusts exactly the full tiles the mirrored checkpoint covers and fetches
+only what is new; full tiles an interrupted run left behind are re-verified,
+not downloaded again. Every file is written atomically.
+
+Entries are not interpreted: any tlog-tiles log can be mirrored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from firmlog.client.checkpoint import Checkpoint, open_checkpoint
+from firmlog.client.errors import (
+    ConsistencyProofError,
+    HTTPStatusError,
+    SplitViewError,
+    TileMismatchError,
+)
+from firmlog.client.merkle import (
+    consistency_proof,
+    leaf_hash,
+    root_hash,
+    tree_hash,
+    verify_consistency,
+)
+from firmlog.client.note import Verifier
+from firmlog.client.online import LogClient, write_atomic
+from firmlog.client.tiles import (
+    ENTRY_LEVEL,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Tile,
+    TileHashReader,
+    decode_entry_bundle,
+    encode_entry_bundle,
+)
+
+__all__ = ["CHECKPOINT_FILE", "MirrorResult", "Progress", "mirror_log"]
+
+log = logging.getLogger("firmlog.client.mirror")
+
+CHECKPOINT_FILE = "checkpoint"
+_HASH_SIZE = 32
+_FULL_TILE_SIZE = TILE_WIDTH * _HASH_SIZE
+_WINDOW = 32  # tiles fetched concurrently, and held in memory, at a time
+
+Progress = Callable[[int, int], None]  # (tiles done, tiles to do)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorResult:
+    checkpoint: Checkpoint  # what DIR/checkpoint now holds
+    previous_size: int  # tree size mirrored before this run (0: none)
+    fetched: int  # tiles and entry bundles downloaded
+    reused: int  # full tiles and bundles of an interrupted run, verified again
+
+
+def _hashes(data: bytes) -> list[bytes]:
+    return [data[i : i + _HASH_SIZE] for i in range(0, len(data), _HASH_SIZE)]
+
+
+class _Mirror:
+    def __init__(
+        self,
+        client: LogClient,
+        directory: Path,
+        progress: Progress | None,
+        parallel: int,
+    ) -> None:
+        self.client = client
+        self.dir = directory
+        self.progress = progress
+        self.parallel = parallel
+        self.fetched = 0
+        self.reused = 0
+        self.done = 0
+        self.total = 0
+        self.roots: dict[tuple[int, int], bytes] = {}  # full tiles checked in this run
+        self.partial: dict[tuple[int, int], bytes] = {}  # partial tiles at the new size
+
+    # -- files --------------------------------------------------------------
+
+    def path(self, tile: Tile) -> Path:
+        return self.dir / tile.path
+
+    def read(self, tile: Tile, size: int | None = None) -> bytes | None:
+        """The file of ``tile`` if it exists with the right size."""
+        try:
+            data = self.path(tile).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data if size is None or len(data) == size else None
+
+    def write(self, tile: Tile, data: bytes) -> None:
+        path = self.path(tile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    # -- fetching ---------------------------------------------------------------
+
+    def fetch_hash_tile(self, tile: Tile) -> bytes:
+        data = self.client.tile(tile)  # falls back to the full tile when needed
+        want = tile.width * _HASH_SIZE
+        if len(data) < want:
+            raise TileMismatchError(
+                f"{tile.path} from the log is {len(data)} bytes, expected {want}"
+            )
+        return data[:want]
+
+    def fetch_entries(self, tile: Tile) -> list[bytes]:
+        try:
+            data = self.client.get(tile.path)
+        except HTTPStatusError as exc:
+            if exc.status != 404 or tile.is_full:
+                raise
+            full = decode_entry_bundle(self.client.get(Tile(ENTRY_LEVEL, tile.index).path))
+            if len(full) < tile.width:
+                raise TileMismatchError(
+                    f"{Tile(ENTRY_LEVEL, tile.index).path} holds {len(full)} entries, "
+                    f"expected at least {tile.width}"
+                ) from None
+            return full[: tile.width]
+        return decode_entry_bundle(data, tile.width)
+
+    def windows(self, tiles: list[Tile], fetch: Callable[[Tile], T]) -> Iterator[T]:
+        """``fetch(tile)`` for every tile, in order, ``_WINDOW`` at a time in threads."""
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            for start in range(0, len(tiles), _WINDOW):
+                yield from pool.map(fetch, tiles[start : start + _WINDOW])
+
+    # -- one level at a time ----------------------------------------------------
+
+    def level0(self, tiles: list[Tile]) -> None:
+
+        def get(tile: Tile) -> tuple[list[bytes], bytes, bool]:
+            bundle = Tile(ENTRY_LEVEL, tile.index, tile.width)
+            full = tile.is_full
+            stored_entries = self.read(bundle) if full else None
+            stored_tile = self.read(tile, _FULL_TILE_SIZE) if full else None
+            if stored_entries is not None and stored_tile is not None:
+                try:
+                    return decode_entry_bundle(stored_entries, TILE_WIDTH), stored_tile, True
+                except ValueError:
+                    pass  # a torn or foreign file: fetch it again
+            return self.fetch_entries(bundle), self.fetch_hash_tile(tile), False
+
+        for tile, got in zip(tiles, self.windows(tiles, get), strict=True):
+            entries, data, reused = got
+            problem = _leaf_problem(tile, entries, data)
+            if problem is not None and reused:
+                # Left by an interrupted run, and wrong: fetch it again.
+                entries, data, reused = (
+                    self.fetch_entries(Tile(ENTRY_LEVEL, tile.index)),
+                    self.fetch_hash_tile(tile),
+                    False,
+                )
+                problem = _leaf_problem(tile, entries, data)
+            if problem is not None:
+                raise TileMismatchError(problem)
+            self.keep(tile, data)
+            if reused:
+                self.reused += 2
+            else:
+                self.fetched += 2
+                self.write(Tile(ENTRY_LEVEL, tile.index, tile.width), encode_entry_bundle(entries))
+                self.write(tile, data)
+            self.tick()
+
+    def level(self, level: int, tiles: list[Tile]) -> None:
+
+        def get(tile: Tile) -> tuple[bytes, bool]:
+            if tile.is_full:
+                stored = self.read(tile, _FULL_TILE_SIZE)
+                if stored is not None:
+                    return stored, True
+            return self.fetch_hash_tile(tile), False
+
+        for tile, got in zip(tiles, self.windows(tiles, get), strict=True):
+            data, reused = got
+            problem = self.parent_problem(tile, data)
+            if problem is not None and reused:
+                data, reused = self.fetch_hash_tile(tile), False
+                problem = self.parent_problem(tile, data)
+            if problem is not None:
+                raise TileMismatchError(problem)
+            self.keep(tile, data)
+            if reused:
+                self.reused += 1
+            else:
+                self.fetched += 1
+                self.write(tile, data)
+            self.tick()
+
+    def parent_problem(self, tile: Tile, data: bytes) -> str | None:
+        for k, h in enumerate(_hashes(data)):
+            child = Tile(tile.level - 1, tile.index * TILE_WIDTH + k)
+            want = self.child_root(child.level, child.index)
+            if h != want:
+                return (
+                    f"{tile.path}: hash {k} is {h.hex()}, expected {want.hex()}, "
+                    f"the root of {child.path}"
+                )
+        return None
+
+    def keep(self, tile: Tile, data: bytes) -> None:
+        key = (tile.level, tile.index)
+        if tile.is_full:
+            self.roots[key] = root_hash(_hashes(data))
+        else:
+            self.partial[key] = data
+
+    def child_root(self, level: int, index: int) -> bytes:
+        """The root of the full tile (level, index): checked in this run or trusted."""
+        root = self.roots.get((level, index))
+        if root is None:
+            tile = Tile(level, index)
+            data = self.read(tile, _FULL_TILE_SIZE)
+            if data is None:
+                raise TileMismatchError(f"{tile.path} is missing from the mirror")
+            root = self.roots[(level, index)] = root_hash(_hashes(data))
+        return root
+
+    def local_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        """Fetch function over the mirror for proofs at the new size."""
+        out = []
+        for tile in tiles:
+            data = self.partial.get((tile.level, tile.index)) if not tile.is_full else None
+            if data is None:
+                data = self.read(tile, _FULL_TILE_SIZE if tile.is_full else None)
+            if data is None:
+                raise TileMismatchError(f"{tile.path} is missing from the mirror")
+            out.append(data)
+        return out
+
+
+def _leaf_problem(tile: Tile, entries: list[bytes], data: bytes) -> str | None:
+    """Why a level-0 tile does not hold the leaf hashes of its entries, or None."""
+    for k, (h, entry) in enumerate(zip(_hashes(data), entries, strict=True)):
+        want = leaf_hash(entry)
+        if h != want:
+            return (
+                f"{tile.path}: hash {k} is {h.hex()}, expected {want.hex()}, the leaf hash "
+                f"of entry {tile.index * TILE_WIDTH + k}"
+            )
+    return None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def _level_tiles(level: int, size: int) -> list[Tile]:
+    """Every tile of ``level`` in a tree of ``size``, full and partial."""
+    count = size >> (TILE_HEIGHT * level)
+    return [
+        Tile(level, i, min(TILE_WIDTH, count - i * TILE_WIDTH))
+        for i in range((count + TILE_WIDTH - 1) // TILE_WIDTH)
+    ]
+
+
+def _to_check(directory: Path, level: int, size: int, trusted_size: int) -> list[Tile]:
+    """Tiles of ``level`` at ``size`` except the full ones ``trusted_size`` covers
+    that are present (with their entry bundles, at level 0)."""
+    trusted_full = (trusted_size >> (TILE_HEIGHT * level)) // TILE_WIDTH
+    out = []
+    for tile in _level_tiles(level, size):
+        if tile.index < trusted_full and _file_size(directory / tile.path) == _FULL_TILE_SIZE:
+            bundle = Tile(ENTRY_LEVEL, tile.index)
+            if level > 0 or (directory / bundle.path).is_file():
+                continue
+        out.append(tile)
+    return out
+
+
+def mirror_log(
+    client: LogClient,
+    log_key: Verifier,
+    directory: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    parallel: int = 4,
+) -> MirrorResult:
+    """Bring ``directory`` up to the log's latest checkpoint, verifying everything.
+
+    ``log_key`` must have signed the log's checkpoint (and the one mirrored
+    before). ``progress(done, total)`` is called after each tile. Raises
+    SignatureError/NoteFormatError/CheckpointFormatError (checkpoint),
+    TileMismatchError (tiles or entries that do not hash up), SplitViewError
+    (the log's checkpoint is not consistent with the one mirrored before;
+    ``old_note`` and ``new_note`` hold both), ConsistencyProofError (the log
+    went back to a smaller tree), TransportError, OSError. On any error the
+    mirrored checkpoint is left as it was.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    note = client.checkpoint()
+    new = open_checkpoint(note, log_key).checkpoint
+    previous_note: bytes | None = None
+    previous_size = 0
+    old: Checkpoint | None = None
+    with contextlib.suppress(FileNotFoundError):
+        previous_note = (root / CHECKPOINT_FILE).read_bytes()
+    if previous_note is not None:
+        old = open_checkpoint(previous_note, log_key).checkpoint
+        previous_size = old.tree_size
+        if new.tree_size < old.tree_size:
+            raise ConsistencyProofError(
+                f"the log serves a checkpoint of tree size {new.tree_size}, older than the "
+                f"mirrored one ({old.tree_size}): it went back, or this is a stale replica; "
+                "nothing changed"
+            )
+        if new.tree_size == old.tree_size:
+            if new.root_hash != old.root_hash:
+                raise SplitViewError(
+                    f"split view of {new.origin!r}: the mirrored checkpoint and the log's, both "
+                    f"of tree size {new.tree_size}, have roots {old.root_hash.hex()} and "
+                    f"{new.root_hash.hex()}",
+                    previous_note,
+                    note,
+                )
+            log.info("mirror of %s is up to date at tree size %d", new.origin, new.tree_size)
+            return MirrorResult(new, previous_size, 0, 0)
+
+    # Full tiles the mirrored checkpoint covers were verified by the run that
+    # wrote it; everything else is checked now, level by level, bottom up.
+    m = _Mirror(client, root, progress, max(1, parallel))
+    work: list[list[Tile]] = []
+    level = 0
+    while new.tree_size >> (TILE_HEIGHT * level):
+        work.append(_to_check(root, level, new.tree_size, previous_size))
+        level += 1
+    m.total = sum(len(tiles) for tiles in work)
+    started = time.monotonic()
+    for level, tiles in enumerate(work):
+        if level == 0:
+            m.level0(tiles)
+        else:
+            m.level(level, tiles)
+
+    reader = TileHashReader(new.tree_size, m.local_tiles)
+    got = tree_hash(new.tree_size, reader)
+    if got != new.root_hash:
+        raise TileMismatchError(
+            f"the tiles of {new.origin!r} at tree size {new.tree_size} produce root "
+            f"{got.hex()}, expected {new.root_hash.hex()} (the signed checkpoint's)"
+        )
+    if old is not None and previous_note is not None and old.tree_size > 0:
+        proof = consistency_proof(old.tree_size, new.tree_size, reader)
+        try:
+            verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
+        except ConsistencyProofError as exc:
+            raise SplitViewError(
+                f"split view of {new.origin!r}: the log's verified tiles at tree size "
+                f"{new.tree_size} do not extend the mirrored tree of size {old.tree_size}: {exc}",
+                previous_note,
+                note,
+                tuple(proof),
+            ) from exc
+    write_atomic(root / CHECKPOINT_FILE, note)
+    log.info(
+        "mirrored %s from tree size %d to %d: %d files fetched, %d reused, %.1f s",
+        new.origin,
+        previous_size,
+        new.tree_size,
+        m.fetched,
+        m.reused,
+        time.monotonic() - started,
+    )
+    return MirrorResult(new, previous_size, m.fetched, m.reused)

@@ -1,0 +1,395 @@
+"""Online extras for devices and tools (DESIGN.md section 6): fetch, prove, remember.
+
+- :class:`LogClient` talks to a log over HTTP (standard library ``urllib``,
+  a timeout on every request): the latest checkpoint (c2sp.org/tlog-tiles
+  ``/checkpoint``), tiles and entry bundles (``/tile/...``), the
+  ``.tlog-proof`` bundle of an entry (``/v1/bundle/<index or leaf hash>``),
+  and submissions (``POST /v1/entries``). Network failures raise
+  :class:`~firmlog.client.errors.TransportError`; an HTTP error status raises
+  :class:`~firmlog.client.errors.HTTPStatusError` with the server's message.
+- :func:`check_consistency` proves that a newer checkpoint extends an older
+  one with a consistency proof (RFC 9162 2.1.4) the client BUILDS from the
+  log's tiles: it never trusts a proof the server computed. Checkpoints that
+  cannot both be true raise :class:`~firmlog.client.errors.SplitViewError`
+  carrying both signed notes byte for byte.
+- :func:`refresh_checkpoint` and :func:`fetch_bundle` combine the two with
+  the trust policy; :func:`save_state` persists a device's state atomically.
+
+Not here yet: online revocation checks (the log's ``GET /v1/revocations/<leaf
+hash>`` is newer than this module). A log can hide a revocation from one
+client; only monitors reading the whole log see them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import Checkpoint
+from firmlog.client.errors import (
+    ConsistencyProofError,
+    HTTPStatusError,
+    SplitViewError,
+    StateFormatError,
+    TransportError,
+)
+from firmlog.client.merkle import EMPTY_ROOT, consistency_proof, verify_consistency
+from firmlog.client.note import split_note
+from firmlog.client.policy import Policy
+from firmlog.client.tiles import Tile, TileHashReader
+from firmlog.client.verify import DeviceState
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "LogClient",
+    "check_consistency",
+    "fetch_bundle",
+    "load_state",
+    "refresh_checkpoint",
+    "save_state",
+    "write_atomic",
+]
+
+log = logging.getLogger("firmlog.client.online")
+
+DEFAULT_TIMEOUT = 10.0  # seconds, for connecting and for each read
+MAX_RESPONSE_SIZE = 16 << 20  # no firmlog resource is larger (a bundle is <= 1 MiB)
+USER_AGENT = "firmlog-client/0.1"
+_HEX64 = re.compile("[0-9a-f]{64}")
+
+TileFetcher = Callable[[Sequence[Tile]], Sequence[bytes]]
+
+
+class LogClient:
+    """A log's HTTP API at ``base_url`` (``http://`` or ``https://``).
+
+    Every request has ``timeout`` seconds to connect and for each read;
+    responses larger than ``max_response_size`` are refused.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_response_size: int = MAX_RESPONSE_SIZE,
+    ) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"log URL must be http:// or https:// with a host, got {base_url!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_response_size = max_response_size
+        self.requests = 0  # how many HTTP requests this client made
+
+    def __repr__(self) -> str:
+        return f"LogClient({self.base_url!r})"
+
+    # -- HTTP ---------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        headers = {"User-Agent": USER_AGENT}
+        if body is not None:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+        # The scheme is http or https (checked in __init__).
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                data: bytes = response.read(self.max_response_size + 1)
+        except urllib.error.HTTPError as exc:
+            raise _status_error(url, exc) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise TransportError(
+                f"{method} {url}: {reason or type(exc).__name__} (timeout {self.timeout} s)"
+            ) from exc
+        if len(data) > self.max_response_size:
+            raise TransportError(
+                f"{method} {url}: response larger than {self.max_response_size} bytes"
+            )
+        return data
+
+    def get(self, path: str) -> bytes:
+        """GET ``path`` below the base URL; the body of a 200 answer."""
+        return self._request("GET", path)
+
+    # -- the API --------------------------------------------------------------
+
+    def checkpoint(self) -> bytes:
+        """The log's latest signed checkpoint note, unverified."""
+        return self.get("checkpoint")
+
+    def bundle(self, ref: int | bytes | str, *, tree_size: int | None = None) -> bytes:
+        """The ``.tlog-proof`` bundle of an entry, by index or leaf hash, unverified.
+
+        ``ref`` is an index, a 32-byte leaf hash or its 64 lowercase hex digits.
+        Against the latest checkpoint, or the one of ``tree_size``.
+        """
+        if isinstance(ref, bool):
+            raise TypeError("ref must be an index or a leaf hash, not a bool")
+        if isinstance(ref, int):
+            if ref < 0:
+                raise ValueError(f"entry index must be >= 0, got {ref}")
+            name = str(ref)
+        elif isinstance(ref, bytes):
+            if len(ref) != 32:
+                raise ValueError(f"leaf hash must be 32 bytes, got {len(ref)}")
+            name = ref.hex()
+        elif isinstance(ref, str) and _HEX64.fullmatch(ref):
+            name = ref
+        else:
+            raise ValueError(f"expected an index or a leaf hash, got {ref!r}")
+        query = "" if tree_size is None else f"?tree_size={int(tree_size)}"
+        return self.get(f"v1/bundle/{name}{query}")
+
+    def tile(self, tile: Tile) -> bytes:
+        """The bytes at ``tile.path``. A partial tile the log no longer serves is
+        read from the full tile that replaced it (its first hashes are the same)."""
+        try:
+            return self.get(tile.path)
+        except HTTPStatusError as exc:
+            if exc.status != 404 or tile.is_full:
+                raise
+            return self.get(Tile(tile.level, tile.index).path)
+
+    def tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        """A :class:`~firmlog.client.tiles.TileHashReader` fetch function."""
+        return [self.tile(t) for t in tiles]
+
+    def submit(self, entry: bytes) -> bytes:
+        """POST a signed entry; the ``.tlog-proof`` bundle the log answers, unverified.
+
+        A rejected entry raises HTTPStatusError with the log's reason (4xx).
+        """
+        return self._request("POST", "v1/entries", entry)
+
+
+def _status_error(url: str, exc: urllib.error.HTTPError) -> HTTPStatusError:
+    try:
+        body = exc.read(64 * 1024)
+    except (OSError, http.client.HTTPException):
+        body = b""
+    message = ""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            message = doc["error"]
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if not message:
+        message = body[:300].decode("utf-8", "replace").strip() or str(exc.reason)
+    retry_after = None
+    header = exc.headers.get("Retry-After") if exc.headers is not None else None
+    if header is not None:
+        try:
+            retry_after = float(header)
+        except ValueError:
+            retry_after = None
+    return HTTPStatusError(url, exc.code, message, retry_after)
+
+
+# -- consistency --------------------------------------------------------------------
+
+
+def _parse(note: bytes) -> Checkpoint:
+    text, _ = split_note(note)
+    return Checkpoint.parse(text)
+
+
+def check_consistency(
+    old_note: bytes, new_note: bytes, fetch_tiles: TileFetcher
+) -> tuple[bytes, ...]:
+    """Prove that two checkpoints of one log describe one growing tree.
+
+    Both notes must be signed checkpoints the caller has verified, with the
+    same origin (ValueError otherwise); either may be the larger. The
+    consistency proof from the smaller tree to the larger is built here from
+    tiles of the larger tree, fetched with ``fetch_tiles`` (for example
+    :meth:`LogClient.tiles`), and returned.
+
+    Raises SplitViewError, with both notes, when the trees have the same size
+    and different roots, or when the log's own tiles give no proof that
+    connects them. Transport and format errors from fetching propagate.
+    """
+    old, new = _parse(old_note), _parse(new_note)
+    if old.origin != new.origin:
+        raise ValueError(f"checkpoints of different logs: {old.origin!r} and {new.origin!r}")
+    small, large = (old, new) if old.tree_size <= new.tree_size else (new, old)
+    if small.tree_size == large.tree_size:
+        if small.root_hash != large.root_hash:
+            raise SplitViewError(
+                f"split view of {old.origin!r}: two checkpoints of tree size {old.tree_size} "
+                f"with roots {old.root_hash.hex()} and {new.root_hash.hex()}",
+                old_note,
+                new_note,
+            )
+        return ()
+    if small.tree_size == 0:
+        if small.root_hash != EMPTY_ROOT:
+            raise SplitViewError(
+                f"split view of {old.origin!r}: a checkpoint of the empty tree with root "
+                f"{small.root_hash.hex()}, expected {EMPTY_ROOT.hex()}",
+                old_note,
+                new_note,
+            )
+        return ()
+    reader = TileHashReader(large.tree_size, fetch_tiles)
+    proof = tuple(consistency_proof(small.tree_size, large.tree_size, reader))
+    try:
+        verify_consistency(
+            small.tree_size, large.tree_size, small.root_hash, large.root_hash, proof
+        )
+    except ConsistencyProofError as exc:
+        raise SplitViewError(
+            f"split view of {old.origin!r}: no consistency proof from tree size "
+            f"{small.tree_size} to {large.tree_size} built from the log's tiles: {exc}",
+            old_note,
+            new_note,
+            proof,
+        ) from exc
+    log.debug(
+        "checkpoints of %s consistent from size %d to %d",
+        old.origin,
+        small.tree_size,
+        large.tree_size,
+    )
+    return proof
+
+
+def refresh_checkpoint(
+    client: LogClient,
+    policy: Policy,
+    stored: bytes | None,
+    *,
+    now: int | None = None,
+    max_cosignature_age: int | None = None,
+) -> bytes:
+    """Fetch the log's latest checkpoint, verify it, check it against ``stored``.
+
+    Returns the newest verified checkpoint note (the stored one if the log
+    answered with an older one). Raises the policy's errors (SignatureError,
+    QuorumError, format errors), SplitViewError, TransportError.
+    """
+    note = client.checkpoint()
+    return _accept(client, policy, stored, note, now, max_cosignature_age)
+
+
+def fetch_bundle(
+    client: LogClient,
+    ref: int | bytes | str,
+    policy: Policy,
+    stored: bytes | None,
+    *,
+    now: int | None = None,
+    max_cosignature_age: int | None = None,
+) -> bytes:
+    """The bundle of an entry, its checkpoint verified and proven consistent with ``stored``.
+
+    The bundle itself (the entry, the inclusion proof) is left to
+    :func:`firmlog.client.verify.verify_update`. Raises BundleFormatError, the
+    policy's errors, SplitViewError, TransportError.
+    """
+    bundle = client.bundle(ref)
+    parsed = ProofBundle.parse(bundle)
+    _accept(client, policy, stored, parsed.checkpoint, now, max_cosignature_age)
+    return bundle
+
+
+def _accept(
+    client: LogClient,
+    policy: Policy,
+    stored: bytes | None,
+    note: bytes,
+    now: int | None,
+    max_cosignature_age: int | None,
+) -> bytes:
+    checkpoint = policy.verify_checkpoint(note, now=now, max_age=max_cosignature_age)
+    new = checkpoint.signed.checkpoint
+    if stored is None:
+        return note
+    old = _parse(stored)
+    if old.origin != new.origin:
+        log.info("stored checkpoint is of %s, not %s: not compared", old.origin, new.origin)
+        return note
+    if new.tree_size >= old.tree_size:
+        check_consistency(stored, note, client.tiles)
+        return note
+    # The log shows an older tree than the device saw: prove it a prefix of
+    # the stored one, from tiles of the stored size (the log must have them).
+    try:
+        check_consistency(stored, note, client.tiles)
+    except HTTPStatusError as exc:
+        raise TransportError(
+            f"{client.base_url} serves a checkpoint of tree size {new.tree_size}, older than "
+            f"the stored one ({old.tree_size}), and no tiles of the stored size ({exc}): a "
+            "stale replica, or a log that went back; retry later or elsewhere"
+        ) from exc
+    return stored
+
+
+# -- local state ----------------------------------------------------------------------
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically: a temporary file in the same
+    directory, written and fsynced, renamed over ``path``, the directory fsynced.
+
+    A crash leaves either the old or the new content, never a mix.
+    """
+    target = Path(path)
+    directory = target.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save_state(path: str | os.PathLike[str], state: DeviceState) -> None:
+    """Persist a device's state atomically (see :func:`write_atomic`)."""
+    write_atomic(path, state.to_json(), mode=0o600)
+
+
+def load_state(path: str | os.PathLike[str]) -> DeviceState:
+    """Read a state written by :func:`save_state`. StateFormatError if corrupt, OSError."""
+    data = Path(path).read_bytes()
+    try:
+        return DeviceState.from_json(data)
+    except StateFormatError as exc:
+        raise StateFormatError(f"{path}: {exc}") from exc

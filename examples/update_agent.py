@@ -30,7 +30,13 @@ from firmlog.client.errors import (
     VerificationError,
 )
 from firmlog.client.merkle import leaf_hash
-from firmlog.client.online import LogClient, fetch_bundle, load_state, save_state
+from firmlog.client.online import (
+    LogClient,
+    check_not_revoked,
+    fetch_bundle,
+    load_state,
+    save_state,
+)
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import PinnedVendorKeys, verify_update
 
@@ -53,12 +59,14 @@ def update(args: argparse.Namespace) -> None:
     shutil.copyfile(args.image, staged)
     try:
         verified = verify_update(staged, bundle, policy, vendor, state)
-        # 3. Install: an atomic rename, only after every check passed.
+        # 3. Online again: has the vendor revoked this release since?
+        check_not_revoked(log, verified, vendor)
+        # 4. Install: an atomic rename, only after every check passed.
         os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
 
-    # 4. Remember the new security version and the newest checkpoint.
+    # 5. Remember the new security version and the newest checkpoint.
     save_state(args.state, state.after_install(verified))
     release = verified.release
     print(

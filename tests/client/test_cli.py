@@ -421,7 +421,14 @@ def test_revoke_and_rotate_keys(setup: Setup) -> None:
     assert isinstance(body, Revocation)
     assert body.release_hash == release_hash
     (cwd / "revocation.note").write_text(revocation)
+    online = ("--product", "router-9000", "--log", setup.live.url)
+    assert "revocation  none signed by the vendor" in ok(setup.verify(*online))
     ok(firmlog(cwd, "submit", "--log", setup.live.url, "revocation.note"))
+    revoked = setup.verify(*online)
+    assert revoked.returncode == 1, revoked.stderr
+    assert "REFUSED at step 'revocation'" in revoked.stderr
+    assert "bricks devices with hardware revision A; advisory: ACME-SA-2024-07" in revoked.stderr
+    assert ok(setup.verify("--product", "router-9000")).startswith("OK")  # offline: no view
 
     new_vkey = ok(firmlog(cwd, "keygen", "acme.example/release-2025")).strip()
     rotation = ok(

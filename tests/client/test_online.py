@@ -30,18 +30,20 @@ import pytest
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
-from firmlog.client.entries import Build, Image, Release, VendorAdmission, sign_entry
+from firmlog.client.entries import Build, Image, Release, Revocation, VendorAdmission, sign_entry
 from firmlog.client.errors import (
     HTTPStatusError,
     SplitViewError,
     StateFormatError,
     TransportError,
+    UpdateRefused,
 )
 from firmlog.client.merkle import leaf_hash
 from firmlog.client.note import Ed25519Signer, split_note
 from firmlog.client.online import (
     LogClient,
     check_consistency,
+    check_not_revoked,
     fetch_bundle,
     load_state,
     refresh_checkpoint,
@@ -50,7 +52,7 @@ from firmlog.client.online import (
 )
 from firmlog.client.policy import Policy, parse_policy
 from firmlog.client.tiles import Tile
-from firmlog.client.verify import DeviceState, PinnedVendorKeys, verify_update
+from firmlog.client.verify import DeviceState, PinnedVendorKeys, VerifiedUpdate, verify_update
 
 SERVER_TESTS = Path(__file__).resolve().parent.parent / "server"
 if str(SERVER_TESTS) not in sys.path:
@@ -566,3 +568,57 @@ def test_example_update_agent_installs_a_verified_image(live: LiveLog, tmp_path:
     assert after.installed_security_version == 3
     assert after.checkpoint is not None
     assert size_of(after.checkpoint) == 6
+
+    # the vendor revokes the release: the agent refuses to install it again
+    target.unlink()
+    revocation = Revocation("acme.example", leaf_hash(entry).hex(), "boot loop on rev-c")
+    live.submit(sign_entry(revocation, [VENDOR_KEY]))
+    revoked = agent(tmp_path / "image.bin")
+    assert revoked.returncode == 1, revoked.stderr
+    assert "'revocation'" in revoked.stderr
+    assert "boot loop on rev-c" in revoked.stderr
+    assert not target.exists()
+
+
+# -- revocations ----------------------------------------------------------------------------------
+
+
+def _verified(live: LiveLog, image: bytes, entry: bytes) -> VerifiedUpdate:
+    return verify_update(
+        image,
+        live.client().bundle(leaf_hash(entry)),
+        live.policy(),
+        PinnedVendorKeys((VENDOR_KEY.verifier,), vendor="acme.example"),
+        DeviceState("router-9000", 0),
+    )
+
+
+def test_a_release_the_vendor_revoked_is_refused(live: LiveLog) -> None:
+    image = b"revocable firmware" * 8
+    live.admit_vendor()
+    entry = release_entry(image)
+    live.submit(entry)
+    update = _verified(live, image, entry)
+    keys = PinnedVendorKeys((VENDOR_KEY.verifier,), vendor="acme.example")
+    check_not_revoked(live.client(), update, keys)  # not revoked yet
+    revocation = Revocation("acme.example", leaf_hash(entry).hex(), "bricks rev-b", "ADV-7")
+    index = ProofBundle.parse(live.submit(sign_entry(revocation, [VENDOR_KEY]))).index
+    with pytest.raises(UpdateRefused) as info:
+        check_not_revoked(live.client(), update, keys)
+    assert info.value.step == "revocation"
+    assert f"log index {index}: bricks rev-b; advisory: ADV-7" in info.value.detail
+
+
+def test_a_revocation_without_the_pinned_keys_does_not_count(
+    live: LiveLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = b"firmware kept" * 8
+    live.admit_vendor()
+    entry = release_entry(image)
+    live.submit(entry)
+    live.submit(sign_entry(Revocation("acme.example", leaf_hash(entry).hex(), "bad"), [VENDOR_KEY]))
+    update = _verified(live, image, entry)
+    other = Ed25519Signer.from_seed("acme.example/release", b"\x32" * 32)  # not the logged one
+    with caplog.at_level("WARNING", logger="firmlog.client.online"):
+        check_not_revoked(live.client(), update, PinnedVendorKeys((other.verifier,)))
+    assert "ignoring a revocation" in caplog.text

@@ -329,6 +329,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             now=args.now,
             max_cosignature_age=args.max_cosignature_age,
         )
+        if args.log is not None:
+            from firmlog.client.online import LogClient, check_not_revoked
+
+            check_not_revoked(LogClient(args.log, timeout=args.timeout), update, vendor_keys)
     except UpdateRefused as exc:
         print(f"firmlog verify: REFUSED at step {exc.step!r}: {exc.detail}", file=sys.stderr)
         print("do not install this image", file=sys.stderr)
@@ -351,6 +355,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"  leaf hash   {update.leaf_hash.hex()}",
         f"  witnesses   {witnesses} (quorum: {policy.describe_quorum()})",
     ]
+    if args.log is not None:
+        lines.append(f"  revocation  none signed by the vendor in {args.log}")
     if r.fixes:
         lines.append(f"  fixes       {', '.join(r.fixes)}")
     print("\n".join(lines))
@@ -620,6 +626,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--state", metavar="FILE", help="device state (product, version, checkpoint)")
     s.add_argument("--now", type=int, metavar="UNIX", help="the time (default: the clock)")
     s.add_argument("--max-cosignature-age", type=int, metavar="S")
+    s.add_argument(
+        "--log",
+        metavar="URL",
+        help="online: also refuse a release the vendor has revoked in this log",
+    )
+    s.add_argument("--timeout", type=float, default=30.0, metavar="S")
 
     s = command("mirror", cmd_mirror, "mirror a log into DIR (tlog-tiles layout), verifying all")
     s.add_argument("--log", required=True, metavar="URL")

@@ -14,14 +14,17 @@
   carrying both signed notes byte for byte.
 - :func:`refresh_checkpoint` and :func:`fetch_bundle` combine the two with
   the trust policy; :func:`save_state` persists a device's state atomically.
-
-Not here yet: online revocation checks (the log's ``GET /v1/revocations/<leaf
-hash>`` is newer than this module). A log can hide a revocation from one
-client; only monitors reading the whole log see them all.
+- :func:`check_not_revoked` asks the log for revocations of a verified
+  release (``GET /v1/revocations/<leaf hash>``) and refuses the update
+  (step ``revocation``) if one carries the pinned vendor keys' signatures at
+  threshold. Revocations the vendor did not sign are ignored: a log cannot
+  revoke a release on its own. A log can hide a revocation from one client;
+  only monitors reading the whole log see them all.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -37,23 +40,29 @@ from pathlib import Path
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
+from firmlog.client.entries import Revocation, parse_entry, verify_entry_signatures
 from firmlog.client.errors import (
     ConsistencyProofError,
+    EntryFormatError,
+    EntryPolicyError,
+    FirmlogError,
     HTTPStatusError,
     SplitViewError,
     StateFormatError,
     TransportError,
+    UpdateRefused,
 )
 from firmlog.client.merkle import EMPTY_ROOT, consistency_proof, verify_consistency
 from firmlog.client.note import split_note
 from firmlog.client.policy import Policy
 from firmlog.client.tiles import Tile, TileHashReader
-from firmlog.client.verify import DeviceState
+from firmlog.client.verify import DeviceState, PinnedVendorKeys, VerifiedUpdate
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "LogClient",
     "check_consistency",
+    "check_not_revoked",
     "fetch_bundle",
     "load_state",
     "refresh_checkpoint",
@@ -308,6 +317,46 @@ def fetch_bundle(
     parsed = ProofBundle.parse(bundle)
     _accept(client, policy, stored, parsed.checkpoint, now, max_cosignature_age)
     return bundle
+
+
+def check_not_revoked(
+    client: LogClient, update: VerifiedUpdate, vendor_keys: PinnedVendorKeys
+) -> None:
+    """Refuse ``update`` if the log holds a revocation of it signed by the vendor.
+
+    Raises UpdateRefused (step ``revocation``) naming the revocation's log
+    index, reason and advisory; TransportError if the log cannot answer. A
+    revocation without the pinned keys' signatures at threshold is logged and
+    ignored.
+    """
+    leaf = update.leaf_hash.hex()
+    try:
+        answer = json.loads(client.get(f"/v1/revocations/{leaf}"))
+        items = answer["revocations"]
+        if not isinstance(items, list):
+            raise TypeError("revocations is not a list")
+        found = [(int(r["index"]), base64.b64decode(r["entry"], validate=True)) for r in items]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TransportError(
+            f"{client.base_url} answered the revocation query with malformed JSON: {exc}"
+        ) from exc
+    for index, raw in found:
+        try:
+            entry = parse_entry(raw)
+            body = entry.body
+            if not isinstance(body, Revocation) or body.release_hash != leaf:
+                raise EntryFormatError(f"entry {index} is not a revocation of release {leaf}")
+            if vendor_keys.vendor is not None and body.vendor != vendor_keys.vendor:
+                raise EntryPolicyError(f"revocation by {body.vendor}, not {vendor_keys.vendor}")
+            verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
+        except FirmlogError as exc:
+            log.warning("ignoring a revocation at log index %d: %s", index, exc)
+            continue
+        advisory = f"; advisory: {body.advisory}" if body.advisory else ""
+        raise UpdateRefused(
+            "revocation",
+            f"the vendor revoked this release at log index {index}: {body.reason}{advisory}",
+        )
 
 
 def _accept(

@@ -1,0 +1,357 @@
+"""Real ``firmlog-server serve`` processes, and the checks the robustness tests share.
+
+Used by test_multiprocess.py (three servers on one PostgreSQL database) and
+test_crash.py (one server killed with SIGKILL and restarted, on both
+backends). Everything runs on loopback.
+
+- :class:`ServerProcess` runs ``python -m firmlog.server.cli serve`` with its
+  output appended to a log file, waits for ``/healthz``, kills it (SIGKILL: a
+  crash) or stops it (SIGTERM, then SIGKILL after a timeout).
+- :func:`running_servers` stops every server it handed out, even when the
+  test fails, and then prints the tail of each server's log (pytest shows it
+  for failed tests only).
+- :func:`check_bundle`, :func:`check_checkpoints` verify what clients were
+  given: bundles against their own checkpoint, and every checkpoint ever
+  served against the newest with consistency proofs fetched from the log and
+  verified with :func:`firmlog.client.merkle.verify_consistency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import Checkpoint, open_checkpoint
+from firmlog.client.entries import VendorAdmission, sign_entry
+from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
+from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key, parse_signer_key
+
+ORIGIN = "robust.firmlog.example/log"
+PUSHBACK = ("PoolFull", "ShuttingDown")  # kinds of 503 a healthy log may answer
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+_VENDOR_KEY = generate_key("vendor.example/release")
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(data_dir: Path, *, batch_interval: float, batch_size: int) -> None:
+    """Pre-seed config.toml so the first start uses these sequencer settings.
+
+    The first start creates the keys and keeps an existing config.toml; its
+    origin must be the one passed with ``--origin`` (:data:`ORIGIN`).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "config.toml").write_text(
+        f'origin = "{ORIGIN}"\n\n'
+        "[sequencer]\n"
+        f"batch_interval = {batch_interval}\n"
+        f"batch_size = {batch_size}\n",
+        encoding="utf-8",
+    )
+
+
+@dataclass(frozen=True)
+class LogKeys:
+    log: Ed25519Verifier
+    operator: Ed25519Signer
+
+
+def load_keys(data_dir: Path) -> LogKeys:
+    """The log's verifier key and the operator's signer key from a data dir."""
+
+    def read(name: str) -> Ed25519Signer:
+        return parse_signer_key((data_dir / name).read_text(encoding="utf-8").strip())
+
+    return LogKeys(log=read("log.key").verifier, operator=read("operator.key"))
+
+
+def make_entry(operator: Ed25519Signer, tag: str, i: int) -> bytes:
+    """A distinct valid entry: an operator-signed admission of vendor ``<tag>-<i>.example``."""
+    body = VendorAdmission(
+        vendor=f"{tag}-{i}.example", keys=(_VENDOR_KEY.verifier.vkey,), threshold=1
+    )
+    return sign_entry(body, [operator])
+
+
+class ServerProcess:
+    """One ``firmlog-server serve`` process at a time, restartable on the same port."""
+
+    def __init__(
+        self, name: str, data_dir: Path, log_path: Path, database: str | None = None
+    ) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.database = database
+        self.log_path = log_path
+        self.port = free_port()
+        self.starts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "firmlog.server.cli", "serve"]
+        cmd += ["--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"]
+        cmd += ["--origin", ORIGIN, "--log-json"]
+        if self.database is not None:
+            cmd += ["--database", self.database]
+        return cmd
+
+    async def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the process and wait until ``/healthz`` answers 200."""
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError(f"{self.name} is already running (pid {self._proc.pid})")
+        self.starts += 1
+        if self._log is None:
+            self._log = self.log_path.open("ab")
+        self._log.write(f"=== {self.name}: start #{self.starts} on {self.base} ===\n".encode())
+        self._log.flush()
+        # The servers get only the flags above: no FIRMLOG_* settings from the environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIRMLOG_")}
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        timeouts = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeouts) as session:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with status {code} during start #{self.starts}:\n"
+                        f"{self.tail()}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"{self.base}/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(
+                        f"{self.name} did not answer /healthz within {timeout} s "
+                        f"(start #{self.starts}):\n{self.tail()}"
+                    )
+                await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, in the middle of whatever it was doing."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait()
+            self._note(f"killed with SIGKILL (status {self._proc.returncode})")
+
+    def terminate(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it."""
+        if self._proc is None:
+            return
+        try:
+            self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            self._note(f"stopped (status {self._proc.returncode})")
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM, then SIGKILL if the process has not exited after ``timeout`` seconds."""
+        self.terminate()
+        self.wait_stopped(time.monotonic() + timeout)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _note(self, message: str) -> None:
+        if self._log is not None and not self._log.closed:
+            self._log.write(f"=== {self.name}: {message} ===\n".encode())
+            self._log.flush()
+
+    def _lines(self) -> list[str]:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return [f"({self.log_path} does not exist)"]
+        return [_compact(line) for line in text.splitlines()]
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self._lines()[-lines:])
+
+    def errors(self, kinds: int = 5) -> str:
+        """Log lines at level error or above: the last ``kinds`` distinct ones, with counts."""
+        counts: dict[str, int] = {}
+        for line in self._lines():
+            if '"level": "error"' in line or '"level": "critical"' in line:
+                key = _TIMESTAMP.sub("", line)
+                counts[key] = counts.get(key, 0) + 1
+        return "\n".join(f"{n} x {line}" for line, n in list(counts.items())[-kinds:])
+
+
+_TIMESTAMP = re.compile(r', "timestamp": "[^"]*"')
+
+
+def _compact(line: str, limit: int = 500) -> str:
+    """A server log line for a test report: a JSON line's traceback cut to its last line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line[:limit]
+    if not isinstance(record, dict):
+        return line[:limit]
+    if isinstance(record.get("exception"), str):
+        record["exception"] = record["exception"].strip().splitlines()[-1]
+    return json.dumps(record)[:limit]
+
+
+def assert_no_errors(servers: Iterable[ServerProcess]) -> None:
+    """No server logged an error (a 503 to a poller, or a failed integration, is one)."""
+    found = {s.name: errors for s in servers if (errors := s.errors())}
+    assert not found, "servers logged errors:\n" + "\n".join(
+        f"{name}:\n{errors}" for name, errors in found.items()
+    )
+
+
+@contextlib.contextmanager
+def running_servers() -> Iterator[list[ServerProcess]]:
+    """A list to put servers in; on exit every one is stopped and its log tail printed.
+
+    All get SIGTERM at once and share one :data:`STOP_TIMEOUT_S`, after which
+    the stragglers get SIGKILL.
+    """
+    servers: list[ServerProcess] = []
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            s.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for s in servers:
+            s.wait_stopped(deadline)
+            s.close()
+        for s in servers:
+            print(f"\n--- last lines of {s.name}'s log ({s.log_path}) ---\n{s.tail()}")
+            if errors := s.errors():
+                print(f"--- errors in {s.name}'s log ---\n{errors}")
+
+
+# -- checks -----------------------------------------------------------------------
+
+
+def is_pushback(status: int, body: bytes) -> bool:
+    """A 503 that asks to come back later; a 503 of any other kind is a server error."""
+    if status != 503:
+        return False
+    try:
+        kind = json.loads(body).get("kind")
+    except (ValueError, AttributeError):
+        return False
+    return kind in PUSHBACK
+
+
+def open_cp(note: bytes, log_key: Ed25519Verifier) -> Checkpoint:
+    """The checkpoint of a note that must be signed by the log."""
+    return open_checkpoint(note, log_key).checkpoint
+
+
+def check_bundle(raw: bytes, entry: bytes, log_key: Ed25519Verifier) -> ProofBundle:
+    """Verify a bundle: it carries ``entry``, a log-signed checkpoint, and a valid proof."""
+    bundle = ProofBundle.parse(raw)
+    assert bundle.extra == entry, f"bundle for index {bundle.index} carries another entry"
+    cp = open_cp(bundle.checkpoint, log_key)
+    verify_inclusion(leaf_hash(entry), bundle.index, cp.tree_size, bundle.proof, cp.root_hash)
+    return bundle
+
+
+async def fetch_consistency(
+    session: aiohttp.ClientSession, base: str, old: int, new: int
+) -> list[bytes]:
+    url = f"{base}/v1/proof/consistency?old={old}&new={new}"
+    async with session.get(url) as resp:
+        body = await resp.read()
+        assert resp.status == 200, f"GET {url}: {resp.status} {body[:300]!r}"
+    got = json.loads(body)
+    assert (got["old_size"], got["new_size"]) == (old, new), f"GET {url} answered {got}"
+    return [base64.b64decode(h, validate=True) for h in got["hashes"]]
+
+
+async def check_checkpoints(
+    session: aiohttp.ClientSession,
+    base: str,
+    log_key: Ed25519Verifier,
+    notes: Iterable[bytes],
+    newest_note: bytes,
+) -> int:
+    """Every note is log-signed and consistent with ``newest_note``; returns how many sizes.
+
+    Two notes of one size must have one root (else both are shown as evidence);
+    no note may be larger than the newest (the log would have lost entries);
+    every smaller one is proven consistent with a proof from ``base``.
+    """
+    newest = open_cp(newest_note, log_key)
+    by_size: dict[int, tuple[bytes, Checkpoint]] = {}
+    for note in notes:
+        cp = open_cp(note, log_key)
+        assert cp.tree_size <= newest.tree_size, (
+            f"a checkpoint of size {cp.tree_size} was served, but the newest has size "
+            f"{newest.tree_size}: the log lost entries\nserved:\n{note.decode()}\n"
+            f"newest:\n{newest_note.decode()}"
+        )
+        seen = by_size.setdefault(cp.tree_size, (note, cp))
+        assert seen[1].root_hash == cp.root_hash, (
+            f"two checkpoints of size {cp.tree_size} with different roots (a fork):\n"
+            f"{seen[0].decode()}\n{note.decode()}"
+        )
+    for size, (note, cp) in sorted(by_size.items()):
+        if size == 0:
+            assert cp.root_hash == EMPTY_ROOT, f"empty tree with root {cp.root_hash.hex()}"
+        elif size == newest.tree_size:
+            assert cp.root_hash == newest.root_hash, (
+                f"two checkpoints of size {size} with different roots (a fork):\n"
+                f"{note.decode()}\n{newest_note.decode()}"
+            )
+        else:
+            proof = await fetch_consistency(session, base, size, newest.tree_size)
+            try:
+                verify_consistency(size, newest.tree_size, cp.root_hash, newest.root_hash, proof)
+            except Exception as exc:
+                raise AssertionError(
+                    f"checkpoint of size {size} is not consistent with the newest: {exc}\n"
+                    f"old:\n{note.decode()}\nnewest:\n{newest_note.decode()}\n"
+                    f"proof: {[base64.b64encode(h).decode() for h in proof]}"
+                ) from exc
+    return len(by_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -343,3 +344,34 @@ async def test_a_tree_with_level_one_tiles_verifies(database_url: str, tmp_path:
         assert checked.checkpoint.tree_size == 70_000
     finally:
         await log.stop()
+
+
+async def test_a_proof_failure_after_the_commit_says_the_entry_is_logged(
+    log: LogUnderTest, session: ClientSession
+) -> None:
+    """Fault injection: building proofs fails once after the batch committed."""
+    from firmlog.server.app import SERVICES
+
+    assert log.server is not None
+    reader = log.server.app[SERVICES].reader
+    real_prove = reader.prove
+    calls = 0
+
+    async def failing_prove(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected: tiles unreadable")
+        return await real_prove(*args, **kwargs)  # type: ignore[arg-type]
+
+    reader.prove = failing_prove  # type: ignore[method-assign]
+    entry = log.entry(1)
+    status, body = await log.submit(session, entry)
+    assert status == 503
+    err = json.loads(body)
+    assert err["kind"] == "ProofUnavailable"
+    assert "logged at index 0" in err["error"]
+    assert (await verify_whole_log(log.base, log.verifier)).entries == [entry]
+    status, body = await log.submit(session, entry)  # the same entry again: its index
+    assert status == 200
+    assert log.check_bundle(body, entry).index == 0

@@ -37,7 +37,7 @@ from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.page import render_page
 from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
-from firmlog.server.sequencer import PoolFull, Sequencer, SequencerStopped
+from firmlog.server.sequencer import PoolFull, ProofUnavailable, Sequencer, SequencerStopped
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 
 log = structlog.get_logger("firmlog.http")
@@ -121,6 +121,8 @@ async def error_middleware(
         response = _json_error(
             503, str(exc), "PoolFull", **{"Retry-After": str(int(exc.retry_after))}
         )
+    except ProofUnavailable as exc:
+        response = _json_error(503, str(exc), "ProofUnavailable", **{"Retry-After": "1"})
     except SequencerStopped as exc:
         response = _json_error(503, str(exc), "ShuttingDown", **{"Retry-After": "5"})
     except FirmlogError as exc:  # a verification error not mapped above

@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_json)
     try:
         keys = init_data_dir(args.data_dir, args.origin)
-        config = load_config(args.data_dir, listen=args.listen, database=args.database, origin=None)
+        config = load_config(
+            args.data_dir,
+            listen=args.listen,
+            database=args.database,
+            default_origin=keys.log.name,
+        )
         if config.origin != keys.log.name:
             raise ConfigError(
                 f"config.toml origin {config.origin!r} does not match the log key name "

@@ -156,8 +156,12 @@ def load_config(
     database: str | None = None,
     origin: str | None = None,
     environ: Mapping[str, str] | None = None,
+    default_origin: str | None = None,
 ) -> ServerConfig:
-    """Read ``<data_dir>/config.toml`` (if present), then environment, then these overrides."""
+    """Read ``<data_dir>/config.toml`` (if present), then environment, then these overrides.
+
+    ``default_origin`` (the log key's name) applies when nothing else names one.
+    """
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     path = data_dir / CONFIG_FILE
@@ -173,7 +177,7 @@ def load_config(
                 f"{path}: unknown setting {key!r} (known: {', '.join(sorted(allowed))})"
             )
 
-    cfg_origin = origin or env.get("FIRMLOG_ORIGIN") or raw.get("origin")
+    cfg_origin = origin or env.get("FIRMLOG_ORIGIN") or raw.get("origin") or default_origin
     if not isinstance(cfg_origin, str):
         raise ConfigError(f"no origin configured: set origin in {path} or pass --origin")
     cfg = ServerConfig(data_dir=data_dir, origin=cfg_origin)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +33,31 @@ def default_origin() -> str:
     return f"{host}/firmlog"
 
 
-def write_secret(path: Path, text: str) -> None:
-    """Write a key file atomically with mode 0600; never overwrite an existing one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_new(path: Path, text: str, mode: int = 0o600) -> bool:
+    """Create ``path`` atomically with ``text``; never replace an existing file.
+
+    Returns False if another process created it first (several servers may
+    start at once on one data directory): the caller then reads theirs.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.link(tmp, path)  # fails if path exists: a key is never replaced
-    tmp.unlink()
+    try:
+        os.link(tmp, path)  # fails if path exists: a key is never replaced
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 def _read_key(path: Path) -> Ed25519Signer:
@@ -63,20 +78,17 @@ def init_data_dir(data_dir: Path, origin: str | None) -> LogKeys:
     config_path = data_dir / CONFIG_FILE
     created = False
     if not log_path.exists():
-        name = origin or default_origin()
-        log = generate_key(name)
-        write_secret(log_path, log.skey + "\n")
-        created = True
-        if not config_path.exists():
-            config_path.write_text(
-                "# firmlog-server configuration; see firmlog.server.config for every setting.\n"
-                f'origin = "{name}"\n',
-                encoding="utf-8",
-            )
+        created |= write_new(log_path, generate_key(origin or default_origin()).skey + "\n")
+    name = _read_key(log_path).name
+    if not config_path.exists():
+        write_new(
+            config_path,
+            "# firmlog-server configuration; see firmlog.server.config for every setting.\n"
+            f'origin = "{name}"\n',
+            mode=0o644,
+        )
     if not op_path.exists():
-        op = generate_key(f"{_read_key(log_path).name}/operator")
-        write_secret(op_path, op.skey + "\n")
-        created = True
+        created |= write_new(op_path, generate_key(f"{name}/operator").skey + "\n")
     log, op = _read_key(log_path), _read_key(op_path)
     if origin is not None and origin != log.name:
         raise ConfigError(

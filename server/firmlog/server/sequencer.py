@@ -52,6 +52,20 @@ class PoolFull(Exception):
         self.retry_after = retry_after
 
 
+class ProofUnavailable(Exception):
+    """The entry is durably logged, but its proof could not be built just now.
+
+    Answer 503 with Retry-After: a resubmission gets the same index and a bundle.
+    """
+
+    def __init__(self, leaf_index: int, leaf_hash: bytes) -> None:
+        super().__init__(
+            f"the entry is logged at index {leaf_index}, but its proof could not be built "
+            f"just now; resubmit it (it keeps its index) or GET /v1/bundle/{leaf_hash.hex()}"
+        )
+        self.leaf_index = leaf_index
+
+
 class SequencerStopped(Exception):
     """The sequencer is shutting down and takes no more entries. Answer 503."""
 
@@ -178,7 +192,8 @@ class Sequencer:
                 self._metrics.submissions.inc(1, "duplicate" if result.duplicate else "integrated")
                 p.future.set_result(result)
             else:
-                self._metrics.submissions.inc(1, "refused")
+                outcome = "unproven" if isinstance(result, ProofUnavailable) else "refused"
+                self._metrics.submissions.inc(1, outcome)
                 p.future.set_exception(result)
 
     async def _gate(
@@ -203,7 +218,9 @@ class Sequencer:
                 refused[p.leaf_hash] = verdict
         return accepted, refused, result
 
-    async def _integrate(self, batch: list[_Pending]) -> list[Integrated | FirmlogError]:
+    async def _integrate(
+        self, batch: list[_Pending]
+    ) -> list[Integrated | FirmlogError | ProofUnavailable]:
         async with self._storage.integration() as tx:
             state = await tx.state()
             tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
@@ -265,14 +282,23 @@ class Sequencer:
                 p.leaf_hash: inclusion_proof(index_of[p.leaf_hash], size, reader) for p in logged
             }
 
-        proofs = await self._reader.prove(size, prove_all) if logged else {}
+        proofs: dict[bytes, list[bytes]] | None
+        try:
+            proofs = await self._reader.prove(size, prove_all) if logged else {}
+        except Exception:  # the batch is committed: never answer "nothing was stored"
+            log.exception("proving a committed batch failed", tree_size=size)
+            self._metrics.integration_errors.inc()
+            proofs = None
         new_hashes = {h for h, _ in new_entries}
-        results: list[Integrated | FirmlogError] = []
+        results: list[Integrated | FirmlogError | ProofUnavailable] = []
         for p in batch:
             if p.leaf_hash in refused:
                 results.append(refused[p.leaf_hash])
                 continue
             index = index_of[p.leaf_hash]
+            if proofs is None:
+                results.append(ProofUnavailable(index, p.leaf_hash))
+                continue
             bundle = ProofBundle(
                 index=index, proof=tuple(proofs[p.leaf_hash]), checkpoint=note, extra=p.entry
             )

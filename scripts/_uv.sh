@@ -14,4 +14,6 @@ else
     UV=.tools/bin/uv
 fi
 export UV_PYTHON_DOWNLOADS=never
+# Trust the machine's certificate store (a TLS-inspecting proxy's CA lives there).
+export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
 "$UV" sync --quiet --locked --all-packages --python python3

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from firmlog.server.cli import main
 from firmlog.server.config import ConfigError, load_config
 from firmlog.server.datadir import init_data_dir, write_new
 
@@ -106,17 +105,28 @@ def test_servers_starting_together_share_one_set_of_keys(tmp_path: Path) -> None
     assert not [f for f in d.iterdir() if f.name.endswith(".tmp")]
 
 
-def test_serve_refuses_bad_config_with_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def serve(d: Path) -> subprocess.CompletedProcess[str]:
+    # A subprocess: serve configures logging for its whole process.
+    return subprocess.run(
+        [sys.executable, "-m", "firmlog.server.cli", "serve", "--data-dir", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_refuses_bad_config_with_exit_2(tmp_path: Path) -> None:
     d = tmp_path / "data"
     init_data_dir(d, "log.example/fw")
     write(d, 'origin = "someone.else/log"\n')
-    assert main(["serve", "--data-dir", str(d)]) == 2
-    assert "does not match the log key name" in capsys.readouterr().err
+    result = serve(d)
+    assert result.returncode == 2
+    assert "does not match the log key name" in result.stderr
     write(d, 'origin = "log.example/fw"\n[limits]\nmax_entry_size = 1\n')
-    assert main(["serve", "--data-dir", str(d)]) == 2
-    assert "limits.max_entry_size" in capsys.readouterr().err
+    result = serve(d)
+    assert result.returncode == 2
+    assert "limits.max_entry_size" in result.stderr
 
 
 def test_a_corrupt_key_file_is_reported(tmp_path: Path) -> None:

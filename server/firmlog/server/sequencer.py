@@ -165,7 +165,10 @@ class Sequencer:
             batch = self._pending[: self._config.batch_size]
             del self._pending[: len(batch)]
             self._metrics.pool.set(len(self._pending))
-            await self._integrate_and_answer(batch)
+            try:
+                await self._integrate_and_answer(batch)
+            except Exception as exc:  # the loop must outlive any batch; none is left waiting
+                _fail(batch, exc)
 
     async def stop(self) -> None:
         """Refuse new entries; the run loop drains the pool, then returns."""
@@ -177,11 +180,9 @@ class Sequencer:
         try:
             results = await self._integrate(batch)
         except Exception as exc:
+            _fail(batch, exc)  # answer first: logging may fail too
             self._metrics.integration_errors.inc()
             log.exception("integration failed", entries=len(batch))
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
             return
         self._metrics.integrate_seconds.observe(self._clock() - started)
         self._metrics.batch_size.observe(len(batch))
@@ -311,6 +312,12 @@ class Sequencer:
                 )
             )
         return results
+
+
+def _fail(batch: list[_Pending], exc: Exception) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(exc)
 
 
 def _stored_width(tree_size: int, level: int, index: int) -> int:

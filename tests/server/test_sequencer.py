@@ -1,0 +1,44 @@
+"""The sequencer's run loop: no batch is ever left waiting, whatever fails."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from firmlog.client.merkle import leaf_hash
+from firmlog.client.note import generate_key
+from firmlog.server.config import SequencerConfig
+from firmlog.server.reader import LogReader
+from firmlog.server.sequencer import Sequencer
+from firmlog.server.storage import open_storage
+
+
+async def test_a_failing_batch_is_answered_and_the_loop_goes_on(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'log.db'}")
+    await storage.open()
+    sequencer = Sequencer(
+        storage, LogReader(storage), generate_key("seq.test/log"), SequencerConfig(0.01, 8, 64)
+    )
+    real = sequencer._integrate_and_answer
+    calls = 0
+
+    async def broken_once(batch: list[object]) -> None:  # fault injection, e.g. logging fails
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("injected: I/O operation on closed file")
+        await real(batch)  # type: ignore[arg-type]
+
+    sequencer._integrate_and_answer = broken_once  # type: ignore[method-assign]
+    task = asyncio.create_task(sequencer.run())
+    try:
+        with pytest.raises(ValueError, match="injected"):
+            await asyncio.wait_for(sequencer.submit(b"a", leaf_hash(b"a")), timeout=10)
+        done = await asyncio.wait_for(sequencer.submit(b"b", leaf_hash(b"b")), timeout=10)
+        assert done.leaf_index == 0
+    finally:
+        await sequencer.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await storage.close()

@@ -12,7 +12,7 @@ names the setting.
     database = "sqlite:///firmlog-data/firmlog.db"   # or postgresql://...
 
     [sequencer]
-    batch_interval = 0.5      # seconds: the longest an entry waits to be integrated
+    batch_interval = 0.01     # seconds an entry waits for others to join its batch (<= 0.5)
     batch_size = 1024         # a batch this full is integrated at once
     pool_size = 20000         # pending entries beyond this get 503 + Retry-After
 
@@ -44,7 +44,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SequencerConfig:
-    batch_interval: float = 0.5
+    batch_interval: float = 0.01
     batch_size: int = 1024
     pool_size: int = 20000
 
@@ -53,7 +53,7 @@ class SequencerConfig:
 class LimitsConfig:
     max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     max_entries_per_request: int = 1000
-    tile_cache_tiles: int = 2048
+    tile_cache_tiles: int = 4096
     max_image_size: int = 4 << 30  # escrowed firmware images, bytes
 
 
@@ -94,9 +94,10 @@ class ServerConfig:
                 f"database must be sqlite:///PATH or postgresql://..., got {self.database!r}"
             )
         s = self.sequencer
-        if not 0.001 <= s.batch_interval <= 10:
+        if not 0.001 <= s.batch_interval <= 0.5:
             raise ConfigError(
-                f"sequencer.batch_interval must be 0.001..10 s, got {s.batch_interval}"
+                f"sequencer.batch_interval must be 0.001..0.5 s (entries are integrated at "
+                f"least every 500 ms), got {s.batch_interval}"
             )
         if not 1 <= s.batch_size <= 65536:
             raise ConfigError(f"sequencer.batch_size must be 1..65536, got {s.batch_size}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -23,33 +22,6 @@ from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 from firmlog.client.note import generate_key
 from firmlog.server.storage import open_storage
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    pg_factory: Callable[[], Awaitable[str]],
-) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'firmlog.db'}"
-    return await pg_factory()
-
-
-@pytest.fixture
-async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
-    server = LogUnderTest(database_url, tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[ClientSession]:
-    async with ClientSession() as s:
-        yield s
 
 
 async def test_a_new_log_publishes_the_empty_tree(

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,31 +56,6 @@ def release(version: str = "1.0", *, image: bytes = IMAGE, **changes: object) ->
         fixes=("CVE-2026-1234",) if version == "2.0" else (),
     )
     return replace(body, **changes)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_factory: Callable[[], Awaitable[str]]
-) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'firmlog.db'}"
-    return await pg_factory()
-
-
-@pytest.fixture
-async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
-    server = LogUnderTest(database_url, tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[ClientSession]:
-    async with ClientSession() as s:
-        yield s
 
 
 class Client:

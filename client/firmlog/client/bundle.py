@@ -26,10 +26,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 from dataclasses import dataclass
 
 from firmlog.client.errors import BundleFormatError, NoteFormatError
-from firmlog.client.note import split_note
+from firmlog.client.note import Signature, _b64decode_canonical, split_note
 
 __all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle"]
 
@@ -40,6 +41,11 @@ DEFAULT_MAX_BUNDLE_SIZE = 1 << 20
 _HASH_SIZE = 32
 _MAX_INDEX = 2**64 - 1
 _INDEX = re.compile(rb"index (0|[1-9][0-9]{0,19})")
+# The lines before the proof hashes, in the one form the strict parser accepts
+# (the fast path in _parse; the extra line's base64 is checked apart).
+_HEAD = re.compile(rb"c2sp\.org/tlog-proof@v1\n(?:extra ([^\n]+)\n)?index (0|[1-9][0-9]{0,19})\n")
+_HASH_LINE = 45  # 43 base64 characters, "=" and a newline
+_UNPACKERS: dict[int, struct.Struct] = {}  # number of hashes -> "32sx" repeated
 
 
 def _b64(data: bytes) -> bytes:
@@ -55,6 +61,33 @@ def _strict_b64decode(text: bytes) -> bytes | None:
     if base64.b64encode(data) != text:  # non-zero pad bits, missing padding
         return None
     return data
+
+
+def _proof_hashes(block: bytes) -> tuple[bytes, ...] | None:
+    """The hashes of a block of proof lines, each the canonical base64 of 32
+    bytes and a newline; None if any line is not.
+
+    Canonical base64 of 32 bytes is 43 characters and "=", the last character
+    carrying 2 zero pad bits. With every "=\n" replaced by "A" (6 zero bits),
+    the block decodes in one call to 33 bytes per line: the hash and a zero
+    byte exactly when the pad bits were zero. Strict decoding refuses any other
+    newline (not base64) or "=" (padding followed by more data).
+    """
+    n, rest = divmod(len(block), _HASH_LINE)
+    if rest or block[_HASH_LINE - 1 :: _HASH_LINE] != b"\n" * n:
+        return None
+    if block[_HASH_LINE - 2 :: _HASH_LINE] != b"=" * n:
+        return None
+    try:
+        raw = binascii.a2b_base64(block.replace(b"=\n", b"A"), strict_mode=True)
+    except binascii.Error:
+        return None
+    if raw[32::33] != bytes(n):
+        return None
+    unpack = _UNPACKERS.get(n)
+    if unpack is None:
+        unpack = _UNPACKERS[n] = struct.Struct("32sx" * n)
+    return unpack.unpack(raw)
 
 
 def _show(line: bytes) -> str:
@@ -107,10 +140,11 @@ class ProofBundle:
         The checkpoint part is checked to be a well-formed signed note
         (split_note), not verified: that needs the policy.
         """
-        if not isinstance(data, bytes):
-            raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
-        if len(data) > max_size:
-            raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
+        return _parse(data, max_size)[0]
+
+    @classmethod
+    def _parse_strict(cls, data: bytes) -> tuple[ProofBundle, str, list[Signature]]:
+        """The reference parser of :meth:`parse`: line by line, every error named."""
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -198,9 +232,58 @@ class ProofBundle:
                 f"line {number}: expected the checkpoint's first line, got an empty line"
             )
         try:
-            split_note(checkpoint, max_size=len(checkpoint))
+            text, signatures = split_note(checkpoint, max_size=len(checkpoint))
         except NoteFormatError as exc:
             raise BundleFormatError(
                 f"line {number}: the checkpoint from here on is not a signed note: {exc}"
             ) from exc
-        return cls(index=index, proof=tuple(proof), checkpoint=checkpoint, extra=extra)
+        bundle = cls(index=index, proof=tuple(proof), checkpoint=checkpoint, extra=extra)
+        return bundle, text, signatures
+
+
+def _parse(
+    data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE
+) -> tuple[ProofBundle, str, list[Signature]]:
+    """:meth:`ProofBundle.parse`, also returning the checkpoint note as
+    :func:`~firmlog.client.note.split_note` splits it (so that a verifier
+    need not split it again)."""
+    if not isinstance(data, bytes):
+        raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
+    if len(data) > max_size:
+        raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
+    parsed = _parse_fast(data)
+    return ProofBundle._parse_strict(data) if parsed is None else parsed
+
+
+def _parse_fast(data: bytes) -> tuple[ProofBundle, str, list[Signature]] | None:
+    """The common well-formed case in a few C calls; None for anything the
+    strict parser should look at (it then accepts nothing more and explains).
+
+    Everything before the checkpoint is ASCII by construction, so the UTF-8
+    and carriage-return checks come down to split_note's of the checkpoint.
+    """
+    head = _HEAD.match(data)
+    if head is None:
+        return None
+    extra_text, index_text = head.groups()
+    extra = None
+    if extra_text is not None:
+        extra = _b64decode_canonical(extra_text)
+        if not extra:
+            return None
+    index = int(index_text)
+    if index > _MAX_INDEX:
+        return None
+    start = head.end()
+    end = data.find(b"\n\n", start - 1) + 1  # the empty line ends the proof
+    if end <= 0 or (end - start) // _HASH_LINE > MAX_PROOF_HASHES:
+        return None
+    proof = _proof_hashes(data[start:end])
+    checkpoint = data[end + 1 :]
+    if proof is None or not checkpoint or checkpoint.startswith(b"\n"):
+        return None
+    try:
+        text, signatures = split_note(checkpoint, max_size=len(checkpoint))
+    except NoteFormatError:
+        return None
+    return ProofBundle(index, proof, checkpoint, extra), text, signatures

@@ -432,24 +432,31 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Built once: json.loads and json.dumps with arguments build one per call.
+# The values parsed cannot be circular, and nest less than MAX_DEPTH deep.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_members,
+    parse_float=_refuse,
+    parse_int=_safe_int,
+    parse_constant=_refuse,
+)
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
+)
+
+
 def _parse_fast(text: str, raw: bytes) -> Any:
     if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH:  # could nest too deep: be exact
         return _NO_FAST_RESULT
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_members,
-            parse_float=_refuse,
-            parse_int=_safe_int,
-            parse_constant=_refuse,
-        )
-        encoded = json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True
-        ).encode("utf-8")
+        # As json.loads and json.dumps with these arguments; raw_decode leaves
+        # nothing to skip around the value (canonical JSON has no whitespace).
+        value, end = _DECODER.raw_decode(text)
+        encoded = _ENCODER.encode(value).encode("utf-8")
     except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return _NO_FAST_RESULT
-    if encoded != raw:
+    if end != len(text) or encoded != raw:
         return _NO_FAST_RESULT
-    if _SUPPLEMENTARY.search(raw) and _HIGH_BMP.search(raw):
+    if not raw.isascii() and _SUPPLEMENTARY.search(raw) and _HIGH_BMP.search(raw):
         return _NO_FAST_RESULT
     return value

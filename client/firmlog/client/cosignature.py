@@ -103,8 +103,10 @@ class CosignatureVerifier:
         timestamp = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
         if timestamp > MAX_TIMESTAMP:
             return False
-        try:
-            self._key.verify(signature[TIMESTAMP_SIZE:], cosignature_message(message, timestamp))
+        try:  # the message is cosignature_message(message, timestamp)
+            self._key.verify(
+                signature[TIMESTAMP_SIZE:], b"%s%d\n%s" % (_HEADER, timestamp, message)
+            )
         except InvalidSignature:
             return False
         return True

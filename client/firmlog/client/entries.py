@@ -67,10 +67,10 @@ from firmlog.client.note import (
     Ed25519Verifier,
     Signature,
     Signer,
+    _verify_indexed,
     parse_verifier_key,
     sign_note,
     split_note,
-    verify_note_signatures,
 )
 
 __all__ = [
@@ -439,8 +439,9 @@ def _time(path: str, value: object) -> str:
     return s
 
 
+# Possessive repeats (the alternatives cannot overlap): the same URIs, faster.
 _URI = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+"
+    r"[A-Za-z][A-Za-z0-9+.\-]*+:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]++|%[0-9A-Fa-f]{2})++"
 )
 
 
@@ -604,6 +605,152 @@ def _release(path: str, value: object) -> Release:
     )
 
 
+# --- the common case of a release, from its text ---------------------------------
+#
+# A release is parsed on every device verification. Its canonical JSON has
+# one layout: members in a fixed order, no whitespace, integers in plain
+# decimal, and strings quoted as they are when they hold no '"', '\' or
+# control character (canonjson.py). So one pattern both reads such a text and
+# proves it canonical (the changelog may also hold tab, newline, '"' and '\',
+# escaped as \t, \n, \" and \\: no other escape can be valid there), and
+# also checks the fields that are patterns already (vendor, hashes, time,
+# URI, CVE ids); the rest of _release's rules are checked on the strings it
+# captures. Anything else (another escape, a field out of range, a text that
+# is not canonical) takes the general path, parse_canonical_json then
+# _release, which decide and explain. tests/client/test_fast_paths.py checks
+# that both agree.
+
+_J_STR = r'"([^"\\\x00-\x1f]*)"'
+_J_STRS = r'\[((?:"[^"\\\x00-\x1f]*")(?:,"[^"\\\x00-\x1f]*")*|)\]'
+_J_INT = r"(0|[1-9][0-9]{0,15})"  # 2**53 - 1 has 16 digits
+_J_HEX64 = r'"([0-9a-f]{64})"'
+_J_CVES = r'\[((?:"CVE-[0-9]{4}-[0-9]{4,19}")(?:,"CVE-[0-9]{4}-[0-9]{4,19}")*|)\]'
+_RELEASE_JSON = re.compile(
+    "".join(
+        (
+            r'\{"build":\{"builder":',
+            _J_STR,
+            ',"reproducible":(true|false)',
+            '(?:,"source_commit":',
+            _J_STR,
+            ',"source_uri":"(',
+            _URI.pattern,
+            ')")?,"time":"(',
+            _TIME.pattern,
+            r')"\},"changelog":"((?:[^"\\\x00-\x1f]++|\\[nt"\\])*+)"',
+            ',"channel":',
+            _J_STR,
+            ',"fixes":',
+            _J_CVES,
+            ',"hardware_revisions":',
+            _J_STRS,
+            r',"image":\{"sha256":',
+            _J_HEX64,
+            ',"size":',
+            _J_INT,
+            r'\},"product":',
+            _J_STR,
+            '(?:,"sbom_sha256":',
+            _J_HEX64,
+            ')?,"security_version":',
+            _J_INT,
+            ',"vendor":"(',
+            _VENDOR.pattern,
+            ')","version":',
+            _J_STR,
+            r"\}",
+        )
+    )
+)
+_UNESCAPE = re.compile(r"\\(.)")
+_ESCAPED = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _strings(items: str) -> list[str]:
+    """The strings of a captured JSON array of strings without '"'."""
+    return items[1:-1].split('","') if items else []
+
+
+def _release_from_json(line: str) -> Release | None:
+    """The release whose canonical JSON is ``line``, if it has the common
+    layout (see above) and is valid; None for _release to decide."""
+    m = _RELEASE_JSON.fullmatch(line)
+    if m is None:
+        return None
+    (
+        builder,
+        reproducible,
+        source_commit,
+        source_uri,
+        time,
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        changelog,
+        channel,
+        fixes_text,
+        revisions_text,
+        sha256,
+        size_text,
+        product,
+        sbom_sha256,
+        security_text,
+        vendor,
+        version,
+    ) = m.groups()
+    revisions, fixes = _strings(revisions_text), _strings(fixes_text)
+    size, security_version = int(size_text), int(security_text)
+    if (
+        len(revisions) > MAX_HARDWARE_REVISIONS
+        or len(set(revisions)) != len(revisions)
+        or len(fixes) > MAX_FIXES
+        or len(set(fixes)) != len(fixes)
+        or len(vendor) > MAX_VENDOR_LENGTH
+        or not 0 < len(builder) <= MAX_BUILDER_LENGTH
+        or builder != builder.strip()
+        or not 1 <= size <= MAX_SAFE_INTEGER
+        or security_version > MAX_SAFE_INTEGER
+    ):
+        return None
+    for name in (product, version, channel, *revisions):
+        if not 0 < len(name) <= MAX_NAME_LENGTH or name != name.strip():
+            return None
+    if not "".join((product, version, channel, *revisions, builder)).isprintable():
+        return None
+    if source_commit is not None and (
+        len(source_uri) > MAX_URI_LENGTH
+        or not 0 < len(source_commit) <= MAX_COMMIT_LENGTH
+        or source_commit != source_commit.strip()
+        or " " in source_commit
+        or not source_commit.isprintable()
+    ):
+        return None
+    try:
+        datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return None
+    if "\\" in changelog:
+        changelog = _UNESCAPE.sub(lambda e: _ESCAPED[e.group(1)], changelog)
+    if len(changelog.encode("utf-8")) > MAX_CHANGELOG_BYTES or _NOT_TEXT.search(changelog):
+        return None
+    return Release(  # positionally: a little cheaper, in the order of the fields
+        vendor,
+        product,
+        tuple(revisions),
+        version,
+        security_version,
+        channel,
+        Image(sha256, size),
+        Build(time, source_uri, source_commit, builder, reproducible == "true"),
+        sbom_sha256,
+        tuple(fixes),
+        changelog,
+    )
+
+
 def _revocation(path: str, value: object) -> Revocation:
     d = _fields(path, value, ("vendor", "release_hash", "reason", "advisory"))
     return Revocation(
@@ -678,6 +825,10 @@ def parse_entry_text(text: str) -> EntryBody:
             f"{type_} entry: expected 2 lines (the type and one line of canonical JSON), "
             f"got {len(lines)}"
         )
+    if type_ == RELEASE_V1:
+        release = _release_from_json(lines[1])
+        if release is not None:
+            return release
     try:
         value = parse_canonical_json(lines[1])
     except EntryFormatError as exc:
@@ -726,25 +877,44 @@ def verify_entry_signatures(
     other keys are ignored; a key that signed twice counts once. ValueError if
     ``threshold`` is not 1..(number of distinct keys).
     """
+    by_id, distinct = _index_keys(keys)
+    if not 1 <= threshold <= distinct:
+        raise ValueError(f"threshold {threshold} is not 1..{distinct} (the distinct keys)")
+    return _verify_signatures_indexed(entry, by_id, threshold)
+
+
+def _index_keys(
+    keys: Sequence[Ed25519Verifier],
+) -> tuple[dict[tuple[str, int], Ed25519Verifier], int]:
+    """The keys by name and key ID, and how many distinct public keys there
+    are; ValueError for two different keys with one name and key ID."""
     by_id: dict[tuple[str, int], Ed25519Verifier] = {}
-    distinct: dict[bytes, Ed25519Verifier] = {}
+    distinct: set[bytes] = set()
     for key in keys:
         other = by_id.setdefault((key.name, key.key_id), key)
         if other.public_key != key.public_key:
             raise ValueError(f"two different keys named {key.name} with key ID {key.key_id:08x}")
-        distinct.setdefault(key.public_key, key)
-    if not 1 <= threshold <= len(distinct):
-        raise ValueError(f"threshold {threshold} is not 1..{len(distinct)} (the distinct keys)")
+        distinct.add(key.public_key)
+    return by_id, len(distinct)
 
-    noun = _NOUN.get(entry.type, entry.type).replace("_", " ")
+
+def _verify_signatures_indexed(
+    entry: Entry, by_id: dict[tuple[str, int], Ed25519Verifier], threshold: int
+) -> tuple[str, ...]:
+    """:func:`verify_entry_signatures` with the keys indexed by :func:`_index_keys`
+    and ``threshold`` checked against them."""
     verified: set[tuple[str, int]] = set()
-    if any((s.name, s.key_id) in by_id for s in entry.signatures):
-        # signed-note's rules: a bad signature by a known key rejects the note.
-        try:
-            note = verify_note_signatures(entry.text, entry.signatures, by_id.values())
-        except SignatureError as exc:
-            raise SignatureError(f"{noun}: {exc}") from exc
-        verified = {(s.name, s.key_id) for s in note.verified}
+    for sig in entry.signatures:
+        if (sig.name, sig.key_id) in by_id:
+            # signed-note's rules: a bad signature by a known key rejects the
+            # note. by_id is the index verify_note_signatures would build: keys
+            # that share a name and key ID were refused unless equal.
+            try:
+                note = _verify_indexed(entry.text, entry.signatures, by_id)
+            except SignatureError as exc:
+                raise SignatureError(f"{_noun(entry)}: {exc}") from exc
+            verified = {(s.name, s.key_id) for s in note.verified}
+            break
     signed: dict[bytes, Ed25519Verifier] = {}  # one per public key, in the order of keys
     for ident, key in by_id.items():
         if ident in verified:
@@ -752,7 +922,13 @@ def verify_entry_signatures(
     if len(signed) < threshold:
         names = ", ".join(k.name for k in signed.values()) or "none"
         raise EntryPolicyError(
-            f"{noun} is signed by {len(signed)} of the {_SIGNERS.get(entry.type, 'signing')} "
-            f"keys: threshold is {threshold} (signed: {names})"
+            f"{_noun(entry)} is signed by {len(signed)} of the "
+            f"{_SIGNERS.get(entry.type, 'signing')} keys: threshold is {threshold} "
+            f"(signed: {names})"
         )
     return tuple(k.vkey for k in signed.values())
+
+
+def _noun(entry: Entry) -> str:
+    """What an entry is called in messages: release, key set, ..."""
+    return _NOUN.get(entry.type, entry.type).replace("_", " ")

@@ -22,8 +22,9 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -69,9 +70,8 @@ _SIGNER_KEY_PREFIX = "PRIVATE+KEY+"
 
 # Unicode White_Space (the set Go's unicode.IsSpace uses), '+', and the ASCII
 # controls, which can never appear in a note.
-_BAD_NAME_CHARS = re.compile(
-    "[\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000+]"
-)
+_NAME_EXCLUDED = "\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000+"
+_BAD_NAME_CHARS = re.compile(f"[{_NAME_EXCLUDED}]")
 # ASCII controls other than newline; UTF-8 never encodes another code point
 # with bytes below 0x80, so checking bytes is checking code points.
 _NOTE_CONTROL_BYTES = re.compile(b"[\x00-\x09\x0b-\x1f]")
@@ -127,6 +127,31 @@ def _b64decode_strict(text: str) -> bytes | None:
         return None
     if binascii.b2a_base64(raw, newline=False).decode("ascii") != text:
         return None  # non-zero pad bits, or other non-canonical spelling
+    return raw
+
+
+# The last character before "=" or "==" of canonical base64: the pad bits it
+# carries (2, or 4) are zero.
+_PAD_1 = frozenset(b"AEIMQUYcgkosw048")
+_PAD_2 = frozenset(b"AQgw")
+
+
+def _b64decode_canonical(data: bytes) -> bytes | None:
+    """:func:`_b64decode_strict` of bytes, without encoding the result again:
+    strict decoding refuses what is not base64 but for excess padding after a
+    whole quantum (hence the length check) and non-zero pad bits (checked
+    here). tests/client/test_fast_paths.py checks that the two agree."""
+    if len(data) % 4:
+        return None
+    try:
+        raw = binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error:
+        return None
+    if data.endswith(b"=="):
+        if data[-3] not in _PAD_2:
+            return None
+    elif data.endswith(b"=") and data[-2] not in _PAD_1:
+        return None
     return raw
 
 
@@ -248,11 +273,14 @@ class Ed25519Verifier:
     key_id: int
     public_key: bytes  # 32 raw bytes
     _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    _vkey: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_key_name(self.name)
         object.__setattr__(self, "_key", _load_public(self.public_key))
         _check_key_id(self.name, self.key_id, bytes([SIG_ED25519]) + self.public_key)
+        material = _b64encode(bytes([SIG_ED25519]) + self.public_key)
+        object.__setattr__(self, "_vkey", f"{self.name}+{self.key_id:08x}+{material}")
 
     def __reduce__(self) -> tuple[type[Ed25519Verifier], tuple[str, int, bytes]]:
         return (type(self), (self.name, self.key_id, self.public_key))
@@ -268,8 +296,8 @@ class Ed25519Verifier:
 
     @property
     def vkey(self) -> str:
-        """``name+hexid+base64(0x01||pubkey)``."""
-        return f"{self.name}+{self.key_id:08x}+{_b64encode(bytes([SIG_ED25519]) + self.public_key)}"
+        """``name+hexid+base64(0x01||pubkey)`` (computed once, by the constructor)."""
+        return self._vkey
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +484,12 @@ def split_note(data: bytes, max_size: int = DEFAULT_MAX_NOTE_SIZE) -> tuple[str,
             f"note contains control character 0x{bad.group()[0]:02x} on line {line}; "
             "only newline is allowed"
         )
+    fast = _split_fast(data)
+    return _split_strict(data) if fast is None else fast
+
+
+def _split_strict(data: bytes) -> tuple[str, list[Signature]]:
+    """The reference for the rest of split_note: as text, every error named."""
     try:
         decoded = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -479,6 +513,46 @@ def split_note(data: bytes, max_size: int = DEFAULT_MAX_NOTE_SIZE) -> tuple[str,
             f"too many signatures: expected at most {MAX_SIGNATURES}, got {len(lines)}"
         )
     return text, [_parse_signature_line(line, i) for i, line in enumerate(lines, 1)]
+
+
+def _split_fast(data: bytes) -> tuple[str, list[Signature]] | None:
+    """_split_strict of a well-formed note (already checked for control
+    characters), on the bytes: None for anything else, for _split_strict to
+    parse as text and explain.
+
+    Newline and space bytes are only ever those characters in UTF-8, so
+    splitting the bytes splits the text alike; and every byte ends up decoded
+    or checked as base64, so the note is UTF-8 exactly when the pieces are.
+    Only the signed text and the key names are decoded: the text stays
+    ASCII-only (compact) when it is, and nothing else is copied.
+    """
+    split = data.rfind(b"\n\n")
+    block = data[split + 2 :]
+    if split < 0 or not block.endswith(b"\n") or block.count(b"\n") > MAX_SIGNATURES:
+        return None
+    try:
+        text = data[: split + 1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    prefix = len(_SIG_PREFIX_BYTES)
+    signatures: list[Signature] = []
+    for line in block[:-1].split(b"\n"):
+        name_bytes, space, b64 = line[prefix:].partition(b" ")
+        if not (space and name_bytes and line.startswith(_SIG_PREFIX_BYTES)):
+            return None
+        try:
+            name = name_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        # The note has no control characters (split_note checked), the line
+        # no newline and the name no space: of _BAD_NAME_CHARS, an ASCII name
+        # can only hold "+".
+        bad_name = b"+" in name_bytes if name_bytes.isascii() else _BAD_NAME_CHARS.search(name)
+        raw = _b64decode_canonical(b64)
+        if bad_name or raw is None or len(raw) < 5:
+            return None
+        signatures.append(Signature(name, int.from_bytes(raw[:4], "big"), raw[4:]))
+    return text, signatures
 
 
 def _check_text(text: str) -> bytes:
@@ -544,6 +618,9 @@ def add_signatures(note: bytes, signatures: Sequence[Signature]) -> bytes:
     return bytes(note) + "".join(sig.line() for sig in signatures).encode("utf-8")
 
 
+_signature_bytes = attrgetter("signature")
+
+
 def _index_verifiers(verifiers: Iterable[Verifier]) -> dict[tuple[str, int], Verifier]:
     index: dict[tuple[str, int], Verifier] = {}
     for verifier in verifiers:
@@ -565,15 +642,27 @@ def verify_note_signatures(
     by a known key must verify (SignatureError otherwise); at least one must.
     Repeated identical signature lines count once.
     """
-    index = _index_verifiers(verifiers)
+    return _verify_indexed(text, signatures, _index_verifiers(verifiers))
+
+
+def _verify_indexed(
+    text: str, signatures: Sequence[Signature], index: Mapping[tuple[str, int], Verifier]
+) -> Note:
+    """:func:`verify_note_signatures` with the verifiers already indexed by
+    :func:`_index_verifiers` (callers that verify often keep the index)."""
     message = text.encode("utf-8")
     verified: list[Signature] = []
     unverified: list[Signature] = []
+    # Equal signatures have equal signature bytes: when those are all
+    # different (the usual case), there is nothing to skip, and no need to
+    # hash the Signature objects.
+    distinct = len(set(map(_signature_bytes, signatures))) == len(signatures)
     seen: set[Signature] = set()
     for sig in signatures:
-        if sig in seen:
-            continue
-        seen.add(sig)
+        if not distinct:
+            if sig in seen:
+                continue
+            seen.add(sig)
         verifier = index.get((sig.name, sig.key_id))
         if verifier is None:
             unverified.append(sig)

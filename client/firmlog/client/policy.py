@@ -25,16 +25,25 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from firmlog.client.checkpoint import Checkpoint, SignedCheckpoint, _verify_checkpoint
+from firmlog.client.checkpoint import Checkpoint, SignedCheckpoint, _verify_checkpoint_indexed
 from firmlog.client.cosignature import (
     CosignatureVerifier,
     cosignature_timestamp,
     parse_witness_verifier_key,
 )
 from firmlog.client.errors import KeyFormatError, PolicyFormatError, QuorumError, SignatureError
-from firmlog.client.note import Ed25519Verifier, _show, parse_verifier_key, split_note
+from firmlog.client.note import (
+    Ed25519Verifier,
+    Signature,
+    Verifier,
+    _index_verifiers,
+    _show,
+    parse_verifier_key,
+    split_note,
+)
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW",
@@ -123,6 +132,11 @@ class Policy:
         init=False, repr=False, compare=False
     )
     _witness_by_key: dict[tuple[str, int], str] = field(init=False, repr=False, compare=False)
+    # origin -> every verifier a checkpoint of that origin is opened with (its
+    # log keys and the witness keys), indexed once instead of at each checkpoint.
+    _note_verifiers: dict[str, dict[tuple[str, int], Verifier]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_origin: dict[str, list[Ed25519Verifier]] = {}
@@ -183,6 +197,16 @@ class Policy:
         )
         object.__setattr__(self, "_witness_verifiers", tuple(w.verifier for w in self.witnesses))
         object.__setattr__(self, "_witness_by_key", by_key)
+        # Key names and IDs are unique across logs and witnesses (checked
+        # above), so indexing cannot fail.
+        object.__setattr__(
+            self,
+            "_note_verifiers",
+            {
+                name: _index_verifiers((*logs, *self._witness_verifiers))
+                for name, logs in self._logs_by_origin.items()
+            },
+        )
 
     @staticmethod
     def _check_key_ident(name: str, key_id: int, seen: set[tuple[str, int]]) -> None:
@@ -267,11 +291,25 @@ class Policy:
         A cosignature by a policy witness key that does not verify rejects the
         checkpoint (SignatureError), as the signed-note rules say.
         """
-        if max_future_skew < 0:
-            raise ValueError(f"max_future_skew must be >= 0, got {max_future_skew}")
-        if max_age is not None and max_age < 0:
-            raise ValueError(f"max_age must be >= 0, got {max_age}")
+        _check_window(max_age, max_future_skew)
         text, signatures = split_note(data)
+        return self._verify_split(
+            data, text, signatures, now=now, max_age=max_age, max_future_skew=max_future_skew
+        )
+
+    def _verify_split(
+        self,
+        data: bytes,
+        text: str,
+        signatures: Sequence[Signature],
+        *,
+        now: int | None = None,
+        max_age: int | None = None,
+        max_future_skew: int = DEFAULT_MAX_FUTURE_SKEW,
+    ) -> VerifiedCheckpoint:
+        """:meth:`verify_checkpoint` of a note already split: ``text`` and
+        ``signatures`` must be what ``split_note(data)`` returns."""
+        _check_window(max_age, max_future_skew)
         checkpoint = Checkpoint.parse(text)
         logs = self._logs_by_origin.get(checkpoint.origin)
         if logs is None:
@@ -280,8 +318,8 @@ class Policy:
                 f"checkpoint origin {checkpoint.origin!r} is not a log of the policy: "
                 f"expected one of {known}"
             )
-        signed = _verify_checkpoint(
-            data, text, signatures, checkpoint, logs, self._witness_verifiers
+        signed = _verify_checkpoint_indexed(
+            data, text, signatures, checkpoint, logs, self._note_verifiers[checkpoint.origin]
         )
         if now is None:
             now = int(time.time())
@@ -300,8 +338,9 @@ class Policy:
                 rejected[name] = f"{name} (dated {ts}, older than max_age={max_age} s)"
             elif ts > timestamps.get(name, -1):
                 timestamps[name] = ts
-        for name in timestamps:
-            rejected.pop(name, None)  # another cosignature by this witness counted
+        if rejected:
+            for name in timestamps:
+                rejected.pop(name, None)  # another cosignature by this witness counted
         valid = [w.name for w in self.witnesses if w.name in timestamps]
         if not self.satisfied_by(set(valid)):
             not_counted = f"; not counted: {', '.join(rejected.values())}" if rejected else ""
@@ -311,6 +350,13 @@ class Policy:
                 f"from {valid if valid else 'no witness'}{not_counted}"
             )
         return VerifiedCheckpoint(signed, tuple(valid), {n: timestamps[n] for n in valid})
+
+
+def _check_window(max_age: int | None, max_future_skew: int) -> None:
+    if max_future_skew < 0:
+        raise ValueError(f"max_future_skew must be >= 0, got {max_future_skew}")
+    if max_age is not None and max_age < 0:
+        raise ValueError(f"max_age must be >= 0, got {max_age}")
 
 
 def _threshold_text(group: PolicyGroup) -> str:

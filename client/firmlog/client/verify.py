@@ -45,12 +45,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn
 
-from firmlog.client.bundle import ProofBundle
+from firmlog.client.bundle import _parse as _parse_bundle
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.entries import (
     RELEASE_V1,
     Entry,
     Release,
+    _index_keys,
+    _verify_signatures_indexed,
     parse_entry,
     verify_entry_signatures,
 )
@@ -68,6 +70,7 @@ from firmlog.client.errors import (
 )
 from firmlog.client.merkle import verify_inclusion
 from firmlog.client.note import (
+    DEFAULT_MAX_NOTE_SIZE,
     Ed25519Verifier,
     parse_verifier_key,
     split_note,
@@ -118,6 +121,11 @@ class PinnedVendorKeys:
     keys: tuple[Ed25519Verifier, ...]
     threshold: int = 1
     vendor: str | None = None
+    # The keys indexed for verify_entry_signatures, once; None if they cannot
+    # be (two keys with one name and key ID: verify_entry_signatures says so).
+    _by_id: dict[tuple[str, int], Ed25519Verifier] | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.keys, tuple) or not all(
@@ -132,6 +140,11 @@ class PinnedVendorKeys:
                 f"threshold must be 1..{distinct} (the number of distinct vendor keys), "
                 f"got {self.threshold}"
             )
+        try:
+            by_id: dict[tuple[str, int], Ed25519Verifier] | None = _index_keys(self.keys)[0]
+        except ValueError:
+            by_id = None
+        object.__setattr__(self, "_by_id", by_id)
 
     @classmethod
     def parse(
@@ -318,17 +331,25 @@ def verify_update(
     if now is None:
         now = int(time.time())
 
-    # bundle: a strict tlog-proof (the checkpoint note inside is parsed by
-    # Policy.verify_checkpoint first thing, and diagnosed below if it fails).
+    # bundle: a strict tlog-proof (the checkpoint note inside, split while
+    # parsing the bundle, is parsed by the policy first thing, and diagnosed
+    # below if it fails).
     try:
-        parsed = ProofBundle.parse(bundle)
+        parsed, text, signatures = _parse_bundle(bundle)
     except FormatError as exc:
         _refuse("bundle", f"not a strict c2sp.org/tlog-proof@v1 bundle: {exc}", exc)
 
     # log-signature, origin, cosignatures: one pass over the signatures when
     # all is well; on failure, find which step failed first.
     try:
-        verified = policy.verify_checkpoint(parsed.checkpoint, now=now, max_age=max_cosignature_age)
+        if len(parsed.checkpoint) <= DEFAULT_MAX_NOTE_SIZE:  # as verify_checkpoint's split_note
+            verified = policy._verify_split(
+                parsed.checkpoint, text, signatures, now=now, max_age=max_cosignature_age
+            )
+        else:  # (never, within the bundle size limit) let verify_checkpoint refuse it
+            verified = policy.verify_checkpoint(
+                parsed.checkpoint, now=now, max_age=max_cosignature_age
+            )
     except FirmlogError as exc:
         _diagnose_checkpoint(policy, parsed.checkpoint, exc)
     checkpoint = verified.signed.checkpoint
@@ -355,7 +376,10 @@ def verify_update(
             "(the vendor whose keys are pinned)",
         )
     try:
-        signed_by = verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
+        if vendor_keys._by_id is None:
+            signed_by = verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
+        else:  # the same, with the keys indexed (and the threshold checked) once
+            signed_by = _verify_signatures_indexed(entry, vendor_keys._by_id, vendor_keys.threshold)
     except (SignatureError, EntryPolicyError) as exc:
         pinned = ", ".join(k.vkey for k in vendor_keys.keys)
         _refuse("vendor-signatures", f"{exc} (pinned: {pinned})", exc)
@@ -467,6 +491,8 @@ def _measure_image(image: ImageSource, limit: int) -> tuple[str, int, int | None
     """SHA-256 (hex) of the first ``limit + 1`` bytes of the image, how many those
     were, and the image's whole size if known (None: larger than ``limit``,
     size unknown)."""
+    if type(image) is bytes and len(image) <= limit:  # all of it, as below
+        return hashlib.sha256(image).hexdigest(), len(image), len(image)
     hasher = hashlib.sha256()
     if isinstance(image, bytes | bytearray | memoryview):
         view = memoryview(image)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from vectors import VECTORS
 
 REPO = Path(__file__).resolve().parent.parent
-VECTORS = Path(os.environ.get("FIRMLOG_VECTORS", REPO.parent / "shared" / "vectors"))
+
 PG_ADMIN_URL = os.environ.get(
     "FIRMLOG_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -25,14 +24,6 @@ def vectors_dir() -> Path:
     if not (VECTORS / "README.md").is_file():
         pytest.fail(f"public test vectors not found at {VECTORS} (set FIRMLOG_VECTORS)")
     return VECTORS
-
-
-def load_vector(name: str) -> Any:
-    """Load one JSON vector file by name (fails the test when missing)."""
-    path = VECTORS / name
-    if not path.is_file():
-        pytest.fail(f"public test vector {path} not found (set FIRMLOG_VECTORS)")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _pg_unreachable(reason: str) -> None:

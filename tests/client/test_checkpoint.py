@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VECTORS as VECTORS_DIR
-from conftest import load_vector
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from vectors import VECTORS as VECTORS_DIR
+from vectors import load_vector
 
 from firmlog.client.checkpoint import (
     MAX_TREE_SIZE,

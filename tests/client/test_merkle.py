@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
-from conftest import load_vector
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from vectors import load_vector
 
 from firmlog.client.errors import (
     ConsistencyProofError,

@@ -9,9 +9,9 @@ import pickle
 from typing import Any
 
 import pytest
-from conftest import load_vector
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from vectors import load_vector
 
 from firmlog.client.errors import FirmlogError, KeyFormatError, NoteFormatError, SignatureError
 from firmlog.client.note import (

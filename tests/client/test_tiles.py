@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VECTORS, load_vector
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectors import VECTORS, load_vector
 
 from firmlog.client import tiles as tiles_module
 from firmlog.client.errors import MerkleFormatError, TilePathError

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -145,10 +146,25 @@ def _connect(path: str) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
 
 
+def _enable_wal(conn: sqlite3.Connection) -> object:
+    """Switch to WAL. While another process creates the same new file, SQLite can
+    answer "database is locked" at once, without waiting for the busy timeout:
+    retry for up to BUSY_TIMEOUT_S."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return mode
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _open_writer(path: str) -> sqlite3.Connection:
     conn = _connect(path)
     try:
-        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        mode = _enable_wal(conn)
         if str(mode).lower() != "wal":
             raise RuntimeError(f"SQLite database {path}: cannot enable WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")

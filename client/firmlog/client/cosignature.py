@@ -34,6 +34,7 @@ from firmlog.client.note import (
     _check_key_id,
     _checked_seed_key,
     _load_public,
+    _load_seed,
     _parse_signer_parts,
     _public_from_seed,
     _split_key,
@@ -129,13 +130,7 @@ class CosignatureSigner:
     _verifier: CosignatureVerifier = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if not isinstance(self.seed, bytes):
-            raise TypeError(f"seed must be bytes, got {type(self.seed).__name__}")
-        if len(self.seed) != ED25519_SEED_SIZE:
-            raise ValueError(f"expected a 32-byte Ed25519 seed, got {len(self.seed)} bytes")
-        private, public = _public_from_seed(self.seed)
-        _check_key_id(self.name, self.key_id, bytes([SIG_COSIGNATURE_V1]) + public)
+        private, public = _load_seed(self.name, self.key_id, self.seed, SIG_COSIGNATURE_V1)
         object.__setattr__(self, "_private", private)
         object.__setattr__(self, "_verifier", CosignatureVerifier(self.name, self.key_id, public))
 

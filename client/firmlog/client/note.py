@@ -238,6 +238,20 @@ def _check_ed25519_key(
         )
 
 
+def _load_seed(
+    name: str, key_id: int, seed: object, key_type: int
+) -> tuple[Ed25519PrivateKey, bytes]:
+    """Check a signer key's name, seed and key ID (of ``key_type``); load it once."""
+    check_key_name(name)
+    if not isinstance(seed, bytes):
+        raise TypeError(f"seed must be bytes, got {type(seed).__name__}")
+    if len(seed) != ED25519_SEED_SIZE:
+        raise ValueError(f"expected a 32-byte Ed25519 seed, got {len(seed)} bytes")
+    private, public = _public_from_seed(seed)
+    _check_key_id(name, key_id, bytes([key_type]) + public)
+    return private, public
+
+
 def _public_from_seed(seed: bytes) -> tuple[Ed25519PrivateKey, bytes]:
     private = Ed25519PrivateKey.from_private_bytes(seed)
     return private, private.public_key().public_bytes_raw()
@@ -315,13 +329,7 @@ class Ed25519Signer:
     _verifier: Ed25519Verifier = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if not isinstance(self.seed, bytes):
-            raise TypeError(f"seed must be bytes, got {type(self.seed).__name__}")
-        if len(self.seed) != ED25519_SEED_SIZE:
-            raise ValueError(f"expected a 32-byte Ed25519 seed, got {len(self.seed)} bytes")
-        private, public = _public_from_seed(self.seed)
-        _check_key_id(self.name, self.key_id, bytes([SIG_ED25519]) + public)
+        private, public = _load_seed(self.name, self.key_id, self.seed, SIG_ED25519)
         object.__setattr__(self, "_private", private)
         object.__setattr__(self, "_verifier", Ed25519Verifier(self.name, self.key_id, public))
 

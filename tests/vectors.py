@@ -1,4 +1,5 @@
-"""The shared public test vectors (../shared/vectors, or $FIRMLOG_VECTORS).
+"""The public test vectors, carried in tests/data/vectors (sources and licences
+in its README), or $FIRMLOG_VECTORS.
 
 A module of its own, so test files import it by a name no conftest shares.
 """
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VECTORS = Path(os.environ.get("FIRMLOG_VECTORS", REPO.parent / "shared" / "vectors"))
+VECTORS = Path(os.environ.get("FIRMLOG_VECTORS", REPO / "tests" / "data" / "vectors"))
 
 
 def load_vector(name: str) -> Any:

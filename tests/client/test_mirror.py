@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from test_online import LiveLog
+from vectors import VECTORS
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.errors import (
@@ -28,7 +29,6 @@ from firmlog.client.note import Ed25519Signer, parse_verifier_key
 from firmlog.client.online import LogClient
 from firmlog.client.tiles import Tile, TileHashReader, decode_entry_bundle, encode_entry_bundle
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 TESSERA_DIR = VECTORS / "tessera-testdata-log"
 TESSERA = json.loads((VECTORS / "tessera-testdata-log.json").read_text())
 ORIGIN = "test.firmlog.example/log"

@@ -16,7 +16,6 @@ from test_online import LiveLog
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.cosignature import cosign, parse_witness_signer_key
 from firmlog.client.entries import KeySet, Release, Revocation, parse_entry
-from firmlog.client.merkle import leaf_hash
 from firmlog.client.note import parse_signer_key
 from firmlog.client.online import save_state
 from firmlog.client.verify import DeviceState
@@ -400,7 +399,8 @@ def test_usage_and_transport_errors(tmp_path: Path) -> None:
 
 def test_revoke_and_rotate_keys(setup: Setup) -> None:
     cwd = setup.cwd
-    release_hash = leaf_hash((cwd / "release.note").read_bytes()).hex()
+    release_id = parse_entry((cwd / "release.note").read_bytes()).identity.hex()
+    assert f"id          {release_id}" in ok(firmlog(cwd, "inspect", "release.note"))
     revocation = ok(
         firmlog(
             cwd,
@@ -409,8 +409,8 @@ def test_revoke_and_rotate_keys(setup: Setup) -> None:
             "acme.example_release.key",
             "--vendor",
             "acme.example",
-            "--release-hash",
-            release_hash,
+            "--release",
+            release_id,
             "--reason",
             "bricks devices with hardware revision A",
             "--advisory",
@@ -419,7 +419,7 @@ def test_revoke_and_rotate_keys(setup: Setup) -> None:
     )
     body = parse_entry(revocation.encode()).body
     assert isinstance(body, Revocation)
-    assert body.release_hash == release_hash
+    assert body.release_id == release_id
     (cwd / "revocation.note").write_text(revocation)
     online = ("--product", "router-9000", "--log", setup.live.url)
     assert "revocation  none signed by the vendor" in ok(setup.verify(*online))
@@ -445,11 +445,14 @@ def test_revoke_and_rotate_keys(setup: Setup) -> None:
             setup.vendor_vkey,
             "--threshold",
             "2",
+            "--serial",
+            "2",
         )
     )
     keys = parse_entry(rotation.encode()).body
     assert isinstance(keys, KeySet)
     assert keys.threshold == 2
+    assert keys.serial == 2
     (cwd / "rotation.note").write_text(rotation)
     ok(firmlog(cwd, "submit", "--log", setup.live.url, "rotation.note"))
 
@@ -461,8 +464,8 @@ def test_revoke_and_rotate_keys(setup: Setup) -> None:
         "acme.example_release.key",
         "--vendor",
         "acme.example",
-        "--release-hash",
-        release_hash,
+        "--release",
+        release_id,
         "--reason",
         "again",
         "-o",

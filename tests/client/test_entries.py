@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hostile import colliding_vkeys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,6 +60,7 @@ SPARE_KEY = generate_key("acme.example/spare")
 FOREIGN_KEY = generate_key("evil.example/release")
 OPERATOR_KEY = generate_key("log.example/operator")
 VENDOR_KEYS = [RELEASE_KEY.verifier, SECURITY_KEY.verifier, SPARE_KEY.verifier]
+VENDOR_KEYS_VKEYS = (RELEASE_KEY.verifier.vkey, SECURITY_KEY.verifier.vkey)
 
 SHA_A = "9f" * 32
 SHA_B = "0123456789abcdef" * 4
@@ -90,7 +92,7 @@ def make_release(**changes: Any) -> Release:
 def make_revocation(**changes: Any) -> Revocation:
     body = Revocation(
         vendor="acme.example",
-        release_hash=SHA_B,
+        release_id=SHA_B,
         reason="bricks rev-a boards on first boot",
         advisory="https://acme.example/psirt/ACME-2025-004",
     )
@@ -102,6 +104,7 @@ def make_key_set(**changes: Any) -> KeySet:
         vendor="acme.example",
         keys=(RELEASE_KEY.verifier.vkey, SECURITY_KEY.verifier.vkey),
         threshold=2,
+        serial=2,
     )
     return replace(body, **changes)
 
@@ -171,11 +174,11 @@ def test_other_texts_exact() -> None:
         "firmlog/revocation/v1\n"
         '{"advisory":"https://acme.example/psirt/ACME-2025-004",'
         '"reason":"bricks rev-a boards on first boot",'
-        f'"release_hash":"{SHA_B}","vendor":"acme.example"}}\n'
+        f'"release_id":"{SHA_B}","vendor":"acme.example"}}\n'
     )
     keys = f'["{RELEASE_KEY.verifier.vkey}","{SECURITY_KEY.verifier.vkey}"]'
     assert entry_text(make_key_set()) == (
-        f'firmlog/keys/v1\n{{"keys":{keys},"threshold":2,"vendor":"acme.example"}}\n'
+        f'firmlog/keys/v1\n{{"keys":{keys},"serial":2,"threshold":2,"vendor":"acme.example"}}\n'
     )
     assert entry_text(make_admission()) == (
         f'firmlog/vendor/v1\n{{"keys":["{RELEASE_KEY.verifier.vkey}"],"threshold":1,'
@@ -486,7 +489,7 @@ REVOCATION_CASES: list[tuple[str, Mutation, str]] = [
     ("unknown", _set("release", "x"), "revocation.release: unknown field"),
     ("missing-advisory", _delete("advisory"), "revocation.advisory: required field is missing"),
     ("vendor", _set("vendor", "Acme"), "revocation.vendor: expected a lowercase DNS-like name"),
-    ("hash", _set("release_hash", "00"), "revocation.release_hash: expected 64 lowercase hex"),
+    ("hash", _set("release_id", "00"), "revocation.release_id: expected 64 lowercase hex"),
     (
         "reason-empty",
         _set("reason", ""),
@@ -593,10 +596,59 @@ KEYS_CASES: list[tuple[str, Mutation, str]] = [
 )
 def test_key_set_field_rules(type_: str, prefix: str, mutate: Mutation, message: str) -> None:
     value = copy.deepcopy(entry_json(make_key_set()))
+    if type_ == VENDOR_V1:
+        del value["serial"]  # the admission's set is serial 1, implicitly
     mutate(value)
     with pytest.raises(EntryFormatError) as info:
         parse_entry_text(text_of(type_, value))
     assert message.format(p=prefix) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("serial", "found"),
+    [(0, "0"), (1, "1"), (-2, "-2"), (True, "true"), ("2", '"2"')],
+)
+def test_key_set_serial_rules(serial: object, found: str) -> None:
+    value = entry_json(make_key_set())
+    value["serial"] = serial
+    with pytest.raises(EntryFormatError) as info:
+        parse_entry_text(text_of(KEYS_V1, value))
+    assert str(info.value) == (
+        f"key_set.serial: expected an integer 2..{2**53 - 1} (the admission's set is 1), "
+        f"got {found}"
+    )
+
+
+def test_key_set_serial_required_admission_has_none() -> None:
+    value = entry_json(make_key_set())
+    del value["serial"]
+    with pytest.raises(EntryFormatError, match=r"key_set\.serial: required field is missing"):
+        parse_entry_text(text_of(KEYS_V1, value))
+    admission = entry_json(make_admission())
+    admission["serial"] = 1
+    with pytest.raises(EntryFormatError, match=r"vendor_admission\.serial: unknown field"):
+        parse_entry_text(text_of(VENDOR_V1, admission))
+
+
+@pytest.mark.parametrize(
+    ("type_", "prefix"), [(KEYS_V1, "key_set"), (VENDOR_V1, "vendor_admission")]
+)
+def test_keys_with_one_name_and_key_id_rejected(type_: str, prefix: str) -> None:
+    # Two different public keys that a signature line could not tell apart
+    # (a birthday search over 4-byte key IDs finds such a pair in a second).
+    first, second = colliding_vkeys("acme.example/release")
+    value = entry_json(make_key_set(keys=(first, second), threshold=1))
+    if type_ == VENDOR_V1:
+        del value["serial"]
+    with pytest.raises(EntryFormatError) as info:
+        parse_entry_text(text_of(type_, value))
+    kid = first.split("+")[1]
+    assert str(info.value) == (
+        f"{prefix}.keys[1]: the same name and key ID (acme.example/release+{kid}) as "
+        f"{prefix}.keys[0]: a signature line could not say which of the two keys made it"
+    )
+    with pytest.raises(EntryFormatError, match="the same name and key ID"):
+        entry_text(make_key_set(keys=(first, second), threshold=1))
 
 
 def test_duplicate_key_strings_rejected() -> None:
@@ -795,14 +847,18 @@ def test_threshold_misuse() -> None:
 
 
 def test_signature_over_one_type_cannot_be_read_as_another() -> None:
-    # keys/v1 and vendor/v1 bodies have the same JSON shape: only the type line
-    # tells them apart, and it is signed.
+    # keys/v1 and vendor/v1 bodies differ only by the serial; the type line is
+    # signed, so a relabelled entry is malformed or badly signed.
     raw = sign_entry(make_key_set(), [RELEASE_KEY, SECURITY_KEY])
-    swapped = raw.replace(KEYS_V1.encode(), VENDOR_V1.encode(), 1)
-    entry = parse_entry(swapped)
-    assert isinstance(entry.body, VendorAdmission)
-    with pytest.raises(SignatureError, match="vendor admission: invalid signature by known key"):
-        verify_entry_signatures(entry, VENDOR_KEYS, 2)
+    with pytest.raises(EntryFormatError, match=r"vendor_admission\.serial: unknown field"):
+        parse_entry(raw.replace(KEYS_V1.encode(), VENDOR_V1.encode(), 1))
+    admission = sign_entry(make_admission(keys=VENDOR_KEYS_VKEYS, threshold=2), [RELEASE_KEY])
+    relabelled = admission.replace(VENDOR_V1.encode(), KEYS_V1.encode(), 1)
+    relabelled = relabelled.replace(b'"threshold":2', b'"serial":2,"threshold":2', 1)
+    entry = parse_entry(relabelled)
+    assert isinstance(entry.body, KeySet)
+    with pytest.raises(SignatureError, match="key set: invalid signature by known key"):
+        verify_entry_signatures(entry, VENDOR_KEYS, 1)
     # A release relabelled as a revocation is not even well-formed.
     release = sign_entry(make_release(), [RELEASE_KEY])
     with pytest.raises(EntryFormatError, match=r"revocation\.build: unknown field"):
@@ -861,7 +917,7 @@ _RELEASES = st.builds(
 _REVOCATIONS = st.builds(
     Revocation,
     vendor=_VENDOR,
-    release_hash=_HEX64,
+    release_id=_HEX64,
     reason=_TEXT.filter(bool),
     advisory=st.just("") | _NAME,
 )
@@ -870,11 +926,13 @@ _REVOCATIONS = st.builds(
 @st.composite
 def _key_sets(draw: st.DrawFn, cls: type[KeySet] | type[VendorAdmission]) -> EntryBody:
     keys = draw(st.lists(st.sampled_from(_POOL), min_size=1, max_size=4, unique=True))
-    return cls(
-        vendor=draw(_VENDOR),
-        keys=tuple(k.verifier.vkey for k in keys),
-        threshold=draw(st.integers(1, len(keys))),
-    )
+    vendor = draw(_VENDOR)
+    vkeys = tuple(k.verifier.vkey for k in keys)
+    threshold = draw(st.integers(1, len(keys)))
+    if cls is KeySet:
+        serial = draw(st.integers(2, MAX_SAFE_INTEGER))
+        return KeySet(vendor=vendor, keys=vkeys, threshold=threshold, serial=serial)
+    return VendorAdmission(vendor=vendor, keys=vkeys, threshold=threshold)
 
 
 _BODIES = _RELEASES | _REVOCATIONS | _key_sets(KeySet) | _key_sets(VendorAdmission)

@@ -30,7 +30,15 @@ import pytest
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
-from firmlog.client.entries import Build, Image, Release, Revocation, VendorAdmission, sign_entry
+from firmlog.client.entries import (
+    Build,
+    Image,
+    Release,
+    Revocation,
+    VendorAdmission,
+    parse_entry,
+    sign_entry,
+)
 from firmlog.client.errors import (
     HTTPStatusError,
     SplitViewError,
@@ -265,7 +273,7 @@ def test_http_errors_carry_the_servers_message(live: LiveLog) -> None:
     with pytest.raises(HTTPStatusError) as info:
         client.bundle(missing)
     assert info.value.status == 404
-    assert f"no entry with leaf hash {missing}" in info.value.message
+    assert f"no entry with id or leaf hash {missing}" in info.value.message
     assert "HTTP 404" in str(info.value)
 
     with pytest.raises(HTTPStatusError) as info:
@@ -571,7 +579,7 @@ def test_example_update_agent_installs_a_verified_image(live: LiveLog, tmp_path:
 
     # the vendor revokes the release: the agent refuses to install it again
     target.unlink()
-    revocation = Revocation("acme.example", leaf_hash(entry).hex(), "boot loop on rev-c")
+    revocation = Revocation("acme.example", parse_entry(entry).identity.hex(), "boot loop on rev-c")
     live.submit(sign_entry(revocation, [VENDOR_KEY]))
     revoked = agent(tmp_path / "image.bin")
     assert revoked.returncode == 1, revoked.stderr
@@ -601,7 +609,9 @@ def test_a_release_the_vendor_revoked_is_refused(live: LiveLog) -> None:
     update = _verified(live, image, entry)
     keys = PinnedVendorKeys((VENDOR_KEY.verifier,), vendor="acme.example")
     check_not_revoked(live.client(), update, keys)  # not revoked yet
-    revocation = Revocation("acme.example", leaf_hash(entry).hex(), "bricks rev-b", "ADV-7")
+    revocation = Revocation(
+        "acme.example", parse_entry(entry).identity.hex(), "bricks rev-b", "ADV-7"
+    )
     index = ProofBundle.parse(live.submit(sign_entry(revocation, [VENDOR_KEY]))).index
     with pytest.raises(UpdateRefused) as info:
         check_not_revoked(live.client(), update, keys)
@@ -616,7 +626,11 @@ def test_a_revocation_without_the_pinned_keys_does_not_count(
     live.admit_vendor()
     entry = release_entry(image)
     live.submit(entry)
-    live.submit(sign_entry(Revocation("acme.example", leaf_hash(entry).hex(), "bad"), [VENDOR_KEY]))
+    live.submit(
+        sign_entry(
+            Revocation("acme.example", parse_entry(entry).identity.hex(), "bad"), [VENDOR_KEY]
+        )
+    )
     update = _verified(live, image, entry)
     other = Ed25519Signer.from_seed("acme.example/release", b"\x32" * 32)  # not the logged one
     with caplog.at_level("WARNING", logger="firmlog.client.online"):

@@ -420,7 +420,7 @@ def test_extra_that_is_not_an_entry() -> None:
 
 
 def test_entry_of_the_wrong_type() -> None:
-    revocation = Revocation(vendor="acme.example", release_hash="ab" * 32, reason="bad build")
+    revocation = Revocation(vendor="acme.example", release_id="ab" * 32, reason="bad build")
     entry = sign_entry(revocation, [RELEASE_KEY, SECURITY_KEY])
     exc = refused("entry", bundle=make_bundle(entry))
     assert "expected a firmlog/release/v1 entry, got firmlog/revocation/v1" in exc.detail

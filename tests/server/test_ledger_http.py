@@ -105,7 +105,7 @@ def client(log: LogUnderTest, session: ClientSession) -> Client:
 
 async def test_admission_needs_the_operator_and_happens_once(client: Client) -> None:
     body = VendorAdmission("acme.example", (R1.verifier.vkey,), 1)
-    await client.refused(403, "signed by 0 of the operator", body, R1)
+    await client.refused(400, "not one of the operator's keys", body, R1)
     index = await client.admit(R1)
     assert await client.ok(body, client.log.operator) == index  # the same entry again
     other = VendorAdmission("acme.example", (R3.verifier.vkey,), 1)
@@ -116,23 +116,28 @@ async def test_releases_need_the_current_keys_at_threshold(client: Client) -> No
     await client.refused(403, "acme.example is not admitted", release(), R1)
     await client.admit(R1, R2, R3, threshold=2)
     await client.refused(403, "signed by 1 of the vendor's keys: threshold is 2", release(), R1)
-    await client.refused(403, "signed by 0", release(), OTHER)
-    await client.refused(403, "signed by 0", release(), client.log.operator)
+    await client.refused(400, "not one of the vendor's keys", release(), OTHER)
+    await client.refused(400, "not one of the vendor's keys", release(), client.log.operator)
+    await client.refused(400, "each key signs once", release(), R1, R1, R3)
     await client.ok(release(), R1, R3)
 
 
 async def test_rotation(client: Client) -> None:
     await client.admit(R1)
     old = await client.ok(release("1.0"), R1)
-    rotate = KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2)
-    await client.refused(403, "signed by 0", rotate, R2, R3)  # new keys cannot rotate
+    rotate = KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 2)
+    await client.refused(400, "not one of the vendor's keys", rotate, R2, R3)  # new keys can't
+    stale = KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 3)
+    await client.refused(403, "carries serial 3, but the current key set", stale, R1)
     rotated_at = await client.ok(rotate, R1)
-    await client.refused(403, f"is from log index {rotated_at}", release("2.0"), R1)
+    await client.refused(400, f"serial 2, from log index {rotated_at}", release("2.0"), R1)
     await client.refused(403, "threshold is 2", release("2.0"), R2)
     await client.ok(release("2.0"), R2, R3)
     # an entry logged under the old keys is still answered with its index
     assert await client.ok(release("1.0"), R1) == old
-    await client.refused(403, "not admitted", KeySet("nobody.example", (R1.verifier.vkey,), 1), R1)
+    await client.refused(
+        403, "not admitted", KeySet("nobody.example", (R1.verifier.vkey,), 1, 2), R1
+    )
 
 
 async def test_revocations(client: Client) -> None:
@@ -141,24 +146,36 @@ async def test_revocations(client: Client) -> None:
     raw = sign_entry(release(), [R1])
     index = await client.ok(release(), R1)
     leaf = parse_entry(raw).leaf_hash.hex()
+    release_id = parse_entry(raw).identity.hex()
     await client.refused(
         403, "not in this log", Revocation("acme.example", "ab" * 32, "bricks devices"), R1
     )
     await client.refused(
-        403, "revokes only its own", Revocation("other.example", leaf, "hostile"), OTHER
+        403, "revokes only its own", Revocation("other.example", release_id, "hostile"), OTHER
     )
-    await client.refused(403, "signed by 0", Revocation("acme.example", leaf, "forged"), OTHER)
-    revocation = await client.ok(Revocation("acme.example", leaf, "bricks devices", "ADV-1"), R1)
+    await client.refused(
+        400, "not one of the vendor's keys", Revocation("acme.example", release_id, "x"), OTHER
+    )
+    await client.refused(  # a leaf hash does not name a release
+        403, "not in this log", Revocation("acme.example", leaf, "by leaf hash"), R1
+    )
+    revocation = await client.ok(
+        Revocation("acme.example", release_id, "bricks devices", "ADV-1"), R1
+    )
     status, got = await client.get("/v1/releases?vendor=acme.example")
     assert status == 200
     assert got["releases"][0]["index"] == index  # type: ignore[index]
     assert got["releases"][0]["revoked_by"] == [revocation]  # type: ignore[index]
-    status, got = await client.get(f"/v1/revocations/{leaf}")
-    assert status == 200
-    assert got["release_index"] == index  # type: ignore[index]
-    [rev] = got["revocations"]  # type: ignore[index]
-    assert rev["index"] == revocation
-    assert parse_entry(base64.b64decode(rev["entry"])).body.release_hash == leaf  # type: ignore[union-attr]
+    assert got["releases"][0]["id"] == release_id  # type: ignore[index]
+    for ref in (release_id, leaf):  # by identity, or by the logged leaf hash
+        status, got = await client.get(f"/v1/revocations/{ref}")
+        assert status == 200
+        assert got["release_index"] == index  # type: ignore[index]
+        [rev] = got["revocations"]  # type: ignore[index]
+        assert rev["index"] == revocation
+        revoking = parse_entry(base64.b64decode(rev["entry"])).body
+        assert isinstance(revoking, Revocation)
+        assert revoking.release_id == release_id
     assert (await client.get(f"/v1/revocations/{'cd' * 32}"))[0] == 404
     assert (await client.get("/v1/revocations/xyz"))[0] == 400
 
@@ -177,15 +194,15 @@ async def test_the_ledger_is_authoritative_in_log_order(
         await client.admit(R1)
         async with blocker.integration():  # hold the lock: both land in one batch
             rotation = asyncio.create_task(
-                client.post(KeySet("acme.example", (R2.verifier.vkey,), 1), R1)
+                client.post(KeySet("acme.example", (R2.verifier.vkey,), 1, 2), R1)
             )
             await asyncio.sleep(0.2)
             late = asyncio.create_task(client.post(release(), R1))
             await asyncio.sleep(0.2)
         assert (await rotation)[0] == 200
         status, got = await late
-        assert status == 403, got
-        assert "current key set of acme.example is from log index 1" in str(got["error"])
+        assert status == 400, got
+        assert "current key set of acme.example is serial 2, from log index 1" in str(got["error"])
         assert (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size == 2
     finally:
         await blocker.close()
@@ -261,13 +278,15 @@ async def test_search(client: Client) -> None:
 
 async def test_vendor_history_is_derived_from_the_log(client: Client) -> None:
     await client.admit(R1)
-    await client.ok(KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2), R1)
+    await client.ok(KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 2), R1)
     await client.admit(OTHER, vendor="other.example")
     status, got = await client.get("/v1/vendors/acme.example")
     assert status == 200
     assert got["keys"] == [R2.verifier.vkey, R3.verifier.vkey]  # type: ignore[index]
     assert got["threshold"] == 2  # type: ignore[index]
     assert [h["index"] for h in got["history"]] == [0, 1]  # type: ignore[index]
+    assert [h["serial"] for h in got["history"]] == [1, 2]  # type: ignore[index]
+    assert got["serial"] == 2  # type: ignore[index]
     status, got = await client.get("/v1/vendors")
     assert [(k["vendor"], k["index"]) for k in got["key_sets"]] == [  # type: ignore[index]
         ("acme.example", 0),

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from firmlog.server.storage import EMPTY_STATE, LogState, Storage, open_storage
+from firmlog.server.storage import (
+    EMPTY_STATE,
+    EntryRow,
+    Integration,
+    LogState,
+    Storage,
+    open_storage,
+)
 
 # -- test data -----------------------------------------------------------------
 
@@ -32,6 +39,22 @@ def leaf(i: int | str) -> bytes:
 
 def entry(i: int | str) -> bytes:
     return f"entry {i}".encode()
+
+
+def ident(leaf_hash: bytes) -> bytes:
+    """The identity of the test entry with this leaf hash (one per leaf hash)."""
+    return hashlib.sha256(b"identity " + leaf_hash).digest()
+
+
+def row(leaf_hash: bytes, data: bytes, identity: bytes | None = None) -> EntryRow:
+    return EntryRow(identity or ident(leaf_hash), leaf_hash, data)
+
+
+async def find_leaves(tx: Integration, leaf_hashes: list[bytes]) -> dict[bytes, int]:
+    """Which of these test entries are stored, by leaf hash, looked up by identity."""
+    found = await tx.entries_by_identity([ident(h) for h in leaf_hashes])
+    back = {ident(h): h for h in leaf_hashes}
+    return {back[i]: index for i, (index, _) in found.items()}
 
 
 def edge(size: int) -> bytes:
@@ -89,7 +112,7 @@ async def integrate(
     """Append ``count`` entries after the stored ones, write tiles, commit the new state."""
     async with storage.integration() as tx:
         size = (await tx.state()).tree_size
-        await tx.append_entries(size, [(leaf(i), entry(i)) for i in range(size, size + count)])
+        await tx.append_entries(size, [row(leaf(i), entry(i)) for i in range(size, size + count)])
         if tiles:
             await tx.write_tiles(tiles)
         new = state(size + count)
@@ -134,7 +157,7 @@ async def snapshot(storage: Storage) -> Snapshot:
 async def test_fresh_storage_is_empty(storage: Storage) -> None:
     async with storage.integration() as tx:
         assert await tx.state() == EMPTY_STATE
-        assert await tx.find_leaves([leaf(0)]) == {}
+        assert await find_leaves(tx, [leaf(0)]) == {}
         assert await tx.read_tiles([(0, 0)]) == {}
     assert await storage.latest_checkpoint() is None
     assert await storage.checkpoint_at(0) is None
@@ -148,12 +171,14 @@ async def test_commit_is_durable_across_restart(storage_url: str) -> None:
     full_tile = tile(256)
     async with opened(storage_url) as storage, storage.integration() as tx:
         assert await tx.state() == EMPTY_STATE
-        await tx.append_entries(0, [(leaf(0), entry(0)), (leaf(1), big_entry), (leaf(2), b"")])
+        await tx.append_entries(
+            0, [row(leaf(0), entry(0)), row(leaf(1), big_entry), row(leaf(2), b"")]
+        )
         await tx.write_tiles({(0, 0): tile(3), (1, 0): tile(1, "up"), (0, 7): full_tile})
         await tx.write_state(state(3))
         # inside the integration its own writes are visible
         assert await tx.state() == state(3)
-        assert await tx.find_leaves([leaf(1), leaf(9)]) == {leaf(1): 1}
+        assert await find_leaves(tx, [leaf(1), leaf(9)]) == {leaf(1): 1}
         assert await tx.read_tiles([(0, 0)]) == {(0, 0): tile(3)}
 
     async with opened(storage_url) as storage:
@@ -175,7 +200,7 @@ async def test_rollback_on_exception_leaves_nothing(storage: Storage) -> None:
 
     async def fail_after_writing() -> None:
         async with storage.integration() as tx:
-            await tx.append_entries(2, [(leaf(2), entry(2)), (leaf(3), entry(3))])
+            await tx.append_entries(2, [row(leaf(2), entry(2)), row(leaf(3), entry(3))])
             await tx.write_tiles({(0, 0): tile(4), (0, 1): tile(1, "new"), (1, 0): tile(2, "up")})
             await tx.write_state(state(4))
             raise Boom
@@ -193,13 +218,13 @@ async def test_rollback_on_exception_leaves_nothing(storage: Storage) -> None:
 async def test_find_leaves_and_find_leaf(storage: Storage) -> None:
     await integrate(storage, 3)
     async with storage.integration() as tx:
-        assert await tx.find_leaves([]) == {}
-        assert await tx.find_leaves([leaf(2), leaf(0), leaf(99), leaf(2)]) == {
+        assert await find_leaves(tx, []) == {}
+        assert await find_leaves(tx, [leaf(2), leaf(0), leaf(99), leaf(2)]) == {
             leaf(0): 0,
             leaf(2): 2,
         }
-        await tx.append_entries(3, [(leaf(3), entry(3))])
-        assert await tx.find_leaves([leaf(3)]) == {leaf(3): 3}  # its own writes
+        await tx.append_entries(3, [row(leaf(3), entry(3))])
+        assert await find_leaves(tx, [leaf(3)]) == {leaf(3): 3}  # its own writes
         # readers outside see only what is committed
         assert await storage.find_leaf(leaf(3)) is None
         await tx.write_state(state(4))
@@ -225,7 +250,7 @@ async def test_large_batch(storage: Storage) -> None:
     assert await storage.read_entries(995, 1005) == [entry(i) for i in range(995, 1001)]
     assert await storage.find_leaf(leaf(999)) == 999
     async with storage.integration() as tx:
-        found = await tx.find_leaves([leaf(i) for i in range(0, 1200, 7)])
+        found = await find_leaves(tx, [leaf(i) for i in range(0, 1200, 7)])
     assert found == {leaf(i): i for i in range(0, 1001, 7)}
 
 
@@ -259,7 +284,7 @@ async def test_a_checkpoint_covers_exactly_the_stored_entries(storage: Storage) 
 
 async def test_state_without_checkpoint_is_not_history(storage: Storage) -> None:
     async with storage.integration() as tx:
-        await tx.append_entries(0, [(leaf(0), entry(0))])
+        await tx.append_entries(0, [row(leaf(0), entry(0))])
         await tx.write_state(LogState(1, edge(1), b""))
     assert await committed_state(storage) == LogState(1, edge(1), b"")
     assert await storage.latest_checkpoint() is None
@@ -285,21 +310,21 @@ async def test_append_must_start_at_stored_size(storage: Storage, offset: int) -
     before = await snapshot(storage)
     with pytest.raises(RuntimeError, match=f"expected index 2, got {2 + offset}"):
         async with storage.integration() as tx:
-            await tx.append_entries(2 + offset, [(leaf(9), entry(9))])
+            await tx.append_entries(2 + offset, [row(leaf(9), entry(9))])
     assert await snapshot(storage) == before
 
 
 async def test_append_on_empty_log_starts_at_zero(storage: Storage) -> None:
     with pytest.raises(RuntimeError, match="expected index 0, got 1"):
         async with storage.integration() as tx:
-            await tx.append_entries(1, [(leaf(1), entry(1))])
+            await tx.append_entries(1, [row(leaf(1), entry(1))])
     assert await storage.read_entries(0, 10) == []
 
 
 async def test_appends_within_one_integration_continue(storage: Storage) -> None:
     async with storage.integration() as tx:
-        await tx.append_entries(0, [(leaf(0), entry(0))])
-        await tx.append_entries(1, [(leaf(1), entry(1)), (leaf(2), entry(2))])
+        await tx.append_entries(0, [row(leaf(0), entry(0))])
+        await tx.append_entries(1, [row(leaf(1), entry(1)), row(leaf(2), entry(2))])
         await tx.append_entries(3, [])
         await tx.write_state(state(3))
     assert await storage.read_entries(0, 10) == [entry(0), entry(1), entry(2)]
@@ -308,9 +333,9 @@ async def test_appends_within_one_integration_continue(storage: Storage) -> None
 async def test_failed_append_poisons_the_integration(storage: Storage) -> None:
     async def go_on_after_failure() -> None:
         async with storage.integration() as tx:
-            await tx.append_entries(0, [(leaf(0), entry(0)), (leaf(1), entry(1))])
+            await tx.append_entries(0, [row(leaf(0), entry(0)), row(leaf(1), entry(1))])
             with pytest.raises(RuntimeError, match="expected index 2, got 1"):
-                await tx.append_entries(1, [(leaf(5), entry(5))])
+                await tx.append_entries(1, [row(leaf(5), entry(5))])
             with pytest.raises(RuntimeError, match="failed write"):
                 await tx.write_state(state(2))
             with pytest.raises(RuntimeError, match="failed write"):
@@ -331,10 +356,10 @@ async def test_duplicate_leaf_hash_is_rejected(storage: Storage, batch: str) -> 
 
     async def append_duplicate() -> None:
         async with storage.integration() as tx:
-            await tx.append_entries(2, [(leaf("x"), entry("x")), (dup, entry("y"))])
+            await tx.append_entries(2, [row(leaf("x"), entry("x")), row(dup, entry("y"))])
             await tx.write_state(state(4))
 
-    with pytest.raises(RuntimeError, match="leaf hash is already in the log"):
+    with pytest.raises(RuntimeError, match="identity or leaf hash is already in the log"):
         await append_duplicate()
     assert await snapshot(storage) == before
 
@@ -345,7 +370,7 @@ async def test_swallowed_failure_still_rolls_back(storage: Storage) -> None:
 
     async def swallow_failure() -> None:
         async with storage.integration() as tx:
-            await tx.append_entries(1, [(leaf(1), entry(1))])
+            await tx.append_entries(1, [row(leaf(1), entry(1))])
             await tx.write_state(state(2))
             # a careless caller goes on; the transaction must still not commit
             with contextlib.suppress(RuntimeError):
@@ -406,7 +431,7 @@ async def test_tile_may_only_grow(storage: Storage, new: bytes) -> None:
 
     async def fork_tile() -> None:
         async with storage.integration() as tx:
-            await tx.append_entries(3, [(leaf(3), entry(3))])
+            await tx.append_entries(3, [row(leaf(3), entry(3))])
             await tx.write_tiles({(1, 0): tile(2, "up"), (0, 0): new})
             await tx.write_state(state(4))
 
@@ -440,7 +465,7 @@ async def test_integration_is_unusable_after_it_ends(storage: Storage) -> None:
     with pytest.raises(RuntimeError, match="after its transaction ended"):
         await tx.state()
     with pytest.raises(RuntimeError, match="after its transaction ended"):
-        await tx.append_entries(0, [(leaf(0), entry(0))])
+        await tx.append_entries(0, [row(leaf(0), entry(0))])
     assert await storage.read_entries(0, 1) == []
 
 
@@ -464,7 +489,7 @@ async def _bump(storage: Storage, writer: str, inside: list[int], peak: list[int
         peak.append(len(inside))
         size = (await tx.state()).tree_size
         await asyncio.sleep(0.05)
-        await tx.append_entries(size, [(leaf(f"{writer}-{size}"), entry(writer))])
+        await tx.append_entries(size, [row(leaf(f"{writer}-{size}"), entry(writer))])
         await tx.write_state(state(size + 1))
         inside.pop()
 
@@ -498,7 +523,7 @@ async def test_reads_see_committed_data_during_integration(storage_url: str) -> 
     async with opened(storage_url) as storage, opened(storage_url) as other:
         await integrate(storage, 2, {(0, 0): tile(2)})
         async with storage.integration() as tx:
-            await tx.append_entries(2, [(leaf(2), entry(2))])
+            await tx.append_entries(2, [row(leaf(2), entry(2))])
             await tx.write_tiles({(0, 0): tile(3)})
             await tx.write_state(state(3))
             for reader in (storage, other):  # neither blocks nor sees uncommitted writes
@@ -519,7 +544,7 @@ async def test_cancelled_integration_rolls_back(storage: Storage) -> None:
 
     async def stuck() -> None:
         async with storage.integration() as tx:
-            await tx.append_entries(1, [(leaf(1), entry(1))])
+            await tx.append_entries(1, [row(leaf(1), entry(1))])
             await tx.write_state(state(2))
             inside.set()
             await asyncio.sleep(3600)
@@ -581,18 +606,50 @@ def test_open_storage_rejects_unknown_scheme() -> None:
         open_storage("sqlite:///:memory:")
 
 
+@pytest.mark.parametrize("batch", ["already-logged", "repeated-in-batch"])
+async def test_duplicate_identity_is_rejected(storage: Storage, batch: str) -> None:
+    """One identity is one entry: the same identity under another leaf hash (the
+    same signed text with other signature lines) is never stored twice."""
+    await integrate(storage, 2)
+    before = await snapshot(storage)
+    same = ident(leaf(1)) if batch == "already-logged" else ident(leaf("x"))
+
+    async def append_duplicate() -> None:
+        async with storage.integration() as tx:
+            await tx.append_entries(
+                2, [row(leaf("x"), entry("x")), row(leaf("y"), entry("y"), identity=same)]
+            )
+            await tx.write_state(state(4))
+
+    with pytest.raises(RuntimeError, match="identity or leaf hash is already in the log"):
+        await append_duplicate()
+    assert await snapshot(storage) == before
+
+
+async def test_entries_by_identity_and_find_identity(storage: Storage) -> None:
+    await integrate(storage, 3)
+    async with storage.integration() as tx:
+        assert await tx.entries_by_identity([]) == {}
+        got = await tx.entries_by_identity([ident(leaf(2)), ident(leaf(7)), ident(leaf(2))])
+        assert got == {ident(leaf(2)): (2, entry(2))}
+        assert await tx.entries_by_identity([leaf(2)]) == {}  # a leaf hash is not an identity
+    assert await storage.find_identity(ident(leaf(1))) == 1
+    assert await storage.find_identity(leaf(1)) is None
+    assert await storage.find_leaf(leaf(1)) == 1
+
+
 # -- crashes: a writer process killed with SIGKILL ----------------------------------
 
 _WRITER = """
 import asyncio, sys
-from firmlog.server.storage import LogState, open_storage
+from firmlog.server.storage import EntryRow, LogState, open_storage
 
 async def main(url: str, mode: str) -> None:
     storage = open_storage(url)
     await storage.open()
     async with storage.integration() as tx:
         size = (await tx.state()).tree_size
-        await tx.append_entries(size, [(b"k" * 32, b"from the killed writer")])
+        await tx.append_entries(size, [EntryRow(b"i" * 32, b"k" * 32, b"from the killed writer")])
         await tx.write_tiles({(0, 0): b"k" * 32})
         await tx.write_state(LogState(size + 1, b"e" * 32, b"killed note"))
         if mode == "hold":

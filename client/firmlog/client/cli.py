@@ -9,8 +9,8 @@ never renamed)::
             --security-version N --image FILE [--channel C] [--source-uri U --source-commit C]
             [--builder B] [--build-time T] [--reproducible] [--hardware-revision R ...]
             [--sbom FILE] [--fix CVE ...] [--changelog TEXT]
-    firmlog revoke --key K.key ... --vendor V --release-hash HEX --reason R [--advisory A]
-    firmlog rotate-keys --key K.key ... --vendor V --new-key VKEY ... [--threshold K]
+    firmlog revoke --key K.key ... --vendor V --release ID --reason R [--advisory A]
+    firmlog rotate-keys --key K.key ... --vendor V --new-key VKEY ... [--threshold K] --serial N
     firmlog submit --log URL FILE
     firmlog verify --image FILE --bundle FILE --policy FILE --vendor-key VKEY [...]
             [--threshold K] [--product P] [--installed-security-version N] [--state FILE]
@@ -237,7 +237,7 @@ def cmd_release_create(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     body = Revocation(
         vendor=args.vendor,
-        release_hash=args.release_hash,
+        release_id=args.release,
         reason=args.reason,
         advisory=args.advisory,
     )
@@ -246,7 +246,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
     keys = tuple(_vkey(k, "--new-key") for k in args.new_key)
-    body = KeySet(vendor=args.vendor, keys=keys, threshold=args.threshold)
+    body = KeySet(vendor=args.vendor, keys=keys, threshold=args.threshold, serial=args.serial)
     return _sign(body, args.key, args.output)
 
 
@@ -439,7 +439,11 @@ def _inspect_checkpoint(note: bytes, title: str) -> list[str]:
 def _inspect_entry(raw: bytes, title: str) -> list[str]:
     entry = parse_entry(raw)
     body = json.dumps(entry_json(entry.body), indent=2, ensure_ascii=False)
-    lines = [f"{title}: {entry.type}", f"  leaf hash   {entry.leaf_hash.hex()}"]
+    lines = [
+        f"{title}: {entry.type}",
+        f"  id          {entry.identity.hex()}",
+        f"  leaf hash   {entry.leaf_hash.hex()}",
+    ]
     lines += ["  " + line for line in body.splitlines()]
     return lines + _signature_lines(entry.signatures)
 
@@ -594,7 +598,12 @@ def _parser() -> argparse.ArgumentParser:
     s = command("revoke", cmd_revoke, "print a signed firmlog/revocation/v1 entry")
     signing_keys(s)
     s.add_argument("--vendor", required=True, metavar="V")
-    s.add_argument("--release-hash", required=True, metavar="HEX", help="leaf hash of the release")
+    s.add_argument(
+        "--release",
+        required=True,
+        metavar="ID",
+        help="the release's identity: hex SHA-256 of its signed text (firmlog inspect shows it)",
+    )
     s.add_argument("--reason", required=True, metavar="R")
     s.add_argument("--advisory", default="", metavar="A")
     output(s)
@@ -604,6 +613,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--vendor", required=True, metavar="V")
     s.add_argument("--new-key", action="append", required=True, metavar="VKEY")
     s.add_argument("--threshold", type=int, default=1, metavar="K", help="default 1")
+    s.add_argument(
+        "--serial",
+        type=int,
+        required=True,
+        metavar="N",
+        help="the serial of the key set this creates: one more than the current set's "
+        "(the admission's set is 1; GET /v1/vendors/V shows the current serial)",
+    )
     output(s)
 
     s = command("submit", cmd_submit, "submit a signed entry; print its .tlog-proof bundle")

@@ -9,7 +9,12 @@
     — acme.example/security <base64 signature>
 
 The type line makes a signature over one kind of entry impossible to read as
-another. The leaf hash of an entry (RFC 6962) is its identity in the log.
+another. An entry's identity is its signed text: :attr:`Entry.identity` is the
+SHA-256 of the text before the signature lines. The Merkle leaf is the whole
+note, signatures included, but two notes with one text are one entry: the log
+answers the second with the first's index, and revocations name a release by
+its identity, so adding, dropping or repeating signature lines never makes a
+logged entry new.
 
 The JSON member names are the dataclass field names; nested objects are
 ``image`` and ``build``. Every field is required except ``sbom_sha256`` and
@@ -30,7 +35,7 @@ Field rules (limits are the module constants):
 - ``hardware_revisions``: 0..64 distinct names in the vendor's order (empty:
   not restricted to particular revisions);
 - ``security_version``: an integer 0..2**53-1 (JSON booleans are not integers);
-- ``image.sha256``, ``sbom_sha256``, ``release_hash``: 64 lowercase hex digits;
+- ``image.sha256``, ``sbom_sha256``, ``release_id``: 64 lowercase hex digits;
   ``image.size``: 1..2**53-1 bytes;
 - ``build.time``: RFC 3339 UTC, ``YYYY-MM-DDTHH:MM:SSZ``, a real date and
   time (no leap second); ``build.source_uri``: an absolute RFC 3986 URI (a
@@ -43,11 +48,16 @@ Field rules (limits are the module constants):
 - ``reason``: 1..1024 bytes of such text; ``advisory``: 0..2048 printable
   characters (typically a URL or an advisory id);
 - ``keys``: 1..16 Ed25519 verifier keys in canonical form, no public key
-  twice; ``threshold``: 1..len(keys).
+  twice and no two keys with one name and key ID (signature lines name keys
+  so); ``threshold``: 1..len(keys);
+- ``serial`` (key sets): the serial of the key set the rotation creates,
+  2..2**53-1; the admission's set is serial 1 and each rotation must carry
+  exactly one more than the current set's (:mod:`firmlog.client.ledger`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,6 +72,7 @@ from firmlog.client.errors import (
     KeyFormatError,
     NoteFormatError,
     SignatureError,
+    SignatureLineError,
 )
 from firmlog.client.note import (
     Ed25519Verifier,
@@ -89,6 +100,8 @@ __all__ = [
     "Release",
     "Revocation",
     "VendorAdmission",
+    "check_signature_lines",
+    "entry_identity",
     "entry_json",
     "entry_text",
     "entry_type",
@@ -152,21 +165,26 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    """``firmlog/revocation/v1``: withdraws a release, named by its entry's leaf hash."""
+    """``firmlog/revocation/v1``: withdraws a release, named by its entry identity."""
 
     vendor: str
-    release_hash: str  # 64 lowercase hex digits: RFC 6962 leaf hash of the release entry
+    release_id: str  # 64 lowercase hex digits: the release's Entry.identity
     reason: str
     advisory: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    """``firmlog/keys/v1``: a vendor's new key set and threshold (rotation)."""
+    """``firmlog/keys/v1``: a vendor's new key set and threshold (rotation).
+
+    ``serial`` numbers the vendor's key sets: the admission's is 1, and a
+    rotation creates the next one, so an old rotation can never apply again.
+    """
 
     vendor: str
     keys: tuple[str, ...]  # Ed25519 vkeys
     threshold: int
+    serial: int  # 2..2**53-1: exactly one more than the current set's
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +211,18 @@ class Entry:
 
     @property
     def leaf_hash(self) -> bytes:
-        """RFC 6962 leaf hash of :attr:`raw`: the entry's identity in the log."""
+        """RFC 6962 leaf hash of :attr:`raw`, signature lines included."""
         return merkle.leaf_hash(self.raw)
+
+    @property
+    def identity(self) -> bytes:
+        """SHA-256 of the signed text: what makes two notes the same entry."""
+        return entry_identity(self.text)
+
+
+def entry_identity(text: str) -> bytes:
+    """The identity of the entry whose signed text is ``text``: SHA-256 of its UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 # What each type is called in messages, and whose keys sign it.
@@ -271,11 +299,18 @@ def entry_json(body: EntryBody) -> dict[str, Any]:
     if isinstance(body, Revocation):
         return {
             "vendor": body.vendor,
-            "release_hash": body.release_hash,
+            "release_id": body.release_id,
             "reason": body.reason,
             "advisory": body.advisory,
         }
-    if isinstance(body, KeySet | VendorAdmission):
+    if isinstance(body, KeySet):
+        return {
+            "vendor": body.vendor,
+            "keys": _array(body.keys),
+            "threshold": body.threshold,
+            "serial": body.serial,
+        }
+    if isinstance(body, VendorAdmission):
         return {"vendor": body.vendor, "keys": _array(body.keys), "threshold": body.threshold}
     raise TypeError(f"not a firmlog entry body: {type(body).__name__}")
 
@@ -494,6 +529,7 @@ def _keys(path: str, value: object) -> tuple[str, ...]:
     if not 1 <= len(value) <= MAX_KEYS:
         raise EntryFormatError(f"{path}: expected 1..{MAX_KEYS} keys, got {len(value)}")
     seen: dict[bytes, int] = {}
+    named: dict[tuple[str, int], int] = {}
     for i, v in enumerate(value):
         s = _str(f"{path}[{i}]", v)
         try:
@@ -513,6 +549,14 @@ def _keys(path: str, value: object) -> tuple[str, ...]:
                 f"{path}[{i}]: the same public key as {path}[{seen[verifier.public_key]}]"
             )
         seen[verifier.public_key] = i
+        ident = (verifier.name, verifier.key_id)
+        if ident in named:
+            raise EntryFormatError(
+                f"{path}[{i}]: the same name and key ID ({verifier.name}+"
+                f"{verifier.key_id:08x}) as {path}[{named[ident]}]: a signature line could "
+                "not say which of the two keys made it"
+            )
+        named[ident] = i
     return tuple(value)
 
 
@@ -752,10 +796,10 @@ def _release_from_json(line: str) -> Release | None:
 
 
 def _revocation(path: str, value: object) -> Revocation:
-    d = _fields(path, value, ("vendor", "release_hash", "reason", "advisory"))
+    d = _fields(path, value, ("vendor", "release_id", "reason", "advisory"))
     return Revocation(
         vendor=_vendor(f"{path}.vendor", d["vendor"]),
-        release_hash=_hex64(f"{path}.release_hash", d["release_hash"]),
+        release_id=_hex64(f"{path}.release_id", d["release_id"]),
         reason=_text(f"{path}.reason", d["reason"], 1, MAX_REASON_BYTES),
         advisory=_advisory(f"{path}.advisory", d["advisory"]),
     )
@@ -767,14 +811,19 @@ def _advisory(path: str, value: object) -> str:
     return _name(path, value, MAX_ADVISORY_LENGTH)
 
 
-def _key_set(path: str, value: object) -> tuple[str, tuple[str, ...], int]:
-    d = _fields(path, value, ("vendor", "keys", "threshold"))
+def _key_set(path: str, value: object, serial: bool) -> tuple[str, tuple[str, ...], int, int]:
+    d = _fields(path, value, ("vendor", "keys", "threshold", *(("serial",) if serial else ())))
     vendor = _vendor(f"{path}.vendor", d["vendor"])
     keys = _keys(f"{path}.keys", d["keys"])
     threshold = _int(
         f"{path}.threshold", d["threshold"], 1, len(keys), " (at most the number of keys)"
     )
-    return vendor, keys, threshold
+    number = (
+        _int(f"{path}.serial", d["serial"], 2, MAX_SAFE_INTEGER, " (the admission's set is 1)")
+        if serial
+        else 1
+    )
+    return vendor, keys, threshold, number
 
 
 def _body(type_: str, value: object) -> EntryBody:
@@ -783,9 +832,9 @@ def _body(type_: str, value: object) -> EntryBody:
         return _release(path, value)
     if type_ == REVOCATION_V1:
         return _revocation(path, value)
-    vendor, keys, threshold = _key_set(path, value)
+    vendor, keys, threshold, serial = _key_set(path, value, serial=type_ == KEYS_V1)
     if type_ == KEYS_V1:
-        return KeySet(vendor=vendor, keys=keys, threshold=threshold)
+        return KeySet(vendor=vendor, keys=keys, threshold=threshold, serial=serial)
     return VendorAdmission(vendor=vendor, keys=keys, threshold=threshold)
 
 
@@ -866,21 +915,52 @@ def parse_entry(raw: bytes, max_size: int = DEFAULT_MAX_ENTRY_SIZE) -> Entry:
 
 
 def verify_entry_signatures(
-    entry: Entry, keys: Sequence[Ed25519Verifier], threshold: int
+    entry: Entry, keys: Sequence[Ed25519Verifier], threshold: int, *, exact: bool = False
 ) -> tuple[str, ...]:
     """Require valid signatures by at least ``threshold`` distinct keys of ``keys``.
 
     Returns the vkeys that signed. Raises SignatureError if a signature by a
     key of the set is invalid, EntryPolicyError if fewer than ``threshold`` signed.
 
-    A key is matched by name and key ID, as in signed-note; signatures by
-    other keys are ignored; a key that signed twice counts once. ValueError if
-    ``threshold`` is not 1..(number of distinct keys).
+    A key is matched by name and key ID, as in signed-note. By default, as a
+    verifier of signed notes does, signatures by other keys are ignored and a
+    key that signed twice counts once. With ``exact`` (the log's rule for
+    what it accepts, DESIGN.md section 3) every signature line must be by a
+    key of ``keys``, each key at most once: SignatureLineError otherwise.
+    ValueError if ``threshold`` is not 1..(number of distinct keys).
     """
     by_id, distinct = _index_keys(keys)
     if not 1 <= threshold <= distinct:
         raise ValueError(f"threshold {threshold} is not 1..{distinct} (the distinct keys)")
+    if exact:
+        check_signature_lines(entry, by_id)
     return _verify_signatures_indexed(entry, by_id, threshold)
+
+
+def check_signature_lines(
+    entry: Entry, by_id: dict[tuple[str, int], Ed25519Verifier] | Sequence[Ed25519Verifier]
+) -> None:
+    """Every signature line of ``entry`` is by one of the keys, each key at most
+    once; SignatureLineError naming the first line that is not. The
+    signatures themselves are not verified here."""
+    if not isinstance(by_id, dict):
+        by_id, _ = _index_keys(by_id)
+    seen: dict[bytes, int] = {}
+    for n, sig in enumerate(entry.signatures, 1):
+        key = by_id.get((sig.name, sig.key_id))
+        if key is None:
+            known = ", ".join(sorted(f"{k.name}+{k.key_id:08x}" for k in by_id.values()))
+            raise SignatureLineError(
+                f"{_noun(entry)}: signature line {n} is by {sig.key}, which is not one of the "
+                f"{_SIGNERS.get(entry.type, 'signing')} keys ({known}): sign with the "
+                "required keys only"
+            )
+        if key.public_key in seen:
+            raise SignatureLineError(
+                f"{_noun(entry)}: signature line {n} is a second signature by {sig.key} "
+                f"(line {seen[key.public_key]} is the first): each key signs once"
+            )
+        seen[key.public_key] = n
 
 
 def _index_keys(

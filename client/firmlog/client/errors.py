@@ -19,6 +19,8 @@ or ``TypeError`` instead.
     │   ├── BundleFormatError        not a strict c2sp.org/tlog-proof@v1
     │   ├── PolicyFormatError        not a valid c2sp.org/tlog-policy
     │   ├── EntryFormatError         not a firmlog entry (type line, canonical JSON, fields)
+    │   │   └── SignatureLineError   a signature line the rule does not call for (unknown
+    │   │                            key, or a key that signed twice)
     │   └── StateFormatError         not a device state file (firmlog.client.verify.DeviceState)
     ├── VerificationError            well-formed, but the cryptography says no
     │   ├── SignatureError           a note lacks a valid signature from a trusted key
@@ -58,6 +60,7 @@ __all__ = [
     "ProofError",
     "QuorumError",
     "SignatureError",
+    "SignatureLineError",
     "SplitViewError",
     "StateFormatError",
     "TileMismatchError",
@@ -106,6 +109,16 @@ class PolicyFormatError(FormatError):
 
 class EntryFormatError(FormatError):
     """A firmlog entry has the wrong type line, non-canonical JSON or invalid fields."""
+
+
+class SignatureLineError(EntryFormatError):
+    """An entry carries a signature line that its signing rule does not call for:
+    by a key that is not one of the required keys, or by one of them twice.
+
+    The log refuses such a submission (400): an entry's signature lines are
+    exactly the required keys' signatures, so nobody can make a logged entry
+    look new by adding or repeating lines. Re-sign it with the required keys only.
+    """
 
 
 class StateFormatError(FormatError):

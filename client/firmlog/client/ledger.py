@@ -7,10 +7,13 @@ reaches the same verdicts:
 - ``firmlog/vendor/v1`` must be signed by an operator key and admits a vendor
   not yet admitted, with its first key set and threshold;
 - ``firmlog/keys/v1`` (rotation) must be signed by the vendor's *current* key
-  set at its threshold, and replaces it;
+  set at its threshold, must carry the serial one above the current set's (the
+  admission's set is serial 1), and replaces it;
 - ``firmlog/release/v1`` and ``firmlog/revocation/v1`` must be signed by the
   vendor's current key set at its threshold; a revocation must name a release
-  of the same vendor that is in the log.
+  of the same vendor that is in the log, by its identity;
+- every signature line of an entry is by a key the rule requires, each key at
+  most once (:class:`firmlog.client.errors.SignatureLineError` otherwise).
 
 :func:`authorize` checks one entry against the state before it and returns
 the vendor's new key set when the entry changes it. Nothing here does I/O;
@@ -34,7 +37,7 @@ from firmlog.client.entries import (
     VendorAdmission,
     verify_entry_signatures,
 )
-from firmlog.client.errors import EntryPolicyError
+from firmlog.client.errors import EntryPolicyError, SignatureLineError
 from firmlog.client.note import Ed25519Verifier, parse_verifier_key
 
 __all__ = [
@@ -52,12 +55,14 @@ class UnknownVendorError(EntryPolicyError):
 
 @dataclass(frozen=True, slots=True)
 class VendorKeys:
-    """A vendor's key set as of log index ``since_index`` (the entry that set it)."""
+    """A vendor's key set number ``serial``, as of log index ``since_index`` (the
+    entry that set it)."""
 
     vendor: str
     keys: tuple[str, ...]  # vkeys
     threshold: int
     since_index: int
+    serial: int = 1
     verifiers: tuple[Ed25519Verifier, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,10 +79,14 @@ def check_signatures(
     entry: Entry, operator_keys: Sequence[Ed25519Verifier], current: VendorKeys | None
 ) -> None:
     """Who must sign ``entry``: an operator key for an admission, else the vendor's
-    current key set at its threshold. Raises EntryPolicyError/SignatureError."""
+    current key set at its threshold; and nobody else, each key once.
+
+    Raises SignatureLineError for a line by another key or a repeated key,
+    SignatureError for an invalid signature by a required key,
+    EntryPolicyError when too few required keys signed."""
     vendor = _vendor_of(entry)
     if isinstance(entry.body, VendorAdmission):
-        verify_entry_signatures(entry, operator_keys, threshold=1)
+        verify_entry_signatures(entry, operator_keys, threshold=1, exact=True)
         return
     if current is None:
         raise UnknownVendorError(
@@ -85,10 +94,11 @@ def check_signatures(
             f"with {VENDOR_V1}"
         )
     try:
-        verify_entry_signatures(entry, current.verifiers, current.threshold)
-    except EntryPolicyError as exc:
-        raise EntryPolicyError(
-            f"{exc}; the current key set of {vendor} is from log index {current.since_index}"
+        verify_entry_signatures(entry, current.verifiers, current.threshold, exact=True)
+    except (EntryPolicyError, SignatureLineError) as exc:
+        raise type(exc)(
+            f"{exc}; the current key set of {vendor} is serial {current.serial}, from log "
+            f"index {current.since_index}"
         ) from exc
 
 
@@ -105,7 +115,7 @@ def authorize(
 
     ``current`` is the vendor's key set before this entry (None if the vendor
     is not admitted). For a revocation, ``revoked`` is the entry its
-    ``release_hash`` names, if that is in the log. ``signatures_checked``
+    ``release_id`` names, if that is in the log. ``signatures_checked``
     skips :func:`check_signatures` when the caller already ran it against the
     same ``current``. Returns the new key set for admissions and rotations,
     None for releases and revocations. Raises EntryPolicyError
@@ -127,15 +137,26 @@ def authorize(
     if current is None:  # only reachable with signatures_checked
         raise UnknownVendorError(f"vendor {vendor} is not admitted to this log")
     if isinstance(body, KeySet):
-        return VendorKeys(vendor, body.keys, body.threshold, index)
+        if body.serial != current.serial + 1:
+            raise EntryPolicyError(
+                f"key set of {vendor} carries serial {body.serial}, but the current key set "
+                f"(log index {current.since_index}) is serial {current.serial}: a rotation "
+                f"creates serial {current.serial + 1}"
+                + (
+                    ", and an old rotation can never be applied again"
+                    if body.serial <= current.serial
+                    else ""
+                )
+            )
+        return VendorKeys(vendor, body.keys, body.threshold, index, body.serial)
     if isinstance(body, Revocation):
         if revoked is None:
             raise EntryPolicyError(
-                f"revocation names release {body.release_hash}, which is not in this log"
+                f"revocation names release {body.release_id}, which is not in this log"
             )
         if revoked.type != RELEASE_V1:
             raise EntryPolicyError(
-                f"revocation names entry {body.release_hash}, a {revoked.type} entry, "
+                f"revocation names entry {body.release_id}, a {revoked.type} entry, "
                 f"not a {RELEASE_V1}"
             )
         if _vendor_of(revoked) != vendor:
@@ -154,20 +175,29 @@ class LedgerState:
 
     operator_keys: tuple[Ed25519Verifier, ...]
     vendors: dict[str, VendorKeys] = field(default_factory=dict)
-    entries: dict[bytes, Entry] = field(default_factory=dict)  # leaf hash -> entry
+    entries: dict[bytes, Entry] = field(default_factory=dict)  # identity -> entry
     size: int = 0
 
     def apply(self, entry: Entry) -> None:
-        """Authorize ``entry`` as the next entry of the log and update the state."""
+        """Authorize ``entry`` as the next entry of the log and update the state.
+
+        An entry whose identity (signed text) is already in the log is refused:
+        a log answers a resubmission with the first copy's index, never logs it again.
+        """
+        if entry.identity in self.entries:
+            raise EntryPolicyError(
+                f"{entry.type} entry {entry.identity.hex()} is already in the log: one "
+                "signed text is one entry"
+            )
         revoked = None
         if isinstance(entry.body, Revocation):
-            revoked = self.entries.get(bytes.fromhex(entry.body.release_hash))
+            revoked = self.entries.get(bytes.fromhex(entry.body.release_id))
         new_keys = authorize(
             entry, self.size, self.operator_keys, self.vendors.get(entry.body.vendor), revoked
         )
         if new_keys is not None:
             self.vendors[new_keys.vendor] = new_keys
-        self.entries[entry.leaf_hash] = entry
+        self.entries[entry.identity] = entry
         self.size += 1
 
     def apply_all(self, entries: Iterable[Entry]) -> None:

@@ -329,9 +329,9 @@ def check_not_revoked(
     revocation without the pinned keys' signatures at threshold is logged and
     ignored.
     """
-    leaf = update.leaf_hash.hex()
+    release = update.entry.identity.hex()  # revocations name a release by its identity
     try:
-        answer = json.loads(client.get(f"/v1/revocations/{leaf}"))
+        answer = json.loads(client.get(f"/v1/revocations/{release}"))
         items = answer["revocations"]
         if not isinstance(items, list):
             raise TypeError("revocations is not a list")
@@ -344,8 +344,8 @@ def check_not_revoked(
         try:
             entry = parse_entry(raw)
             body = entry.body
-            if not isinstance(body, Revocation) or body.release_hash != leaf:
-                raise EntryFormatError(f"entry {index} is not a revocation of release {leaf}")
+            if not isinstance(body, Revocation) or body.release_id != release:
+                raise EntryFormatError(f"entry {index} is not a revocation of release {release}")
             if vendor_keys.vendor is not None and body.vendor != vendor_keys.vendor:
                 raise EntryPolicyError(f"revocation by {body.vendor}, not {vendor_keys.vendor}")
             verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from firmlog.client.entries import VendorAdmission, parse_entry
-from firmlog.client.errors import EntryFormatError, EntryPolicyError, SignatureError
+from firmlog.client.entries import Entry, VendorAdmission, parse_entry
+from firmlog.client.errors import (
+    EntryFormatError,
+    EntryPolicyError,
+    SignatureError,
+    SignatureLineError,
+)
 from firmlog.client.ledger import check_signatures
 from firmlog.client.note import Ed25519Verifier
 from firmlog.server.ledger import OPERATOR_CHECKED, Candidate, VendorKeyCache
@@ -22,6 +27,10 @@ from firmlog.server.storage import Storage
 
 class EntryTooLarge(EntryFormatError):
     """The submission exceeds the entry size limit. Answer 413."""
+
+
+# What a change of the vendor's keys since this process last looked can cause.
+_KEY_ERRORS = (EntryPolicyError, SignatureError, SignatureLineError)
 
 
 class Acceptance:
@@ -38,10 +47,24 @@ class Acceptance:
         self.max_entry_size = max_entry_size
 
     async def check(self, raw: bytes) -> Candidate:
-        """Parse and authorize one submission, or raise a FirmlogError saying why not."""
+        """Parse and authorize one submission, or raise a FirmlogError saying why not.
+
+        A submission whose signed text is already logged is the logged entry,
+        whatever its signature lines and whatever happened to its vendor's keys
+        since: it passes, unchecked, and the sequencer answers it with the
+        original index and bundle.
+        """
         if len(raw) > self.max_entry_size:
             raise EntryTooLarge(f"entry is {len(raw)} bytes: the limit is {self.max_entry_size}")
         entry = parse_entry(raw, max_size=self.max_entry_size)
+        try:
+            return await self._authorize(entry)
+        except _KEY_ERRORS:
+            if await self._storage.find_identity(entry.identity) is not None:
+                return Candidate(entry, None)
+            raise
+
+    async def _authorize(self, entry: Entry) -> Candidate:
         if isinstance(entry.body, VendorAdmission):
             check_signatures(entry, self.operator_keys, None)
             return Candidate(entry, OPERATOR_CHECKED)
@@ -49,19 +72,12 @@ class Acceptance:
         current = self._cache.get(vendor) or await self._cache.load(self._storage, vendor)
         try:
             check_signatures(entry, self.operator_keys, current)
-        except (EntryPolicyError, SignatureError):
+        except _KEY_ERRORS:
             # Another process may have rotated the vendor's keys: look again.
             fresh = await self._cache.load(self._storage, vendor)
-            try:
-                if fresh is None or fresh == current:
-                    raise
-                check_signatures(entry, self.operator_keys, fresh)
-            except (EntryPolicyError, SignatureError):
-                # An entry already logged is answered with its index, whatever
-                # happened to its vendor's keys since.
-                if await self._storage.find_leaf(entry.leaf_hash) is not None:
-                    return Candidate(entry, None)
+            if fresh is None or fresh == current:
                 raise
+            check_signatures(entry, self.operator_keys, fresh)
             current = fresh
         assert current is not None
         return Candidate(entry, current.since_index)

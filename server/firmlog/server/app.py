@@ -236,15 +236,13 @@ async def get_bundle(request: web.Request) -> web.Response:
     svc = _services(request)
     ref = request.match_info["ref"]
     if _HEX64.fullmatch(ref):
-        found = await svc.storage.find_leaf(bytes.fromhex(ref))
-        if found is None:
-            raise NotFound(f"no entry with leaf hash {ref} is in the log")
-        index = found
+        index = await _find_entry(svc.storage, ref)
     elif _DECIMAL.fullmatch(ref) and int(ref) <= MAX_UINT63:
         index = int(ref)
     else:
         raise BadRequest(
-            f"expected a decimal entry index or a 64-digit lowercase hex leaf hash, got {ref!r}"
+            "expected a decimal entry index, or an entry's id or leaf hash (64 lowercase hex "
+            f"digits), got {ref!r}"
         )
     pinned = "tree_size" in request.query
     if pinned:
@@ -262,6 +260,20 @@ async def get_bundle(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"Cache-Control": IMMUTABLE if pinned else SHORT},
     )
+
+
+async def _find_entry(storage: Storage, ref: str) -> int:
+    """The index of the entry whose identity or leaf hash is ``ref`` (64 hex digits).
+
+    Both are SHA-256 outputs over different inputs (the signed text; 0x00 and
+    the whole note), so one value cannot name two entries."""
+    digest = bytes.fromhex(ref)
+    index = await storage.find_identity(digest)
+    if index is None:
+        index = await storage.find_leaf(digest)
+    if index is None:
+        raise NotFound(f"no entry with id or leaf hash {ref} is in the log")
+    return index
 
 
 def _b64(hashes: list[bytes]) -> list[str]:
@@ -379,6 +391,7 @@ async def get_releases(request: web.Request) -> web.Response:
         releases.append(
             {
                 "index": index,
+                "id": entry.identity.hex(),
                 "leaf_hash": entry.leaf_hash.hex(),
                 "revoked_by": revoked.get(index, []),
                 "release": entry_json(entry.body),
@@ -391,14 +404,14 @@ async def get_releases(request: web.Request) -> web.Response:
 
 
 async def get_revocations(request: web.Request) -> web.Response:
-    """The revocations of one release, named by its leaf hash, with their entries."""
+    """The revocations of one release, named by its id (or leaf hash), with their entries."""
     storage = _services(request).storage
-    ref = request.match_info["leaf_hash"]
+    ref = request.match_info["release"]
     if not _HEX64.fullmatch(ref):
-        raise BadRequest(f"expected a 64-digit lowercase hex leaf hash, got {ref!r}")
-    index = await storage.find_leaf(bytes.fromhex(ref))
-    if index is None:
-        raise NotFound(f"no entry with leaf hash {ref} is in the log")
+        raise BadRequest(
+            f"expected a release's id or leaf hash (64 lowercase hex digits), got {ref!r}"
+        )
+    index = await _find_entry(storage, ref)
     revocations = (await storage.revocations_of([index])).get(index, [])
     entries = [(i, (await storage.read_entries(i, i + 1))[0]) for i in revocations]
     return web.json_response(
@@ -416,6 +429,7 @@ def _key_set_json(row: KeySetRow) -> dict[str, object]:
     return {
         "vendor": row.vendor,
         "index": row.index,
+        "serial": row.serial,
         "keys": list(row.keys),
         "threshold": row.threshold,
     }
@@ -452,6 +466,7 @@ async def get_vendor(request: web.Request) -> web.Response:
             "vendor": vendor,
             "keys": list(current.keys),
             "threshold": current.threshold,
+            "serial": current.serial,
             "since_index": current.index,
             "history": [_key_set_json(r) for r in history],
         },
@@ -620,7 +635,7 @@ def make_app(
     r.add_get("/v1/proof/consistency", get_consistency_proof)
     r.add_get("/v1/entries", get_entries)
     r.add_get("/v1/releases", get_releases)
-    r.add_get("/v1/revocations/{leaf_hash}", get_revocations)
+    r.add_get("/v1/revocations/{release}", get_revocations)
     r.add_get("/v1/vendors", get_vendors)
     r.add_get("/v1/vendors/{vendor}", get_vendor)
     r.add_put("/v1/images/sha256/{digest}", put_image)

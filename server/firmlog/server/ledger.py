@@ -10,7 +10,13 @@ monitors). They are applied twice:
   the order entries get their indexes, against the key sets committed in the
   database (another process may have rotated a vendor's keys meanwhile) and
   those set earlier in the same batch. An entry refused here is not logged;
-  its submitter gets the reason.
+  its submitter gets the reason. Every error while checking one entry, even
+  an unexpected one, is that entry's verdict: nothing one submitter sends can
+  fail another's entry.
+
+Entries are one per identity (their signed text): of several submissions of
+one text in a batch, the first that the rules accept is appended and the
+others are answered with its index.
 
 Signatures verified at submission against the key set that is still current
 in the transaction are not verified again.
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import structlog
 
 from firmlog.client.entries import Entry, Release, Revocation, VendorAdmission, parse_entry
 from firmlog.client.errors import FirmlogError
@@ -33,6 +41,8 @@ from firmlog.server.storage import (
     RevocationRow,
     Storage,
 )
+
+log = structlog.get_logger("firmlog.ledger")
 
 OPERATOR_CHECKED = -1  # Candidate.checked_against for an admission whose operator signature passed
 
@@ -51,7 +61,7 @@ class Candidate:
 
 
 def vendor_keys(row: KeySetRow) -> VendorKeys:
-    return VendorKeys(row.vendor, row.keys, row.threshold, row.index)
+    return VendorKeys(row.vendor, row.keys, row.threshold, row.index, row.serial)
 
 
 class VendorKeyCache:
@@ -76,9 +86,15 @@ class VendorKeyCache:
         return self._keys.get(vendor)
 
 
+Verdict = Exception | int | None
+"""Of one candidate: None, appended; an int, the same entry (identity) was
+appended earlier in this batch at that index; an exception, refused (a
+FirmlogError says why; anything else is a server error)."""
+
+
 @dataclass(frozen=True, slots=True)
 class GateResult:
-    verdicts: list[FirmlogError | None]  # one per candidate: None = appended
+    verdicts: list[Verdict]  # one per candidate
     rows: LedgerRows
     key_sets: list[VendorKeys]  # set by this batch, in order
 
@@ -95,20 +111,24 @@ class LedgerGate:
         vendors = sorted({c.entry.body.vendor for c in candidates})
         keys = {v: vendor_keys(row) for v, row in (await tx.key_sets(vendors)).items()}
         wanted = [
-            bytes.fromhex(c.entry.body.release_hash)
+            bytes.fromhex(c.entry.body.release_id)
             for c in candidates
             if isinstance(c.entry.body, Revocation)
         ]
-        stored = await tx.entries_by_leaf(wanted) if wanted else {}
-        in_batch: dict[bytes, tuple[int, Entry]] = {}
+        stored = await tx.entries_by_identity(wanted) if wanted else {}
+        in_batch: dict[bytes, tuple[int, Entry]] = {}  # identity -> appended here
 
-        verdicts: list[FirmlogError | None] = []
+        verdicts: list[Verdict] = []
         key_sets: list[VendorKeys] = []
         releases: list[ReleaseRow] = []
         revocations: list[RevocationRow] = []
         index = start_index
         for c in candidates:
             entry, body = c.entry, c.entry.body
+            earlier = in_batch.get(entry.identity)
+            if earlier is not None:
+                verdicts.append(earlier[0])
+                continue
             current = keys.get(body.vendor)
             checked = c.checked_against is not None and (
                 c.checked_against == OPERATOR_CHECKED
@@ -116,13 +136,13 @@ class LedgerGate:
                 else current is not None and current.since_index == c.checked_against
             )
             revoked: tuple[int, Entry] | None = None
-            if isinstance(body, Revocation):
-                target = bytes.fromhex(body.release_hash)
-                revoked = in_batch.get(target)
-                if revoked is None and target in stored:
-                    at, raw = stored[target]
-                    revoked = (at, parse_entry(raw, max_size=1 << 16))
             try:
+                if isinstance(body, Revocation):
+                    target = bytes.fromhex(body.release_id)
+                    revoked = in_batch.get(target)
+                    if revoked is None and target in stored:
+                        at, raw = stored[target]
+                        revoked = (at, parse_entry(raw, max_size=1 << 16))
                 new_keys = authorize(
                     entry,
                     index,
@@ -131,7 +151,9 @@ class LedgerGate:
                     revoked[1] if revoked else None,
                     signatures_checked=checked,
                 )
-            except FirmlogError as exc:
+            except Exception as exc:  # this entry's verdict, whatever went wrong
+                if not isinstance(exc, FirmlogError):
+                    log.exception("checking an entry failed", entry_id=entry.identity.hex())
                 verdicts.append(exc)
                 continue
             verdicts.append(None)
@@ -154,10 +176,12 @@ class LedgerGate:
             elif isinstance(body, Revocation):
                 assert revoked is not None
                 revocations.append(RevocationRow(index, body.vendor, revoked[0]))
-            in_batch[entry.leaf_hash] = (index, entry)
+            in_batch[entry.identity] = (index, entry)
             index += 1
         rows = LedgerRows(
-            key_sets=[KeySetRow(k.vendor, k.since_index, k.keys, k.threshold) for k in key_sets],
+            key_sets=[
+                KeySetRow(k.vendor, k.since_index, k.keys, k.threshold, k.serial) for k in key_sets
+            ],
             releases=releases,
             revocations=revocations,
         )
@@ -169,4 +193,11 @@ class LedgerGate:
             self.cache.learn(keys)
 
 
-__all__ = ["OPERATOR_CHECKED", "Candidate", "GateResult", "LedgerGate", "VendorKeyCache"]
+__all__ = [
+    "OPERATOR_CHECKED",
+    "Candidate",
+    "GateResult",
+    "LedgerGate",
+    "VendorKeyCache",
+    "Verdict",
+]

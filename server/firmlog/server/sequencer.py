@@ -5,7 +5,9 @@ full or when the oldest entry has waited ``batch_interval`` (10 ms by default,
 at most 500 ms): under load the next batch fills while the previous one
 commits, so batches grow with the load (group commit). It integrates each
 in one storage transaction under the log-wide lock: it reads the committed
-state (another process may have grown the log), skips entries already logged,
+state (another process may have grown the log), skips entries already logged
+(by identity: for a firmlog entry, its signed text, so a copy with other
+signature lines is the logged entry and gets its index and bundle),
 lets the ledger gate decide in log order which new entries may be appended
 (:class:`firmlog.server.ledger.LedgerGate`; a sequencer without a gate logs
 opaque entries, as a plain tlog), appends those to the right edge of the
@@ -13,6 +15,11 @@ tree (:class:`CompactRange`), writes the entries, the ledger index rows, the
 hash tiles that changed and the new signed checkpoint, and commits. Only
 then are the waiting submitters answered, each with a ``.tlog-proof`` bundle
 against the new checkpoint: a proof, not a promise.
+
+Per-entry verdicts: nothing one submitter sends can fail another's entry.
+Every error while checking an entry is that entry's answer (the gate), and a
+batch whose transaction fails for any other reason than the database being
+unavailable is retried in halves, down to the entry that fails it.
 
 Who owns what: ``_pending`` and ``_wake`` are shared between :meth:`submit`
 (appends) and the run loop (takes); everything else belongs to the run loop.
@@ -33,15 +40,15 @@ import structlog
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.entries import parse_entry
-from firmlog.client.errors import FirmlogError
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, HashReader, inclusion_proof
+from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
 from firmlog.server.ledger import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader, hash_tiles_touched
-from firmlog.server.storage import Integration, LogState, Storage
+from firmlog.server.storage import EntryRow, Integration, LogState, Storage
 
 log = structlog.get_logger("firmlog.sequencer")
 
@@ -86,6 +93,7 @@ class Integrated:
 class _Pending:
     entry: bytes
     leaf_hash: bytes
+    identity: bytes
     future: asyncio.Future[Integrated]
     queued_at: float
     candidate: Candidate | None
@@ -134,16 +142,21 @@ class Sequencer:
         """Queue an entry and wait until it is durably in the log.
 
         ``candidate`` is the parsed entry as checked at submission; with a
-        ledger gate, an entry without one is parsed and fully checked in the
-        integration. Raises the gate's FirmlogError if the entry is refused.
+        ledger gate, an entry without one is parsed here (EntryFormatError)
+        and fully checked in the integration. Raises the gate's FirmlogError
+        if the entry is refused. Without a gate entries are opaque: their
+        identity is their leaf hash.
         """
+        if self._ledger is not None and candidate is None:
+            candidate = Candidate(parse_entry(entry))
+        identity = candidate.entry.identity if candidate is not None else leaf_hash
         if self._stopping:
             raise SequencerStopped("the log is shutting down")
         if len(self._pending) >= self._config.pool_size:
             self._metrics.submissions.inc(1, "pool_full")
             raise PoolFull(retry_after=max(1.0, self._config.batch_interval * 2))
         future: asyncio.Future[Integrated] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(entry, leaf_hash, future, self._clock(), candidate))
+        self._pending.append(_Pending(entry, leaf_hash, identity, future, self._clock(), candidate))
         self._metrics.pool.set(len(self._pending))
         if len(self._pending) == 1 or len(self._pending) >= self._config.batch_size:
             self._wake.set()
@@ -182,8 +195,20 @@ class Sequencer:
         try:
             results = await self._integrate(batch)
         except Exception as exc:
-            _fail(batch, exc)  # answer first: logging may fail too
             self._metrics.integration_errors.inc()
+            if len(batch) > 1 and not _unavailable(exc):
+                # Perhaps one entry fails the whole transaction: retry in halves, so
+                # that only the entry that fails it is answered with the error.
+                log.warning(
+                    "integration failed; retrying the batch in halves",
+                    entries=len(batch),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                half = len(batch) // 2
+                await self._integrate_and_answer(batch[:half])
+                await self._integrate_and_answer(batch[half:])
+                return
+            _fail(batch, exc)  # answer first: logging may fail too
             log.exception("integration failed", entries=len(batch))
             return
         self._metrics.integrate_seconds.observe(self._clock() - started)
@@ -201,44 +226,43 @@ class Sequencer:
 
     async def _gate(
         self, tx: Integration, start_index: int, fresh: list[_Pending]
-    ) -> tuple[list[_Pending], dict[bytes, FirmlogError], GateResult | None]:
-        """Which new entries the ledger lets in, in order; and why the others not."""
-        if self._ledger is None or not fresh:
-            return fresh, {}, None
-        refused: dict[bytes, FirmlogError] = {}
-        parsed: list[tuple[_Pending, Candidate]] = []
-        for p in fresh:
-            try:
-                parsed.append((p, p.candidate or Candidate(parse_entry(p.entry))))
-            except FirmlogError as exc:
-                refused[p.leaf_hash] = exc
-        result = await self._ledger.admit(tx, start_index, [c for _, c in parsed])
-        accepted = []
-        for (p, _), verdict in zip(parsed, result.verdicts, strict=True):
+    ) -> tuple[list[_Pending], dict[int, Exception], GateResult | None]:
+        """Which new entries are appended, in order; and, by ``id()`` of the
+        submission, why the others are not. A submission of an entry appended
+        earlier in the batch is neither: it is answered as a duplicate."""
+        if self._ledger is None:
+            first: dict[bytes, _Pending] = {}  # opaque entries: the first of each
+            for p in fresh:
+                first.setdefault(p.identity, p)
+            return list(first.values()), {}, None
+        if not fresh:
+            return [], {}, None
+        candidates = [p.candidate for p in fresh]
+        assert all(c is not None for c in candidates)  # submit parses every entry
+        result = await self._ledger.admit(tx, start_index, [c for c in candidates if c is not None])
+        accepted: list[_Pending] = []
+        refused: dict[int, Exception] = {}
+        for p, verdict in zip(fresh, result.verdicts, strict=True):
             if verdict is None:
                 accepted.append(p)
-            else:
-                refused[p.leaf_hash] = verdict
+            elif isinstance(verdict, Exception):
+                refused[id(p)] = verdict
         return accepted, refused, result
 
-    async def _integrate(
-        self, batch: list[_Pending]
-    ) -> list[Integrated | FirmlogError | ProofUnavailable]:
+    async def _integrate(self, batch: list[_Pending]) -> list[Integrated | Exception]:
         async with self._storage.integration() as tx:
             state = await tx.state()
             tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
-            known = await tx.find_leaves([p.leaf_hash for p in batch])
-            index_of: dict[bytes, int] = dict(known)
-            first: dict[bytes, _Pending] = {}  # the first submission of each new entry
-            for p in batch:
-                if p.leaf_hash not in index_of:
-                    first.setdefault(p.leaf_hash, p)
-            accepted, refused, gate = await self._gate(tx, state.tree_size, list(first.values()))
-            new_entries: list[tuple[bytes, bytes]] = []
+            # identity -> (index, the logged entry's bytes): what each submission is answered with
+            logged = await tx.entries_by_identity([p.identity for p in batch])
+            known = set(logged)
+            fresh = [p for p in batch if p.identity not in known]
+            accepted, refused, gate = await self._gate(tx, state.tree_size, fresh)
+            new_entries: list[EntryRow] = []
             tile_hashes: dict[tuple[int, int], list[bytes]] = {}
             for p in accepted:
-                index_of[p.leaf_hash] = tree.tree_size
-                new_entries.append((p.leaf_hash, p.entry))
+                logged[p.identity] = (tree.tree_size, p.entry)
+                new_entries.append(EntryRow(p.identity, p.leaf_hash, p.entry))
                 for level, index, digest in tree.append(p.leaf_hash):
                     if level % TILE_HEIGHT == 0:
                         key = (level // TILE_HEIGHT, index // TILE_WIDTH)
@@ -278,42 +302,51 @@ class Sequencer:
         if new_entries:
             log.info("integrated", entries=len(new_entries), tree_size=size)
 
-        logged = [p for p in batch if p.leaf_hash in index_of]
+        indexes = sorted({index for index, _ in logged.values()})
 
-        def prove_all(reader: HashReader) -> dict[bytes, list[bytes]]:
-            return {
-                p.leaf_hash: inclusion_proof(index_of[p.leaf_hash], size, reader) for p in logged
-            }
+        def prove_all(reader: HashReader) -> dict[int, list[bytes]]:
+            return {index: inclusion_proof(index, size, reader) for index in indexes}
 
-        proofs: dict[bytes, list[bytes]] | None
+        proofs: dict[int, list[bytes]] | None
         try:
-            proofs = await self._reader.prove(size, prove_all) if logged else {}
+            proofs = await self._reader.prove(size, prove_all) if indexes else {}
         except Exception:  # the batch is committed: never answer "nothing was stored"
             log.exception("proving a committed batch failed", tree_size=size)
             self._metrics.integration_errors.inc()
             proofs = None
-        new_hashes = {h for h, _ in new_entries}
-        results: list[Integrated | FirmlogError | ProofUnavailable] = []
+        new_ids = {e.identity for e in new_entries}
+        bundles: dict[int, bytes] = {}  # one bundle per entry, shared by its submitters
+        results: list[Integrated | Exception] = []
         for p in batch:
-            if p.leaf_hash in refused:
-                results.append(refused[p.leaf_hash])
+            error = refused.get(id(p))
+            if error is not None:
+                results.append(error)
                 continue
-            index = index_of[p.leaf_hash]
+            index, raw = logged[p.identity]
             if proofs is None:
-                results.append(ProofUnavailable(index, p.leaf_hash))
+                results.append(ProofUnavailable(index, merkle_leaf_hash(raw)))
                 continue
-            bundle = ProofBundle(
-                index=index, proof=tuple(proofs[p.leaf_hash]), checkpoint=note, extra=p.entry
-            )
+            bundle = bundles.get(index)
+            if bundle is None:
+                bundle = ProofBundle(
+                    index=index, proof=tuple(proofs[index]), checkpoint=note, extra=raw
+                ).format()
+                bundles[index] = bundle
             results.append(
                 Integrated(
                     leaf_index=index,
                     tree_size=size,
-                    bundle=bundle.format(),
-                    duplicate=p.leaf_hash not in new_hashes,
+                    bundle=bundle,
+                    duplicate=p.identity not in new_ids or p.entry != raw,
                 )
             )
         return results
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used just now (so retrying the
+    batch in parts cannot help), rather than that something in the batch is wrong."""
+    return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
 def _fail(batch: list[_Pending], exc: Exception) -> None:

@@ -6,8 +6,11 @@ same conformance tests run against both.
 
 What is stored:
 
-- ``entries``: index -> (leaf hash, entry bytes); leaf hashes are unique, so a
-  resubmitted entry is found by its hash and keeps its index.
+- ``entries``: index -> (identity, leaf hash, entry bytes). Identities (and
+  so leaf hashes) are unique: a resubmitted entry is found by its identity and
+  keeps its index. For a firmlog entry the identity is the SHA-256 of its
+  signed text (:attr:`firmlog.client.entries.Entry.identity`), so the same
+  text with other signature lines is the same entry.
 - ``tiles``: (level, index) -> the widest version written so far of that hash
   tile (``width * 32`` bytes). A partial tile is always a prefix of the tile it
   grows into, so the stored bytes serve every width up to their own.
@@ -15,7 +18,8 @@ What is stored:
   (:meth:`firmlog.client.merkle.CompactRange.to_bytes`) and the latest signed
   checkpoint note; plus every checkpoint ever published, by tree size.
 - the ledger index, derived from the entries and written in the same
-  transaction: every vendor key set (admission and rotations) by log index,
+  transaction: every vendor key set (admission and rotations) by log index
+  and serial,
   one row per release with its searchable fields and fixed CVEs, one row per
   revocation. It can always be rebuilt by replaying the entries.
 
@@ -45,13 +49,24 @@ EMPTY_STATE = LogState(tree_size=0, right_edge=b"", checkpoint=b"")
 
 
 @dataclass(frozen=True, slots=True)
+class EntryRow:
+    """An entry to append: its identity, its RFC 6962 leaf hash and its bytes."""
+
+    identity: bytes
+    leaf_hash: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class KeySetRow:
-    """A vendor's key set as set by the entry at ``index`` (admission or rotation)."""
+    """A vendor's key set number ``serial``, as set by the entry at ``index``
+    (admission: serial 1, or rotation)."""
 
     vendor: str
     index: int
     keys: tuple[str, ...]  # vkeys
     threshold: int
+    serial: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +119,14 @@ class Integration(Protocol):
         """The state as committed by the last integration (EMPTY_STATE for a new log)."""
         ...
 
-    async def find_leaves(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, int]:
-        """The indexes of those leaf hashes that are already in the log."""
-        ...
-
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored bytes of the hash tiles ``(level, index)`` that exist."""
         ...
 
-    async def append_entries(
-        self, start_index: int, entries: Sequence[tuple[bytes, bytes]]
-    ) -> None:
-        """Store ``(leaf_hash, entry)`` pairs at ``start_index``, ``start_index + 1``, ..."""
+    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
+        """Store entries at ``start_index``, ``start_index + 1``, ...
+
+        RuntimeError if an identity or leaf hash is already stored or repeated."""
         ...
 
     async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
@@ -130,8 +141,10 @@ class Integration(Protocol):
         """The current (latest) key set of each of these vendors that is admitted."""
         ...
 
-    async def entries_by_leaf(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
-        """Index and bytes of those entries that are in the log."""
+    async def entries_by_identity(
+        self, identities: Sequence[bytes]
+    ) -> dict[bytes, tuple[int, bytes]]:
+        """Index and bytes of the entries with these identities that are in the log."""
         ...
 
     async def write_ledger(self, rows: LedgerRows) -> None:
@@ -175,6 +188,10 @@ class Storage(Protocol):
 
     async def find_leaf(self, leaf_hash: bytes) -> int | None:
         """The index of the entry with this leaf hash, if it is in the log."""
+        ...
+
+    async def find_identity(self, identity: bytes) -> int | None:
+        """The index of the entry with this identity, if it is in the log."""
         ...
 
     async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from firmlog.server.storage import LogState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the schema this code writes; stored in ``schema_version``."""
 
 HASH_SIZE = 32

@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from firmlog.server.storage import (
+    EntryRow,
     Integration,
     KeySetRow,
     LedgerRows,
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 CREATE TABLE IF NOT EXISTS entries (
     idx BIGINT PRIMARY KEY CHECK (idx >= 0),
+    identity BYTEA NOT NULL UNIQUE,
     leaf_hash BYTEA NOT NULL UNIQUE,
     data BYTEA NOT NULL
 );
@@ -87,7 +89,9 @@ CREATE TABLE IF NOT EXISTS key_sets (
     idx BIGINT NOT NULL,
     keys TEXT NOT NULL,
     threshold INT NOT NULL,
-    PRIMARY KEY (vendor, idx)
+    serial BIGINT NOT NULL,
+    PRIMARY KEY (vendor, idx),
+    UNIQUE (vendor, serial)
 );
 CREATE INDEX IF NOT EXISTS key_sets_by_idx ON key_sets (idx);
 CREATE TABLE IF NOT EXISTS releases (
@@ -130,7 +134,7 @@ _SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = $1"
 _NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
 _SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
 _FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = $1"
-_FIND_LEAVES = "SELECT leaf_hash, idx FROM entries WHERE leaf_hash = ANY($1::bytea[])"
+_FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = $1"
 _SELECT_TILES = """
 SELECT t.level, t.idx, t.data
 FROM tiles AS t
@@ -140,20 +144,22 @@ _UPSERT_TILE = (
     "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
     " ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data"
 )
-_ENTRY_COLUMNS = ("idx", "leaf_hash", "data")
+_ENTRY_COLUMNS = ("idx", "identity", "leaf_hash", "data")
 _SELECT_KEY_SETS = """
-SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold FROM key_sets
+SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold, serial FROM key_sets
 WHERE vendor = ANY($1::text[]) ORDER BY vendor, idx DESC
 """
 _SELECT_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold FROM key_sets WHERE idx > $1 ORDER BY idx LIMIT $2"
+    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE idx > $1 ORDER BY idx LIMIT $2"
 )
 _SELECT_VENDOR_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold FROM key_sets"
+    "SELECT vendor, idx, keys, threshold, serial FROM key_sets"
     " WHERE vendor = $1 AND idx > $2 ORDER BY idx LIMIT $3"
 )
-_ENTRIES_BY_LEAF = "SELECT leaf_hash, idx, data FROM entries WHERE leaf_hash = ANY($1::bytea[])"
-_INSERT_KEY_SET = "INSERT INTO key_sets (vendor, idx, keys, threshold) VALUES ($1, $2, $3, $4)"
+_ENTRIES_BY_IDENTITY = "SELECT identity, idx, data FROM entries WHERE identity = ANY($1::bytea[])"
+_INSERT_KEY_SET = (
+    "INSERT INTO key_sets (vendor, idx, keys, threshold, serial) VALUES ($1, $2, $3, $4, $5)"
+)
 _INSERT_RELEASE = (
     "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
     " image_size) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -170,7 +176,11 @@ async def _key_sets(conn: Any, vendors: Sequence[str]) -> dict[str, KeySetRow]:
     if not vendors:
         return {}
     rows = await conn.fetch(_SELECT_KEY_SETS, list(set(vendors)))
-    return {r[0]: KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows}
+    return {r[0]: _key_set_row(r) for r in rows}
+
+
+def _key_set_row(r: Any) -> KeySetRow:
+    return KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3]), int(r[4]))
 
 
 async def _read_tiles(
@@ -202,34 +212,28 @@ class _PostgresIntegration(IntegrationGuard):
         self._usable()
         return await _read_state(self._conn)
 
-    async def find_leaves(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, int]:
-        self._usable()
-        if not leaf_hashes:
-            return {}
-        rows = await self._conn.fetch(_FIND_LEAVES, list(set(leaf_hashes)))
-        return {bytes(row[0]): int(row[1]) for row in rows}
-
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         self._usable()
         return await _read_tiles(self._conn, tiles)
 
-    async def append_entries(
-        self, start_index: int, entries: Sequence[tuple[bytes, bytes]]
-    ) -> None:
+    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
         self._usable()
         try:
             check_append_start(int(await self._conn.fetchval(_NEXT_INDEX)), start_index)
             if not entries:
                 return
-            records = [(start_index + i, leaf, entry) for i, (leaf, entry) in enumerate(entries)]
+            records = [
+                (start_index + i, e.identity, e.leaf_hash, e.data) for i, e in enumerate(entries)
+            ]
             try:
                 await self._conn.copy_records_to_table(
                     "entries", records=records, columns=_ENTRY_COLUMNS
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise RuntimeError(
-                    "append_entries: a leaf hash is already in the log or repeated in the "
-                    f"batch (look entries up with find_leaves first): {exc}"
+                    "append_entries: an identity or leaf hash is already in the log or "
+                    f"repeated in the batch (look entries up with entries_by_identity first): "
+                    f"{exc}"
                 ) from exc
         except BaseException as exc:
             self._failed(exc)
@@ -270,11 +274,13 @@ class _PostgresIntegration(IntegrationGuard):
         self._usable()
         return await _key_sets(self._conn, vendors)
 
-    async def entries_by_leaf(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+    async def entries_by_identity(
+        self, identities: Sequence[bytes]
+    ) -> dict[bytes, tuple[int, bytes]]:
         self._usable()
-        if not leaf_hashes:
+        if not identities:
             return {}
-        rows = await self._conn.fetch(_ENTRIES_BY_LEAF, list(set(leaf_hashes)))
+        rows = await self._conn.fetch(_ENTRIES_BY_IDENTITY, list(set(identities)))
         return {bytes(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
 
     async def write_ledger(self, rows: LedgerRows) -> None:
@@ -284,7 +290,10 @@ class _PostgresIntegration(IntegrationGuard):
             if rows.key_sets:
                 await conn.executemany(
                     _INSERT_KEY_SET,
-                    [(k.vendor, k.index, join_keys(k.keys), k.threshold) for k in rows.key_sets],
+                    [
+                        (k.vendor, k.index, join_keys(k.keys), k.threshold, k.serial)
+                        for k in rows.key_sets
+                    ],
                 )
             if rows.releases:
                 await conn.executemany(
@@ -340,7 +349,9 @@ class PostgresStorage:
                 if version != SCHEMA_VERSION:
                     raise RuntimeError(
                         f"database schema version {version} is not supported: "
-                        f"this firmlog-server expects {SCHEMA_VERSION}"
+                        f"this firmlog-server expects {SCHEMA_VERSION} (the database was made "
+                        "by another "
+                        "version; firmlog has no schema migrations before 1.0: start a new log)"
                     )
         except BaseException:
             await pool.close()
@@ -392,6 +403,10 @@ class PostgresStorage:
         index = await self._open_pool().fetchval(_FIND_LEAF, leaf_hash)
         return int(index) if index is not None else None
 
+    async def find_identity(self, identity: bytes) -> int | None:
+        index = await self._open_pool().fetchval(_FIND_IDENTITY, identity)
+        return int(index) if index is not None else None
+
     async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
         return await _key_sets(self._open_pool(), vendors)
 
@@ -402,7 +417,7 @@ class PostgresStorage:
             if vendor is None
             else await pool.fetch(_SELECT_VENDOR_KEY_HISTORY, vendor, after, limit)
         )
-        return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows]
+        return [_key_set_row(r) for r in rows]
 
     async def search_releases(
         self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False

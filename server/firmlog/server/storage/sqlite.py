@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from firmlog.server.storage import (
+    EntryRow,
     Integration,
     KeySetRow,
     LedgerRows,
@@ -67,7 +68,7 @@ _SCHEMA = (
     " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS entries ("
     " idx INTEGER PRIMARY KEY CHECK (idx >= 0),"
-    " leaf_hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL)",
+    " identity BLOB NOT NULL UNIQUE, leaf_hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tiles ("
     " level INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
     " PRIMARY KEY (level, idx)) WITHOUT ROWID",
@@ -80,7 +81,8 @@ _SCHEMA = (
     # The ledger index (see firmlog.server.storage): derived from the entries.
     "CREATE TABLE IF NOT EXISTS key_sets ("
     " vendor TEXT NOT NULL, idx INTEGER NOT NULL, keys TEXT NOT NULL,"
-    " threshold INTEGER NOT NULL, PRIMARY KEY (vendor, idx)) WITHOUT ROWID",
+    " threshold INTEGER NOT NULL, serial INTEGER NOT NULL,"
+    " PRIMARY KEY (vendor, idx), UNIQUE (vendor, serial)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS key_sets_by_idx ON key_sets (idx)",
     "CREATE TABLE IF NOT EXISTS releases ("
     " idx INTEGER PRIMARY KEY, vendor TEXT NOT NULL, product TEXT NOT NULL,"
@@ -107,26 +109,29 @@ _INSERT_CHECKPOINT = (
 _SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
 _SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = ?"
 _NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
-_INSERT_ENTRY = "INSERT INTO entries (idx, leaf_hash, data) VALUES (?, ?, ?)"
+_INSERT_ENTRY = "INSERT INTO entries (idx, identity, leaf_hash, data) VALUES (?, ?, ?, ?)"
 _SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
 _FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = ?"
+_FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = ?"
 _SELECT_TILE = "SELECT data FROM tiles WHERE level = ? AND idx = ?"
 _UPSERT_TILE = (
     "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
     " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
 )
 _SELECT_KEY_SET = (
-    "SELECT idx, keys, threshold FROM key_sets WHERE vendor = ? ORDER BY idx DESC LIMIT 1"
+    "SELECT idx, keys, threshold, serial FROM key_sets WHERE vendor = ? ORDER BY idx DESC LIMIT 1"
 )
 _SELECT_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold FROM key_sets WHERE idx > ? ORDER BY idx LIMIT ?"
+    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE idx > ? ORDER BY idx LIMIT ?"
 )
 _SELECT_VENDOR_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold FROM key_sets"
+    "SELECT vendor, idx, keys, threshold, serial FROM key_sets"
     " WHERE vendor = ? AND idx > ? ORDER BY idx LIMIT ?"
 )
-_ENTRY_BY_LEAF = "SELECT idx, data FROM entries WHERE leaf_hash = ?"
-_INSERT_KEY_SET = "INSERT INTO key_sets (vendor, idx, keys, threshold) VALUES (?, ?, ?, ?)"
+_ENTRY_BY_IDENTITY = "SELECT idx, data FROM entries WHERE identity = ?"
+_INSERT_KEY_SET = (
+    "INSERT INTO key_sets (vendor, idx, keys, threshold, serial) VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_RELEASE = (
     "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
     " image_size) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -186,7 +191,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         if version != SCHEMA_VERSION:
             raise RuntimeError(
                 f"database schema version {version} is not supported: "
-                f"this firmlog-server expects {SCHEMA_VERSION}"
+                f"this firmlog-server expects {SCHEMA_VERSION} (the database was made "
+                "by another "
+                "version; firmlog has no schema migrations before 1.0: start a new log)"
             )
         conn.execute("COMMIT")
     except BaseException:
@@ -230,15 +237,6 @@ def _read_state(conn: sqlite3.Connection) -> LogState:
     return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
 
 
-def _find_leaves(conn: sqlite3.Connection, leaf_hashes: Iterable[bytes]) -> dict[bytes, int]:
-    found: dict[bytes, int] = {}
-    for leaf_hash in set(leaf_hashes):
-        row = conn.execute(_FIND_LEAF, (leaf_hash,)).fetchone()
-        if row is not None:
-            found[leaf_hash] = int(row[0])
-    return found
-
-
 def _read_tiles(
     conn: sqlite3.Connection, tiles: Iterable[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
@@ -251,17 +249,17 @@ def _read_tiles(
 
 
 def _append_entries(
-    conn: sqlite3.Connection, start_index: int, entries: Sequence[tuple[bytes, bytes]]
+    conn: sqlite3.Connection, start_index: int, entries: Sequence[EntryRow]
 ) -> None:
     (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
     check_append_start(int(next_index), start_index)
-    rows = [(start_index + i, leaf_hash, entry) for i, (leaf_hash, entry) in enumerate(entries)]
+    rows = [(start_index + i, e.identity, e.leaf_hash, e.data) for i, e in enumerate(entries)]
     try:
         conn.executemany(_INSERT_ENTRY, rows)
     except sqlite3.IntegrityError as exc:
         raise RuntimeError(
-            "append_entries: a leaf hash is already in the log or repeated in the batch "
-            f"(look entries up with find_leaves first): {exc}"
+            "append_entries: an identity or leaf hash is already in the log or repeated in "
+            f"the batch (look entries up with entries_by_identity first): {exc}"
         ) from exc
 
 
@@ -291,7 +289,9 @@ def _key_sets(conn: sqlite3.Connection, vendors: Iterable[str]) -> dict[str, Key
     for vendor in set(vendors):
         row = conn.execute(_SELECT_KEY_SET, (vendor,)).fetchone()
         if row is not None:
-            found[vendor] = KeySetRow(vendor, int(row[0]), split_keys(row[1]), int(row[2]))
+            found[vendor] = KeySetRow(
+                vendor, int(row[0]), split_keys(row[1]), int(row[2]), int(row[3])
+            )
     return found
 
 
@@ -303,24 +303,24 @@ def _key_history(
         if vendor is None
         else conn.execute(_SELECT_VENDOR_KEY_HISTORY, (vendor, after, limit))
     )
-    return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3])) for r in rows]
+    return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3]), int(r[4])) for r in rows]
 
 
-def _entries_by_leaf(
-    conn: sqlite3.Connection, leaf_hashes: Iterable[bytes]
+def _entries_by_identity(
+    conn: sqlite3.Connection, identities: Iterable[bytes]
 ) -> dict[bytes, tuple[int, bytes]]:
     found: dict[bytes, tuple[int, bytes]] = {}
-    for leaf_hash in set(leaf_hashes):
-        row = conn.execute(_ENTRY_BY_LEAF, (leaf_hash,)).fetchone()
+    for identity in set(identities):
+        row = conn.execute(_ENTRY_BY_IDENTITY, (identity,)).fetchone()
         if row is not None:
-            found[leaf_hash] = (int(row[0]), bytes(row[1]))
+            found[identity] = (int(row[0]), bytes(row[1]))
     return found
 
 
 def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
     conn.executemany(
         _INSERT_KEY_SET,
-        [(k.vendor, k.index, join_keys(k.keys), k.threshold) for k in rows.key_sets],
+        [(k.vendor, k.index, join_keys(k.keys), k.threshold, k.serial) for k in rows.key_sets],
     )
     conn.executemany(
         _INSERT_RELEASE,
@@ -394,6 +394,11 @@ def _find_leaf(conn: sqlite3.Connection, leaf_hash: bytes) -> int | None:
     return int(row[0]) if row is not None else None
 
 
+def _find_identity(conn: sqlite3.Connection, identity: bytes) -> int | None:
+    row = conn.execute(_FIND_IDENTITY, (identity,)).fetchone()
+    return int(row[0]) if row is not None else None
+
+
 class _Threads:
     """The two threads of an open storage, each owning its own connection."""
 
@@ -443,17 +448,11 @@ class _SQLiteIntegration(IntegrationGuard):
         self._usable()
         return await self._threads.write(_read_state)
 
-    async def find_leaves(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, int]:
-        self._usable()
-        return await self._threads.write(lambda conn: _find_leaves(conn, leaf_hashes))
-
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         self._usable()
         return await self._threads.write(lambda conn: _read_tiles(conn, tiles))
 
-    async def append_entries(
-        self, start_index: int, entries: Sequence[tuple[bytes, bytes]]
-    ) -> None:
+    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
         await self._write(lambda conn: _append_entries(conn, start_index, entries))
 
     async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
@@ -466,9 +465,11 @@ class _SQLiteIntegration(IntegrationGuard):
         self._usable()
         return await self._threads.write(lambda conn: _key_sets(conn, vendors))
 
-    async def entries_by_leaf(self, leaf_hashes: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+    async def entries_by_identity(
+        self, identities: Sequence[bytes]
+    ) -> dict[bytes, tuple[int, bytes]]:
         self._usable()
-        return await self._threads.write(lambda conn: _entries_by_leaf(conn, leaf_hashes))
+        return await self._threads.write(lambda conn: _entries_by_identity(conn, identities))
 
     async def write_ledger(self, rows: LedgerRows) -> None:
         await self._write(lambda conn: _write_ledger(conn, rows))
@@ -561,6 +562,9 @@ class SQLiteStorage:
 
     async def find_leaf(self, leaf_hash: bytes) -> int | None:
         return await self._open_threads().read(lambda conn: _find_leaf(conn, leaf_hash))
+
+    async def find_identity(self, identity: bytes) -> int | None:
+        return await self._open_threads().read(lambda conn: _find_identity(conn, identity))
 
     async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
         return await self._open_threads().read(lambda conn: _key_sets(conn, vendors))

@@ -21,8 +21,8 @@ from hostile import colliding_vkeys, repeat_first_signature, with_signature_line
 from logcheck import verify_whole_log
 from test_ledger_http import IMAGE, OTHER, R1, R2, R3, Client, release
 
+import firmlog.client.ledger as ledger_rules
 import firmlog.server.app as server_app
-import firmlog.server.ledger as server_ledger
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.canonjson import canonical_json
 from firmlog.client.entries import (
@@ -225,14 +225,14 @@ async def test_an_error_checking_one_entry_is_that_entrys_verdict(
 ) -> None:
     """A bug the ledger rules hit on one entry (here injected) answers that entry
     with a server error; the others of its batch are logged."""
-    real = server_ledger.authorize
+    real = ledger_rules.authorize
 
     def authorize(entry: Entry, *args: Any, **kwargs: Any) -> Any:
         if entry.body.vendor == "poison.example":
             raise ValueError("injected: a bug only this entry reaches")
         return real(entry, *args, **kwargs)
 
-    monkeypatch.setattr(server_ledger, "authorize", authorize)
+    monkeypatch.setattr(ledger_rules, "authorize", authorize)
     log = LogUnderTest(database_url, tmp_path, batch_size=64, batch_interval=0.05)
     await log.start()
     try:

@@ -41,6 +41,8 @@ from firmlog.client.errors import EntryPolicyError, SignatureLineError
 from firmlog.client.note import Ed25519Verifier, parse_verifier_key
 
 __all__ = [
+    "OPERATOR_KEYS",
+    "Applied",
     "LedgerState",
     "UnknownVendorError",
     "VendorKeys",
@@ -169,36 +171,78 @@ def authorize(
     return None
 
 
+OPERATOR_KEYS = -1
+"""``verified_with`` of :meth:`LedgerState.apply` for an admission whose operator
+signature was verified already."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one entry did to the ledger (:meth:`LedgerState.apply`)."""
+
+    index: int
+    entry: Entry
+    keys: VendorKeys | None  # the vendor's new key set: admissions and rotations
+    revoked: int | None  # a revocation: the log index of the release it withdraws
+
+
 @dataclass(slots=True)
 class LedgerState:
-    """Vendor key sets in memory, for replaying a log from the start (monitors, tests)."""
+    """The ledger as of log index ``size``: vendor key sets and the entries it knows.
+
+    The one replay loop of the rules. A monitor or a researcher replays a whole
+    log into one from the start. The log server builds one for each batch from
+    what its database holds at the current tree size (the current key sets of
+    the batch's vendors, the releases its revocations name) and applies the
+    batch's entries in the order they get their indexes.
+    """
 
     operator_keys: tuple[Ed25519Verifier, ...]
     vendors: dict[str, VendorKeys] = field(default_factory=dict)
-    entries: dict[bytes, Entry] = field(default_factory=dict)  # identity -> entry
+    entries: dict[bytes, tuple[int, Entry]] = field(default_factory=dict)  # by identity
     size: int = 0
 
-    def apply(self, entry: Entry) -> None:
+    def apply(self, entry: Entry, *, verified_with: int | None = None) -> Applied:
         """Authorize ``entry`` as the next entry of the log and update the state.
 
+        ``verified_with`` says the entry's signatures were verified already: with
+        the vendor key set of that ``since_index`` (skipped only if that set is
+        still current), or with the operator keys (:data:`OPERATOR_KEYS`).
+
         An entry whose identity (signed text) is already in the log is refused:
-        a log answers a resubmission with the first copy's index, never logs it again.
+        a log answers a resubmission with the first copy's index, never logs it
+        again. Raises what :func:`authorize` raises, and changes nothing then.
         """
-        if entry.identity in self.entries:
+        known = self.entries.get(entry.identity)
+        if known is not None:
             raise EntryPolicyError(
-                f"{entry.type} entry {entry.identity.hex()} is already in the log: one "
-                "signed text is one entry"
+                f"{entry.type} entry {entry.identity.hex()} is already in the log at index "
+                f"{known[0]}: one signed text is one entry"
             )
-        revoked = None
-        if isinstance(entry.body, Revocation):
-            revoked = self.entries.get(bytes.fromhex(entry.body.release_id))
-        new_keys = authorize(
-            entry, self.size, self.operator_keys, self.vendors.get(entry.body.vendor), revoked
+        body = entry.body
+        current = self.vendors.get(body.vendor)
+        checked = verified_with is not None and (
+            verified_with == OPERATOR_KEYS
+            if isinstance(body, VendorAdmission)
+            else current is not None and current.since_index == verified_with
         )
+        revoked = None
+        if isinstance(body, Revocation):
+            revoked = self.entries.get(bytes.fromhex(body.release_id))
+        new_keys = authorize(
+            entry,
+            self.size,
+            self.operator_keys,
+            current,
+            revoked[1] if revoked else None,
+            signatures_checked=checked,
+        )
+        applied = Applied(self.size, entry, new_keys, revoked[0] if revoked else None)
         if new_keys is not None:
             self.vendors[new_keys.vendor] = new_keys
-        self.entries[entry.identity] = entry
+        self.entries[entry.identity] = (self.size, entry)
         self.size += 1
+        return applied
 
     def apply_all(self, entries: Iterable[Entry]) -> None:
         for e in entries:

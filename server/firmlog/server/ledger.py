@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from firmlog.client.entries import Entry, Release, Revocation, VendorAdmission, parse_entry
+from firmlog.client.entries import Entry, Release, Revocation, parse_entry
 from firmlog.client.errors import FirmlogError
-from firmlog.client.ledger import VendorKeys, authorize
+from firmlog.client.ledger import OPERATOR_KEYS, LedgerState, VendorKeys
 from firmlog.client.note import Ed25519Verifier
 from firmlog.server.storage import (
     Integration,
@@ -44,7 +44,7 @@ from firmlog.server.storage import (
 
 log = structlog.get_logger("firmlog.ledger")
 
-OPERATOR_CHECKED = -1  # Candidate.checked_against for an admission whose operator signature passed
+OPERATOR_CHECKED = OPERATOR_KEYS  # Candidate.checked_against: the operator signature passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,63 +107,52 @@ class LedgerGate:
     async def admit(
         self, tx: Integration, start_index: int, candidates: Sequence[Candidate]
     ) -> GateResult:
-        """Decide, in order, which candidates are appended from ``start_index`` on."""
+        """Decide, in order, which candidates are appended from ``start_index`` on.
+
+        The rules are :meth:`firmlog.client.ledger.LedgerState.apply`'s, on a
+        state built from what the database holds: the current key sets of the
+        candidates' vendors and the releases their revocations name.
+        """
         vendors = sorted({c.entry.body.vendor for c in candidates})
-        keys = {v: vendor_keys(row) for v, row in (await tx.key_sets(vendors)).items()}
         wanted = [
             bytes.fromhex(c.entry.body.release_id)
             for c in candidates
             if isinstance(c.entry.body, Revocation)
         ]
         stored = await tx.entries_by_identity(wanted) if wanted else {}
-        in_batch: dict[bytes, tuple[int, Entry]] = {}  # identity -> appended here
-
+        state = LedgerState(
+            self.operator_keys,
+            vendors={v: vendor_keys(row) for v, row in (await tx.key_sets(vendors)).items()},
+            entries={
+                identity: (index, parse_entry(raw, max_size=1 << 16))
+                for identity, (index, raw) in stored.items()
+            },
+            size=start_index,
+        )
         verdicts: list[Verdict] = []
         key_sets: list[VendorKeys] = []
         releases: list[ReleaseRow] = []
         revocations: list[RevocationRow] = []
-        index = start_index
         for c in candidates:
             entry, body = c.entry, c.entry.body
-            earlier = in_batch.get(entry.identity)
-            if earlier is not None:
-                verdicts.append(earlier[0])
+            earlier = state.entries.get(entry.identity)
+            if earlier is not None and earlier[0] >= start_index:
+                verdicts.append(earlier[0])  # appended earlier in this batch
                 continue
-            current = keys.get(body.vendor)
-            checked = c.checked_against is not None and (
-                c.checked_against == OPERATOR_CHECKED
-                if isinstance(body, VendorAdmission)
-                else current is not None and current.since_index == c.checked_against
-            )
-            revoked: tuple[int, Entry] | None = None
             try:
-                if isinstance(body, Revocation):
-                    target = bytes.fromhex(body.release_id)
-                    revoked = in_batch.get(target)
-                    if revoked is None and target in stored:
-                        at, raw = stored[target]
-                        revoked = (at, parse_entry(raw, max_size=1 << 16))
-                new_keys = authorize(
-                    entry,
-                    index,
-                    self.operator_keys,
-                    current,
-                    revoked[1] if revoked else None,
-                    signatures_checked=checked,
-                )
+                applied = state.apply(entry, verified_with=c.checked_against)
             except Exception as exc:  # this entry's verdict, whatever went wrong
                 if not isinstance(exc, FirmlogError):
                     log.exception("checking an entry failed", entry_id=entry.identity.hex())
                 verdicts.append(exc)
                 continue
             verdicts.append(None)
-            if new_keys is not None:
-                keys[body.vendor] = new_keys
-                key_sets.append(new_keys)
+            if applied.keys is not None:
+                key_sets.append(applied.keys)
             if isinstance(body, Release):
                 releases.append(
                     ReleaseRow(
-                        index=index,
+                        index=applied.index,
                         vendor=body.vendor,
                         product=body.product,
                         version=body.version,
@@ -173,11 +162,8 @@ class LedgerGate:
                         fixes=body.fixes,
                     )
                 )
-            elif isinstance(body, Revocation):
-                assert revoked is not None
-                revocations.append(RevocationRow(index, body.vendor, revoked[0]))
-            in_batch[entry.identity] = (index, entry)
-            index += 1
+            elif applied.revoked is not None:
+                revocations.append(RevocationRow(applied.index, body.vendor, applied.revoked))
         rows = LedgerRows(
             key_sets=[
                 KeySetRow(k.vendor, k.since_index, k.keys, k.threshold, k.serial) for k in key_sets

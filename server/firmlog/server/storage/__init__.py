@@ -18,6 +18,9 @@ What is stored:
   transaction: every vendor key set (admission and rotations) by log index,
   one row per release with its searchable fields and fixed CVEs, one row per
   revocation. It can always be rebuilt by replaying the entries.
+- the log's identity (:class:`LogIdentity`): its origin and verifier key,
+  written once when the log is created, so that a server with other keys can
+  tell that the database holds another log.
 
 Writes are durable once :meth:`Storage.integration`'s context exits without
 an exception. Integrations are serialized across every process sharing the
@@ -42,6 +45,21 @@ class LogState:
 
 
 EMPTY_STATE = LogState(tree_size=0, right_edge=b"", checkpoint=b"")
+
+
+@dataclass(frozen=True, slots=True)
+class LogIdentity:
+    """Which log a database holds: recorded once, in the integration that creates the log."""
+
+    origin: str
+    vkey: str  # the log's verifier key, name+hexid+base64(type||pubkey)
+
+
+class StorageOpenError(Exception):
+    """The database cannot be opened or used; the message says why and what to do.
+
+    Raised by :meth:`Storage.open`. The server refuses to start with this message.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +156,23 @@ class Integration(Protocol):
         """Add ledger index rows for entries appended in this integration."""
         ...
 
+    async def identity(self) -> LogIdentity | None:
+        """The log's identity as recorded, or None if none is (a new or an older database)."""
+        ...
+
+    async def write_identity(self, identity: LogIdentity) -> None:
+        """Record the log's identity; RuntimeError if one is recorded already (it never changes)."""
+        ...
+
 
 class Storage(Protocol):
     """A log's durable storage. Writes are durable once they return."""
 
     async def open(self) -> None:
-        """Connect and create the schema if it is missing (idempotent)."""
+        """Connect and create the schema if it is missing (idempotent).
+
+        Raises StorageOpenError if the database cannot be reached or opened.
+        """
         ...
 
     async def close(self) -> None: ...

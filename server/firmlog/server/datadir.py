@@ -93,6 +93,19 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     _fsync_dir(path.parent)
 
 
+def _check_writable(data_dir: Path) -> None:
+    """Raise ConfigError unless files can be created in ``data_dir``."""
+    probe = _tmp_name(data_dir / "write-test")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the data dir {data_dir} is not writable ({exc.strerror or exc}); make it writable "
+            "for this user, or choose another --data-dir"
+        ) from exc
+
+
 def _read_key(path: Path) -> Ed25519Signer:
     try:
         return parse_signer_key(path.read_text(encoding="utf-8").strip())
@@ -106,7 +119,14 @@ def init_data_dir(data_dir: Path, origin: str | None) -> LogKeys:
     On first start the origin is ``origin`` or ``<hostname>/firmlog``; later the
     origin comes from config.toml and must agree with the log key's name.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data dir {data_dir} ({exc.strerror or exc}); choose another "
+            "--data-dir, or create it as a directory writable for this user"
+        ) from exc
+    _check_writable(data_dir)
     log_path, op_path = data_dir / LOG_KEY_FILE, data_dir / OPERATOR_KEY_FILE
     config_path = data_dir / CONFIG_FILE
     created = False

@@ -85,7 +85,7 @@ def _bind_problem(where: str, exc: OSError) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}; choose another --listen"
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
+def _bind(host: str, port: int) -> list[socket.socket]:
     """Sockets bound to every address of ``host:port``, not listening yet.
 
     Raises ConfigError, saying what to do, if one cannot be bound.
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{keys.log.name!r} in {args.data_dir}"
             )
         app = make_app(config, keys.log, keys.operator)
-        sockets = bind(config.listen_host, config.listen_port)
+        sockets = _bind(config.listen_host, config.listen_port)
     except (ConfigError, ValueError, OSError) as exc:
         return _refuse(str(exc))
     started = False

@@ -25,7 +25,7 @@ from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.note import generate_key
 from firmlog.server.signing import WrongLog
-from firmlog.server.storage import LogIdentity, open_storage
+from firmlog.server.storage import LogIdentity, LogState, open_storage
 
 RECORD = "checkpoint"
 
@@ -287,3 +287,21 @@ async def test_servers_sharing_a_data_dir_accept_a_record_behind_the_database(
     restarted = LogUnderTest(database_url, tmp_path, a.log_key, a.operator)
     await restarted.start()
     await restarted.stop()
+
+
+async def test_the_guard_signs_no_other_root_for_the_stored_size(tmp_path: Path) -> None:
+    """A sequencer bug asking for another root at the stored size gets no signature."""
+    from firmlog.server.reader import LogReader
+    from firmlog.server.signing import TreeSigner
+    from firmlog.server.storage import EMPTY_STATE
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'log.db'}")
+    await storage.open()
+    try:
+        signer = TreeSigner(generate_key(ORIGIN), LogReader(storage), tmp_path / RECORD)
+        with pytest.raises(RuntimeError, match="but the stored tree of that size has root e3b0"):
+            await signer.sign(EMPTY_STATE, 0, hashlib.sha256(b"not empty").digest())
+        with pytest.raises(RuntimeError, match="smaller than the stored tree"):
+            await signer.sign(LogState(1, b"\0" * 32, b""), 0, hashlib.sha256(b"").digest())
+    finally:
+        await storage.close()

@@ -207,6 +207,13 @@ class TreeSigner:
                 f"asked to sign tree size {tree_size}, smaller than the stored tree "
                 f"({stored.tree_size}): a sequencer bug"
             )
+        if tree_size == stored.tree_size:
+            root = CompactRange.from_bytes(stored.tree_size, stored.right_edge).root()
+            if root_hash != root:
+                raise RuntimeError(
+                    f"asked to sign tree size {tree_size} with root {root_hash.hex()}, but the "
+                    f"stored tree of that size has root {root.hex()}: a sequencer bug"
+                )
         conflict = await self._conflict(stored)
         if conflict is not None:
             self._metrics.signing_refusals.inc()

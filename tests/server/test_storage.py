@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -25,10 +26,13 @@ from firmlog.server.storage import (
     EMPTY_STATE,
     EntryRow,
     Integration,
+    LogIdentity,
     LogState,
     Storage,
+    StorageOpenError,
     open_storage,
 )
+from firmlog.server.storage._checks import SCHEMA_VERSION
 
 # -- test data -----------------------------------------------------------------
 
@@ -479,6 +483,120 @@ async def test_storage_must_be_opened(storage_url: str) -> None:
     await storage.close()  # closing an unopened storage is harmless
 
 
+# -- the log's identity --------------------------------------------------------------
+
+IDENTITY = LogIdentity("example.com/log", "example.com/log+01234567+AQ")
+
+
+async def _identity(storage: Storage) -> LogIdentity | None:
+    async with storage.integration() as tx:
+        return await tx.identity()
+
+
+async def test_the_identity_is_written_once_with_the_first_state(storage_url: str) -> None:
+    async with opened(storage_url) as storage:
+        assert await _identity(storage) is None
+        async with storage.integration() as tx:
+            await tx.write_identity(IDENTITY)
+            await tx.write_state(LogState(0, b"", note(0)))
+            assert await tx.identity() == IDENTITY
+    async with opened(storage_url) as storage:
+        assert await _identity(storage) == IDENTITY
+        other = LogIdentity("other.example/log", "other.example/log+76543210+AQ")
+
+        async def claim_it() -> None:
+            async with storage.integration() as tx:
+                await tx.append_entries(0, [row(leaf(0), entry(0))])
+                await tx.write_identity(other)
+
+        with pytest.raises(RuntimeError, match=r"already records the log example\.com/log\+"):
+            await claim_it()
+        assert await _identity(storage) == IDENTITY
+        assert await storage.read_entries(0, 1) == []  # the failed write rolled it all back
+
+
+async def test_the_identity_rolls_back_with_its_integration(storage: Storage) -> None:
+    async def fail_after_writing() -> None:
+        async with storage.integration() as tx:
+            await tx.write_identity(IDENTITY)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await fail_after_writing()
+    assert await _identity(storage) is None
+
+
+async def _execute(url: str, sql: str) -> None:
+    if url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            conn.execute(sql)
+            conn.commit()
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_database_made_before_the_identity_record_gets_its_table(
+    storage_url: str,
+) -> None:
+    async with opened(storage_url) as storage:
+        await integrate(storage, 2)
+    await _execute(storage_url, "DROP TABLE log_identity")  # as an older firmlog made it
+    async with opened(storage_url) as storage:
+        assert await _identity(storage) is None
+        assert await committed_state(storage) == state(2)
+        async with storage.integration() as tx:
+            await tx.write_identity(IDENTITY)
+        assert await _identity(storage) == IDENTITY
+
+
+def test_an_sqlite_file_that_cannot_be_opened_says_what_to_do(tmp_path: Path) -> None:
+    async def open_it(path: Path) -> None:
+        await open_storage(f"sqlite:///{path}").open()
+
+    with pytest.raises(StorageOpenError, match=r"unable to open database file; check that its"):
+        asyncio.run(open_it(tmp_path / "missing" / "log.db"))
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(StorageOpenError, match=r"junk\.db: file is not a database; check"):
+        asyncio.run(open_it(tmp_path / "junk.db"))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://postgres@127.0.0.1:{closed}/db", "cannot connect to PostgreSQL"),
+        ("postgresql://postgres@127.0.0.1:notaport/db", "is malformed"),
+        ("postgresql://nosuchrole@{server}/postgres", "refused the login"),
+        ("postgresql://postgres@{server}/nosuchdb", "has no such database"),
+    ],
+)
+async def test_postgres_open_errors_say_what_to_do(
+    url: str, problem: str, pg_database: str
+) -> None:
+    server = pg_database.split("@", 1)[1].split("/", 1)[0]
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    storage = open_storage(url.format(server=server, closed=closed))
+    with pytest.raises(StorageOpenError, match=problem) as info:
+        await storage.open()
+    assert "; " in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_password_is_never_shown() -> None:
+    from firmlog.server.storage.postgres import redact
+
+    assert redact("postgresql://u:s3cret@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
 # -- serialization and concurrency ---------------------------------------------------
 
 
@@ -593,8 +711,13 @@ async def test_newer_schema_version_is_refused(storage_url: str) -> None:
         await integrate(storage, 1)
     await _set_schema_version(storage_url, 99)
     storage = open_storage(storage_url)
-    with pytest.raises(RuntimeError, match="schema version 99 is not supported"):
+    with pytest.raises(StorageOpenError) as info:
         await storage.open()
+    assert str(info.value) == (
+        f"the database has schema version 99, made by another firmlog-server; this one needs "
+        f"{SCHEMA_VERSION} and there are no schema migrations before 1.0: start a new log (a "
+        "new data dir or database), or run the firmlog-server version that made it"
+    )
     with pytest.raises(RuntimeError, match="not open"):
         await storage.read_entries(0, 1)
 

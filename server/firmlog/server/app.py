@@ -31,6 +31,7 @@ from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
 from firmlog.server.acceptance import Acceptance, EntryTooLarge
 from firmlog.server.config import ServerConfig
+from firmlog.server.datadir import CHECKPOINT_FILE
 from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, ImageStore
 from firmlog.server.ledger import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -585,8 +586,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         config.sequencer,
         metrics,
         ledger=LedgerGate(operators, vendor_keys),
+        checkpoint_file=config.data_dir / CHECKPOINT_FILE,
     )
-    await sequencer.initialize()
+    try:
+        await sequencer.initialize()  # refuses a database that holds another log
+    except BaseException:
+        await storage.close()
+        raise
     latest = await reader.latest()
     metrics.tree_size.set(latest.tree_size if latest else 0)
     task = asyncio.create_task(sequencer.run(), name="firmlog-sequencer")

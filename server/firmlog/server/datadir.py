@@ -7,6 +7,7 @@
       log.key         the log's signer key (name = origin), mode 0600
       operator.key    the operator's signer key, admits vendors, mode 0600
       firmlog.db      the embedded SQLite database (default backend)
+      checkpoint      the last checkpoint note this server published (firmlog.server.signing)
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from firmlog.client.note import Ed25519Signer, generate_key, parse_signer_key
 from firmlog.server.config import CONFIG_FILE, LOG_KEY_FILE, OPERATOR_KEY_FILE, ConfigError
+
+CHECKPOINT_FILE = "checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,25 @@ def default_origin() -> str:
     return f"{host}/firmlog"
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write_new(path: Path, text: str, mode: int = 0o600) -> bool:
     """Create ``path`` atomically with ``text``; never replace an existing file.
 
     Returns False if another process created it first (several servers may
     start at once on one data directory): the caller then reads theirs.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = _tmp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, text.encode("utf-8"))
@@ -52,12 +67,43 @@ def write_new(path: Path, text: str, mode: int = 0o600) -> bool:
         return False
     finally:
         tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
     return True
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    Readers see the old or the new content, never a mix; once this returns the
+    new content survives a crash. Processes sharing the directory each write
+    their own temporary file, so concurrent replacements never mix either.
+    """
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _check_writable(data_dir: Path) -> None:
+    """Raise ConfigError unless files can be created in ``data_dir``."""
+    probe = _tmp_name(data_dir / "write-test")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the data dir {data_dir} is not writable ({exc.strerror or exc}); make it writable "
+            "for this user, or choose another --data-dir"
+        ) from exc
 
 
 def _read_key(path: Path) -> Ed25519Signer:
@@ -73,7 +119,14 @@ def init_data_dir(data_dir: Path, origin: str | None) -> LogKeys:
     On first start the origin is ``origin`` or ``<hostname>/firmlog``; later the
     origin comes from config.toml and must agree with the log key's name.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data dir {data_dir} ({exc.strerror or exc}); choose another "
+            "--data-dir, or create it as a directory writable for this user"
+        ) from exc
+    _check_writable(data_dir)
     log_path, op_path = data_dir / LOG_KEY_FILE, data_dir / OPERATOR_KEY_FILE
     config_path = data_dir / CONFIG_FILE
     created = False

@@ -154,3 +154,10 @@ class ServerMetrics:
         )
         self.tree_size = r.add(Gauge("firmlog_tree_size", "Size of the latest checkpoint."))
         self.pool = r.add(Gauge("firmlog_pool_entries", "Entries waiting to be integrated."))
+        self.signing_refusals = r.add(
+            Counter(
+                "firmlog_signing_refusals_total",
+                "Trees the log key refused to sign: not provably consistent with the last "
+                "checkpoint this server published. Any is an incident.",
+            )
+        )

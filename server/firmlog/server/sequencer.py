@@ -34,11 +34,11 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from firmlog.client.bundle import ProofBundle
-from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.entries import parse_entry
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, HashReader, inclusion_proof
 from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
@@ -48,6 +48,7 @@ from firmlog.server.config import SequencerConfig
 from firmlog.server.ledger import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader, hash_tiles_touched
+from firmlog.server.signing import TreeSigner
 from firmlog.server.storage import EntryRow, Integration, LogState, Storage
 
 log = structlog.get_logger("firmlog.sequencer")
@@ -109,13 +110,15 @@ class Sequencer:
         metrics: ServerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         ledger: LedgerGate | None = None,
+        checkpoint_file: Path | None = None,
     ) -> None:
         self._storage = storage
         self._ledger = ledger
         self._reader = reader
-        self._signer = signer
         self._config = config
         self._metrics = metrics or ServerMetrics()
+        # The only way to the log key: it checks each tree against what was published.
+        self._signer = TreeSigner(signer, reader, checkpoint_file, self._metrics)
         self._clock = clock
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -123,18 +126,22 @@ class Sequencer:
 
     @property
     def origin(self) -> str:
-        return self._signer.name
+        return self._signer.origin
 
     async def initialize(self) -> None:
-        """Publish a signed checkpoint of the empty tree if the log has none yet."""
+        """Check that the database holds this log (TreeSigner.check_database: raises
+        WrongLog if not); publish a signed checkpoint of the empty tree if it has none yet."""
         async with self._storage.integration() as tx:
             state = await tx.state()
-            if state.checkpoint:
-                return
-            note = sign_checkpoint(Checkpoint(self.origin, 0, EMPTY_ROOT), self._signer)
-            await tx.write_state(LogState(0, b"", note))
-        self._reader.publish(note, 0, EMPTY_ROOT)
-        log.info("published the empty tree", origin=self.origin)
+            await self._signer.check_database(tx, state)
+            note = state.checkpoint
+            if not note:
+                note = await self._signer.sign(state, 0, EMPTY_ROOT)
+                await tx.write_state(LogState(0, b"", note))
+        await self._signer.published(note)
+        if not state.checkpoint:
+            self._reader.publish(note, 0, EMPTY_ROOT)
+            log.info("published the empty tree", origin=self.origin)
 
     async def submit(
         self, entry: bytes, leaf_hash: bytes, candidate: Candidate | None = None
@@ -284,7 +291,7 @@ class Sequencer:
                         )
                     tiles[key] = old[:expected] + b"".join(hashes)
                 root = tree.root()
-                note = sign_checkpoint(Checkpoint(self.origin, tree.tree_size, root), self._signer)
+                note = await self._signer.sign(state, tree.tree_size, root)
                 await tx.append_entries(state.tree_size, new_entries)
                 if gate is not None:
                     await tx.write_ledger(gate.rows)
@@ -297,6 +304,7 @@ class Sequencer:
             self._ledger.committed(gate)
         size = tree.tree_size
         self._reader.remember_tiles(size, tiles)
+        await self._signer.published(note)  # the data dir records it before anyone sees it
         self._reader.publish(note, size, root)
         self._metrics.tree_size.set(size)
         if new_entries:

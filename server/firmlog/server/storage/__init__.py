@@ -22,6 +22,9 @@ What is stored:
   and serial,
   one row per release with its searchable fields and fixed CVEs, one row per
   revocation. It can always be rebuilt by replaying the entries.
+- the log's identity (:class:`LogIdentity`): its origin and verifier key,
+  written once when the log is created, so that a server with other keys can
+  tell that the database holds another log.
 
 Writes are durable once :meth:`Storage.integration`'s context exits without
 an exception. Integrations are serialized across every process sharing the
@@ -55,6 +58,21 @@ class EntryRow:
     identity: bytes
     leaf_hash: bytes
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogIdentity:
+    """Which log a database holds: recorded once, in the integration that creates the log."""
+
+    origin: str
+    vkey: str  # the log's verifier key, name+hexid+base64(type||pubkey)
+
+
+class StorageOpenError(Exception):
+    """The database cannot be opened or used; the message says why and what to do.
+
+    Raised by :meth:`Storage.open`. The server refuses to start with this message.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +169,23 @@ class Integration(Protocol):
         """Add ledger index rows for entries appended in this integration."""
         ...
 
+    async def identity(self) -> LogIdentity | None:
+        """The log's identity as recorded, or None if none is (a new or an older database)."""
+        ...
+
+    async def write_identity(self, identity: LogIdentity) -> None:
+        """Record the log's identity; RuntimeError if one is recorded already (it never changes)."""
+        ...
+
 
 class Storage(Protocol):
     """A log's durable storage. Writes are durable once they return."""
 
     async def open(self) -> None:
-        """Connect and create the schema if it is missing (idempotent)."""
+        """Connect and create the schema if it is missing (idempotent).
+
+        Raises StorageOpenError if the database cannot be reached or opened.
+        """
         ...
 
     async def close(self) -> None: ...

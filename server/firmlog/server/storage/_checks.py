@@ -6,7 +6,7 @@ RuntimeError. After any failed write an integration can only roll back.
 
 from __future__ import annotations
 
-from firmlog.server.storage import LogState
+from firmlog.server.storage import LogIdentity, LogState
 
 SCHEMA_VERSION = 2
 """Version of the schema this code writes; stored in ``schema_version``."""
@@ -123,4 +123,13 @@ def check_state_covers_entries(next_index: int, new: LogState) -> None:
         raise RuntimeError(
             f"write_state names tree size {new.tree_size} but {next_index} entries are "
             "stored: a checkpoint must cover exactly the stored entries"
+        )
+
+
+def check_identity_unset(stored: LogIdentity | None, new: LogIdentity) -> None:
+    """Raise RuntimeError if the database records a log identity already: it never changes."""
+    if stored is not None:
+        raise RuntimeError(
+            f"write_identity: the database already records the log {stored.vkey}, "
+            f"got {new.vkey}; a log's identity is written once"
         )

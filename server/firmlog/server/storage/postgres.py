@@ -26,6 +26,7 @@ guarantees:
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,13 +38,16 @@ from firmlog.server.storage import (
     Integration,
     KeySetRow,
     LedgerRows,
+    LogIdentity,
     LogState,
     ReleaseQuery,
+    StorageOpenError,
 )
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
     IntegrationGuard,
     check_append_start,
+    check_identity_unset,
     check_state_covers_entries,
     check_state_transition,
     check_tile_growth,
@@ -117,6 +121,11 @@ CREATE TABLE IF NOT EXISTS revocations (
     release_idx BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS revocations_by_release ON revocations (release_idx);
+CREATE TABLE IF NOT EXISTS log_identity (
+    id INT PRIMARY KEY CHECK (id = 1),
+    origin TEXT NOT NULL,
+    vkey TEXT NOT NULL
+);
 """
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
 _INSERT_VERSION = (
@@ -170,6 +179,42 @@ _SELECT_REVOCATIONS = (
     "SELECT release_idx, idx FROM revocations WHERE release_idx = ANY($1::bigint[]) ORDER BY idx"
 )
 _SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = $1"
+_SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
+_INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, $1, $2)"
+_URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, to be shown in messages."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def _open_problem(url: str, exc: BaseException) -> str:
+    """One line: why ``url`` could not be opened, and what to do."""
+    where = redact(url)
+    if isinstance(exc, ValueError):  # asyncpg's DSN parser, ClientConfigurationError
+        return f"the database URL {where} is malformed: {exc}; write it as {_URL_FORM}"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (
+            f"PostgreSQL has no such database ({where}): {exc}; create it "
+            "(createdb NAME) or name an existing database in the URL"
+        )
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # also a bad password
+        return (
+            f"PostgreSQL refused the login ({where}): {exc}; create that role or grant it "
+            "access, or fix the user and password in the URL"
+        )
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"PostgreSQL refused the connection ({where}): {exc}; fix the database URL"
+    if isinstance(exc, TimeoutError):
+        return f"PostgreSQL did not answer ({where}); check that it is running and reachable"
+    if isinstance(exc, OSError):
+        return (
+            f"cannot connect to PostgreSQL ({where}): {exc.strerror or exc}; start PostgreSQL "
+            "there, or fix the host and port in the database URL"
+        )
+    return f"cannot open the PostgreSQL database {where}: {exc}; fix the database URL"
 
 
 async def _key_sets(conn: Any, vendors: Sequence[str]) -> dict[str, KeySetRow]:
@@ -283,6 +328,20 @@ class _PostgresIntegration(IntegrationGuard):
         rows = await self._conn.fetch(_ENTRIES_BY_IDENTITY, list(set(identities)))
         return {bytes(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
 
+    async def identity(self) -> LogIdentity | None:
+        self._usable()
+        row = await self._conn.fetchrow(_SELECT_IDENTITY)
+        return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
+
+    async def write_identity(self, identity: LogIdentity) -> None:
+        self._usable()
+        try:
+            check_identity_unset(await self.identity(), identity)
+            await self._conn.execute(_INSERT_IDENTITY, identity.origin, identity.vkey)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
     async def write_ledger(self, rows: LedgerRows) -> None:
         self._usable()
         try:
@@ -339,7 +398,12 @@ class PostgresStorage:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        pool = await asyncpg.create_pool(self._url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        try:
+            pool = await asyncpg.create_pool(
+                self._url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE
+            )
+        except (OSError, TimeoutError, ValueError, asyncpg.PostgresError) as exc:
+            raise StorageOpenError(_open_problem(self._url, exc)) from exc
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
@@ -347,11 +411,14 @@ class PostgresStorage:
                 await conn.execute(_INSERT_VERSION, SCHEMA_VERSION)
                 version = await conn.fetchval(_SELECT_VERSION)
                 if version != SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"database schema version {version} is not supported: "
-                        f"this firmlog-server expects {SCHEMA_VERSION} (the database was made "
-                        "by another "
-                        "version; firmlog has no schema migrations before 1.0: start a new log)"
+                    raise StorageOpenError(
+                        f"the database has schema version {version}, made by another "
+                        "firmlog-server; "
+                        f"this one needs {SCHEMA_VERSION} and there are no schema migrations "
+                        "before "
+                        "1.0: "
+                        "start a new log (a new data dir or database), or run the firmlog-server "
+                        "version that made it"
                     )
         except BaseException:
             await pool.close()

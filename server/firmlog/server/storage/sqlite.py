@@ -41,13 +41,16 @@ from firmlog.server.storage import (
     Integration,
     KeySetRow,
     LedgerRows,
+    LogIdentity,
     LogState,
     ReleaseQuery,
+    StorageOpenError,
 )
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
     IntegrationGuard,
     check_append_start,
+    check_identity_unset,
     check_state_covers_entries,
     check_state_transition,
     check_tile_growth,
@@ -96,6 +99,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS revocations ("
     " idx INTEGER PRIMARY KEY, vendor TEXT NOT NULL, release_idx INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS revocations_by_release ON revocations (release_idx)",
+    # Which log this database holds (firmlog.server.signing): one row, written once.
+    "CREATE TABLE IF NOT EXISTS log_identity ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), origin TEXT NOT NULL, vkey TEXT NOT NULL)",
 )
 _INSERT_VERSION = (
     "INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO NOTHING"
@@ -140,6 +146,8 @@ _INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES (?, ?)"
 _INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES (?, ?, ?)"
 _SELECT_REVOCATIONS = "SELECT idx FROM revocations WHERE release_idx = ? ORDER BY idx"
 _SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = ?"
+_SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
+_INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, ?, ?)"
 
 
 # Functions run on the storage's threads; each gets that thread's connection.
@@ -189,11 +197,13 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute(_INSERT_VERSION, (SCHEMA_VERSION,))
         (version,) = conn.execute(_SELECT_VERSION).fetchone()
         if version != SCHEMA_VERSION:
-            raise RuntimeError(
-                f"database schema version {version} is not supported: "
-                f"this firmlog-server expects {SCHEMA_VERSION} (the database was made "
-                "by another "
-                "version; firmlog has no schema migrations before 1.0: start a new log)"
+            raise StorageOpenError(
+                f"the database has schema version {version}, made by another "
+                "firmlog-server; "
+                f"this one needs {SCHEMA_VERSION} and there are no schema migrations before "
+                "1.0: "
+                "start a new log (a new data dir or database), or run the firmlog-server "
+                "version that made it"
             )
         conn.execute("COMMIT")
     except BaseException:
@@ -343,6 +353,16 @@ def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
     )
 
 
+def _read_identity(conn: sqlite3.Connection) -> LogIdentity | None:
+    row = conn.execute(_SELECT_IDENTITY).fetchone()
+    return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
+
+
+def _write_identity(conn: sqlite3.Connection, identity: LogIdentity) -> None:
+    check_identity_unset(_read_identity(conn), identity)
+    conn.execute(_INSERT_IDENTITY, (identity.origin, identity.vkey))
+
+
 def _search_releases(
     conn: sqlite3.Connection, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool
 ) -> list[tuple[int, bytes]]:
@@ -474,6 +494,13 @@ class _SQLiteIntegration(IntegrationGuard):
     async def write_ledger(self, rows: LedgerRows) -> None:
         await self._write(lambda conn: _write_ledger(conn, rows))
 
+    async def identity(self) -> LogIdentity | None:
+        self._usable()
+        return await self._threads.write(_read_identity)
+
+    async def write_identity(self, identity: LogIdentity) -> None:
+        await self._write(lambda conn: _write_identity(conn, identity))
+
 
 class SQLiteStorage:
     """The log in one SQLite file (see the module docstring for its guarantees)."""
@@ -509,8 +536,14 @@ class SQLiteStorage:
                 threads.read_conn = await loop.run_in_executor(
                     threads.reader, _open_reader, self._path
                 )
-            except BaseException:
+            except BaseException as exc:
                 await threads.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageOpenError(
+                        f"cannot open the SQLite database {self._path}: {exc}; check that its "
+                        "directory exists and is writable and that the file is a firmlog "
+                        "database, or set another database"
+                    ) from exc
                 raise
             self._threads = threads
 

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from vectors import VECTORS, load_vector
 
 from firmlog.client import tiles as tiles_module
-from firmlog.client.errors import MerkleFormatError, TilePathError
+from firmlog.client.checkpoint import Checkpoint
+from firmlog.client.errors import MerkleFormatError, TileMismatchError, TilePathError
 from firmlog.client.merkle import (
     CompactRange,
     consistency_proof,
@@ -45,7 +46,10 @@ from firmlog.client.tiles import (
     encode_index,
     parse_tile_path,
     tile_for_hash,
+    tile_root,
     tiles_for_size,
+    verify_tile,
+    verify_tree_root,
 )
 
 MAX_N = 10**5
@@ -703,6 +707,69 @@ class CountingReader:
         self.calls += 1
         self.coords.extend(coords)
         return self.inner.read_hashes(coords)
+
+
+# -- checking tiles: verify_tile, tile_root, verify_tree_root ------------------------------
+
+
+def flip(data: bytes | bytearray, offset: int) -> bytes:
+    out = bytearray(data)
+    out[offset] ^= 1
+    return bytes(out)
+
+
+def test_a_level_0_tile_holds_the_leaf_hashes_of_its_entries() -> None:
+    entries = [f"entry {i}".encode() for i in range(256 + 5)]
+    tile = Tile(0, 1, 5)
+    data = b"".join(leaf_hash(e) for e in entries[256:])
+    verify_tile(tile, data, entries[256:])
+    with pytest.raises(TileMismatchError) as info:
+        verify_tile(tile, flip(data, 2 * 32 + 7), entries[256:])
+    assert str(info.value).startswith("tile/0/001.p/5: hash 2 is ")
+    assert f"expected {leaf_hash(entries[258]).hex()}, the leaf hash of entry 258" in str(
+        info.value
+    )
+    with pytest.raises(TileMismatchError, match="hash 0 is"):
+        verify_tile(tile, data, [b"other", *entries[257:]])
+
+
+def test_a_higher_tile_holds_the_roots_of_the_full_tiles_below() -> None:
+    store, _ = build_tiles(leaf_hashes(3 * 256 + 1))
+    tile = Tile(1, 0, 3)
+    roots = [tile_root(bytes(store[(0, k)])) for k in range(3)]
+    assert roots[1] == root_hash([bytes(store[(0, 1)][i : i + 32]) for i in range(0, 8192, 32)])
+    verify_tile(tile, bytes(store[(1, 0)]), roots)
+    with pytest.raises(TileMismatchError) as info:
+        verify_tile(tile, flip(store[(1, 0)], 64), roots)
+    assert str(info.value).startswith("tile/1/000.p/3: hash 2 is ")
+    assert str(info.value).endswith(f"expected {roots[2].hex()}, the root of tile/0/002")
+
+
+def test_verify_tile_refuses_wrong_shapes() -> None:
+    with pytest.raises(TileMismatchError, match=r"tile/0/000.p/2 is 33 bytes, expected 64"):
+        verify_tile(Tile(0, 0, 2), b"\x00" * 33, [b"a", b"b"])
+    with pytest.raises(TileMismatchError, match="has 1 entries in its entry bundle, expected 2"):
+        verify_tile(Tile(0, 0, 2), leaf_hash(b"a") + leaf_hash(b"b"), [b"a"])
+    with pytest.raises(TileMismatchError, match="has 3 roots of tiles below, expected 1"):
+        verify_tile(Tile(1, 0, 1), b"\x00" * 32, [b"\x00" * 32] * 3)
+    with pytest.raises(ValueError, match="entry bundle"):
+        verify_tile(Tile(ENTRY_LEVEL, 0, 1), b"\x00" * 32, [b"x"])
+    with pytest.raises(ValueError, match="full tile"):
+        tile_root(b"\x00" * 64)
+
+
+def test_the_tiles_must_produce_the_checkpoint_root() -> None:
+    store, cr = build_tiles(leaf_hashes(1000))
+    fetch = RecordingFetch(store)
+    good = Checkpoint("example.org/log", 1000, cr.root())
+    verify_tree_root(good, TileHashReader(1000, fetch))
+    bad = Checkpoint("example.org/log", 1000, hashlib.sha256(b"another tree").digest())
+    with pytest.raises(TileMismatchError) as info:
+        verify_tree_root(bad, TileHashReader(1000, fetch))
+    assert str(info.value) == (
+        f"the tiles of 'example.org/log' at tree size 1000 produce root {cr.root().hex()}, "
+        f"expected {bad.root_hash.hex()} (the signed checkpoint's)"
+    )
 
 
 # -- a real log written by trillian-tessera ------------------------------------------------

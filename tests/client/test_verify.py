@@ -29,6 +29,7 @@ from firmlog.client.entries import (
     Image,
     Release,
     Revocation,
+    parse_entry,
     sign_entry,
 )
 from firmlog.client.errors import (
@@ -50,6 +51,7 @@ from firmlog.client.verify import (
     DeviceState,
     PinnedVendorKeys,
     VerifiedUpdate,
+    check_revocations,
     verify_update,
 )
 
@@ -557,6 +559,60 @@ def test_same_size_different_root_is_a_split_view_with_evidence() -> None:
     assert cause.old_note == stored
     assert cause.new_note == ProofBundle.parse(BUNDLE).checkpoint
     assert "split view" in exc.detail
+
+
+# -- revocation: the online step, decided from what the log returned ------------------
+
+
+def revocation_of(
+    release_entry: bytes = ENTRY,
+    *,
+    vendor: str = "acme.example",
+    signers: Sequence[Ed25519Signer] = (RELEASE_KEY, SECURITY_KEY),
+    reason: str = "bricks rev-b",
+    advisory: str = "",
+) -> bytes:
+    identity = parse_entry(release_entry).identity.hex()
+    return sign_entry(Revocation(vendor, identity, reason, advisory), signers)
+
+
+def test_a_revocation_by_the_pinned_keys_refuses_the_release() -> None:
+    identity = parse_entry(ENTRY).identity
+    check_revocations(identity, VENDOR, [])  # nothing revoked
+    ignored: list[tuple[int, Exception]] = []
+    other = sign_entry(release(version="9.9.9"), [RELEASE_KEY, SECURITY_KEY])
+    with pytest.raises(UpdateRefused) as info:
+        check_revocations(
+            identity,
+            VENDOR,
+            [(3, revocation_of(other)), (7, revocation_of(advisory="ADV-1")), (9, b"unseen")],
+            on_ignored=lambda index, why: ignored.append((index, why)),
+        )
+    assert info.value.step == "revocation"
+    assert info.value.detail == (
+        "the vendor revoked this release at log index 7: bricks rev-b; advisory: ADV-1"
+    )
+    assert [(i, type(e)) for i, e in ignored] == [(3, EntryFormatError)]
+
+
+def test_revocations_the_pinned_keys_did_not_sign_do_not_count() -> None:
+    identity = parse_entry(ENTRY).identity
+    stranger = Ed25519Signer.from_seed("acme.example/release", b"\x29" * 32)
+    found = [
+        (1, revocation_of(signers=(RELEASE_KEY,))),  # below the threshold of 2
+        (2, revocation_of(signers=(stranger, SECURITY_KEY))),  # a key that is not pinned
+        (3, revocation_of(vendor="evil.example")),  # not the pinned vendor
+        (4, ENTRY),  # the release itself, not a revocation
+        (5, b"not an entry"),
+    ]
+    ignored: list[tuple[int, Exception]] = []
+    check_revocations(identity, VENDOR, found, on_ignored=lambda i, e: ignored.append((i, e)))
+    assert [i for i, _ in ignored] == [1, 2, 3, 4, 5]
+    assert isinstance(ignored[2][1], EntryPolicyError)
+    assert "revocation by evil.example, not acme.example" in str(ignored[2][1])
+    check_revocations(identity, VENDOR, found)  # no callback: skipped all the same
+    with pytest.raises(ValueError, match="32 bytes"):
+        check_revocations(identity.hex().encode(), VENDOR, found)
 
 
 # -- order, errors, values -------------------------------------------------------------

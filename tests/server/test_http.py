@@ -263,14 +263,14 @@ async def test_restart_keeps_the_log(database_url: str, tmp_path: Path) -> None:
         )
         await second.start()
         try:
-            after = await verify_whole_log(second.base, second.verifier)
+            after = await verify_whole_log(second.base, second.verifier, previous=before)
             assert after.note == before.note
             status, body = await second.submit(session, second.entry(10))
             assert status == 200
             assert second.check_bundle(body, second.entry(10)).index == 10
             status, body = await second.submit(session, first.entry(3))
             assert second.check_bundle(body, first.entry(3)).index == 3
-            await verify_whole_log(second.base, second.verifier)
+            await verify_whole_log(second.base, second.verifier, previous=after)
         finally:
             await second.stop()
 

@@ -80,11 +80,12 @@ class Client:
     async def refused(
         self, status: int, match: str, body: EntryBody, *signers: Ed25519Signer
     ) -> None:
-        size = (await verify_whole_log(self.log.base, self.log.verifier)).checkpoint.tree_size
+        before = await verify_whole_log(self.log.base, self.log.verifier)
+        size = before.checkpoint.tree_size
         got_status, got = await self.post(body, *signers)
         assert got_status == status, got
         assert match in str(got["error"]), got["error"]
-        after = await verify_whole_log(self.log.base, self.log.verifier)
+        after = await verify_whole_log(self.log.base, self.log.verifier, previous=before)
         assert after.checkpoint.tree_size == size, "a refused entry changed the log"
 
     async def get(self, path: str) -> tuple[int, object]:

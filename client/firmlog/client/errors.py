@@ -168,7 +168,8 @@ class SplitViewError(VerificationError):
     the log's own tiles) connects them. ``old_note`` and ``new_note`` are the
     two signed notes byte for byte and ``proof`` the consistency proof tried
     (empty when the sizes are equal). Keep them as evidence, report them (a
-    monitor's gossip, the vendor), and stop trusting the log.
+    monitor's gossip, the vendor), and stop trusting the log. Raised by the
+    trusted-checkpoint rule in :mod:`firmlog.client.trust`.
     """
 
     def __init__(

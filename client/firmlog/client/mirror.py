@@ -9,10 +9,14 @@
 so that DIR can itself be served by any static web server. Nothing is
 trusted that was not checked: the checkpoint's signature by the log key;
 every level-0 tile against the leaf hashes (RFC 6962) of the entries in its
-entry bundle; every higher tile against the roots of the 256-hash tiles
-below it; the checkpoint's root against the tiles; and consistency (RFC 9162
-2.1.4, proof built here from the verified tiles) with the checkpoint mirrored
-before. The checkpoint file is replaced only after all of that, so a later
+entry bundle and every higher tile against the roots of the 256-hash tiles
+below it (:func:`~firmlog.client.tiles.verify_tile`); the checkpoint's root
+against the tiles (:func:`~firmlog.client.tiles.verify_tree_root`); and
+consistency (RFC 9162 2.1.4, proof built here from the verified tiles) with
+the checkpoint mirrored before, by a
+:class:`~firmlog.client.trust.CheckpointTracker` started at it. This module
+only fetches, stores and resumes. The checkpoint file is replaced only after
+all of that, so a later
 run trusts exactly the full tiles the mirrored checkpoint covers and fetches
 only what is new; full tiles an interrupted run left behind are re-verified,
 not downloaded again. Every file is written atomically.
@@ -36,15 +40,7 @@ from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.errors import (
     ConsistencyProofError,
     HTTPStatusError,
-    SplitViewError,
     TileMismatchError,
-)
-from firmlog.client.merkle import (
-    consistency_proof,
-    leaf_hash,
-    root_hash,
-    tree_hash,
-    verify_consistency,
 )
 from firmlog.client.note import Verifier
 from firmlog.client.online import LogClient, write_atomic
@@ -56,7 +52,11 @@ from firmlog.client.tiles import (
     TileHashReader,
     decode_entry_bundle,
     encode_entry_bundle,
+    tile_root,
+    verify_tile,
+    verify_tree_root,
 )
+from firmlog.client.trust import CheckpointNote, CheckpointTracker
 
 __all__ = ["CHECKPOINT_FILE", "MirrorResult", "Progress", "mirror_log"]
 
@@ -77,10 +77,6 @@ class MirrorResult:
     previous_size: int  # tree size mirrored before this run (0: none)
     fetched: int  # tiles and entry bundles downloaded
     reused: int  # full tiles and bundles of an interrupted run, verified again
-
-
-def _hashes(data: bytes) -> list[bytes]:
-    return [data[i : i + _HASH_SIZE] for i in range(0, len(data), _HASH_SIZE)]
 
 
 class _Mirror:
@@ -175,17 +171,18 @@ class _Mirror:
 
         for tile, got in zip(tiles, self.windows(tiles, get), strict=True):
             entries, data, reused = got
-            problem = _leaf_problem(tile, entries, data)
-            if problem is not None and reused:
+            try:
+                verify_tile(tile, data, entries)
+            except TileMismatchError:
+                if not reused:
+                    raise
                 # Left by an interrupted run, and wrong: fetch it again.
                 entries, data, reused = (
                     self.fetch_entries(Tile(ENTRY_LEVEL, tile.index)),
                     self.fetch_hash_tile(tile),
                     False,
                 )
-                problem = _leaf_problem(tile, entries, data)
-            if problem is not None:
-                raise TileMismatchError(problem)
+                verify_tile(tile, data, entries)
             self.keep(tile, data)
             if reused:
                 self.reused += 2
@@ -206,12 +203,16 @@ class _Mirror:
 
         for tile, got in zip(tiles, self.windows(tiles, get), strict=True):
             data, reused = got
-            problem = self.parent_problem(tile, data)
-            if problem is not None and reused:
+            below = [
+                self.child_root(level - 1, tile.index * TILE_WIDTH + k) for k in range(tile.width)
+            ]
+            try:
+                verify_tile(tile, data, below)
+            except TileMismatchError:
+                if not reused:
+                    raise
                 data, reused = self.fetch_hash_tile(tile), False
-                problem = self.parent_problem(tile, data)
-            if problem is not None:
-                raise TileMismatchError(problem)
+                verify_tile(tile, data, below)
             self.keep(tile, data)
             if reused:
                 self.reused += 1
@@ -220,21 +221,10 @@ class _Mirror:
                 self.write(tile, data)
             self.tick()
 
-    def parent_problem(self, tile: Tile, data: bytes) -> str | None:
-        for k, h in enumerate(_hashes(data)):
-            child = Tile(tile.level - 1, tile.index * TILE_WIDTH + k)
-            want = self.child_root(child.level, child.index)
-            if h != want:
-                return (
-                    f"{tile.path}: hash {k} is {h.hex()}, expected {want.hex()}, "
-                    f"the root of {child.path}"
-                )
-        return None
-
     def keep(self, tile: Tile, data: bytes) -> None:
         key = (tile.level, tile.index)
         if tile.is_full:
-            self.roots[key] = root_hash(_hashes(data))
+            self.roots[key] = tile_root(data)
         else:
             self.partial[key] = data
 
@@ -246,7 +236,7 @@ class _Mirror:
             data = self.read(tile, _FULL_TILE_SIZE)
             if data is None:
                 raise TileMismatchError(f"{tile.path} is missing from the mirror")
-            root = self.roots[(level, index)] = root_hash(_hashes(data))
+            root = self.roots[(level, index)] = tile_root(data)
         return root
 
     def local_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
@@ -260,18 +250,6 @@ class _Mirror:
                 raise TileMismatchError(f"{tile.path} is missing from the mirror")
             out.append(data)
         return out
-
-
-def _leaf_problem(tile: Tile, entries: list[bytes], data: bytes) -> str | None:
-    """Why a level-0 tile does not hold the leaf hashes of its entries, or None."""
-    for k, (h, entry) in enumerate(zip(_hashes(data), entries, strict=True)):
-        want = leaf_hash(entry)
-        if h != want:
-            return (
-                f"{tile.path}: hash {k} is {h.hex()}, expected {want.hex()}, the leaf hash "
-                f"of entry {tile.index * TILE_WIDTH + k}"
-            )
-    return None
 
 
 def _file_size(path: Path) -> int:
@@ -319,43 +297,38 @@ def mirror_log(
     SignatureError/NoteFormatError/CheckpointFormatError (checkpoint),
     TileMismatchError (tiles or entries that do not hash up), SplitViewError
     (the log's checkpoint is not consistent with the one mirrored before;
-    ``old_note`` and ``new_note`` hold both), ConsistencyProofError (the log
-    went back to a smaller tree), TransportError, OSError. On any error the
-    mirrored checkpoint is left as it was.
+    ``old_note`` and ``new_note`` hold both, ``proof`` the proof tried),
+    ConsistencyProofError (the log went back to a smaller tree),
+    TransportError, OSError. On any error the mirrored checkpoint is left as
+    it was.
     """
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     note = client.checkpoint()
     new = open_checkpoint(note, log_key).checkpoint
+    mirrored: CheckpointNote | None = None
     previous_note: bytes | None = None
-    previous_size = 0
-    old: Checkpoint | None = None
     with contextlib.suppress(FileNotFoundError):
         previous_note = (root / CHECKPOINT_FILE).read_bytes()
     if previous_note is not None:
-        old = open_checkpoint(previous_note, log_key).checkpoint
-        previous_size = old.tree_size
-        if new.tree_size < old.tree_size:
+        mirrored = CheckpointNote(previous_note, open_checkpoint(previous_note, log_key).checkpoint)
+    tracker = CheckpointTracker.for_log_key(log_key, mirrored)
+    previous_size = 0 if mirrored is None else mirrored.checkpoint.tree_size
+    m = _Mirror(client, root, progress, max(1, parallel))
+    if mirrored is not None:
+        if new.tree_size < previous_size:
             raise ConsistencyProofError(
                 f"the log serves a checkpoint of tree size {new.tree_size}, older than the "
-                f"mirrored one ({old.tree_size}): it went back, or this is a stale replica; "
+                f"mirrored one ({previous_size}): it went back, or this is a stale replica; "
                 "nothing changed"
             )
-        if new.tree_size == old.tree_size:
-            if new.root_hash != old.root_hash:
-                raise SplitViewError(
-                    f"split view of {new.origin!r}: the mirrored checkpoint and the log's, both "
-                    f"of tree size {new.tree_size}, have roots {old.root_hash.hex()} and "
-                    f"{new.root_hash.hex()}",
-                    previous_note,
-                    note,
-                )
+        if new.tree_size == previous_size:
+            tracker.update(note, m.local_tiles)  # the same tree, or a split view
             log.info("mirror of %s is up to date at tree size %d", new.origin, new.tree_size)
             return MirrorResult(new, previous_size, 0, 0)
 
     # Full tiles the mirrored checkpoint covers were verified by the run that
     # wrote it; everything else is checked now, level by level, bottom up.
-    m = _Mirror(client, root, progress, max(1, parallel))
     work: list[list[Tile]] = []
     level = 0
     while new.tree_size >> (TILE_HEIGHT * level):
@@ -369,25 +342,9 @@ def mirror_log(
         else:
             m.level(level, tiles)
 
-    reader = TileHashReader(new.tree_size, m.local_tiles)
-    got = tree_hash(new.tree_size, reader)
-    if got != new.root_hash:
-        raise TileMismatchError(
-            f"the tiles of {new.origin!r} at tree size {new.tree_size} produce root "
-            f"{got.hex()}, expected {new.root_hash.hex()} (the signed checkpoint's)"
-        )
-    if old is not None and previous_note is not None and old.tree_size > 0:
-        proof = consistency_proof(old.tree_size, new.tree_size, reader)
-        try:
-            verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
-        except ConsistencyProofError as exc:
-            raise SplitViewError(
-                f"split view of {new.origin!r}: the log's verified tiles at tree size "
-                f"{new.tree_size} do not extend the mirrored tree of size {old.tree_size}: {exc}",
-                previous_note,
-                note,
-                tuple(proof),
-            ) from exc
+    verify_tree_root(new, TileHashReader(new.tree_size, m.local_tiles))
+    # Consistency with the mirrored checkpoint, proven from the verified tiles.
+    tracker.update(note, m.local_tiles)
     write_atomic(root / CHECKPOINT_FILE, note)
     log.info(
         "mirrored %s from tree size %d to %d: %d files fetched, %d reused, %.1f s",

@@ -7,19 +7,22 @@
   and submissions (``POST /v1/entries``). Network failures raise
   :class:`~firmlog.client.errors.TransportError`; an HTTP error status raises
   :class:`~firmlog.client.errors.HTTPStatusError` with the server's message.
-- :func:`check_consistency` proves that a newer checkpoint extends an older
-  one with a consistency proof (RFC 9162 2.1.4) the client BUILDS from the
-  log's tiles: it never trusts a proof the server computed. Checkpoints that
-  cannot both be true raise :class:`~firmlog.client.errors.SplitViewError`
-  carrying both signed notes byte for byte.
-- :func:`refresh_checkpoint` and :func:`fetch_bundle` combine the two with
-  the trust policy; :func:`save_state` persists a device's state atomically.
+- :func:`refresh_checkpoint` and :func:`fetch_bundle` feed the log's
+  checkpoint, with the log's tiles, to a
+  :class:`~firmlog.client.trust.CheckpointTracker` started at the device's
+  stored checkpoint: verified with the trust policy, proven consistent with
+  a proof the client BUILDS from the tiles (never one the server computed).
+  Checkpoints that cannot both be true raise
+  :class:`~firmlog.client.errors.SplitViewError` carrying both signed notes
+  byte for byte. :func:`check_consistency` (from :mod:`firmlog.client.trust`)
+  is that rule for two notes. :func:`save_state` persists a device's state
+  atomically.
 - :func:`check_not_revoked` asks the log for revocations of a verified
-  release (``GET /v1/revocations/<leaf hash>``) and refuses the update
-  (step ``revocation``) if one carries the pinned vendor keys' signatures at
-  threshold. Revocations the vendor did not sign are ignored: a log cannot
-  revoke a release on its own. A log can hide a revocation from one client;
-  only monitors reading the whole log see them all.
+  release (``GET /v1/revocations/<identity>``) and refuses the update
+  (step ``revocation``) by :func:`firmlog.client.verify.check_revocations`:
+  only a revocation with the pinned vendor keys' signatures at threshold
+  counts, so a log cannot revoke a release on its own. A log can hide a
+  revocation from one client; only monitors reading the whole log see them all.
 """
 
 from __future__ import annotations
@@ -35,28 +38,25 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from firmlog.client.bundle import ProofBundle
-from firmlog.client.checkpoint import Checkpoint
-from firmlog.client.entries import Revocation, parse_entry, verify_entry_signatures
 from firmlog.client.errors import (
-    ConsistencyProofError,
-    EntryFormatError,
-    EntryPolicyError,
     FirmlogError,
     HTTPStatusError,
-    SplitViewError,
     StateFormatError,
     TransportError,
-    UpdateRefused,
 )
-from firmlog.client.merkle import EMPTY_ROOT, consistency_proof, verify_consistency
-from firmlog.client.note import split_note
 from firmlog.client.policy import Policy
-from firmlog.client.tiles import Tile, TileHashReader
-from firmlog.client.verify import DeviceState, PinnedVendorKeys, VerifiedUpdate
+from firmlog.client.tiles import Tile
+from firmlog.client.trust import CheckpointNote, CheckpointTracker, check_consistency
+from firmlog.client.verify import (
+    DeviceState,
+    PinnedVendorKeys,
+    VerifiedUpdate,
+    check_revocations,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -76,8 +76,6 @@ DEFAULT_TIMEOUT = 10.0  # seconds, for connecting and for each read
 MAX_RESPONSE_SIZE = 16 << 20  # no firmlog resource is larger (a bundle is <= 1 MiB)
 USER_AGENT = "firmlog-client/0.1"
 _HEX64 = re.compile("[0-9a-f]{64}")
-
-TileFetcher = Callable[[Sequence[Tile]], Sequence[bytes]]
 
 
 class LogClient:
@@ -212,72 +210,7 @@ def _status_error(url: str, exc: urllib.error.HTTPError) -> HTTPStatusError:
     return HTTPStatusError(url, exc.code, message, retry_after)
 
 
-# -- consistency --------------------------------------------------------------------
-
-
-def _parse(note: bytes) -> Checkpoint:
-    text, _ = split_note(note)
-    return Checkpoint.parse(text)
-
-
-def check_consistency(
-    old_note: bytes, new_note: bytes, fetch_tiles: TileFetcher
-) -> tuple[bytes, ...]:
-    """Prove that two checkpoints of one log describe one growing tree.
-
-    Both notes must be signed checkpoints the caller has verified, with the
-    same origin (ValueError otherwise); either may be the larger. The
-    consistency proof from the smaller tree to the larger is built here from
-    tiles of the larger tree, fetched with ``fetch_tiles`` (for example
-    :meth:`LogClient.tiles`), and returned.
-
-    Raises SplitViewError, with both notes, when the trees have the same size
-    and different roots, or when the log's own tiles give no proof that
-    connects them. Transport and format errors from fetching propagate.
-    """
-    old, new = _parse(old_note), _parse(new_note)
-    if old.origin != new.origin:
-        raise ValueError(f"checkpoints of different logs: {old.origin!r} and {new.origin!r}")
-    small, large = (old, new) if old.tree_size <= new.tree_size else (new, old)
-    if small.tree_size == large.tree_size:
-        if small.root_hash != large.root_hash:
-            raise SplitViewError(
-                f"split view of {old.origin!r}: two checkpoints of tree size {old.tree_size} "
-                f"with roots {old.root_hash.hex()} and {new.root_hash.hex()}",
-                old_note,
-                new_note,
-            )
-        return ()
-    if small.tree_size == 0:
-        if small.root_hash != EMPTY_ROOT:
-            raise SplitViewError(
-                f"split view of {old.origin!r}: a checkpoint of the empty tree with root "
-                f"{small.root_hash.hex()}, expected {EMPTY_ROOT.hex()}",
-                old_note,
-                new_note,
-            )
-        return ()
-    reader = TileHashReader(large.tree_size, fetch_tiles)
-    proof = tuple(consistency_proof(small.tree_size, large.tree_size, reader))
-    try:
-        verify_consistency(
-            small.tree_size, large.tree_size, small.root_hash, large.root_hash, proof
-        )
-    except ConsistencyProofError as exc:
-        raise SplitViewError(
-            f"split view of {old.origin!r}: no consistency proof from tree size "
-            f"{small.tree_size} to {large.tree_size} built from the log's tiles: {exc}",
-            old_note,
-            new_note,
-            proof,
-        ) from exc
-    log.debug(
-        "checkpoints of %s consistent from size %d to %d",
-        old.origin,
-        small.tree_size,
-        large.tree_size,
-    )
-    return proof
+# -- consistency ----------------------------------------------------------------------
 
 
 def refresh_checkpoint(
@@ -324,10 +257,11 @@ def check_not_revoked(
 ) -> None:
     """Refuse ``update`` if the log holds a revocation of it signed by the vendor.
 
-    Raises UpdateRefused (step ``revocation``) naming the revocation's log
-    index, reason and advisory; TransportError if the log cannot answer. A
-    revocation without the pinned keys' signatures at threshold is logged and
-    ignored.
+    Asks the log (``GET /v1/revocations/<identity>``) and leaves the decision
+    to :func:`~firmlog.client.verify.check_revocations`. Raises UpdateRefused
+    (step ``revocation``) naming the revocation's log index, reason and
+    advisory; TransportError if the log cannot answer. A revocation without
+    the pinned keys' signatures at threshold is logged and ignored.
     """
     release = update.entry.identity.hex()  # revocations name a release by its identity
     try:
@@ -340,23 +274,11 @@ def check_not_revoked(
         raise TransportError(
             f"{client.base_url} answered the revocation query with malformed JSON: {exc}"
         ) from exc
-    for index, raw in found:
-        try:
-            entry = parse_entry(raw)
-            body = entry.body
-            if not isinstance(body, Revocation) or body.release_id != release:
-                raise EntryFormatError(f"entry {index} is not a revocation of release {release}")
-            if vendor_keys.vendor is not None and body.vendor != vendor_keys.vendor:
-                raise EntryPolicyError(f"revocation by {body.vendor}, not {vendor_keys.vendor}")
-            verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
-        except FirmlogError as exc:
-            log.warning("ignoring a revocation at log index %d: %s", index, exc)
-            continue
-        advisory = f"; advisory: {body.advisory}" if body.advisory else ""
-        raise UpdateRefused(
-            "revocation",
-            f"the vendor revoked this release at log index {index}: {body.reason}{advisory}",
-        )
+
+    def ignored(index: int, why: FirmlogError) -> None:
+        log.warning("ignoring a revocation at log index %d: %s", index, why)
+
+    check_revocations(update.entry.identity, vendor_keys, found, on_ignored=ignored)
 
 
 def _accept(
@@ -367,28 +289,32 @@ def _accept(
     now: int | None,
     max_cosignature_age: int | None,
 ) -> bytes:
-    checkpoint = policy.verify_checkpoint(note, now=now, max_age=max_cosignature_age)
-    new = checkpoint.signed.checkpoint
-    if stored is None:
-        return note
-    old = _parse(stored)
-    if old.origin != new.origin:
-        log.info("stored checkpoint is of %s, not %s: not compared", old.origin, new.origin)
-        return note
-    if new.tree_size >= old.tree_size:
-        check_consistency(stored, note, client.tiles)
-        return note
-    # The log shows an older tree than the device saw: prove it a prefix of
-    # the stored one, from tiles of the stored size (the log must have them).
+    """The newest of ``stored`` and ``note`` once ``note`` is verified and proven
+    consistent with ``stored`` (a CheckpointTracker started at ``stored``)."""
+    trusted = None if stored is None else CheckpointNote.parse(stored)
+    new = CheckpointNote.parse(note).checkpoint  # not verified yet: the tracker does that
+    if trusted is not None and trusted.checkpoint.origin != new.origin:
+        log.info(
+            "stored checkpoint is of %s, not %s: not compared",
+            trusted.checkpoint.origin,
+            new.origin,
+        )
+        trusted = None
+    tracker = CheckpointTracker.for_policy(
+        policy, trusted, now=now, max_cosignature_age=max_cosignature_age
+    )
     try:
-        check_consistency(stored, note, client.tiles)
+        return tracker.update(note, client.tiles).note
     except HTTPStatusError as exc:
+        if trusted is None or new.tree_size >= trusted.checkpoint.tree_size:
+            raise
+        # The log shows an older tree than the device saw; proving it a prefix
+        # of the stored one takes tiles of the stored size, which it lacks.
         raise TransportError(
             f"{client.base_url} serves a checkpoint of tree size {new.tree_size}, older than "
-            f"the stored one ({old.tree_size}), and no tiles of the stored size ({exc}): a "
-            "stale replica, or a log that went back; retry later or elsewhere"
+            f"the stored one ({trusted.checkpoint.tree_size}), and no tiles of the stored size "
+            f"({exc}): a stale replica, or a log that went back; retry later or elsewhere"
         ) from exc
-    return stored
 
 
 # -- local state ----------------------------------------------------------------------

@@ -10,6 +10,12 @@ the root of ``2**r`` consecutive hashes of tile ``L``, recomputed by expanding
 the tile (hashing its 8-level subtree). Expanded full tiles are kept in a
 shared :class:`TileCache`, so each inner node of a full tile is hashed once
 per process, however many proofs use it.
+
+Tiles fetched from a log are checked with :func:`verify_tile` (a level-0
+tile against the entries of its entry bundle, a higher tile against the
+roots of the full tiles below it) and :func:`verify_tree_root` (the tiles
+against the signed checkpoint's root). Those are pure: fetching is the
+caller's, through a :data:`TileFetcher`.
 """
 
 from __future__ import annotations
@@ -18,8 +24,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256 as _sha256
+from typing import TYPE_CHECKING
 
-from firmlog.client.errors import MerkleFormatError, TilePathError
+from firmlog.client.errors import MerkleFormatError, TileMismatchError, TilePathError
+from firmlog.client.merkle import HashReader, leaf_hash, root_hash, tree_hash
+
+if TYPE_CHECKING:
+    from firmlog.client.checkpoint import Checkpoint
 
 __all__ = [
     "ENTRY_LEVEL",
@@ -29,13 +40,17 @@ __all__ = [
     "TILE_WIDTH",
     "Tile",
     "TileCache",
+    "TileFetcher",
     "TileHashReader",
     "decode_entry_bundle",
     "encode_entry_bundle",
     "encode_index",
     "parse_tile_path",
     "tile_for_hash",
+    "tile_root",
     "tiles_for_size",
+    "verify_tile",
+    "verify_tree_root",
 ]
 
 TILE_HEIGHT = 8
@@ -78,6 +93,10 @@ class Tile:
         level = "entries" if self.level == ENTRY_LEVEL else str(self.level)
         suffix = "" if self.width == TILE_WIDTH else f".p/{self.width}"
         return f"tile/{level}/{encode_index(self.index)}{suffix}"
+
+
+TileFetcher = Callable[[Sequence[Tile]], Sequence[bytes]]
+"""``fetch(tiles)``: the bytes of each tile asked for, in order (see :class:`TileHashReader`)."""
 
 
 def encode_index(n: int) -> str:
@@ -265,6 +284,78 @@ def decode_entry_bundle(data: bytes, expected_count: int | None = None) -> list[
     return entries
 
 
+# -- checking tiles ------------------------------------------------------------------
+
+
+def _split_hashes(data: bytes) -> list[bytes]:
+    return [data[i : i + _HASH_SIZE] for i in range(0, len(data), _HASH_SIZE)]
+
+
+def tile_root(data: bytes) -> bytes:
+    """The root of a full tile's 256 hashes: what the tile above holds for it.
+
+    ValueError unless ``data`` is exactly one full tile (8192 bytes).
+    """
+    if len(data) != TILE_WIDTH * _HASH_SIZE:
+        raise ValueError(
+            f"a full tile is {TILE_WIDTH * _HASH_SIZE} bytes, got {len(data)}: "
+            "only full tiles have a root in the tile above"
+        )
+    return root_hash(_split_hashes(data))
+
+
+def verify_tile(tile: Tile, data: bytes, below: Sequence[bytes]) -> None:
+    """Check that ``data`` is what hash tile ``tile`` must hold, given what lies below it.
+
+    A level-0 tile holds the leaf hashes (RFC 6962) of the entries of its
+    entry bundle: ``below`` is those entries, in order. A tile of level
+    ``L > 0`` holds the roots of the full tiles of level ``L - 1`` under it:
+    ``below`` is those roots (:func:`tile_root` of each), in order. ``data``
+    must be ``tile.width`` hashes and ``below`` hold ``tile.width`` items.
+
+    Raises TileMismatchError naming the first hash that differs: keep
+    nothing of the tile. An entry bundle (level ENTRY_LEVEL) is a ValueError.
+    """
+    if tile.level < 0:
+        raise ValueError(f"{tile.path} is an entry bundle, not a hash tile")
+    want_size = tile.width * _HASH_SIZE
+    if len(data) != want_size:
+        raise TileMismatchError(f"{tile.path} is {len(data)} bytes, expected {want_size}")
+    if len(below) != tile.width:
+        what = "entries in its entry bundle" if tile.level == 0 else "roots of tiles below"
+        raise TileMismatchError(f"{tile.path} has {len(below)} {what}, expected {tile.width}")
+    first = tile.index * TILE_WIDTH
+    for k, h in enumerate(_split_hashes(data)):
+        if tile.level == 0:
+            want = leaf_hash(below[k])
+            if h != want:
+                raise TileMismatchError(
+                    f"{tile.path}: hash {k} is {h.hex()}, expected {want.hex()}, the leaf hash "
+                    f"of entry {first + k}"
+                )
+        elif h != below[k]:
+            child = Tile(tile.level - 1, first + k)
+            raise TileMismatchError(
+                f"{tile.path}: hash {k} is {h.hex()}, expected {bytes(below[k]).hex()}, "
+                f"the root of {child.path}"
+            )
+
+
+def verify_tree_root(checkpoint: Checkpoint, hashes: HashReader) -> None:
+    """Check that the tiles behind ``hashes`` produce ``checkpoint``'s root.
+
+    ``hashes`` reads the log's tiles at ``checkpoint.tree_size`` (a
+    :class:`TileHashReader`). Raises TileMismatchError if they give another
+    root: the tiles and the signed checkpoint are not one tree.
+    """
+    got = tree_hash(checkpoint.tree_size, hashes)
+    if got != checkpoint.root_hash:
+        raise TileMismatchError(
+            f"the tiles of {checkpoint.origin!r} at tree size {checkpoint.tree_size} produce "
+            f"root {got.hex()}, expected {checkpoint.root_hash.hex()} (the signed checkpoint's)"
+        )
+
+
 # -- proofs from tiles -------------------------------------------------------------
 
 
@@ -364,7 +455,7 @@ class TileHashReader:
     def __init__(
         self,
         tree_size: int,
-        fetch: Callable[[Sequence[Tile]], Sequence[bytes]],
+        fetch: TileFetcher,
         cache: TileCache | None = None,
     ) -> None:
         if tree_size < 0:

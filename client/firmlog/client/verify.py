@@ -30,9 +30,16 @@ checks run in this order (:data:`STEPS`):
                          stored, nor another tree of the same size (split view)
 =======================  ======================================================
 
-Nothing here does I/O except reading the image, in chunks. Checking the new
-checkpoint's consistency with the stored one needs tiles from the log:
-:mod:`firmlog.client.online` does that before calling this.
+Nothing here does I/O except reading the image, in chunks. The
+``stored-checkpoint`` step is the offline half of the trusted-checkpoint rule
+(:func:`firmlog.client.trust.check_no_fork`); proving a larger checkpoint
+consistent with the stored one needs tiles from the log:
+:mod:`firmlog.client.online` does that (with a
+:class:`~firmlog.client.trust.CheckpointTracker`) before calling this.
+
+One more step needs the log: ``revocation``. :func:`check_revocations`
+decides it from the revocation entries a log returned for the release
+(:func:`firmlog.client.online.check_not_revoked` asks for them).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn
 
@@ -51,6 +58,7 @@ from firmlog.client.entries import (
     RELEASE_V1,
     Entry,
     Release,
+    Revocation,
     _index_keys,
     _verify_signatures_indexed,
     parse_entry,
@@ -77,6 +85,7 @@ from firmlog.client.note import (
     verify_note_signatures,
 )
 from firmlog.client.policy import Policy, VerifiedCheckpoint
+from firmlog.client.trust import CheckpointNote, check_no_fork
 
 __all__ = [
     "STEPS",
@@ -85,6 +94,7 @@ __all__ = [
     "PinnedVendorKeys",
     "UpdateRefused",
     "VerifiedUpdate",
+    "check_revocations",
     "verify_update",
 ]
 
@@ -444,15 +454,17 @@ def verify_update(
                 f"checkpoint of {checkpoint.origin!r} has tree size {checkpoint.tree_size}, "
                 f"expected at least {stored.tree_size} (the checkpoint this device stored)",
             )
-        if checkpoint.tree_size == stored.tree_size and checkpoint.root_hash != stored.root_hash:
-            evidence = SplitViewError(
-                f"split view of {checkpoint.origin!r}: two checkpoints of tree size "
-                f"{checkpoint.tree_size} with roots {stored.root_hash.hex()} (stored) and "
-                f"{checkpoint.root_hash.hex()} (bundle)",
-                device.checkpoint,
-                parsed.checkpoint,
+        try:
+            check_no_fork(
+                CheckpointNote(device.checkpoint, stored),
+                CheckpointNote(parsed.checkpoint, checkpoint),
             )
-            _refuse("stored-checkpoint", str(evidence), evidence)
+        except SplitViewError as exc:
+            _refuse(
+                "stored-checkpoint",
+                f"{exc} (the first stored by this device, the second the bundle's)",
+                exc,
+            )
 
     return VerifiedUpdate(
         release=release,
@@ -462,6 +474,51 @@ def verify_update(
         witnesses=verified.witnesses,
         vendor_keys=signed_by,
     )
+
+
+def check_revocations(
+    identity: bytes,
+    vendor_keys: PinnedVendorKeys,
+    revocations: Iterable[tuple[int, bytes]],
+    *,
+    on_ignored: Callable[[int, FirmlogError], None] | None = None,
+) -> None:
+    """Refuse the release whose identity is ``identity`` if its vendor revoked it.
+
+    ``revocations`` are the entries a log returned for the release, as
+    ``(log index, signed entry)``. One counts when it is a well-formed
+    ``firmlog/revocation/v1`` that names this release by its identity
+    (:attr:`~firmlog.client.entries.Entry.identity`, the SHA-256 of the
+    release's signed text), is by the pinned vendor (when
+    ``vendor_keys.vendor`` is set) and is signed by the pinned keys at their
+    threshold: a log cannot revoke a release on its own. The first that counts
+    raises UpdateRefused (step ``revocation``) naming its log index, reason
+    and advisory. Each one before it that does not count is skipped and
+    passed to ``on_ignored(index, why)``, for the caller to log.
+
+    ValueError if ``identity`` is not 32 bytes.
+    """
+    if len(identity) != 32:
+        raise ValueError(f"a release identity is 32 bytes (SHA-256), got {len(identity)}")
+    release = identity.hex()
+    for index, raw in revocations:
+        try:
+            entry = parse_entry(raw)
+            body = entry.body
+            if not isinstance(body, Revocation) or body.release_id != release:
+                raise EntryFormatError(f"entry {index} is not a revocation of release {release}")
+            if vendor_keys.vendor is not None and body.vendor != vendor_keys.vendor:
+                raise EntryPolicyError(f"revocation by {body.vendor}, not {vendor_keys.vendor}")
+            verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
+        except FirmlogError as exc:
+            if on_ignored is not None:
+                on_ignored(index, exc)
+            continue
+        advisory = f"; advisory: {body.advisory}" if body.advisory else ""
+        _refuse(
+            "revocation",
+            f"the vendor revoked this release at log index {index}: {body.reason}{advisory}",
+        )
 
 
 def _diagnose_checkpoint(policy: Policy, note: bytes, error: FirmlogError) -> NoReturn:

@@ -5,7 +5,7 @@ type with canonical JSON, within the size limit) signed as DESIGN.md section 3
 requires: an admission by an operator key, everything else by the vendor's
 current key set at its threshold. This is the fast check that answers 4xx at
 once; the authoritative one runs in log order inside the integration
-(:class:`firmlog.server.ledger.LedgerGate`).
+(:class:`firmlog.server.gate.LedgerGate`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from firmlog.client.errors import (
 )
 from firmlog.client.ledger import check_signatures
 from firmlog.client.note import Ed25519Verifier
-from firmlog.server.ledger import OPERATOR_CHECKED, Candidate, VendorKeyCache
+from firmlog.server.gate import OPERATOR_CHECKED, Candidate, VendorKeyCache
 from firmlog.server.storage import Storage
 
 

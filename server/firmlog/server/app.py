@@ -33,7 +33,7 @@ from firmlog.server.acceptance import Acceptance, EntryTooLarge
 from firmlog.server.config import ServerConfig
 from firmlog.server.datadir import CHECKPOINT_FILE
 from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, ImageStore
-from firmlog.server.ledger import LedgerGate, VendorKeyCache
+from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.page import render_page

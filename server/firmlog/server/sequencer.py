@@ -9,7 +9,7 @@ state (another process may have grown the log), skips entries already logged
 (by identity: for a firmlog entry, its signed text, so a copy with other
 signature lines is the logged entry and gets its index and bundle),
 lets the ledger gate decide in log order which new entries may be appended
-(:class:`firmlog.server.ledger.LedgerGate`; a sequencer without a gate logs
+(:class:`firmlog.server.gate.LedgerGate`; a sequencer without a gate logs
 opaque entries, as a plain tlog), appends those to the right edge of the
 tree (:class:`CompactRange`), writes the entries, the ledger index rows, the
 hash tiles that changed and the new signed checkpoint, and commits. Only
@@ -45,7 +45,7 @@ from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
-from firmlog.server.ledger import Candidate, GateResult, LedgerGate
+from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader, hash_tiles_touched
 from firmlog.server.signing import TreeSigner

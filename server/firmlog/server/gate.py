@@ -1,7 +1,8 @@
-"""The firmware ledger inside the log server: who may append what, decided in log order.
+"""The ledger gate: which submissions the log appends, decided in log order.
 
-The rules are :mod:`firmlog.client.ledger`'s (written once, shared with
-monitors). They are applied twice:
+The rules and their replay are :mod:`firmlog.client.ledger`'s (written once,
+shared with monitors); this module only feeds them what the database holds
+and turns their outcome into index rows. They are applied twice:
 
 - at submission (:class:`firmlog.server.acceptance.Acceptance`), against the
   vendor key sets this process knows, so bad entries are refused at once with
@@ -42,7 +43,7 @@ from firmlog.server.storage import (
     Storage,
 )
 
-log = structlog.get_logger("firmlog.ledger")
+log = structlog.get_logger("firmlog.gate")
 
 OPERATOR_CHECKED = OPERATOR_KEYS  # Candidate.checked_against: the operator signature passed
 

@@ -15,10 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from firmlog.server.app import make_app
 from firmlog.server.config import ConfigError, load_config
+from firmlog.server.connection import serve
 from firmlog.server.datadir import init_data_dir
 from firmlog.server.logs import configure_logging
 
@@ -73,15 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"log key:      {keys.log.verifier.vkey}", file=sys.stderr)
     print(f"operator key: {keys.operator.verifier.vkey}", file=sys.stderr)
     print(f"listening on  http://{config.listen}", file=sys.stderr, flush=True)
-    web.run_app(
-        app,
-        host=config.listen_host,
-        port=config.listen_port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=30,
-    )
+    serve(app, config.http, config.listen_host, config.listen_port, shutdown_timeout=30)
     return 0
 
 

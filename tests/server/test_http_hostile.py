@@ -426,7 +426,18 @@ HOSTILE = [
     "/v1/proof/consistency?old=1&new=%20%202",
     "/v1/revocations/" + "G" * 64,
     "/v1/images/sha256/" + "a" * 63 + "%00",
+    "/v1/images/sha256/" + "a" * 3000,
+    "/v1/bundle/" + "9" * 3000,
+    "/v1/revocations/" + "g" * 3000,
 ]
+
+
+async def test_a_long_bad_tile_path_is_not_echoed(
+    log: LogUnderTest, session: ClientSession
+) -> None:
+    async with session.get(f"{log.base}/tile/0/{'1' * 5000}") as resp:
+        assert resp.status == 404
+        assert len((await resp.json())["error"]) < 300
 
 
 @pytest.mark.parametrize("path", HOSTILE)

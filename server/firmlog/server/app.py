@@ -353,7 +353,10 @@ async def get_tile(request: web.Request) -> web.Response:
     try:
         tile = parse_tile_path(request.path)
     except TilePathError as exc:
-        raise NotFound(f"not a tile path: {exc}") from exc
+        message = str(exc)
+        if len(message) > 200:
+            message = f"{message[:200]}... ({len(message)} chars)"
+        raise NotFound(f"not a tile path: {message}") from exc
     if tile.level == ENTRY_LEVEL:
         data = await reader.entry_bundle(tile.index, tile.width)
     else:
@@ -379,7 +382,8 @@ async def get_bundle(request: web.Request) -> web.Response:
         index = int(ref)
     else:
         raise BadRequest(
-            f"expected a decimal entry index or a 64-digit lowercase hex leaf hash, got {ref!r}"
+            "expected a decimal entry index or a 64-digit lowercase hex leaf hash, "
+            f"got {_shown(ref)}"
         )
     pinned = "tree_size" in request.query
     if pinned:
@@ -544,7 +548,7 @@ async def get_revocations(request: web.Request) -> web.Response:
     storage = _services(request).storage
     ref = request.match_info["leaf_hash"]
     if not _HEX64.fullmatch(ref):
-        raise BadRequest(f"expected a 64-digit lowercase hex leaf hash, got {ref!r}")
+        raise BadRequest(f"expected a 64-digit lowercase hex leaf hash, got {_shown(ref)}")
     index = await storage.find_leaf(bytes.fromhex(ref))
     if index is None:
         raise NotFound(f"no entry with leaf hash {ref} is in the log")
@@ -611,7 +615,7 @@ async def get_vendor(request: web.Request) -> web.Response:
 def _image_digest(request: web.Request) -> str:
     digest = request.match_info["digest"]
     if not _HEX64.fullmatch(digest):
-        raise BadRequest(f"expected a 64-digit lowercase hex SHA-256 digest, got {digest!r}")
+        raise BadRequest(f"expected a 64-digit lowercase hex SHA-256 digest, got {_shown(digest)}")
     return digest
 
 

@@ -668,3 +668,60 @@ def test_bad_http_settings_fail_fast(
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, environ=env)
     assert message in str(info.value)
+
+
+# -- serve: web.run_app with the log's connections ----------------------------------
+
+SERVE = """
+import socket, sys
+from pathlib import Path
+from firmlog.client.note import generate_key
+from firmlog.server.app import make_app
+from firmlog.server.config import HTTPConfig, ServerConfig
+from firmlog.server.connection import serve
+from firmlog.server.logs import configure_logging
+
+configure_logging("warning", json=True)  # to stderr: stdout is for this script's lines
+key, operator = generate_key("serve.example/log"), generate_key("operator.example")
+config = ServerConfig(data_dir=Path(sys.argv[1]), origin=key.name).validate()
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+port = sock.getsockname()[1]
+serve(
+    make_app(config, key, operator),
+    HTTPConfig(header_timeout=0.5),
+    sock=[sock],
+    on_listening=lambda line: print(port, line, flush=True),
+)
+print("stopped", flush=True)
+"""
+
+
+def test_serve_runs_the_app_on_bound_sockets_until_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port, line = proc.stdout.readline().split(" ", 1)
+        assert line.startswith("listening on http://127.0.0.1:")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")  # and no more: the head times out
+            assert s.recv(100).startswith(b"HTTP/1.1 408 ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read() == "stopped\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

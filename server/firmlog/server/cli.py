@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"log key:      {keys.log.verifier.vkey}", file=sys.stderr)
     print(f"operator key: {keys.operator.verifier.vkey}", file=sys.stderr)
     print(f"listening on  http://{config.listen}", file=sys.stderr, flush=True)
-    serve(app, config.http, config.listen_host, config.listen_port, shutdown_timeout=30)
+    serve(app, config.http, host=config.listen_host, port=config.listen_port, shutdown_timeout=30)
     return 0
 
 

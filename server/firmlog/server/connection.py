@@ -1,7 +1,8 @@
 """HTTP/1.1 connections below the app: what happens before a handler runs.
 
 The log server runs its aiohttp application with :class:`LogRunner` (or
-:func:`serve`), whose connections are :class:`LogProtocol`:
+:func:`serve`, ``web.run_app`` with it), whose connections are
+:class:`LogProtocol`:
 
 - request bodies are never decompressed (``auto_decompress=False``): the app
   refuses any Content-Encoding with 415, and nothing is inflated on the event
@@ -25,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -232,16 +234,28 @@ class LogRunner(web.AppRunner):
 
 
 async def _serve(
-    app: web.Application, http: HTTPConfig, host: str, port: int, shutdown_timeout: float
+    app: web.Application,
+    http: HTTPConfig,
+    host: str | None,
+    port: int | None,
+    sock: Sequence[socket.socket],
+    on_listening: Callable[[str], None] | None,
+    shutdown_timeout: float,
 ) -> None:
     runner = LogRunner(app, http, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
+    await runner.setup()  # starts the app: its errors propagate from here
     try:
-        await web.TCPSite(runner, host, port).start()
+        sites: list[web.BaseSite] = [web.SockSite(runner, s) for s in sock]
+        if not sites:
+            sites.append(web.TCPSite(runner, host, port))
+        for site in sites:
+            await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if on_listening is not None:
+            on_listening("listening on " + ", ".join(site.name for site in sites))
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -250,11 +264,17 @@ async def _serve(
 def serve(
     app: web.Application,
     http: HTTPConfig,
-    host: str,
-    port: int,
     *,
+    host: str | None = None,
+    port: int | None = None,
+    sock: Sequence[socket.socket] = (),
+    on_listening: Callable[[str], None] | None = None,
     shutdown_timeout: float = 30.0,
 ) -> None:
-    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, then stop it gracefully
-    (``web.run_app`` with :class:`LogRunner`)."""
-    asyncio.run(_serve(app, http, host, port, shutdown_timeout))
+    """``web.run_app`` with :class:`LogRunner`: serve ``app`` on ``host:port``, or on
+    the bound sockets ``sock``, until SIGINT or SIGTERM, then stop it gracefully.
+
+    ``on_listening`` is called (with a line naming the addresses) once the app
+    has started and every socket listens.
+    """
+    asyncio.run(_serve(app, http, host, port, sock, on_listening, shutdown_timeout))

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from firmlog.client.bundle import ProofBundle
@@ -15,10 +15,22 @@ from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.merkle import leaf_hash, verify_inclusion
 from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.server.app import make_app
-from firmlog.server.config import LimitsConfig, SequencerConfig, ServerConfig
+from firmlog.server.config import HTTPConfig, LimitsConfig, SequencerConfig, ServerConfig
+from firmlog.server.connection import LogRunner
 
 ORIGIN = "test.firmlog.example/log"
 _VENDOR_KEY = generate_key("vendor.example/release")
+
+
+class _LogTestServer(TestServer):
+    """The app with the connection handling production runs (LogRunner)."""
+
+    def __init__(self, app: web.Application, http: HTTPConfig) -> None:
+        super().__init__(app, host="127.0.0.1")
+        self.http = http
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return LogRunner(self.app, self.http, **kwargs)
 
 
 class LogUnderTest:
@@ -52,7 +64,7 @@ class LogUnderTest:
 
     async def start(self) -> None:
         app = make_app(self.config, self.log_key, self.operator)
-        self.server = TestServer(app, host="127.0.0.1")
+        self.server = _LogTestServer(app, self.config.http)
         await self.server.start_server()
 
     async def stop(self) -> None:

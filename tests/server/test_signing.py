@@ -246,8 +246,8 @@ async def test_a_tree_inconsistent_with_the_record_is_never_signed(
         record = forged(log, size)
         (tmp_path / RECORD).write_bytes(record)
         status, body = await log.submit(session, log.entry(3))
-        assert status == 503, body
-        assert json.loads(body)["kind"] == "Unavailable"
+        assert status == 500, body  # retrying cannot help: the operator must look
+        assert json.loads(body)["kind"] == "SigningRefused"
         assert await latest(log.base, session) == before
         async with session.get(f"{log.base}/metrics") as resp:
             metrics = await resp.text()

@@ -1,7 +1,8 @@
 """Online extras for devices and tools (DESIGN.md section 6): fetch, prove, remember.
 
-- :class:`LogClient` talks to a log over HTTP (standard library ``urllib``,
-  a timeout on every request): the latest checkpoint (c2sp.org/tlog-tiles
+- :class:`LogClient` talks to a log over HTTP (standard library ``urllib``;
+  each request has one deadline for connecting, sending and reading the
+  whole answer, and a size cap): the latest checkpoint (c2sp.org/tlog-tiles
   ``/checkpoint``), tiles and entry bundles (``/tile/...``), the
   ``.tlog-proof`` bundle of an entry (``/v1/bundle/<index or leaf hash>``),
   and submissions (``POST /v1/entries``). Network failures raise
@@ -29,17 +30,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.client
+import io
 import json
 import logging
 import os
 import re
+import socket
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.errors import (
@@ -58,6 +64,9 @@ from firmlog.client.verify import (
     check_revocations,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "LogClient",
@@ -72,17 +81,22 @@ __all__ = [
 
 log = logging.getLogger("firmlog.client.online")
 
-DEFAULT_TIMEOUT = 10.0  # seconds, for connecting and for each read
+DEFAULT_TIMEOUT = 10.0  # seconds for a whole request: connect, send, headers and body
 MAX_RESPONSE_SIZE = 16 << 20  # no firmlog resource is larger (a bundle is <= 1 MiB)
+MAX_ERROR_BODY = 64 << 10  # what is read of an error answer
 USER_AGENT = "firmlog-client/0.1"
 _HEX64 = re.compile("[0-9a-f]{64}")
+_CONTENT_LENGTH = re.compile("[0-9]{1,18}")
 
 
 class LogClient:
     """A log's HTTP API at ``base_url`` (``http://`` or ``https://``).
 
-    Every request has ``timeout`` seconds to connect and for each read;
-    responses larger than ``max_response_size`` are refused.
+    Every request must be answered in full within ``timeout`` seconds, from
+    connecting to the last byte of the body (a server that trickles its
+    answer cannot hold the client longer; name resolution is the system's
+    and not counted); responses larger than ``max_response_size`` and bodies
+    shorter than their Content-Length are refused (TransportError).
     """
 
     def __init__(
@@ -115,20 +129,20 @@ class LogClient:
         # The scheme is http or https (checked in __init__).
         request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
         self.requests += 1
+        deadline = _Deadline(self.timeout)
+        opener = urllib.request.build_opener(
+            _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
+        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                data: bytes = response.read(self.max_response_size + 1)
+            with opener.open(request, timeout=self.timeout) as response:
+                data = _read_body(response, self.max_response_size)
         except urllib.error.HTTPError as exc:
             raise _status_error(url, exc) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException, _BodyError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise TransportError(
                 f"{method} {url}: {reason or type(exc).__name__} (timeout {self.timeout} s)"
             ) from exc
-        if len(data) > self.max_response_size:
-            raise TransportError(
-                f"{method} {url}: response larger than {self.max_response_size} bytes"
-            )
         return data
 
     def get(self, path: str) -> bytes:
@@ -186,9 +200,126 @@ class LogClient:
         return self._request("POST", "v1/entries", entry)
 
 
+class _BodyError(Exception):
+    """An answer's body is too large, shorter than its Content-Length, or framed badly."""
+
+
+def _read_body(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """The whole body of ``response``: at most ``limit`` bytes, exactly its Content-Length."""
+    declared: int | None = None
+    if response.headers.get("Transfer-Encoding") is None:
+        values = {v.strip() for v in response.headers.get_all("Content-Length") or ()}
+        if values:
+            value = values.pop()
+            if values or not _CONTENT_LENGTH.fullmatch(value):
+                raise _BodyError(
+                    f"malformed Content-Length: {response.headers['Content-Length'][:40]!r}"
+                )
+            declared = int(value)
+    if declared is not None and declared > limit:
+        raise _BodyError(f"the answer is {declared} bytes: more than the {limit} accepted")
+    data = response.read(limit + 1)
+    if len(data) > limit:
+        raise _BodyError(f"the answer is larger than the {limit} bytes accepted")
+    if declared is not None and len(data) != declared:
+        raise _BodyError(f"the answer ended after {len(data)} of its {declared} bytes")
+    return data
+
+
+class _Deadline:
+    """One point in time by which a whole request must be done."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out: no complete answer within {self.seconds} s")
+        return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket, each read waiting at most until the deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
+        self._sock.settimeout(self._deadline.remaining())
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """A connected socket whose reads (http.client reads through ``makefile``) and
+    writes (``sendall``) all end by one deadline; everything else is the socket's."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str = "r", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"only binary reading is supported, not mode {mode!r}")
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def sendall(self, data: ReadableBuffer) -> None:
+        self._sock.settimeout(self._deadline.remaining())
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, *, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        self.timeout = self._deadline.remaining()
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self._deadline)
+
+
+class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_DeadlineHTTPConnection, deadline=self._deadline)
+        return self.do_open(connection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_DeadlineHTTPSConnection, deadline=self._deadline)
+        return self.do_open(connection, req)
+
+
 def _status_error(url: str, exc: urllib.error.HTTPError) -> HTTPStatusError:
     try:
-        body = exc.read(64 * 1024)
+        body = exc.read(MAX_ERROR_BODY)
     except (OSError, http.client.HTTPException):
         body = b""
     message = ""

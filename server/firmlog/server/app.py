@@ -5,6 +5,13 @@ pool, the sequencer task and the reader live in a cleanup context, opened
 when the app starts and closed when it stops. Handlers parse, call, return;
 one middleware maps errors to HTTP status with a JSON body saying what was
 wrong, and writes one log line per request.
+
+Requests are read whole or not at all: an entry is read to the end of its
+body, however many segments it comes in, and refused if it does not fit the
+limit (413) or does not arrive within ``http.body_timeout`` (408). Request
+bodies are never decompressed: any Content-Encoding is refused with 415. What
+happens below the app (connection timeouts, malformed requests) is in
+:mod:`firmlog.server.connection`.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from firmlog.client.errors import (
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
 from firmlog.server.acceptance import Acceptance, EntryTooLarge
-from firmlog.server.config import ServerConfig
+from firmlog.server.config import HTTPConfig, ServerConfig
+from firmlog.server.connection import protocol_options
 from firmlog.server.datadir import CHECKPOINT_FILE
 from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
@@ -39,7 +47,14 @@ from firmlog.server.metrics import ServerMetrics
 from firmlog.server.page import render_page
 from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
 from firmlog.server.sequencer import PoolFull, ProofUnavailable, Sequencer, SequencerStopped
-from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
+from firmlog.server.signing import SigningRefused
+from firmlog.server.storage import (
+    KeySetRow,
+    ReleaseQuery,
+    Storage,
+    StorageUnavailable,
+    open_storage,
+)
 
 log = structlog.get_logger("firmlog.http")
 
@@ -81,6 +96,23 @@ class BadRequest(FormatError):
     """A request parameter is malformed. Answer 400."""
 
 
+class BodyIncomplete(FormatError):
+    """The request body ended before its end (the client went away, or broken framing).
+    Answer 400."""
+
+
+class BodyTimeout(Exception):
+    """The client did not send its request body in time. Answer 408 and close."""
+
+
+_LOGGED_PATH = 200  # characters of a request path that go into the log
+
+
+def _shown(value: str, limit: int = 64) -> str:
+    """A request value quoted for an error message, cut short: never echo much."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} chars)"
+
+
 def _services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
@@ -94,6 +126,30 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+def _codings(request: web.Request, header: str) -> list[str]:
+    values = request.headers.getall(header, ())
+    return [c.strip().lower() for h in values for c in h.split(",") if c.strip()]
+
+
+def _refused_codings(request: web.Request) -> web.Response | None:
+    """415 for a compressed body, 501 for a transfer coding other than chunked."""
+    if any(c != "identity" for c in _codings(request, "Content-Encoding")):
+        found = _shown(", ".join(request.headers.getall("Content-Encoding")))
+        return _json_error(
+            415,
+            f"request bodies must not be compressed: expected no Content-Encoding, got {found}",
+            "UnsupportedContentEncoding",
+        )
+    if any(c != "chunked" for c in _codings(request, "Transfer-Encoding")):
+        found = _shown(", ".join(request.headers.getall("Transfer-Encoding")))
+        return _json_error(
+            501,
+            f"the only transfer coding understood is chunked, got {found}",
+            "UnsupportedTransferEncoding",
+        )
+    return None
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -101,7 +157,8 @@ async def error_middleware(
     """Map errors to status codes, and log and count every request once."""
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        refused = _refused_codings(request)
+        response = refused if refused is not None else await handler(request)
     except web.HTTPException as exc:
         response = exc
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -126,16 +183,35 @@ async def error_middleware(
         response = _json_error(503, str(exc), "ProofUnavailable", **{"Retry-After": "1"})
     except SequencerStopped as exc:
         response = _json_error(503, str(exc), "ShuttingDown", **{"Retry-After": "5"})
+    except BodyTimeout as exc:
+        response = _json_error(408, str(exc), "BodyTimeout")
+        response.force_close()
+    except StorageUnavailable as exc:
+        log.warning(
+            "storage unavailable",
+            method=request.method,
+            path=request.path[:_LOGGED_PATH],
+            error=str(exc),
+        )
+        response = _json_error(
+            503,
+            "the log's database cannot be reached or written just now; retry later "
+            "(an entry that was logged keeps its index when resubmitted)",
+            "StorageUnavailable",
+            **{"Retry-After": "5"},
+        )
+    except SigningRefused:  # logged loudly by the signer, with the evidence
+        response = _json_error(
+            500,
+            "the log refuses to sign a tree it cannot prove consistent with the checkpoint it "
+            "published last; nothing was stored, and the operator must investigate",
+            "SigningRefused",
+        )
     except FirmlogError as exc:  # a verification error not mapped above
         response = _json_error(422, str(exc), type(exc).__name__)
     except Exception:
-        log.exception("request failed", method=request.method, path=request.path)
-        response = _json_error(
-            503,
-            "the log could not complete the request; nothing was lost, retry later",
-            "Unavailable",
-            **{"Retry-After": "1"},
-        )
+        log.exception("request failed", method=request.method, path=request.path[:_LOGGED_PATH])
+        response = _json_error(500, "the log server failed to handle this request", "InternalError")
     elapsed = time.perf_counter() - started
     metrics = request.app[METRICS]
     route = _route_name(request)
@@ -145,7 +221,7 @@ async def error_middleware(
         log.info(
             "request",
             method=request.method,
-            path=request.path,
+            path=request.path[:_LOGGED_PATH],
             status=response.status,
             ms=round(elapsed * 1000, 2),
         )
@@ -159,7 +235,9 @@ def _int_param(request: web.Request, name: str, *, default: int | None = None) -
             raise BadRequest(f"missing query parameter {name!r}")
         return default
     if not _DECIMAL.fullmatch(raw) or int(raw) > MAX_UINT63:
-        raise BadRequest(f"query parameter {name!r} must be a decimal integer, got {raw!r}")
+        raise BadRequest(
+            f"query parameter {name!r} must be a decimal integer 0..{MAX_UINT63}, got {_shown(raw)}"
+        )
     return int(raw)
 
 
@@ -180,12 +258,77 @@ def _size_within(latest: LatestCheckpoint, name: str, size: int) -> None:
 # -- write path -------------------------------------------------------------
 
 
+async def _read_whole(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole request body, however many segments it arrives in.
+
+    EntryTooLarge past ``limit`` bytes (Content-Length or counted), BodyTimeout
+    if it has not all arrived within ``timeout`` seconds, BodyIncomplete if it
+    ends early.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise EntryTooLarge(f"entry is {declared} bytes: the limit is {limit}")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise EntryTooLarge(f"entry is more than {limit} bytes: the limit is {limit}")
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout} s ({len(body)} bytes came)"
+        ) from None
+    except (ConnectionResetError, web.RequestPayloadError) as exc:
+        raise BodyIncomplete(
+            f"the request body ended early after {len(body)} bytes ({type(exc).__name__})"
+        ) from exc
+    return bytes(body)
+
+
+class _BodyChunks:
+    """A request body as it arrives. BodyTimeout if it pauses longer than
+    ``http.body_timeout``, or has not all arrived ``http.body_timeout`` seconds
+    after it would have at ``http.min_upload_rate``."""
+
+    def __init__(self, request: web.Request, http: HTTPConfig, max_size: int) -> None:
+        self._content = request.content
+        self._pause = http.body_timeout
+        self._budget = http.body_timeout + max_size / http.min_upload_rate
+        self._deadline = asyncio.get_running_loop().time() + self._budget
+        self._size = 0
+
+    def __aiter__(self) -> _BodyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(loop.time() + self._pause, self._deadline)):
+                chunk = await self._content.read(1 << 20)
+        except TimeoutError:
+            if loop.time() >= self._deadline:
+                raise BodyTimeout(
+                    f"the upload did not arrive within {self._budget:.1f} s: {self._size} "
+                    "bytes came"
+                ) from None
+            raise BodyTimeout(
+                f"the upload paused for more than {self._pause} s after {self._size} bytes"
+            ) from None
+        except (ConnectionResetError, web.RequestPayloadError) as exc:
+            raise BodyIncomplete(
+                f"the upload ended early after {self._size} bytes ({type(exc).__name__})"
+            ) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        self._size += len(chunk)
+        return chunk
+
+
 async def post_entry(request: web.Request) -> web.Response:
     svc = _services(request)
     limit = svc.acceptance.max_entry_size
-    if request.content_length is not None and request.content_length > limit:
-        raise EntryTooLarge(f"entry is {request.content_length} bytes: the limit is {limit}")
-    raw = await request.content.read(limit + 1)
+    raw = await _read_whole(request, limit, svc.config.http.body_timeout)
     candidate = await svc.acceptance.check(raw)
     entry = candidate.entry
     result = await svc.sequencer.submit(entry.raw, entry.leaf_hash, candidate)
@@ -219,7 +362,10 @@ async def get_tile(request: web.Request) -> web.Response:
     try:
         tile = parse_tile_path(request.path)
     except TilePathError as exc:
-        raise NotFound(f"not a tile path: {exc}") from exc
+        message = str(exc)
+        if len(message) > 200:
+            message = f"{message[:200]}... ({len(message)} chars)"
+        raise NotFound(f"not a tile path: {message}") from exc
     if tile.level == ENTRY_LEVEL:
         data = await reader.entry_bundle(tile.index, tile.width)
     else:
@@ -243,7 +389,7 @@ async def get_bundle(request: web.Request) -> web.Response:
     else:
         raise BadRequest(
             "expected a decimal entry index, or an entry's id or leaf hash (64 lowercase hex "
-            f"digits), got {ref!r}"
+            f"digits), got {_shown(ref)}"
         )
     pinned = "tree_size" in request.query
     if pinned:
@@ -343,14 +489,26 @@ _CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,19}")
 _MAX_FILTER = 253
 
 
+def _text(what: str, value: str, pattern: re.Pattern[str] | None = None) -> str:
+    """A name from the request: printable (no control characters, no lone
+    surrogates), at most _MAX_FILTER characters, and matching ``pattern``."""
+    if (
+        len(value) > _MAX_FILTER
+        or not value.isprintable()
+        or (pattern is not None and not pattern.fullmatch(value))
+    ):
+        shape = f" matching {pattern.pattern}" if pattern is not None else ""
+        raise BadRequest(
+            f"{what} must be 1..{_MAX_FILTER} printable characters{shape}, got {_shown(value)}"
+        )
+    return value
+
+
 def _filter(request: web.Request, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
-    if len(value) > _MAX_FILTER or (pattern is not None and not pattern.fullmatch(value)):
-        shape = f" matching {pattern.pattern}" if pattern is not None else ""
-        raise BadRequest(f"query parameter {name!r} must be a string{shape}, got {value!r}")
-    return value
+    return _text(f"query parameter {name!r}", value, pattern)
 
 
 def _page(request: web.Request, newest_first: bool = False) -> tuple[int, int]:
@@ -362,8 +520,8 @@ def _page(request: web.Request, newest_first: bool = False) -> tuple[int, int]:
     cursor = request.query.get("cursor")
     if cursor is None or cursor == "":
         return (MAX_UINT63 if newest_first else -1), limit
-    if not _DECIMAL.fullmatch(cursor):
-        raise BadRequest(f"cursor must be a value returned as next_cursor, got {cursor!r}")
+    if not _DECIMAL.fullmatch(cursor) or int(cursor) > MAX_UINT63:
+        raise BadRequest(f"cursor must be a value returned as next_cursor, got {_shown(cursor)}")
     return int(cursor), limit
 
 
@@ -382,7 +540,9 @@ async def get_releases(request: web.Request) -> web.Response:
     )
     order = request.query.get("order", "asc")
     if order not in ("asc", "desc"):
-        raise BadRequest(f"order must be asc (oldest first) or desc (newest first), got {order!r}")
+        raise BadRequest(
+            f"order must be asc (oldest first) or desc (newest first), got {_shown(order)}"
+        )
     cursor, limit = _page(request, newest_first=order == "desc")
     found = await svc.storage.search_releases(query, cursor, limit, newest_first=order == "desc")
     revoked = await svc.storage.revocations_of([index for index, _ in found])
@@ -410,7 +570,7 @@ async def get_revocations(request: web.Request) -> web.Response:
     ref = request.match_info["release"]
     if not _HEX64.fullmatch(ref):
         raise BadRequest(
-            f"expected a release's id or leaf hash (64 lowercase hex digits), got {ref!r}"
+            f"expected a release's id or leaf hash (64 lowercase hex digits), got {_shown(ref)}"
         )
     index = await _find_entry(storage, ref)
     revocations = (await storage.revocations_of([index])).get(index, [])
@@ -451,7 +611,7 @@ async def get_vendors(request: web.Request) -> web.Response:
 
 async def get_vendor(request: web.Request) -> web.Response:
     """One vendor: its current key set and the whole history of its key sets."""
-    vendor = request.match_info["vendor"]
+    vendor = _text("the vendor name", request.match_info["vendor"])
     storage = _services(request).storage
     history: list[KeySetRow] = []
     while True:
@@ -478,7 +638,7 @@ async def get_vendor(request: web.Request) -> web.Response:
 def _image_digest(request: web.Request) -> str:
     digest = request.match_info["digest"]
     if not _HEX64.fullmatch(digest):
-        raise BadRequest(f"expected a 64-digit lowercase hex SHA-256 digest, got {digest!r}")
+        raise BadRequest(f"expected a 64-digit lowercase hex SHA-256 digest, got {_shown(digest)}")
     return digest
 
 
@@ -491,13 +651,15 @@ async def put_image(request: web.Request) -> web.Response:
         return _json_error(
             413, f"image is {min(sizes)} bytes: escrow holds at most {cap}", "ImageTooLarge"
         )
+    sizes = {s for s in sizes if s <= cap}  # a release naming a larger size lifts no limit
     if request.content_length is not None and sizes and request.content_length not in sizes:
         want = " or ".join(str(s) for s in sorted(sizes))
         raise ImageRejected(
             f"image sha256:{digest} is {want} bytes in its release, "
             f"the upload is {request.content_length}"
         )
-    created = await svc.images.put(digest, sizes, request.content.iter_chunked(1 << 20))
+    body = _BodyChunks(request, svc.config.http, max(sizes, default=0))
+    created = await svc.images.put(digest, sizes, body)
     return web.json_response({"sha256": digest, "stored": True}, status=201 if created else 200)
 
 
@@ -553,7 +715,18 @@ async def get_page(request: web.Request) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
-    latest = await _services(request).reader.latest()
+    """Ok only if the database answers and could take a write now; 503 naming the problem."""
+    svc = _services(request)
+    try:
+        await svc.storage.check_writable()
+    except StorageUnavailable as exc:
+        log.warning("health check failed", error=str(exc))
+        return web.json_response(
+            {"status": "unavailable", "error": str(exc), "kind": "StorageUnavailable"},
+            status=503,
+            headers={"Retry-After": "5", "Cache-Control": NO_STORE},
+        )
+    latest = await svc.reader.latest()
     return web.json_response(
         {"status": "ok", "tree_size": latest.tree_size if latest else 0},
         headers={"Cache-Control": NO_STORE},
@@ -626,7 +799,9 @@ def make_app(
             f"the log key is named {log_key.name!r} but the origin is {config.origin!r}"
         )
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=config.limits.max_entry_size + 1
+        middlewares=[error_middleware],
+        client_max_size=config.limits.max_entry_size + 1,
+        handler_args=protocol_options(config.http),  # for a plain AppRunner too
     )
     app[CONFIG] = config
     app[KEYS] = LogKeys(log=log_key, operator=operator_key)

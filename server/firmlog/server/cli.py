@@ -24,10 +24,9 @@ import socket
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from firmlog.server.app import make_app
 from firmlog.server.config import ConfigError, load_config
+from firmlog.server.connection import serve
 from firmlog.server.datadir import init_data_dir
 from firmlog.server.logs import configure_logging
 from firmlog.server.signing import WrongLog
@@ -151,14 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"listening on  {_url(config.listen_host, sockets[0])}", file=sys.stderr, flush=True)
 
     try:
-        web.run_app(
-            app,
-            sock=sockets,
-            print=listening,
-            access_log=None,
-            handle_signals=True,
-            shutdown_timeout=30,
-        )
+        serve(app, config.http, sock=sockets, on_listening=listening, shutdown_timeout=30)
     except (StorageOpenError, WrongLog, ConfigError) as exc:
         if started:
             raise

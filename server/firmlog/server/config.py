@@ -18,10 +18,17 @@ names the setting.
 
     [limits]
     max_entry_size = 16384
+
+    [http]                    # against slow clients; also FIRMLOG_HTTP_<NAME> in the environment
+    header_timeout = 10.0     # a request line and headers, from their first byte
+    body_timeout = 30.0       # a whole entry; the longest pause in an image upload
+    idle_timeout = 75.0       # a keep-alive connection between requests
+    min_upload_rate = 65536   # bytes per second an image upload must average
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -58,6 +65,25 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HTTPConfig:
+    """How long a client may take, in seconds (slowloris and slow bodies).
+
+    A request's line and headers must arrive within ``header_timeout`` of
+    their first byte, or the server answers 408 and closes the connection; an
+    entry's body must arrive whole within ``body_timeout``; an image upload
+    may not pause longer than that, and must arrive whole within
+    ``body_timeout`` plus its size at ``min_upload_rate`` bytes per second
+    (408); a connection with no request under way is closed after
+    ``idle_timeout``.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    min_upload_rate: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     data_dir: Path
     origin: str
@@ -67,6 +93,7 @@ class ServerConfig:
     escrow_dir: str = ""  # empty: <data dir>/images
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
 
     @property
     def database_url(self) -> str:
@@ -120,6 +147,15 @@ class ServerConfig:
             raise ConfigError(f"limits.max_image_size must be positive, got {lim.max_image_size}")
         if lim.tile_cache_tiles < 16:
             raise ConfigError(f"limits.tile_cache_tiles must be >= 16, got {lim.tile_cache_tiles}")
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            seconds = getattr(self.http, name)
+            if not (math.isfinite(seconds) and 0.1 <= seconds <= 3600):
+                raise ConfigError(f"http.{name} must be 0.1..3600 seconds, got {seconds}")
+        if self.http.min_upload_rate < 1024:
+            raise ConfigError(
+                f"http.min_upload_rate must be at least 1024 bytes per second, "
+                f"got {self.http.min_upload_rate}"
+            )
         return self
 
 
@@ -171,7 +207,7 @@ def load_config(
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    allowed = {"origin", "listen", "database", "escrow_dir", "sequencer", "limits"}
+    allowed = {"origin", "listen", "database", "escrow_dir", "sequencer", "limits", "http"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(
@@ -202,4 +238,20 @@ def load_config(
         cfg = replace(cfg, sequencer=_section(SequencerConfig, raw["sequencer"], "sequencer"))
     if "limits" in raw:
         cfg = replace(cfg, limits=_section(LimitsConfig, raw["limits"], "limits"))
+    http = raw.get("http", {})
+    if not isinstance(http, Mapping):
+        raise ConfigError("[http] must be a table")
+    http = dict(http)
+    for f in fields(HTTPConfig):
+        name = f"FIRMLOG_HTTP_{f.name.upper()}"
+        if name in env:
+            want = type(getattr(HTTPConfig(), f.name))
+            try:
+                http[f.name] = want(env[name])
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must be {'an integer' if want is int else 'a number'}, "
+                    f"got {env[name]!r}"
+                ) from None
+    cfg = replace(cfg, http=_section(HTTPConfig, http, "http"))
     return cfg.validate()

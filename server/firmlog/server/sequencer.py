@@ -48,8 +48,8 @@ from firmlog.server.config import SequencerConfig
 from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader, hash_tiles_touched
-from firmlog.server.signing import TreeSigner
-from firmlog.server.storage import EntryRow, Integration, LogState, Storage
+from firmlog.server.signing import SigningRefused, TreeSigner
+from firmlog.server.storage import EntryRow, Integration, LogState, Storage, StorageUnavailable
 
 log = structlog.get_logger("firmlog.sequencer")
 
@@ -352,9 +352,10 @@ class Sequencer:
 
 
 def _unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be used just now (so retrying the
-    batch in parts cannot help), rather than that something in the batch is wrong."""
-    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+    """Whether ``exc`` says the log cannot integrate anything just now (the database
+    is unavailable, or the signer refuses the stored tree), so that retrying the
+    batch in parts cannot help, rather than that something in the batch is wrong."""
+    return isinstance(exc, StorageUnavailable | SigningRefused | OSError | TimeoutError)
 
 
 def _fail(batch: list[_Pending], exc: Exception) -> None:

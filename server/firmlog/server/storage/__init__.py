@@ -29,6 +29,11 @@ What is stored:
 Writes are durable once :meth:`Storage.integration`'s context exits without
 an exception. Integrations are serialized across every process sharing the
 database: two writers can never fork the log.
+
+Errors: when the database cannot be reached or written (connection refused or
+lost, read-only or in recovery, disk full or failing, locked too long) every
+method raises :class:`StorageUnavailable`, chained to the driver's error.
+Anything else a backend raises is a bug or a damaged database.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be reached or written just now; answer 503 with Retry-After."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +198,11 @@ class Storage(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def check_writable(self) -> None:
+        """A round trip to the database that a write would need; returns if one could
+        be written now, else raises StorageUnavailable saying what is wrong."""
+        ...
 
     def integration(self) -> AbstractAsyncContextManager[Integration]:
         """A transaction holding the integration lock.

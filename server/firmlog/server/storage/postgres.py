@@ -17,6 +17,10 @@ guarantees:
   transaction-level advisory lock, so processes starting together do not race.
 - One connection pool per storage; every statement is static SQL. Reads outside
   an integration see committed data only and never wait for the integration lock.
+- Unavailability: a refused, lost or timed-out connection, a server shutting
+  down, in recovery, read-only or out of resources raises
+  :class:`~firmlog.server.storage.StorageUnavailable` (a connection waits at
+  most :data:`ACQUIRE_TIMEOUT_S` for the pool); other errors propagate.
 - Last line of defence against a fork: the checks shared with the SQLite
   backend (:mod:`firmlog.server.storage.sqlite`) refuse entries that do not
   start at the stored size, duplicate leaf hashes, a shrinking state and a tile
@@ -27,8 +31,8 @@ guarantees:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -42,6 +46,7 @@ from firmlog.server.storage import (
     LogState,
     ReleaseQuery,
     StorageOpenError,
+    StorageUnavailable,
 )
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
@@ -56,6 +61,56 @@ from firmlog.server.storage._search import join_keys, release_search, split_keys
 
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
+ACQUIRE_TIMEOUT_S = 30.0
+"""How long a request waits for a pool connection before the database counts as unavailable."""
+HEALTH_TIMEOUT_S = 5.0
+_CHECK_WRITABLE = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
+
+# Errors of the connection or the server's state, not of the statement.
+_UNAVAILABLE = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connecting, or waiting for a pool connection
+    asyncpg.PostgresConnectionError,  # class 08, and a connection lost mid-statement
+    asyncpg.OperatorInterventionError,  # class 57: shutting down, starting up, cancelled
+    asyncpg.InsufficientResourcesError,  # class 53: disk full, out of memory, connections
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: a read-only server or standby
+)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StorageUnavailable(
+            f"PostgreSQL cannot be used just now: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class _GuardedPool:
+    """The pool's query methods, with an acquire timeout and StorageUnavailable."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def acquire(self, timeout: float = ACQUIRE_TIMEOUT_S) -> Any:
+        return self._pool.acquire(timeout=timeout)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        with _unavailable():
+            async with self.acquire() as conn:
+                return await conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        with _unavailable():
+            async with self.acquire() as conn:
+                return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        with _unavailable():
+            async with self.acquire() as conn:
+                return await conn.fetchval(query, *args)
+
 
 _SCHEMA_LOCK_KEY = 0x666972_6D6C6F67  # "firmlog": advisory lock around schema creation
 
@@ -390,10 +445,10 @@ class PostgresStorage:
         self._url = url
         self._pool: Any = None  # asyncpg.Pool once open
 
-    def _open_pool(self) -> Any:
+    def _open_pool(self) -> _GuardedPool:
         if self._pool is None:
             raise RuntimeError("PostgreSQL storage is not open: call open() first")
-        return self._pool
+        return _GuardedPool(self._pool)
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -430,20 +485,33 @@ class PostgresStorage:
         if pool is not None:
             await pool.close()  # waits for connections in use to be released
 
+    async def check_writable(self) -> None:
+        pool = self._open_pool()
+        with _unavailable():
+            async with pool.acquire(HEALTH_TIMEOUT_S) as conn:
+                recovery, read_only = await conn.fetchrow(_CHECK_WRITABLE, timeout=HEALTH_TIMEOUT_S)
+        if recovery:
+            raise StorageUnavailable("PostgreSQL is in recovery (a standby): it cannot be written")
+        if read_only != "off":
+            raise StorageUnavailable(
+                f"PostgreSQL sessions are read-only (transaction_read_only = {read_only})"
+            )
+
     @asynccontextmanager
     async def integration(self) -> AsyncIterator[Integration]:
         pool = self._open_pool()
         # READ COMMITTED whatever the server's default: after the row lock is
         # granted, every statement sees the predecessor's committed writes.
-        async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
-            if await conn.fetchval(_LOCK_STATE) is None:
-                raise RuntimeError("the log_state row is missing: the database is damaged")
-            integration = _PostgresIntegration(conn)
-            try:
-                yield integration
-            finally:
-                integration._end()
-            integration._raise_if_failed()  # raising here rolls the transaction back
+        with _unavailable():
+            async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+                if await conn.fetchval(_LOCK_STATE) is None:
+                    raise RuntimeError("the log_state row is missing: the database is damaged")
+                integration = _PostgresIntegration(conn)
+                try:
+                    yield integration
+                finally:
+                    integration._end()
+                integration._raise_if_failed()  # raising here rolls the transaction back
 
     async def latest_checkpoint(self) -> bytes | None:
         note = await self._open_pool().fetchval(_SELECT_CHECKPOINT)

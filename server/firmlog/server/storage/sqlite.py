@@ -16,6 +16,10 @@ stdlib :mod:`sqlite3` module. What it guarantees:
 - The event loop never blocks: writes run on one dedicated writer thread with
   its own connection, reads on one reader thread with another. The reader sees
   only committed data and is not blocked by a running integration.
+- Unavailability: an error of the file or its lock (disk I/O, disk full,
+  read-only, cannot open, still locked after the busy timeout) raises
+  :class:`~firmlog.server.storage.StorageUnavailable`; other SQLite errors
+  propagate as they are.
 - Last line of defence against a fork: an integration refuses (RuntimeError)
   entries that do not start at the stored size, a duplicate leaf hash, a state
   that shrinks the tree or changes its right edge without growing it, and a
@@ -45,6 +49,7 @@ from firmlog.server.storage import (
     LogState,
     ReleaseQuery,
     StorageOpenError,
+    StorageUnavailable,
 )
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
@@ -61,6 +66,22 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 60.0
 """How long a connection waits for SQLite's write lock before it fails."""
+
+HEALTH_TIMEOUT_S = 5.0
+"""How long a health check waits for the write lock before it says the log cannot write."""
+
+# Primary result codes that mean "the file cannot be read or written now", not a bug.
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 
 # SQL. Every statement is static; the schema has the same shape as PostgreSQL's.
 # ``INTEGER PRIMARY KEY`` (not BIGINT) makes ``entries.idx`` the rowid; it is a
@@ -238,6 +259,16 @@ def _commit(conn: sqlite3.Connection) -> None:
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Take the write lock and let it go, waiting at most HEALTH_TIMEOUT_S for it."""
+    conn.execute(f"PRAGMA busy_timeout = {int(HEALTH_TIMEOUT_S * 1000)}")
+    try:
+        _begin(conn)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _read_state(conn: sqlite3.Connection) -> LogState:
@@ -419,22 +450,45 @@ def _find_identity(conn: sqlite3.Connection, identity: bytes) -> int | None:
     return int(row[0]) if row is not None else None
 
 
+def _guarded(path: str, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn``, raising StorageUnavailable for an error of the file or its lock."""
+
+    def run(conn: sqlite3.Connection) -> T:
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is None or code & 0xFF not in _UNAVAILABLE:
+                raise
+            name = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
+            raise StorageUnavailable(
+                f"SQLite database {path} cannot be used just now: {exc} ({name})"
+            ) from exc
+
+    return run
+
+
 class _Threads:
     """The two threads of an open storage, each owning its own connection."""
 
-    def __init__(self, writer: ThreadPoolExecutor, reader: ThreadPoolExecutor) -> None:
+    def __init__(self, writer: ThreadPoolExecutor, reader: ThreadPoolExecutor, path: str) -> None:
         self.writer = writer
         self.reader = reader
+        self.path = path
         self.write_conn: sqlite3.Connection | None = None  # used on the writer thread only
         self.read_conn: sqlite3.Connection | None = None  # used on the reader thread only
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self.write_conn is not None
-        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, self.write_conn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.writer, _guarded(self.path, fn), self.write_conn
+        )
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self.read_conn is not None
-        return await asyncio.get_running_loop().run_in_executor(self.reader, fn, self.read_conn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.reader, _guarded(self.path, fn), self.read_conn
+        )
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -527,6 +581,7 @@ class SQLiteStorage:
             threads = _Threads(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="firmlog-sqlite-writer"),
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="firmlog-sqlite-reader"),
+                self._path,
             )
             loop = asyncio.get_running_loop()
             try:
@@ -552,6 +607,20 @@ class SQLiteStorage:
             threads, self._threads = self._threads, None
             if threads is not None:
                 await threads.close()
+
+    async def check_writable(self) -> None:
+        threads = self._open_threads()
+        try:
+            await asyncio.wait_for(self._lock.acquire(), HEALTH_TIMEOUT_S)
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"SQLite database {self._path}: an integration has held the write lock "
+                f"for more than {HEALTH_TIMEOUT_S:.0f} s"
+            ) from None
+        try:
+            await threads.write(_check_writable)
+        finally:
+            self._lock.release()
 
     @asynccontextmanager
     async def integration(self) -> AsyncIterator[Integration]:

@@ -73,7 +73,7 @@ from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer
-from firmlog.server.storage import LogState, open_storage
+from firmlog.server.storage import EntryRow, LogState, open_storage
 
 ORIGIN = "bench.firmlog.example/log"
 ENTRY_PAD = b"." * 240
@@ -145,12 +145,12 @@ async def grow_direct(url: str, log_key: Ed25519Signer, start: int, end: int, ba
                 if state.tree_size != lo:
                     raise RuntimeError(f"expected a log of {lo} entries, found {state.tree_size}")
                 tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
-                entries: list[tuple[bytes, bytes]] = []
+                entries: list[EntryRow] = []
                 tile_hashes: dict[tuple[int, int], list[bytes]] = {}
                 for i in range(lo, min(end, lo + batch)):
                     e = synthetic_entry(i)
                     lh = leaf_hash(e)
-                    entries.append((lh, e))
+                    entries.append(EntryRow(lh, lh, e))
                     for level, index, digest in tree.append(lh):
                         if level % TILE_HEIGHT == 0:
                             key = (level // TILE_HEIGHT, index // TILE_WIDTH)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from hashlib import sha256 as _sha256
 
 from firmlog.client.errors import MerkleFormatError, TilePathError
+from firmlog.client.merkle import HASH_SIZE
 
 __all__ = [
     "ENTRY_LEVEL",
@@ -44,7 +45,6 @@ ENTRY_LEVEL = -1  # the level used for entry bundles, whose path says "entries"
 MAX_TILE_LEVEL = 63
 MAX_ENTRY_SIZE = 0xFFFF  # an entry bundle length prefix is a uint16
 
-_HASH_SIZE = 32
 _NODE_HASHER = _sha256(b"\x01")  # copied, then fed a pair of child hashes
 _MAX_INDEX_GROUPS = 7  # 2**64 - 1 has 20 digits: x018/x446/x744/x073/x709/x551/615
 
@@ -285,7 +285,7 @@ class _ExpandedTile:
         levels = self.levels
         while len(levels) <= r:
             below = memoryview(levels[-1])
-            step = 2 * _HASH_SIZE
+            step = 2 * HASH_SIZE
             hashes: list[bytes] = []
             for i in range(0, len(below) // step * step, step):
                 h = _NODE_HASHER.copy()
@@ -390,7 +390,7 @@ class TileHashReader:
             r = level & 7
             tile_index = (index << r) >> 8
             key = (tile_level, tile_index)
-            plan.append((key, r, (index & ((TILE_WIDTH >> r) - 1)) * _HASH_SIZE))
+            plan.append((key, r, (index & ((TILE_WIDTH >> r) - 1)) * HASH_SIZE))
             if key in have or key in missing:
                 continue
             width = (tree_size >> (tile_level << 3)) - (tile_index << 8)
@@ -416,7 +416,7 @@ class TileHashReader:
                     f"tile fetch returned {len(got)} tiles for {len(wanted)} requested"
                 )
             for tile, data in zip(wanted, got, strict=True):
-                size = tile.width * _HASH_SIZE
+                size = tile.width * HASH_SIZE
                 if len(data) < size:
                     raise MerkleFormatError(
                         f"tile {tile.path} is too short: expected {size} bytes, got {len(data)}"
@@ -433,5 +433,5 @@ class TileHashReader:
             source = have[key]
             levels = source.levels
             blob = levels[r] if r < len(levels) else source.level(r)
-            out.append(blob[offset : offset + _HASH_SIZE])
+            out.append(blob[offset : offset + HASH_SIZE])
         return out

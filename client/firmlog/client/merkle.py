@@ -2,7 +2,10 @@
 
 Proofs are *generated* over a :class:`HashReader`, a source of hashes of
 complete subtrees, so the server can prove from stored tiles and a client from
-fetched tiles, without loading the tree. Proofs are *verified* with the
+fetched tiles, without loading the tree. A proof also says beforehand which
+subtrees it reads (:class:`ProofPlan`, from :func:`inclusion_proof_plan` and
+:func:`consistency_proof_plan`), so that a caller whose hashes sit behind I/O
+fetches them all at once and then computes, with no I/O in here. Proofs are *verified* with the
 functions ``verify_inclusion`` and ``verify_consistency``, which return None
 or raise :class:`~firmlog.client.errors.ProofError`.
 
@@ -23,6 +26,7 @@ leaf ``m - 1``, started at the largest complete subtree that ends at ``m``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from hashlib import sha256 as _sha256
 from typing import Protocol
 
@@ -37,9 +41,12 @@ __all__ = [
     "HASH_SIZE",
     "CompactRange",
     "HashReader",
+    "ProofPlan",
     "consistency_proof",
+    "consistency_proof_plan",
     "consistency_proof_size",
     "inclusion_proof",
+    "inclusion_proof_plan",
     "inclusion_proof_size",
     "leaf_hash",
     "node_hash",
@@ -160,12 +167,18 @@ def _resolve(groups: list[list[Coord]], reader: HashReader) -> list[bytes]:
     coords = [c for group in groups for c in group]
     if not coords:
         return []
-    hashes = reader.read_hashes(coords)
+    return _fold_groups(coords, [len(group) for group in groups], reader.read_hashes(coords))
+
+
+def _fold_groups(
+    coords: Sequence[Coord], folds: Sequence[int], hashes: Sequence[bytes]
+) -> list[bytes]:
+    """Fold ``hashes`` (of ``coords``, in order) into one proof hash per group of ``folds``."""
     if len(hashes) != len(coords):
         raise MerkleFormatError(
             f"hash reader returned {len(hashes)} hashes for {len(coords)} subtrees"
         )
-    if set(map(len, hashes)) != {HASH_SIZE}:
+    if hashes and set(map(len, hashes)) != {HASH_SIZE}:
         for (level, index), h in zip(coords, hashes, strict=True):
             if len(h) != HASH_SIZE:
                 raise MerkleFormatError(
@@ -174,11 +187,41 @@ def _resolve(groups: list[list[Coord]], reader: HashReader) -> list[bytes]:
                 )
     out: list[bytes] = []
     pos = 0
-    for group in groups:
-        n = len(group)
+    for n in folds:
         out.append(hashes[pos] if n == 1 else _fold_right_edge(hashes[pos : pos + n]))
         pos += n
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProofPlan:
+    """The complete subtrees a proof reads, and how it folds them into its hashes.
+
+    ``nodes`` are ``(level, index)`` coordinates, in the order the proof asks a
+    :class:`HashReader` for them; ``folds[k]`` says how many consecutive nodes
+    make proof hash ``k`` (one, or several for the incomplete right edge of
+    the tree, whose hash is their fold). A complete subtree has the same hash
+    in every tree that contains it, so the nodes may be read from the tiles
+    of any tree at least as large as the one proven.
+    """
+
+    nodes: tuple[Coord, ...]
+    folds: tuple[int, ...]
+
+    @classmethod
+    def _of(cls, groups: list[list[Coord]]) -> ProofPlan:
+        return cls(tuple([c for group in groups for c in group]), tuple(map(len, groups)))
+
+    def proof(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """The proof, from the hashes of :attr:`nodes` (in order).
+
+        Raises MerkleFormatError for a wrong count or a hash of the wrong length.
+        """
+        return _fold_groups(self.nodes, self.folds, hashes)
+
+    def run(self, reader: HashReader) -> list[bytes]:
+        """The proof, reading :attr:`nodes` from ``reader`` in one call."""
+        return self.proof(reader.read_hashes(self.nodes) if self.nodes else [])
 
 
 def _check_size(name: str, value: int) -> None:
@@ -186,25 +229,14 @@ def _check_size(name: str, value: int) -> None:
         raise ValueError(f"{name} must be non-negative, got {value}")
 
 
-def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list[bytes]:
-    """RFC 9162 2.1.3.1 PATH(leaf_index, D[tree_size]), bottom-up, via O(log n) reads.
-
-    Raises ValueError unless ``0 <= leaf_index < tree_size``.
-    """
+def _inclusion_groups(leaf_index: int, tree_size: int) -> list[list[Coord]]:
     _check_size("tree_size", tree_size)
     if not 0 <= leaf_index < tree_size:
         raise ValueError(f"leaf_index must be in [0, {tree_size}), got {leaf_index}")
-    return _resolve(_path_groups(leaf_index, 0, tree_size), reader)
+    return _path_groups(leaf_index, 0, tree_size)
 
 
-def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
-    """RFC 9162 2.1.4.1 PROOF(old_size, D[new_size]), via O(log n) reads.
-
-    Equal sizes give the empty proof. A proof from the empty tree to a larger
-    one is meaningless (every tree extends the empty tree; there is nothing to
-    prove) and :func:`verify_consistency` rejects it, so asking for one is a
-    ValueError, as is ``old_size > new_size``.
-    """
+def _consistency_groups(old_size: int, new_size: int) -> list[list[Coord]]:
     _check_size("old_size", old_size)
     _check_size("new_size", new_size)
     if old_size > new_size:
@@ -224,7 +256,42 @@ def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[
         # Unless it is the whole old tree (whose root the verifier has),
         # the proof starts with that subtree's hash.
         groups.insert(0, [(shift, last >> shift)])
-    return _resolve(groups, reader)
+    return groups
+
+
+def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list[bytes]:
+    """RFC 9162 2.1.3.1 PATH(leaf_index, D[tree_size]), bottom-up, via O(log n) reads.
+
+    Raises ValueError unless ``0 <= leaf_index < tree_size``.
+    """
+    return _resolve(_inclusion_groups(leaf_index, tree_size), reader)
+
+
+def inclusion_proof_plan(leaf_index: int, tree_size: int) -> ProofPlan:
+    """What :func:`inclusion_proof` reads and folds, without reading it.
+
+    ``inclusion_proof_plan(i, n).run(reader) == inclusion_proof(i, n, reader)``.
+    """
+    return ProofPlan._of(_inclusion_groups(leaf_index, tree_size))
+
+
+def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
+    """RFC 9162 2.1.4.1 PROOF(old_size, D[new_size]), via O(log n) reads.
+
+    Equal sizes give the empty proof. A proof from the empty tree to a larger
+    one is meaningless (every tree extends the empty tree; there is nothing to
+    prove) and :func:`verify_consistency` rejects it, so asking for one is a
+    ValueError, as is ``old_size > new_size``.
+    """
+    return _resolve(_consistency_groups(old_size, new_size), reader)
+
+
+def consistency_proof_plan(old_size: int, new_size: int) -> ProofPlan:
+    """What :func:`consistency_proof` reads and folds, without reading it.
+
+    ``consistency_proof_plan(m, n).run(reader) == consistency_proof(m, n, reader)``.
+    """
+    return ProofPlan._of(_consistency_groups(old_size, new_size))
 
 
 def tree_hash(tree_size: int, reader: HashReader) -> bytes:

@@ -139,47 +139,47 @@ def _range_coords(start: int, end: int) -> list[Coord]:
     return coords
 
 
-def _path_groups(index: int, base: int, size: int) -> list[list[Coord]]:
-    """The proof nodes for the path from level ``base`` above leaf ``index``.
+def _path(index: int, base: int, size: int, nodes: list[Coord], folds: list[int]) -> None:
+    """Append the proof nodes for the path from level ``base`` above leaf ``index``.
 
-    Each proof node is a group of complete subtrees whose fold is its hash
-    (a single subtree unless the node is the incomplete right edge).
-    Requires ``0 <= index < size`` and, when ``base > 0``, that the subtree
+    Each proof hash is the fold of a group of consecutive complete subtrees
+    (a single subtree unless it is the incomplete right edge): the subtrees
+    go to ``nodes``, the size of each group to ``folds``. Requires
+    ``0 <= index < size`` and, when ``base > 0``, that the subtree
     ``(base, index >> base)`` is complete and not the whole tree.
     """
     inner = (index ^ (size - 1)).bit_length()
-    groups: list[list[Coord]] = [
-        [(level, (index >> level) ^ 1)] for level in range(base, inner - 1)
-    ]
+    if inner - 1 > base:
+        nodes += [(level, (index >> level) ^ 1) for level in range(base, inner - 1)]
+        folds += [1] * (inner - 1 - base)
     if inner > base:
         # The node on the path at level inner-1 is a left child (its bit is 0);
         # its sibling is the right edge of the tree from there to `size`.
         level = inner - 1
-        groups.append(_range_coords(((index >> level) | 1) << level, size))
+        edge = _range_coords(((index >> level) | 1) << level, size)
+        nodes += edge
+        folds.append(len(edge))
     for level in range(inner, index.bit_length()):
         if (index >> level) & 1:
-            groups.append([(level, (index >> level) - 1)])
-    return groups
+            nodes.append((level, (index >> level) - 1))
+            folds.append(1)
 
 
-def _resolve(groups: list[list[Coord]], reader: HashReader) -> list[bytes]:
-    """Read every subtree of every group in one call and fold each group."""
-    coords = [c for group in groups for c in group]
-    if not coords:
+def _resolve(nodes: list[Coord], folds: list[int], reader: HashReader) -> list[bytes]:
+    """Read every node in one call and fold them into the proof hashes."""
+    if not nodes:
         return []
-    return _fold_groups(coords, [len(group) for group in groups], reader.read_hashes(coords))
+    return _fold(nodes, folds, reader.read_hashes(nodes))
 
 
-def _fold_groups(
-    coords: Sequence[Coord], folds: Sequence[int], hashes: Sequence[bytes]
-) -> list[bytes]:
-    """Fold ``hashes`` (of ``coords``, in order) into one proof hash per group of ``folds``."""
-    if len(hashes) != len(coords):
+def _fold(nodes: Sequence[Coord], folds: Sequence[int], hashes: Sequence[bytes]) -> list[bytes]:
+    """Fold ``hashes`` (of ``nodes``, in order) into one proof hash per group of ``folds``."""
+    if len(hashes) != len(nodes):
         raise MerkleFormatError(
-            f"hash reader returned {len(hashes)} hashes for {len(coords)} subtrees"
+            f"hash reader returned {len(hashes)} hashes for {len(nodes)} subtrees"
         )
     if hashes and set(map(len, hashes)) != {HASH_SIZE}:
-        for (level, index), h in zip(coords, hashes, strict=True):
+        for (level, index), h in zip(nodes, hashes, strict=True):
             if len(h) != HASH_SIZE:
                 raise MerkleFormatError(
                     f"hash of subtree ({level}, {index}) has wrong length: "
@@ -208,16 +208,12 @@ class ProofPlan:
     nodes: tuple[Coord, ...]
     folds: tuple[int, ...]
 
-    @classmethod
-    def _of(cls, groups: list[list[Coord]]) -> ProofPlan:
-        return cls(tuple([c for group in groups for c in group]), tuple(map(len, groups)))
-
     def proof(self, hashes: Sequence[bytes]) -> list[bytes]:
         """The proof, from the hashes of :attr:`nodes` (in order).
 
         Raises MerkleFormatError for a wrong count or a hash of the wrong length.
         """
-        return _fold_groups(self.nodes, self.folds, hashes)
+        return _fold(self.nodes, self.folds, hashes)
 
     def run(self, reader: HashReader) -> list[bytes]:
         """The proof, reading :attr:`nodes` from ``reader`` in one call."""
@@ -229,20 +225,25 @@ def _check_size(name: str, value: int) -> None:
         raise ValueError(f"{name} must be non-negative, got {value}")
 
 
-def _inclusion_groups(leaf_index: int, tree_size: int) -> list[list[Coord]]:
+def _inclusion_layout(leaf_index: int, tree_size: int) -> tuple[list[Coord], list[int]]:
     _check_size("tree_size", tree_size)
     if not 0 <= leaf_index < tree_size:
         raise ValueError(f"leaf_index must be in [0, {tree_size}), got {leaf_index}")
-    return _path_groups(leaf_index, 0, tree_size)
+    nodes: list[Coord] = []
+    folds: list[int] = []
+    _path(leaf_index, 0, tree_size, nodes, folds)
+    return nodes, folds
 
 
-def _consistency_groups(old_size: int, new_size: int) -> list[list[Coord]]:
+def _consistency_layout(old_size: int, new_size: int) -> tuple[list[Coord], list[int]]:
     _check_size("old_size", old_size)
     _check_size("new_size", new_size)
     if old_size > new_size:
         raise ValueError(f"old_size {old_size} is larger than new_size {new_size}")
+    nodes: list[Coord] = []
+    folds: list[int] = []
     if old_size == new_size:
-        return []
+        return nodes, folds
     if old_size == 0:
         raise ValueError(
             f"no consistency proof from the empty tree to size {new_size}: "
@@ -251,12 +252,13 @@ def _consistency_groups(old_size: int, new_size: int) -> list[list[Coord]]:
     # The largest complete subtree ending at old_size: level = trailing zeros.
     shift = (old_size & -old_size).bit_length() - 1
     last = old_size - 1
-    groups = _path_groups(last, shift, new_size)
     if old_size != 1 << shift:
         # Unless it is the whole old tree (whose root the verifier has),
         # the proof starts with that subtree's hash.
-        groups.insert(0, [(shift, last >> shift)])
-    return groups
+        nodes.append((shift, last >> shift))
+        folds.append(1)
+    _path(last, shift, new_size, nodes, folds)
+    return nodes, folds
 
 
 def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list[bytes]:
@@ -264,7 +266,7 @@ def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list
 
     Raises ValueError unless ``0 <= leaf_index < tree_size``.
     """
-    return _resolve(_inclusion_groups(leaf_index, tree_size), reader)
+    return _resolve(*_inclusion_layout(leaf_index, tree_size), reader)
 
 
 def inclusion_proof_plan(leaf_index: int, tree_size: int) -> ProofPlan:
@@ -272,7 +274,8 @@ def inclusion_proof_plan(leaf_index: int, tree_size: int) -> ProofPlan:
 
     ``inclusion_proof_plan(i, n).run(reader) == inclusion_proof(i, n, reader)``.
     """
-    return ProofPlan._of(_inclusion_groups(leaf_index, tree_size))
+    nodes, folds = _inclusion_layout(leaf_index, tree_size)
+    return ProofPlan(tuple(nodes), tuple(folds))
 
 
 def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
@@ -283,7 +286,7 @@ def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[
     prove) and :func:`verify_consistency` rejects it, so asking for one is a
     ValueError, as is ``old_size > new_size``.
     """
-    return _resolve(_consistency_groups(old_size, new_size), reader)
+    return _resolve(*_consistency_layout(old_size, new_size), reader)
 
 
 def consistency_proof_plan(old_size: int, new_size: int) -> ProofPlan:
@@ -291,7 +294,8 @@ def consistency_proof_plan(old_size: int, new_size: int) -> ProofPlan:
 
     ``consistency_proof_plan(m, n).run(reader) == consistency_proof(m, n, reader)``.
     """
-    return ProofPlan._of(_consistency_groups(old_size, new_size))
+    nodes, folds = _consistency_layout(old_size, new_size)
+    return ProofPlan(tuple(nodes), tuple(folds))
 
 
 def tree_hash(tree_size: int, reader: HashReader) -> bytes:
@@ -299,7 +303,8 @@ def tree_hash(tree_size: int, reader: HashReader) -> bytes:
     _check_size("tree_size", tree_size)
     if tree_size == 0:
         return EMPTY_ROOT
-    return _resolve([_range_coords(0, tree_size)], reader)[0]
+    nodes = _range_coords(0, tree_size)
+    return _resolve(nodes, [len(nodes)], reader)[0]
 
 
 # -- verification ---------------------------------------------------------------

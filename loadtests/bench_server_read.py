@@ -67,13 +67,14 @@ from load_harness import (
 )
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from firmlog.client.merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_inclusion
+from firmlog.client.integrate import edge_tiles, integrate
+from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_inclusion
 from firmlog.client.note import Ed25519Signer, generate_key
-from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
+from firmlog.client.tiles import TILE_WIDTH
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer
-from firmlog.server.storage import LogState, open_storage
+from firmlog.server.storage import EntryRow, LogState, open_storage
 
 ORIGIN = "bench.firmlog.example/log"
 ENTRY_PAD = b"." * 240
@@ -144,31 +145,19 @@ async def grow_direct(url: str, log_key: Ed25519Signer, start: int, end: int, ba
                 state = await tx.state()
                 if state.tree_size != lo:
                     raise RuntimeError(f"expected a log of {lo} entries, found {state.tree_size}")
-                tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
-                entries: list[tuple[bytes, bytes]] = []
-                tile_hashes: dict[tuple[int, int], list[bytes]] = {}
+                entries = []
                 for i in range(lo, min(end, lo + batch)):
                     e = synthetic_entry(i)
                     lh = leaf_hash(e)
-                    entries.append((lh, e))
-                    for level, index, digest in tree.append(lh):
-                        if level % TILE_HEIGHT == 0:
-                            key = (level // TILE_HEIGHT, index // TILE_WIDTH)
-                            tile_hashes.setdefault(key, []).append(digest)
-                have = await tx.read_tiles(list(tile_hashes))
-                tiles = {}
-                for (level, index), hashes in tile_hashes.items():
-                    stored = max(
-                        0, min(TILE_WIDTH, (lo >> (TILE_HEIGHT * level)) - index * TILE_WIDTH)
-                    )
-                    tiles[(level, index)] = have.get((level, index), b"")[: stored * 32] + b"".join(
-                        hashes
-                    )
-                cp = Checkpoint(log_key.name, tree.tree_size, tree.root())
+                    entries.append(EntryRow(lh, lh, e))
+                edge = edge_tiles(lo, lo + len(entries))
+                stored = await tx.read_tiles([(t.level, t.index) for t in edge])
+                tree = integrate(lo, state.right_edge, stored, [e.leaf_hash for e in entries])
+                cp = Checkpoint(log_key.name, tree.tree_size, tree.root_hash)
                 await tx.append_entries(lo, entries)
-                await tx.write_tiles(tiles)
+                await tx.write_tiles(tree.tiles)
                 await tx.write_state(
-                    LogState(tree.tree_size, tree.to_bytes(), sign_checkpoint(cp, log_key))
+                    LogState(tree.tree_size, tree.right_edge, sign_checkpoint(cp, log_key))
                 )
         return time.perf_counter() - t0
     finally:

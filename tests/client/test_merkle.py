@@ -31,9 +31,12 @@ from firmlog.client.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     CompactRange,
+    ProofPlan,
     consistency_proof,
+    consistency_proof_plan,
     consistency_proof_size,
     inclusion_proof,
+    inclusion_proof_plan,
     inclusion_proof_size,
     leaf_hash,
     node_hash,
@@ -454,6 +457,89 @@ def test_uniform_trees_of_any_size(n: int, data: st.DataObject) -> None:
     assert r.calls <= 2
     assert len(r.coords) <= 4 * n.bit_length() + 1
     verify_consistency(m, n, tree_hash(m, UniformReader(m)), root, proof)
+
+
+# -- proof plans: which subtrees a proof reads, said beforehand -------------------------
+
+
+def test_plans_by_hand() -> None:
+    # Tree of 7: PATH(4) = [leaf 5, leaf 6, MTH(0..4)]; the right edge above leaf 4's
+    # pair is the single leaf 6.
+    assert inclusion_proof_plan(4, 7) == ProofPlan(((0, 5), (0, 6), (2, 0)), (1, 1, 1))
+    # Tree of 6, leaf 0: siblings leaf 1, MTH(2..4), then the right edge MTH(4..6).
+    assert inclusion_proof_plan(0, 6) == ProofPlan(((0, 1), (1, 1), (1, 2)), (1, 1, 1))
+    # Tree of 7, leaf 0: the right edge from 4 is MTH(4..6) and leaf 6, folded.
+    assert inclusion_proof_plan(0, 7) == ProofPlan(((0, 1), (1, 1), (1, 2), (0, 6)), (1, 1, 2))
+    # PROOF(3, D[7]), RFC 9162 2.1.5's example: leaf 2, leaf 3, MTH(0..2), MTH(4..7).
+    assert consistency_proof_plan(3, 7) == ProofPlan(
+        ((0, 2), (0, 3), (1, 0), (1, 2), (0, 6)), (1, 1, 1, 2)
+    )
+    assert consistency_proof_plan(4, 4) == ProofPlan((), ())
+    assert inclusion_proof_plan(0, 1) == ProofPlan((), ())
+
+
+def test_plan_misuse_is_the_provers_value_error() -> None:
+    with pytest.raises(ValueError, match=r"leaf_index must be in \[0, 10\), got 10"):
+        inclusion_proof_plan(10, 10)
+    with pytest.raises(ValueError, match="tree_size must be non-negative, got -1"):
+        inclusion_proof_plan(0, -1)
+    with pytest.raises(ValueError, match="old_size 11 is larger than new_size 10"):
+        consistency_proof_plan(11, 10)
+    with pytest.raises(ValueError, match="expected old_size >= 1"):
+        consistency_proof_plan(0, 10)
+
+
+def test_plan_rejects_wrong_hashes() -> None:
+    plan = inclusion_proof_plan(0, 7)
+    with pytest.raises(MerkleFormatError, match="returned 3 hashes for 4 subtrees"):
+        plan.proof([bytes(32)] * 3)
+    with pytest.raises(MerkleFormatError, match=r"subtree \(1, 2\) has wrong length"):
+        plan.proof([bytes(32), bytes(32), bytes(31), bytes(32)])
+
+
+def test_an_empty_plan_reads_nothing() -> None:
+    r = UniformReader(8)
+    assert consistency_proof_plan(8, 8).run(r) == [] == inclusion_proof_plan(0, 1).run(r)
+    assert r.calls == 0
+
+
+@PROPERTY
+@given(n=st.integers(1, 2**64 - 1), data=st.data())
+def test_plans_name_exactly_what_proofs_read_at_any_size(n: int, data: st.DataObject) -> None:
+    i = data.draw(st.integers(0, n - 1), label="index")
+    m = data.draw(st.integers(1, n), label="old size")
+    r = UniformReader(n)
+    proof = inclusion_proof(i, n, r)
+    plan = inclusion_proof_plan(i, n)
+    assert list(plan.nodes) == r.coords
+    assert sum(plan.folds) == len(plan.nodes)
+    assert len(plan.folds) == len(proof)
+    assert plan.run(UniformReader(n)) == proof
+    r = UniformReader(n)
+    proof = consistency_proof(m, n, r)
+    plan = consistency_proof_plan(m, n)
+    assert list(plan.nodes) == r.coords
+    assert len(plan.folds) == len(proof) == consistency_proof_size(m, n)
+    assert plan.run(UniformReader(n)) == proof
+
+
+@PROPERTY
+@given(n=st.integers(1, MAX_N), data=st.data())
+def test_plans_compute_the_proofs_from_their_nodes(n: int, data: st.DataObject) -> None:
+    leaves, tree = big_tree()
+    i = data.draw(st.integers(0, n - 1), label="index")
+    m = data.draw(st.integers(1, n), label="old size")
+    for plan, view, prove in (
+        (inclusion_proof_plan(i, n), tree.at(n), lambda r: inclusion_proof(i, n, r)),
+        (consistency_proof_plan(m, n), tree.at(n), lambda r: consistency_proof(m, n, r)),
+    ):
+        proof = prove(view)
+        assert list(plan.nodes) == view.coords  # exactly what the prover read, in order
+        assert view.calls == (1 if plan.nodes else 0)
+        # a complete subtree has one hash in every tree holding it: any larger tree serves
+        hashes = tree.at(MAX_N).read_hashes(plan.nodes)
+        assert plan.proof(hashes) == proof
+    verify_inclusion(leaves[i], i, n, inclusion_proof_plan(i, n).run(tree.at(n)), big_root(n))
 
 
 # -- properties on trees of up to 10**5 leaves -------------------------------------------

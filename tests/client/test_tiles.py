@@ -27,7 +27,9 @@ from firmlog.client.errors import MerkleFormatError, TileMismatchError, TilePath
 from firmlog.client.merkle import (
     CompactRange,
     consistency_proof,
+    consistency_proof_plan,
     inclusion_proof,
+    inclusion_proof_plan,
     leaf_hash,
     node_hash,
     root_hash,
@@ -47,7 +49,10 @@ from firmlog.client.tiles import (
     parse_tile_path,
     tile_for_hash,
     tile_root,
+    tile_width,
+    tiles_for_hashes,
     tiles_for_size,
+    tiles_touched,
     verify_tile,
     verify_tree_root,
 )
@@ -380,6 +385,58 @@ def test_tiles_for_size_widths(n: int) -> None:
     assert all(t.level < level for t in tiles)
 
 
+def test_tiles_touched_small() -> None:
+    assert tiles_touched(0, 0) == tiles_touched(5, 5) == []
+    assert tiles_touched(254, 255) == [Tile(0, 0, 255)]
+    assert tiles_touched(255, 256) == [Tile(0, 0), Tile(1, 0, 1)]
+    assert tiles_touched(256, 257) == [Tile(0, 1, 1)]  # level 1 still holds one hash
+    assert tiles_touched(100, 700) == [Tile(0, 0), Tile(0, 1), Tile(0, 2, 188), Tile(1, 0, 2)]
+    assert tiles_touched(65535, 65536) == [Tile(0, 255), Tile(1, 0), Tile(2, 0, 1)]
+    assert tiles_touched(0, 70000) == tiles_for_size(70000)
+    with pytest.raises(ValueError, match="old_size 6 is larger than new_size 5"):
+        tiles_touched(6, 5)
+    with pytest.raises(ValueError, match="non-negative, got -1"):
+        tiles_touched(-1, 5)
+
+
+@PROPERTY
+@given(
+    old=st.one_of(st.integers(0, 3 * 10**6), st.integers(0, 22).map(lambda e: 1 << e)),
+    grow=st.one_of(st.integers(0, 600), st.integers(0, 10**6)),
+)
+def test_tiles_touched_are_the_tiles_that_grow(old: int, grow: int) -> None:
+    new = old + grow
+    before = {(t.level, t.index): t.width for t in tiles_for_size(old)}
+    grown = [t for t in tiles_for_size(new) if before.get((t.level, t.index)) != t.width]
+    assert tiles_touched(old, new) == grown
+    for t in grown:
+        assert tile_width(new, t.level, t.index) == t.width
+        assert tile_width(old, t.level, t.index) == before.get((t.level, t.index), 0)
+
+
+def test_tiles_for_hashes() -> None:
+    assert tiles_for_hashes(1000, []) == []
+    # leaves 10 and 999, leaves 40..47 (in tile 0/0), leaves 768..895, a level-8 hash
+    coords = [(0, 10), (0, 999), (3, 5), (7, 6), (8, 2), (0, 11)]
+    assert tiles_for_hashes(1000, coords) == [Tile(0, 0), Tile(0, 3, 232), Tile(1, 0, 3)]
+    with pytest.raises(ValueError, match=r"subtree \(0, 1000\) is not a complete subtree"):
+        tiles_for_hashes(1000, [(0, 1), (0, 1000)])
+
+
+@PROPERTY
+@given(n=st.integers(1, MAX_N), data=st.data())
+def test_tiles_for_a_plan_are_what_its_proof_fetches(n: int, data: st.DataObject) -> None:
+    """A proof plan's tiles are exactly the tiles its proof makes a cold reader fetch."""
+    _, store, _, levels = tree_1e5()
+    i = data.draw(st.integers(0, n - 1), label="index")
+    m = data.draw(st.integers(1, n), label="old size")
+    for plan in (inclusion_proof_plan(i, n), consistency_proof_plan(m, n)):
+        fetch = RecordingFetch(store)
+        proof = plan.run(TileHashReader(n, fetch, TileCache()))
+        assert sorted(tiles_for_hashes(n, plan.nodes), key=repr) == sorted(fetch.tiles, key=repr)
+        assert plan.proof(levels.at(n).read_hashes(plan.nodes)) == proof
+
+
 @pytest.mark.parametrize(
     ("tree_size", "level", "index", "want"),
     [
@@ -512,6 +569,27 @@ def test_reader_cache_is_shared_by_tile_and_width() -> None:
         bytes(store[(0, 0)][199 * 32 : 200 * 32])
     ]
     assert fourth.calls == []
+
+
+def test_a_read_started_without_io_holds_its_cached_tiles() -> None:
+    """TileHashReader.start: the caller fetches what is missing; what was cached
+    stays held by the read even if the cache evicts it meanwhile."""
+    _, store, _, levels = tree_1e5()
+    cache = TileCache(max_tiles=2)
+    TileHashReader(70000, RecordingFetch(store), cache).read_hashes([(0, 10)])  # caches 0/0
+    coords = [(0, 10), (3, 1000), (0, 69999), (8, 3)]
+    read = TileHashReader(70000, cache=cache).start(coords)
+    assert read.missing == [Tile(0, 31), Tile(0, 273, 112), Tile(1, 0)]
+    with pytest.raises(RuntimeError, match=r"tiles \['tile/0/031', .* were not supplied"):
+        read.hashes()
+    with pytest.raises(MerkleFormatError, match="tile fetch returned 1 tiles for 3 requested"):
+        read.supply([b""])
+    read.supply([bytes(store[(t.level, t.index)]) for t in read.missing])  # evicts 0/0
+    assert Tile(0, 0) not in cache
+    assert read.missing == []
+    assert read.hashes() == levels.at(70000).read_hashes(coords)
+    with pytest.raises(RuntimeError, match=r"tiles \['tile/0/000'\] are not cached and this"):
+        TileHashReader(70000, cache=cache).read_hashes([(0, 10)])
 
 
 def test_reader_keeps_its_partial_tiles_when_the_cache_evicts() -> None:

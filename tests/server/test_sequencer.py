@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,34 @@ async def test_a_failing_batch_is_answered_and_the_loop_goes_on(tmp_path: Path) 
             await asyncio.wait_for(sequencer.submit(b"a", leaf_hash(b"a")), timeout=10)
         done = await asyncio.wait_for(sequencer.submit(b"b", leaf_hash(b"b")), timeout=10)
         assert done.leaf_index == 0
+    finally:
+        await sequencer.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await storage.close()
+
+
+async def test_a_short_stored_tile_fails_the_batch_and_writes_nothing(tmp_path: Path) -> None:
+    """Fault injection: a stored edge tile shorter than the tree size implies is
+    inconsistent storage; the integration says so and rolls back."""
+    path = tmp_path / "log.db"
+    storage = open_storage(f"sqlite:///{path}")
+    await storage.open()
+    sequencer = Sequencer(
+        storage, LogReader(storage), generate_key("seq.test/log"), SequencerConfig(0.01, 512, 1024)
+    )
+    task = asyncio.create_task(sequencer.run())
+    try:
+        entries = [b"entry %d" % i for i in range(300)]
+        await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in entries))
+        with sqlite3.connect(path) as db:  # tile 0/1 holds 44 hashes at size 300
+            db.execute("UPDATE tiles SET data = substr(data, 1, 64) WHERE level = 0 AND idx = 1")
+        with pytest.raises(
+            RuntimeError, match="tile 0/1 holds 64 bytes, expected 1408 at tree size 300"
+        ):
+            await asyncio.wait_for(sequencer.submit(b"one more", leaf_hash(b"one more")), 10)
+        async with storage.integration() as tx:
+            assert (await tx.state()).tree_size == 300
+            assert len((await tx.read_tiles([(0, 1)]))[(0, 1)]) == 64
     finally:
         await sequencer.stop()
         await asyncio.wait_for(task, timeout=10)

@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass
 
 from firmlog.client.errors import BundleFormatError, NoteFormatError
+from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.note import Signature, _b64decode_canonical, split_note
 
 __all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle"]
@@ -38,7 +39,6 @@ HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES = 63
 DEFAULT_MAX_BUNDLE_SIZE = 1 << 20
 
-_HASH_SIZE = 32
 _MAX_INDEX = 2**64 - 1
 _INDEX = re.compile(rb"index (0|[1-9][0-9]{0,19})")
 # The lines before the proof hashes, in the one form the strict parser accepts
@@ -112,8 +112,8 @@ class ProofBundle:
                 f"proof: expected at most {MAX_PROOF_HASHES} hashes, got {len(self.proof)}"
             )
         for i, h in enumerate(self.proof):
-            if len(h) != _HASH_SIZE:
-                raise ValueError(f"proof[{i}]: expected {_HASH_SIZE} bytes, got {len(h)}")
+            if len(h) != HASH_SIZE:
+                raise ValueError(f"proof[{i}]: expected {HASH_SIZE} bytes, got {len(h)}")
         if self.extra is not None and not self.extra:
             raise ValueError("extra: expected None or non-empty bytes, got b''")
         if not self.checkpoint:
@@ -214,10 +214,10 @@ class ProofBundle:
                     f"{MAX_PROOF_HASHES} proof hashes), got {_show(line)}"
                 )
             h = _strict_b64decode(line)
-            if h is None or len(h) != _HASH_SIZE:
+            if h is None or len(h) != HASH_SIZE:
                 found = f"{len(h)} bytes" if h is not None else "not canonical base64"
                 raise BundleFormatError(
-                    f"line {number}: expected a proof hash ({_HASH_SIZE} bytes in standard "
+                    f"line {number}: expected a proof hash ({HASH_SIZE} bytes in standard "
                     f"padded base64, or the empty line before the checkpoint), got "
                     f"{_show(line)} ({found})"
                 )

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from firmlog.client.errors import CheckpointFormatError, SignatureError
+from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.note import (
     Note,
     Signature,
@@ -36,7 +37,6 @@ from firmlog.client.note import (
 __all__ = ["MAX_TREE_SIZE", "Checkpoint", "SignedCheckpoint", "open_checkpoint", "sign_checkpoint"]
 
 MAX_TREE_SIZE = (1 << 64) - 1
-HASH_SIZE = 32
 
 _TREE_SIZE = re.compile("0|[1-9][0-9]{0,19}")
 _CONTROL_CHARS = re.compile("[\x00-\x09\x0b-\x1f]")

@@ -2,7 +2,10 @@
 
 Proofs are *generated* over a :class:`HashReader`, a source of hashes of
 complete subtrees, so the server can prove from stored tiles and a client from
-fetched tiles, without loading the tree. Proofs are *verified* with the
+fetched tiles, without loading the tree. A proof also says beforehand which
+subtrees it reads (:class:`ProofPlan`, from :func:`inclusion_proof_plan` and
+:func:`consistency_proof_plan`), so that a caller whose hashes sit behind I/O
+fetches them all at once and then computes, with no I/O in here. Proofs are *verified* with the
 functions ``verify_inclusion`` and ``verify_consistency``, which return None
 or raise :class:`~firmlog.client.errors.ProofError`.
 
@@ -23,6 +26,7 @@ leaf ``m - 1``, started at the largest complete subtree that ends at ``m``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from hashlib import sha256 as _sha256
 from typing import Protocol
 
@@ -37,9 +41,12 @@ __all__ = [
     "HASH_SIZE",
     "CompactRange",
     "HashReader",
+    "ProofPlan",
     "consistency_proof",
+    "consistency_proof_plan",
     "consistency_proof_size",
     "inclusion_proof",
+    "inclusion_proof_plan",
     "inclusion_proof_size",
     "leaf_hash",
     "node_hash",
@@ -132,41 +139,47 @@ def _range_coords(start: int, end: int) -> list[Coord]:
     return coords
 
 
-def _path_groups(index: int, base: int, size: int) -> list[list[Coord]]:
-    """The proof nodes for the path from level ``base`` above leaf ``index``.
+def _path(index: int, base: int, size: int, nodes: list[Coord], folds: list[int]) -> None:
+    """Append the proof nodes for the path from level ``base`` above leaf ``index``.
 
-    Each proof node is a group of complete subtrees whose fold is its hash
-    (a single subtree unless the node is the incomplete right edge).
-    Requires ``0 <= index < size`` and, when ``base > 0``, that the subtree
+    Each proof hash is the fold of a group of consecutive complete subtrees
+    (a single subtree unless it is the incomplete right edge): the subtrees
+    go to ``nodes``, the size of each group to ``folds``. Requires
+    ``0 <= index < size`` and, when ``base > 0``, that the subtree
     ``(base, index >> base)`` is complete and not the whole tree.
     """
     inner = (index ^ (size - 1)).bit_length()
-    groups: list[list[Coord]] = [
-        [(level, (index >> level) ^ 1)] for level in range(base, inner - 1)
-    ]
+    if inner - 1 > base:
+        nodes += [(level, (index >> level) ^ 1) for level in range(base, inner - 1)]
+        folds += [1] * (inner - 1 - base)
     if inner > base:
         # The node on the path at level inner-1 is a left child (its bit is 0);
         # its sibling is the right edge of the tree from there to `size`.
         level = inner - 1
-        groups.append(_range_coords(((index >> level) | 1) << level, size))
+        edge = _range_coords(((index >> level) | 1) << level, size)
+        nodes += edge
+        folds.append(len(edge))
     for level in range(inner, index.bit_length()):
         if (index >> level) & 1:
-            groups.append([(level, (index >> level) - 1)])
-    return groups
+            nodes.append((level, (index >> level) - 1))
+            folds.append(1)
 
 
-def _resolve(groups: list[list[Coord]], reader: HashReader) -> list[bytes]:
-    """Read every subtree of every group in one call and fold each group."""
-    coords = [c for group in groups for c in group]
-    if not coords:
+def _resolve(nodes: list[Coord], folds: list[int], reader: HashReader) -> list[bytes]:
+    """Read every node in one call and fold them into the proof hashes."""
+    if not nodes:
         return []
-    hashes = reader.read_hashes(coords)
-    if len(hashes) != len(coords):
+    return _fold(nodes, folds, reader.read_hashes(nodes))
+
+
+def _fold(nodes: Sequence[Coord], folds: Sequence[int], hashes: Sequence[bytes]) -> list[bytes]:
+    """Fold ``hashes`` (of ``nodes``, in order) into one proof hash per group of ``folds``."""
+    if len(hashes) != len(nodes):
         raise MerkleFormatError(
-            f"hash reader returned {len(hashes)} hashes for {len(coords)} subtrees"
+            f"hash reader returned {len(hashes)} hashes for {len(nodes)} subtrees"
         )
-    if set(map(len, hashes)) != {HASH_SIZE}:
-        for (level, index), h in zip(coords, hashes, strict=True):
+    if hashes and set(map(len, hashes)) != {HASH_SIZE}:
+        for (level, index), h in zip(nodes, hashes, strict=True):
             if len(h) != HASH_SIZE:
                 raise MerkleFormatError(
                     f"hash of subtree ({level}, {index}) has wrong length: "
@@ -174,11 +187,37 @@ def _resolve(groups: list[list[Coord]], reader: HashReader) -> list[bytes]:
                 )
     out: list[bytes] = []
     pos = 0
-    for group in groups:
-        n = len(group)
+    for n in folds:
         out.append(hashes[pos] if n == 1 else _fold_right_edge(hashes[pos : pos + n]))
         pos += n
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProofPlan:
+    """The complete subtrees a proof reads, and how it folds them into its hashes.
+
+    ``nodes`` are ``(level, index)`` coordinates, in the order the proof asks a
+    :class:`HashReader` for them; ``folds[k]`` says how many consecutive nodes
+    make proof hash ``k`` (one, or several for the incomplete right edge of
+    the tree, whose hash is their fold). A complete subtree has the same hash
+    in every tree that contains it, so the nodes may be read from the tiles
+    of any tree at least as large as the one proven.
+    """
+
+    nodes: tuple[Coord, ...]
+    folds: tuple[int, ...]
+
+    def proof(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """The proof, from the hashes of :attr:`nodes` (in order).
+
+        Raises MerkleFormatError for a wrong count or a hash of the wrong length.
+        """
+        return _fold(self.nodes, self.folds, hashes)
+
+    def run(self, reader: HashReader) -> list[bytes]:
+        """The proof, reading :attr:`nodes` from ``reader`` in one call."""
+        return self.proof(reader.read_hashes(self.nodes) if self.nodes else [])
 
 
 def _check_size(name: str, value: int) -> None:
@@ -186,15 +225,57 @@ def _check_size(name: str, value: int) -> None:
         raise ValueError(f"{name} must be non-negative, got {value}")
 
 
+def _inclusion_layout(leaf_index: int, tree_size: int) -> tuple[list[Coord], list[int]]:
+    _check_size("tree_size", tree_size)
+    if not 0 <= leaf_index < tree_size:
+        raise ValueError(f"leaf_index must be in [0, {tree_size}), got {leaf_index}")
+    nodes: list[Coord] = []
+    folds: list[int] = []
+    _path(leaf_index, 0, tree_size, nodes, folds)
+    return nodes, folds
+
+
+def _consistency_layout(old_size: int, new_size: int) -> tuple[list[Coord], list[int]]:
+    _check_size("old_size", old_size)
+    _check_size("new_size", new_size)
+    if old_size > new_size:
+        raise ValueError(f"old_size {old_size} is larger than new_size {new_size}")
+    nodes: list[Coord] = []
+    folds: list[int] = []
+    if old_size == new_size:
+        return nodes, folds
+    if old_size == 0:
+        raise ValueError(
+            f"no consistency proof from the empty tree to size {new_size}: "
+            "it would prove nothing; expected old_size >= 1"
+        )
+    # The largest complete subtree ending at old_size: level = trailing zeros.
+    shift = (old_size & -old_size).bit_length() - 1
+    last = old_size - 1
+    if old_size != 1 << shift:
+        # Unless it is the whole old tree (whose root the verifier has),
+        # the proof starts with that subtree's hash.
+        nodes.append((shift, last >> shift))
+        folds.append(1)
+    _path(last, shift, new_size, nodes, folds)
+    return nodes, folds
+
+
 def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list[bytes]:
     """RFC 9162 2.1.3.1 PATH(leaf_index, D[tree_size]), bottom-up, via O(log n) reads.
 
     Raises ValueError unless ``0 <= leaf_index < tree_size``.
     """
-    _check_size("tree_size", tree_size)
-    if not 0 <= leaf_index < tree_size:
-        raise ValueError(f"leaf_index must be in [0, {tree_size}), got {leaf_index}")
-    return _resolve(_path_groups(leaf_index, 0, tree_size), reader)
+    return _resolve(*_inclusion_layout(leaf_index, tree_size), reader)
+
+
+def inclusion_proof_plan(leaf_index: int, tree_size: int) -> ProofPlan:
+    """What :func:`inclusion_proof` reads and folds, without reading it.
+
+    ``inclusion_proof_plan(i, n).run(reader) == inclusion_proof(i, n, reader)``.
+    """
+    nodes, folds = _inclusion_layout(leaf_index, tree_size)
+    return ProofPlan(tuple(nodes), tuple(folds))
 
 
 def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
@@ -205,26 +286,16 @@ def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[
     prove) and :func:`verify_consistency` rejects it, so asking for one is a
     ValueError, as is ``old_size > new_size``.
     """
-    _check_size("old_size", old_size)
-    _check_size("new_size", new_size)
-    if old_size > new_size:
-        raise ValueError(f"old_size {old_size} is larger than new_size {new_size}")
-    if old_size == new_size:
-        return []
-    if old_size == 0:
-        raise ValueError(
-            f"no consistency proof from the empty tree to size {new_size}: "
-            "it would prove nothing; expected old_size >= 1"
-        )
-    # The largest complete subtree ending at old_size: level = trailing zeros.
-    shift = (old_size & -old_size).bit_length() - 1
-    last = old_size - 1
-    groups = _path_groups(last, shift, new_size)
-    if old_size != 1 << shift:
-        # Unless it is the whole old tree (whose root the verifier has),
-        # the proof starts with that subtree's hash.
-        groups.insert(0, [(shift, last >> shift)])
-    return _resolve(groups, reader)
+    return _resolve(*_consistency_layout(old_size, new_size), reader)
+
+
+def consistency_proof_plan(old_size: int, new_size: int) -> ProofPlan:
+    """What :func:`consistency_proof` reads and folds, without reading it.
+
+    ``consistency_proof_plan(m, n).run(reader) == consistency_proof(m, n, reader)``.
+    """
+    nodes, folds = _consistency_layout(old_size, new_size)
+    return ProofPlan(tuple(nodes), tuple(folds))
 
 
 def tree_hash(tree_size: int, reader: HashReader) -> bytes:
@@ -232,7 +303,8 @@ def tree_hash(tree_size: int, reader: HashReader) -> bytes:
     _check_size("tree_size", tree_size)
     if tree_size == 0:
         return EMPTY_ROOT
-    return _resolve([_range_coords(0, tree_size)], reader)[0]
+    nodes = _range_coords(0, tree_size)
+    return _resolve(nodes, [len(nodes)], reader)[0]
 
 
 # -- verification ---------------------------------------------------------------

@@ -42,6 +42,7 @@ from firmlog.client.errors import (
     HTTPStatusError,
     TileMismatchError,
 )
+from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.note import Verifier
 from firmlog.client.online import LogClient, write_atomic
 from firmlog.client.tiles import (
@@ -63,8 +64,7 @@ __all__ = ["CHECKPOINT_FILE", "MirrorResult", "Progress", "mirror_log"]
 log = logging.getLogger("firmlog.client.mirror")
 
 CHECKPOINT_FILE = "checkpoint"
-_HASH_SIZE = 32
-_FULL_TILE_SIZE = TILE_WIDTH * _HASH_SIZE
+_FULL_TILE_SIZE = TILE_WIDTH * HASH_SIZE
 _WINDOW = 32  # tiles fetched concurrently, and held in memory, at a time
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles to do)
@@ -125,7 +125,7 @@ class _Mirror:
 
     def fetch_hash_tile(self, tile: Tile) -> bytes:
         data = self.client.tile(tile)  # falls back to the full tile when needed
-        want = tile.width * _HASH_SIZE
+        want = tile.width * HASH_SIZE
         if len(data) < want:
             raise TileMismatchError(
                 f"{tile.path} from the log is {len(data)} bytes, expected {want}"

@@ -27,7 +27,7 @@ from hashlib import sha256 as _sha256
 from typing import TYPE_CHECKING
 
 from firmlog.client.errors import MerkleFormatError, TileMismatchError, TilePathError
-from firmlog.client.merkle import HashReader, leaf_hash, root_hash, tree_hash
+from firmlog.client.merkle import HASH_SIZE, HashReader, leaf_hash, root_hash, tree_hash
 
 if TYPE_CHECKING:
     from firmlog.client.checkpoint import Checkpoint
@@ -42,24 +42,27 @@ __all__ = [
     "TileCache",
     "TileFetcher",
     "TileHashReader",
+    "TileRead",
     "decode_entry_bundle",
     "encode_entry_bundle",
     "encode_index",
     "parse_tile_path",
     "tile_for_hash",
     "tile_root",
+    "tile_width",
+    "tiles_for_hashes",
     "tiles_for_size",
+    "tiles_touched",
     "verify_tile",
     "verify_tree_root",
 ]
 
 TILE_HEIGHT = 8
-TILE_WIDTH = 256
+TILE_WIDTH = 256  # 2**TILE_HEIGHT; TileHashReader.read_hashes spells both as shifts
 ENTRY_LEVEL = -1  # the level used for entry bundles, whose path says "entries"
 MAX_TILE_LEVEL = 63
 MAX_ENTRY_SIZE = 0xFFFF  # an entry bundle length prefix is a uint16
 
-_HASH_SIZE = 32
 _NODE_HASHER = _sha256(b"\x01")  # copied, then fed a pair of child hashes
 _MAX_INDEX_GROUPS = 7  # 2**64 - 1 has 20 digits: x018/x446/x744/x073/x709/x551/615
 
@@ -183,25 +186,41 @@ def parse_tile_path(path: str) -> Tile:
     return Tile(level, index, width)
 
 
-def _width_at(count: int, index: int) -> int:
-    """Width of tile ``index`` of a level that holds ``count`` hashes (0 if absent)."""
+def tile_width(tree_size: int, level: int, index: int) -> int:
+    """How many hashes hash tile ``(level, index)`` holds at ``tree_size`` (0: none yet)."""
+    count = tree_size >> (TILE_HEIGHT * level)  # hashes stored at this tile level
     return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
 
 
 def tiles_for_size(tree_size: int) -> list[Tile]:
     """Every hash tile (not entry bundle) of a tree of ``tree_size`` leaves, full and partial."""
-    if tree_size < 0:
-        raise ValueError(f"tree_size must be non-negative, got {tree_size}")
+    return tiles_touched(0, tree_size)
+
+
+def tiles_touched(old_size: int, new_size: int) -> list[Tile]:
+    """The hash tiles that gain hashes when the tree grows from ``old_size`` to
+    ``new_size``, at their widths at ``new_size``, level by level.
+
+    ``tiles_touched(0, n)`` is every tile of the tree; the partial tiles of
+    ``old_size`` among them are what :func:`firmlog.client.integrate.integrate`
+    reads (:func:`~firmlog.client.integrate.edge_tiles`).
+    """
+    for size in (old_size, new_size):
+        if size < 0:
+            raise ValueError(f"tree_size must be non-negative, got {size}")
+    if new_size < old_size:
+        raise ValueError(f"old_size {old_size} is larger than new_size {new_size}")
     tiles: list[Tile] = []
     level = 0
-    count = tree_size  # hashes stored at this tile level
-    while count > 0:
-        full, partial = divmod(count, TILE_WIDTH)
-        tiles.extend(Tile(level, i) for i in range(full))
+    old_n, new_n = old_size, new_size  # hashes stored at this tile level
+    while new_n > old_n:
+        full, partial = divmod(new_n, TILE_WIDTH)
+        tiles.extend(Tile(level, i) for i in range(old_n // TILE_WIDTH, full))
         if partial:
             tiles.append(Tile(level, full, partial))
         level += 1
-        count >>= TILE_HEIGHT
+        old_n >>= TILE_HEIGHT
+        new_n >>= TILE_HEIGHT
     return tiles
 
 
@@ -225,8 +244,18 @@ def tile_for_hash(tree_size: int, level: int, index: int) -> Tile:
     _check_coord(tree_size, level, index)
     tile_level, r = divmod(level, TILE_HEIGHT)
     tile_index = (index << r) >> TILE_HEIGHT
-    width = _width_at(tree_size >> (TILE_HEIGHT * tile_level), tile_index)
-    return Tile(tile_level, tile_index, width)
+    return Tile(tile_level, tile_index, tile_width(tree_size, tile_level, tile_index))
+
+
+def tiles_for_hashes(tree_size: int, coords: Iterable[tuple[int, int]]) -> list[Tile]:
+    """The distinct tiles of a tree of ``tree_size`` that hold or compute these
+    complete subtrees (as :func:`tile_for_hash`), in order of first need.
+
+    With a :class:`~firmlog.client.merkle.ProofPlan`'s ``nodes``: every tile the
+    proof reads, so that a caller fetches them at once before computing.
+    Raises ValueError unless every ``(level, index)`` is a complete subtree.
+    """
+    return list(dict.fromkeys(tile_for_hash(tree_size, level, index) for level, index in coords))
 
 
 def encode_entry_bundle(entries: Iterable[bytes]) -> bytes:
@@ -288,7 +317,7 @@ def decode_entry_bundle(data: bytes, expected_count: int | None = None) -> list[
 
 
 def _split_hashes(data: bytes) -> list[bytes]:
-    return [data[i : i + _HASH_SIZE] for i in range(0, len(data), _HASH_SIZE)]
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 def tile_root(data: bytes) -> bytes:
@@ -296,9 +325,9 @@ def tile_root(data: bytes) -> bytes:
 
     ValueError unless ``data`` is exactly one full tile (8192 bytes).
     """
-    if len(data) != TILE_WIDTH * _HASH_SIZE:
+    if len(data) != TILE_WIDTH * HASH_SIZE:
         raise ValueError(
-            f"a full tile is {TILE_WIDTH * _HASH_SIZE} bytes, got {len(data)}: "
+            f"a full tile is {TILE_WIDTH * HASH_SIZE} bytes, got {len(data)}: "
             "only full tiles have a root in the tile above"
         )
     return root_hash(_split_hashes(data))
@@ -318,7 +347,7 @@ def verify_tile(tile: Tile, data: bytes, below: Sequence[bytes]) -> None:
     """
     if tile.level < 0:
         raise ValueError(f"{tile.path} is an entry bundle, not a hash tile")
-    want_size = tile.width * _HASH_SIZE
+    want_size = tile.width * HASH_SIZE
     if len(data) != want_size:
         raise TileMismatchError(f"{tile.path} is {len(data)} bytes, expected {want_size}")
     if len(below) != tile.width:
@@ -376,7 +405,7 @@ class _ExpandedTile:
         levels = self.levels
         while len(levels) <= r:
             below = memoryview(levels[-1])
-            step = 2 * _HASH_SIZE
+            step = 2 * HASH_SIZE
             hashes: list[bytes] = []
             for i in range(0, len(below) // step * step, step):
                 h = _NODE_HASHER.copy()
@@ -450,12 +479,15 @@ class TileHashReader:
     Each ``read_hashes`` call calls ``fetch`` at most once, with every tile it
     lacks. Asking for a subtree that is not complete at ``tree_size`` is a
     ValueError; tile bytes that are too short are a MerkleFormatError.
+
+    A caller whose fetching is asynchronous uses :meth:`start` instead: it
+    fetches :attr:`TileRead.missing` itself, then :meth:`TileRead.supply`.
     """
 
     def __init__(
         self,
         tree_size: int,
-        fetch: TileFetcher,
+        fetch: TileFetcher | None = None,
         cache: TileCache | None = None,
     ) -> None:
         if tree_size < 0:
@@ -466,6 +498,17 @@ class TileHashReader:
         self._partial: dict[tuple[int, int], _ExpandedTile] = {}
 
     def read_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
+        read = self.start(coords)
+        if read.missing:
+            if self._fetch is None:
+                paths = [t.path for t in read.missing]
+                raise RuntimeError(f"tiles {paths} are not cached and this reader has no fetch")
+            read.supply(self._fetch(read.missing))
+        return read.hashes()
+
+    def start(self, coords: Sequence[tuple[int, int]]) -> TileRead:
+        """Look up the tiles of every subtree in ``coords``: a read with no I/O,
+        whose :attr:`~TileRead.missing` tiles the caller fetches."""
         tree_size = self.tree_size
         cache = self._cache
         partial = self._partial
@@ -481,7 +524,7 @@ class TileHashReader:
             r = level & 7
             tile_index = (index << r) >> 8
             key = (tile_level, tile_index)
-            plan.append((key, r, (index & ((TILE_WIDTH >> r) - 1)) * _HASH_SIZE))
+            plan.append((key, r, (index & ((TILE_WIDTH >> r) - 1)) * HASH_SIZE))
             if key in have or key in missing:
                 continue
             width = (tree_size >> (tile_level << 3)) - (tile_index << 8)
@@ -498,31 +541,66 @@ class TileHashReader:
                 have[key] = found
             else:
                 missing[key] = Tile(tile_level, tile_index, width)
+        return TileRead(self, plan, have, list(missing.values()))
 
-        if missing:
-            wanted = list(missing.values())
-            got = self._fetch(wanted)
-            if len(got) != len(wanted):
+
+class TileRead:
+    """One read of subtree hashes from tiles, its I/O left to the caller.
+
+    From :meth:`TileHashReader.start`. :attr:`missing` lists the tiles that
+    are not cached (often none); the caller fetches them all, passes their
+    bytes to :meth:`supply`, and takes :meth:`hashes`. The tiles found in the
+    cache are held here, so that the cache evicting them while the caller
+    fetches costs nothing.
+    """
+
+    __slots__ = ("_have", "_plan", "_reader", "missing")
+
+    def __init__(
+        self,
+        reader: TileHashReader,
+        plan: list[tuple[tuple[int, int], int, int]],
+        have: dict[tuple[int, int], _ExpandedTile],
+        missing: list[Tile],
+    ) -> None:
+        self._reader = reader
+        self._plan = plan
+        self._have = have
+        self.missing = missing
+
+    def supply(self, data: Sequence[bytes]) -> None:
+        """The bytes of each :attr:`missing` tile, in order (MerkleFormatError if too short)."""
+        wanted = self.missing
+        if len(data) != len(wanted):
+            raise MerkleFormatError(
+                f"tile fetch returned {len(data)} tiles for {len(wanted)} requested"
+            )
+        reader = self._reader
+        have = self._have
+        for tile, tile_data in zip(wanted, data, strict=True):
+            size = tile.width * HASH_SIZE
+            if len(tile_data) < size:
                 raise MerkleFormatError(
-                    f"tile fetch returned {len(got)} tiles for {len(wanted)} requested"
+                    f"tile {tile.path} is too short: expected {size} bytes, got {len(tile_data)}"
                 )
-            for tile, data in zip(wanted, got, strict=True):
-                size = tile.width * _HASH_SIZE
-                if len(data) < size:
-                    raise MerkleFormatError(
-                        f"tile {tile.path} is too short: expected {size} bytes, got {len(data)}"
-                    )
-                expanded = _ExpandedTile(bytes(data[:size]))
-                key = (tile.level, tile.index)
-                cache._put(tile.level, tile.index, tile.width, expanded)
-                if not tile.is_full:
-                    partial[key] = expanded
-                have[key] = expanded
+            expanded = _ExpandedTile(bytes(tile_data[:size]))
+            key = (tile.level, tile.index)
+            reader._cache._put(tile.level, tile.index, tile.width, expanded)
+            if not tile.is_full:
+                reader._partial[key] = expanded
+            have[key] = expanded
+        self.missing = []
 
+    def hashes(self) -> list[bytes]:
+        """The hash of every subtree asked for, in order. RuntimeError if tiles
+        are still missing."""
+        if self.missing:
+            raise RuntimeError(f"tiles {[t.path for t in self.missing]} were not supplied")
+        have = self._have
         out: list[bytes] = []
-        for key, r, offset in plan:
+        for key, r, offset in self._plan:
             source = have[key]
             levels = source.levels
             blob = levels[r] if r < len(levels) else source.level(r)
-            out.append(blob[offset : offset + _HASH_SIZE])
+            out.append(blob[offset : offset + HASH_SIZE])
         return out

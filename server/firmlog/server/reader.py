@@ -1,8 +1,11 @@
 """The read side of the log: the latest checkpoint, tiles, entry bundles and proofs.
 
-Nothing here loads the tree. A proof reads O(log n) tiles through
-:class:`firmlog.client.tiles.TileHashReader`; tiles come from three caches
-before the database:
+Nothing here loads the tree. A proof is planned, fetched and computed: its
+:class:`~firmlog.client.merkle.ProofPlan` names the O(log n) subtrees it
+reads; :meth:`firmlog.client.tiles.TileHashReader.start` finds their tiles
+in the caches and says which are missing; those are read from storage in one
+query (for a whole batch of proofs), and the proofs are computed. Tiles come
+from three caches before the database:
 
 - full hash tiles, expanded (shared :class:`TileCache`) and raw (for HTTP);
 - partial hash tiles keyed by width: ``tile/L/N.p/W`` never changes either;
@@ -17,7 +20,6 @@ size beyond it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +28,15 @@ from typing import Generic, TypeVar
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
-from firmlog.client.merkle import HashReader, consistency_proof, inclusion_proof
+from firmlog.client.merkle import (
+    HASH_SIZE,
+    ProofPlan,
+    consistency_proof_plan,
+    inclusion_proof_plan,
+)
 from firmlog.client.note import split_note
 from firmlog.client.tiles import (
     ENTRY_LEVEL,
-    TILE_HEIGHT,
     TILE_WIDTH,
     Tile,
     TileCache,
@@ -41,7 +47,6 @@ from firmlog.server.storage import Storage
 
 K = TypeVar("K")
 V = TypeVar("V")
-T = TypeVar("T")
 
 
 class NotFound(LookupError):
@@ -64,12 +69,6 @@ class _LRU(Generic[K, V]):
         self._items.move_to_end(key)
         while len(self._items) > self._max:
             self._items.popitem(last=False)
-
-
-class _NeedTiles(Exception):
-    def __init__(self, tiles: list[Tile]) -> None:
-        super().__init__(f"{len(tiles)} tiles not loaded")
-        self.tiles = tiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +132,7 @@ class LogReader:
     def remember_tiles(self, tree_size: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Cache hash tiles just committed (their widths follow from the bytes)."""
         for (level, index), data in tiles.items():
-            self._cache_tile(Tile(level, index, len(data) // 32), data)
+            self._cache_tile(Tile(level, index, len(data) // HASH_SIZE), data)
 
     # -- tiles ----------------------------------------------------------------
 
@@ -161,9 +160,9 @@ class LogReader:
             stored = await self._storage.read_tiles([(t.level, t.index) for t in wanted])
             for t in wanted:
                 data = stored.get((t.level, t.index))
-                if data is None or len(data) < t.width * 32:
+                if data is None or len(data) < t.width * HASH_SIZE:
                     continue
-                data = data[: t.width * 32]
+                data = data[: t.width * HASH_SIZE]
                 self._cache_tile(t, data)
                 found[t] = data
         return found
@@ -191,55 +190,40 @@ class LogReader:
 
     # -- proofs ---------------------------------------------------------------
 
-    async def prove(self, tree_size: int, fn: Callable[[HashReader], T]) -> T:
-        """Run a synchronous prover over this log's tiles at ``tree_size``.
+    async def prove(self, tree_size: int, plans: Sequence[ProofPlan]) -> list[list[bytes]]:
+        """The proofs of ``plans`` (each for a tree of at most ``tree_size``), in
+        order, from this log's tiles at ``tree_size``.
 
-        The prover may read hashes many times (a batch of proofs). If a tile
-        is missing from the caches, a dry run over placeholder tiles (with a
-        private cache, so nothing false is ever cached) records every tile the
-        prover needs; they are loaded in one query and the prover runs again.
+        Plans, fetches once, computes: the nodes of every plan are looked up
+        in the caches, the tiles that are not there are read from storage in
+        one query (one for a whole batch of proofs), and the proofs are
+        computed, with no more I/O. Raises RuntimeError if storage lacks a
+        tile of ``tree_size``.
         """
-        loaded: dict[Tile, bytes] = {}
-
-        def fetch(tiles: Sequence[Tile]) -> list[bytes]:
-            missing = [t for t in tiles if t not in loaded and self._cached_tile(t) is None]
-            if missing:
-                raise _NeedTiles(missing)
-            return [loaded.get(t) or self._cached_tile(t) or b"" for t in tiles]
-
-        needed: dict[Tile, None] = {}
-
-        def record(tiles: Sequence[Tile]) -> list[bytes]:
-            out = []
-            for t in tiles:
-                data = loaded.get(t) or self._cached_tile(t)
-                if data is None:
-                    needed[t] = None
-                    data = bytes(32 * t.width)
-                out.append(data)
-            return out
-
-        while True:  # terminates: each round loads tiles that no earlier round loaded
-            try:
-                return fn(TileHashReader(tree_size, fetch, self._expanded))
-            except _NeedTiles as need:
-                needed.clear()
-                needed.update(dict.fromkeys(need.tiles))
-                with contextlib.suppress(Exception):  # placeholders may upset a prover
-                    fn(TileHashReader(tree_size, record, TileCache(64)))
-                got = await self._load_tiles(list(needed))
-                lost = [t.path for t in needed if t not in got]
-                if lost:
-                    raise RuntimeError(
-                        f"storage lacks tiles {lost} for tree size {tree_size}"
-                    ) from None
-                loaded.update(got)
+        nodes = plans[0].nodes if len(plans) == 1 else [n for p in plans for n in p.nodes]
+        read = TileHashReader(tree_size, cache=self._expanded).start(nodes)
+        if read.missing:
+            got = await self._load_tiles(read.missing)
+            lost = [t.path for t in read.missing if t not in got]
+            if lost:
+                raise RuntimeError(f"storage lacks tiles {lost} for tree size {tree_size}")
+            read.supply([got[t] for t in read.missing])
+        hashes = read.hashes()
+        if len(plans) == 1:
+            return [plans[0].proof(hashes)]
+        proofs = []
+        pos = 0
+        for plan in plans:
+            end = pos + len(plan.nodes)
+            proofs.append(plan.proof(hashes[pos:end]))
+            pos = end
+        return proofs
 
     async def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
-        return await self.prove(tree_size, lambda r: inclusion_proof(leaf_index, tree_size, r))
+        return (await self.prove(tree_size, [inclusion_proof_plan(leaf_index, tree_size)]))[0]
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        return await self.prove(new_size, lambda r: consistency_proof(old_size, new_size, r))
+        return (await self.prove(new_size, [consistency_proof_plan(old_size, new_size)]))[0]
 
     async def bundle(self, leaf_index: int, checkpoint: LatestCheckpoint) -> bytes:
         """The ``.tlog-proof`` bundle of one entry against ``checkpoint``."""
@@ -252,17 +236,3 @@ class LogReader:
         return ProofBundle(
             index=leaf_index, proof=tuple(proof), checkpoint=checkpoint.note, extra=entries[0]
         ).format()
-
-
-def hash_tiles_touched(old_size: int, new_size: int) -> list[tuple[int, int]]:
-    """Hash tiles that gain hashes when the tree grows from ``old_size`` to ``new_size``."""
-    touched = []
-    level = 0
-    while (new_size >> (TILE_HEIGHT * level)) > 0:
-        shift = TILE_HEIGHT * level
-        old_n, new_n = old_size >> shift, new_size >> shift  # hashes stored at this level
-        if new_n > old_n:
-            first, last = old_n // TILE_WIDTH, (new_n - 1) // TILE_WIDTH
-            touched += [(level, i) for i in range(first, last + 1)]
-        level += 1
-    return touched

@@ -10,8 +10,9 @@ state (another process may have grown the log), skips entries already logged
 signature lines is the logged entry and gets its index and bundle),
 lets the ledger gate decide in log order which new entries may be appended
 (:class:`firmlog.server.gate.LedgerGate`; a sequencer without a gate logs
-opaque entries, as a plain tlog), appends those to the right edge of the
-tree (:class:`CompactRange`), writes the entries, the ledger index rows, the
+opaque entries, as a plain tlog), appends those to the tree (the client's
+:func:`~firmlog.client.integrate.integrate`, from the stored right edge and
+the stored tiles it names), writes the entries, the ledger index rows, the
 hash tiles that changed and the new signed checkpoint, and commits. Only
 then are the waiting submitters answered, each with a ``.tlog-proof`` bundle
 against the new checkpoint: a proof, not a promise.
@@ -40,14 +41,14 @@ import structlog
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.entries import parse_entry
-from firmlog.client.merkle import EMPTY_ROOT, CompactRange, HashReader, inclusion_proof
+from firmlog.client.integrate import edge_tiles, integrate
+from firmlog.client.merkle import EMPTY_ROOT, inclusion_proof_plan
 from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
 from firmlog.client.note import Ed25519Signer
-from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
 from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
-from firmlog.server.reader import LogReader, hash_tiles_touched
+from firmlog.server.reader import LogReader
 from firmlog.server.signing import SigningRefused, TreeSigner
 from firmlog.server.storage import EntryRow, Integration, LogState, Storage, StorageUnavailable
 
@@ -259,65 +260,47 @@ class Sequencer:
     async def _integrate(self, batch: list[_Pending]) -> list[Integrated | Exception]:
         async with self._storage.integration() as tx:
             state = await tx.state()
-            tree = CompactRange.from_bytes(state.tree_size, state.right_edge)
             # identity -> (index, the logged entry's bytes): what each submission is answered with
             logged = await tx.entries_by_identity([p.identity for p in batch])
             known = set(logged)
             fresh = [p for p in batch if p.identity not in known]
             accepted, refused, gate = await self._gate(tx, state.tree_size, fresh)
             new_entries: list[EntryRow] = []
-            tile_hashes: dict[tuple[int, int], list[bytes]] = {}
-            for p in accepted:
-                logged[p.identity] = (tree.tree_size, p.entry)
+            for index, p in enumerate(accepted, start=state.tree_size):
+                logged[p.identity] = (index, p.entry)
                 new_entries.append(EntryRow(p.identity, p.leaf_hash, p.entry))
-                for level, index, digest in tree.append(p.leaf_hash):
-                    if level % TILE_HEIGHT == 0:
-                        key = (level // TILE_HEIGHT, index // TILE_WIDTH)
-                        tile_hashes.setdefault(key, []).append(digest)
-
+            edge = edge_tiles(state.tree_size, state.tree_size + len(new_entries))
+            stored = await tx.read_tiles([(t.level, t.index) for t in edge]) if edge else {}
+            tree = integrate(
+                state.tree_size, state.right_edge, stored, [e.leaf_hash for e in new_entries]
+            )
             if new_entries:
-                touched = hash_tiles_touched(state.tree_size, tree.tree_size)
-                have = await tx.read_tiles(
-                    [t for t in touched if _stored_width(state.tree_size, *t) > 0]
-                )
-                tiles: dict[tuple[int, int], bytes] = {}
-                for key, hashes in tile_hashes.items():
-                    old = have.get(key, b"")
-                    expected = _stored_width(state.tree_size, *key) * 32
-                    if len(old) < expected:
-                        raise RuntimeError(
-                            f"tile {key} holds {len(old)} bytes, expected {expected} at tree "
-                            f"size {state.tree_size}: storage is inconsistent"
-                        )
-                    tiles[key] = old[:expected] + b"".join(hashes)
-                root = tree.root()
-                note = await self._signer.sign(state, tree.tree_size, root)
+                note = await self._signer.sign(state, tree.tree_size, tree.root_hash)
                 await tx.append_entries(state.tree_size, new_entries)
                 if gate is not None:
                     await tx.write_ledger(gate.rows)
-                await tx.write_tiles(tiles)
-                await tx.write_state(LogState(tree.tree_size, tree.to_bytes(), note))
+                await tx.write_tiles(tree.tiles)
+                await tx.write_state(LogState(tree.tree_size, tree.right_edge, note))
             else:
-                tiles, note, root = {}, state.checkpoint, tree.root()
+                note = state.checkpoint
         # Committed: the entries are durable. Publish, then prove from the new tiles.
         if gate is not None and self._ledger is not None:
             self._ledger.committed(gate)
         size = tree.tree_size
-        self._reader.remember_tiles(size, tiles)
+        self._reader.remember_tiles(size, tree.tiles)
         await self._signer.published(note)  # the data dir records it before anyone sees it
-        self._reader.publish(note, size, root)
+        self._reader.publish(note, size, tree.root_hash)
         self._metrics.tree_size.set(size)
         if new_entries:
             log.info("integrated", entries=len(new_entries), tree_size=size)
 
         indexes = sorted({index for index, _ in logged.values()})
-
-        def prove_all(reader: HashReader) -> dict[int, list[bytes]]:
-            return {index: inclusion_proof(index, size, reader) for index in indexes}
-
         proofs: dict[int, list[bytes]] | None
         try:
-            proofs = await self._reader.prove(size, prove_all) if indexes else {}
+            proofs = {}
+            if indexes:
+                plans = [inclusion_proof_plan(index, size) for index in indexes]
+                proofs = dict(zip(indexes, await self._reader.prove(size, plans), strict=True))
         except Exception:  # the batch is committed: never answer "nothing was stored"
             log.exception("proving a committed batch failed", tree_size=size)
             self._metrics.integration_errors.inc()
@@ -362,9 +345,3 @@ def _fail(batch: list[_Pending], exc: Exception) -> None:
     for p in batch:
         if not p.future.done():
             p.future.set_exception(exc)
-
-
-def _stored_width(tree_size: int, level: int, index: int) -> int:
-    """How many hashes tile ``(level, index)`` holds at ``tree_size``."""
-    n = tree_size >> (TILE_HEIGHT * level)
-    return max(0, min(TILE_WIDTH, n - index * TILE_WIDTH))

@@ -39,7 +39,7 @@ import structlog
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.errors import FirmlogError, ProofError
-from firmlog.client.merkle import EMPTY_ROOT, CompactRange, consistency_proof, verify_consistency
+from firmlog.client.merkle import EMPTY_ROOT, CompactRange, verify_consistency
 from firmlog.client.note import Ed25519Signer, split_note
 from firmlog.server.datadir import replace_file
 from firmlog.server.metrics import ServerMetrics
@@ -294,7 +294,7 @@ class TreeSigner:
         elif m == 0:
             consistent = cp.root_hash == EMPTY_ROOT
         else:
-            proof = tuple(await self._reader.prove(n, lambda r: consistency_proof(m, n, r)))
+            proof = tuple(await self._reader.consistency_proof(m, n))
             try:
                 verify_consistency(m, n, cp.root_hash, root, proof)
                 consistent = True

@@ -6,13 +6,12 @@ RuntimeError. After any failed write an integration can only roll back.
 
 from __future__ import annotations
 
+from firmlog.client.merkle import HASH_SIZE
+from firmlog.client.tiles import TILE_WIDTH
 from firmlog.server.storage import LogIdentity, LogState
 
 SCHEMA_VERSION = 2
 """Version of the schema this code writes; stored in ``schema_version``."""
-
-HASH_SIZE = 32
-TILE_WIDTH = 256  # hashes per full tile (tile height 8)
 
 
 # Checks shared by both backends: the last line of defence against a fork.

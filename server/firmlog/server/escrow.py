@@ -20,6 +20,8 @@ from typing import BinaryIO
 
 import structlog
 
+from firmlog.server.datadir import fsync_dir
+
 log = structlog.get_logger("firmlog.escrow")
 
 CHUNK = 1 << 20
@@ -99,7 +101,7 @@ class ImageStore:
         final = self.path(sha256)
         existed = final.exists()
         await loop.run_in_executor(None, os.replace, tmp, final)
-        await loop.run_in_executor(None, _fsync_dir, self._images)
+        await loop.run_in_executor(None, fsync_dir, self._images)
         log.info("image stored", sha256=sha256, size=size, replaced=existed)
         return not existed
 
@@ -133,11 +135,3 @@ class ImageStore:
 def _flush(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,248 @@
+"""The monitor's HTTP API (DESIGN.md sections 5 and 8).
+
+``make_app`` builds the aiohttp application and does no I/O: the state
+database, the HTTP session to the log, the watched log's state and the
+follower task live in a cleanup context, opened when the app starts and
+closed when it stops. Handlers parse, call, return.
+
+=======================================  =========================================
+``POST /add-checkpoint``                 c2sp.org/tlog-witness (firmlog.monitor.witness)
+``GET /<hex sha256(origin)>/checkpoint`` the latest cosigned checkpoint
+``GET /v1/evidence``                     split-view evidence, JSON
+``GET /v1/alerts``                       content alerts, JSON
+``GET /healthz``                         liveness, and the follower's last error
+``GET /metrics``                         Prometheus text
+=======================================  =========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from firmlog.client.cosignature import CosignatureSigner
+from firmlog.monitor.config import MonitorConfig
+from firmlog.monitor.fetch import LogFetcher
+from firmlog.monitor.follower import Follower
+from firmlog.monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from firmlog.monitor.metrics import MonitorMetrics
+from firmlog.monitor.state import Clock, WatchedLog
+from firmlog.monitor.store import AsyncStore, MonitorStore
+from firmlog.monitor.witness import AddCheckpoint, WitnessRefusal, add_checkpoint
+
+__all__ = ["Services", "make_app"]
+
+log = structlog.get_logger("firmlog.monitor.http")
+
+NO_STORE = "no-store"
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(slots=True)
+class Services:
+    """What the handlers use; created by the cleanup context at start-up."""
+
+    watched: WatchedLog
+    follower: Follower
+    task: asyncio.Task[None]
+
+
+CONFIG = web.AppKey("config", MonitorConfig)
+SIGNER = web.AppKey("signer", CosignatureSigner)
+METRICS = web.AppKey("metrics", MonitorMetrics)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+SERVICES = web.AppKey("services", Services)
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def count_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count every request once, and log the ones that fail or change state."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path[:200])
+        response = web.json_response(
+            {"error": "the monitor failed to handle this request", "kind": "InternalError"},
+            status=500,
+        )
+    request.app[METRICS].requests.inc(1, _route_name(request), str(response.status))
+    if response.status >= 400 or request.method != "GET":
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path[:200],
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+    return response
+
+
+async def post_add_checkpoint(request: web.Request) -> web.Response:
+    watched = _services(request).watched
+    try:
+        body = await request.read()
+        result = await add_checkpoint(watched, AddCheckpoint.parse(body))
+    except web.HTTPRequestEntityTooLarge:
+        watched.metrics.witness_refusals.inc(1, "413")
+        raise
+    except WitnessRefusal as exc:
+        watched.metrics.witness_refusals.inc(1, str(exc.status))
+        text = exc.message if exc.message.endswith("\n") else exc.message + "\n"
+        return web.Response(
+            status=exc.status,
+            body=text.encode("utf-8"),
+            headers={"Content-Type": exc.content_type, "Cache-Control": NO_STORE},
+        )
+    return web.Response(body=result, headers={"Content-Type": TEXT, "Cache-Control": NO_STORE})
+
+
+async def get_cosigned_checkpoint(request: web.Request) -> web.Response:
+    watched = _services(request).watched
+    want = hashlib.sha256(watched.origin.encode("utf-8")).hexdigest()
+    if request.match_info["log"] != want:
+        raise web.HTTPNotFound(text="unknown log\n")
+    note = watched.cosigned_note
+    if note is None:
+        raise web.HTTPNotFound(text="no checkpoint of this log cosigned yet\n")
+    return web.Response(body=note, headers={"Content-Type": TEXT, "Cache-Control": NO_STORE})
+
+
+async def get_evidence(request: web.Request) -> web.Response:
+    watched = _services(request).watched
+    found = await watched.store.run(watched.store.store.evidence)
+    return web.json_response([e.to_json() for e in found], headers={"Cache-Control": NO_STORE})
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    watched = _services(request).watched
+    found = await watched.store.run(watched.store.store.alerts)
+    return web.json_response([a.to_json() for a in found], headers={"Cache-Control": NO_STORE})
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """The monitor is alive (200); ``status`` says whether it can follow the log."""
+    svc = _services(request)
+    watched = svc.watched
+    if watched.split_view:
+        status = "split-view"
+    elif watched.last_error is not None:
+        status = "log-unavailable"
+    else:
+        status = "ok"
+    return web.json_response(
+        {
+            "status": status,
+            "origin": watched.origin,
+            "tree_size": watched.tree_size,
+            "checked_entries": watched.progress.next_index,
+            "split_view": watched.split_view,
+            "last_error": watched.last_error,
+            "consecutive_failures": svc.follower.failures,
+            "follower_running": not svc.task.done(),
+        },
+        headers={"Cache-Control": NO_STORE},
+    )
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[METRICS].render(),
+        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": NO_STORE},
+    )
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, signer, metrics = app[CONFIG], app[SIGNER], app[METRICS]
+    raw = MonitorStore(config.database_path)
+    store = AsyncStore(raw)
+    meta = {
+        "origin": config.origin,
+        "log_key": config.log_key.vkey,
+        "operator_keys": " ".join(sorted(k.vkey for k in config.operator_keys)),
+        "witness_key": signer.verifier.vkey,
+    }
+    try:
+        await store.run(raw.open, meta)
+    except BaseException:
+        await store.close()
+        raise
+    watched = WatchedLog(config.log_key, signer, store, metrics, app[CLOCK])
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=config.request_timeout),
+        connector=aiohttp.TCPConnector(limit=config.fetch_concurrency * 2),
+    )
+    try:
+        await watched.load(config.operator_keys)
+        fetcher = LogFetcher(
+            session,
+            config.log_url,
+            timeout=config.request_timeout,
+            max_checkpoint_size=config.max_checkpoint_size,
+            max_bundle_size=config.max_bundle_size,
+        )
+        follower = Follower(watched, fetcher, config)
+        task = asyncio.create_task(follower.run(), name="firmlog-monitor-follower")
+    except BaseException:
+        await session.close()
+        await store.close()
+        raise
+    app[SERVICES] = Services(watched, follower, task)
+    log.info(
+        "monitor started",
+        origin=config.origin,
+        tree_size=watched.tree_size,
+        checked_entries=watched.progress.next_index,
+        split_view=watched.split_view,
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+        async with watched.lock:  # no add-checkpoint is half way through the store
+            await store.close()
+        log.info("monitor stopped", origin=config.origin)
+
+
+def make_app(
+    config: MonitorConfig, signer: CosignatureSigner, clock: Clock = time.time
+) -> web.Application:
+    """The monitor application. Does no I/O until it is started."""
+    app = web.Application(middlewares=[count_middleware], client_max_size=config.max_request_size)
+    app[CONFIG] = config
+    app[SIGNER] = signer
+    app[METRICS] = MonitorMetrics()
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(_services_ctx)
+    r = app.router
+    r.add_post("/add-checkpoint", post_add_checkpoint)
+    r.add_get("/v1/evidence", get_evidence)
+    r.add_get("/v1/alerts", get_alerts)
+    r.add_get("/healthz", get_healthz)
+    r.add_get("/metrics", get_metrics)
+    r.add_get("/{log:[0-9a-f]{64}}/checkpoint", get_cosigned_checkpoint)
+    return app

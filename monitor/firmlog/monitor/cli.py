@@ -1,0 +1,134 @@
+"""``firmlog-monitor``: follow a log, witness it, keep evidence.
+
+::
+
+    firmlog-monitor run --data-dir DIR --log-url URL --log-key VKEY [--listen HOST:PORT]
+        [--peer URL ...] [--operator-key VKEY ...] [--name NAME] [--poll-interval SECONDS]
+
+The first start creates DIR with the monitor's witness key (cosignature/v1)
+and prints its verifier key. A failure to start prints one line,
+``firmlog-monitor: <problem>``, and exits with status 2. SIGINT and SIGTERM
+stop the monitor gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from firmlog.client.errors import KeyFormatError
+from firmlog.client.note import Ed25519Verifier, parse_verifier_key
+from firmlog.monitor.app import make_app
+from firmlog.monitor.config import ConfigError, MonitorConfig
+from firmlog.monitor.datadir import init_data_dir
+from firmlog.monitor.logs import configure_logging
+
+EXIT_REFUSED = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="firmlog-monitor", description="Follow a firmlog log, witness it, catch split views."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the monitor")
+    r.add_argument("--data-dir", type=Path, required=True, help="witness key and state")
+    r.add_argument("--log-url", required=True, help="the log's base URL")
+    r.add_argument("--log-key", required=True, help="the log's verifier key (name = origin)")
+    r.add_argument(
+        "--operator-key",
+        action="append",
+        default=[],
+        help="a log operator's verifier key, trusted by the ledger replay to admit vendors",
+    )
+    r.add_argument("--listen", default="127.0.0.1:8081", help="HOST:PORT (default 127.0.0.1:8081)")
+    r.add_argument("--peer", action="append", default=[], help="a peer monitor's URL")
+    r.add_argument("--name", help="the witness key's name on first start")
+    r.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
+    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    r.add_argument(
+        "--log-json",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="JSON log lines (default: when stderr is not a terminal)",
+    )
+    return p
+
+
+def _refuse(problem: str) -> int:
+    print(f"firmlog-monitor: {problem}", file=sys.stderr, flush=True)
+    return EXIT_REFUSED
+
+
+def _key(value: str, option: str) -> Ed25519Verifier:
+    try:
+        return parse_verifier_key(value)
+    except KeyFormatError as exc:
+        raise ConfigError(f"{option}: {exc}") from exc
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+async def _serve(app: web.Application, host: str, port: int, banner: list[str]) -> None:
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        for line in banner:
+            print(line, file=sys.stderr)
+        print(f"listening on  http://{host}:{port}", file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_json)
+    try:
+        host, port = _listen(args.listen)
+        config = MonitorConfig(
+            data_dir=args.data_dir,
+            log_url=args.log_url,
+            log_key=_key(args.log_key, "--log-key"),
+            operator_keys=tuple(_key(k, "--operator-key") for k in args.operator_key),
+            listen_host=host,
+            listen_port=port,
+            peers=tuple(args.peer),
+            poll_interval=args.poll_interval,
+        ).validate()
+        key = init_data_dir(args.data_dir, args.name)
+        app = make_app(config, key.signer)
+    except ConfigError as exc:
+        return _refuse(str(exc))
+    banner = []
+    if key.created:
+        banner.append(f"created a new monitor in {args.data_dir.resolve()}")
+    banner.append(f"witness key:  {key.signer.verifier.vkey}")
+    banner.append(f"watching      {config.origin} at {config.log_url}")
+    try:
+        asyncio.run(_serve(app, host, port, banner))
+    except ConfigError as exc:
+        return _refuse(str(exc))
+    except OSError as exc:
+        return _refuse(f"cannot start: {exc}; check --listen and --data-dir")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

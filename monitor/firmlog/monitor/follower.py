@@ -1,0 +1,285 @@
+"""Following a log: poll its checkpoint, prove it, read and replay every new entry.
+
+Each poll (:meth:`Follower.poll_once`):
+
+1. fetches ``/checkpoint`` and hands it, with the log's tiles, to a
+   :class:`~firmlog.client.trust.CheckpointTracker` started at the trusted
+   checkpoint: the log signature is verified and consistency is proven from
+   tiles (the proof is built here, never taken from the log). A new larger
+   checkpoint becomes the trusted one (and is cosigned,
+   :meth:`firmlog.monitor.state.WatchedLog.advance`). A
+   :class:`~firmlog.client.errors.SplitViewError` becomes evidence once it
+   is checked to be one (for different sizes: the larger tree's root at the
+   smaller size, computed from its tiles, with a consistency proof that
+   verifies), and the log is no longer cosigned;
+2. downloads the entry bundles from the last checked index to the trusted
+   tree size, a chunk at a time; proves the chunk is the log's (the compact
+   range of every leaf checked so far gives the root at the chunk's end,
+   which must be the checkpoint's root or have a consistency proof to it);
+   replays the ledger rules (:class:`firmlog.client.ledger.LedgerState`,
+   with the monitor's own operator keys) over every entry, keeping an alert
+   for each entry the log accepted but the replay rejects; and stores all of
+   it in one transaction.
+
+A log that is down, slow or serving bad data is retried with exponential
+backoff; the error is logged, counted and shown by ``/healthz``. Nothing
+here ends the monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from firmlog.client.entries import parse_entry
+from firmlog.client.errors import (
+    FirmlogError,
+    FormatError,
+    ProofError,
+    SplitViewError,
+    TileMismatchError,
+)
+from firmlog.client.ledger import VendorKeys
+from firmlog.client.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    leaf_hash,
+    tree_hash,
+    verify_consistency,
+)
+from firmlog.client.tiles import TILE_WIDTH, TileCache, TileFetcher, TileHashReader, tile_width
+from firmlog.client.trust import CheckpointNote, CheckpointTracker
+from firmlog.monitor.config import MonitorConfig
+from firmlog.monitor.evidence import DIFFERENT_SIZES, SAME_SIZE, Evidence
+from firmlog.monitor.fetch import LogFetcher
+from firmlog.monitor.state import MAX_ENTRY_SIZE, WatchedLog
+from firmlog.monitor.store import Alert
+
+__all__ = ["ENTRY_REJECTED", "ENTRY_UNPARSEABLE", "Follower", "split_view_evidence"]
+
+log = structlog.get_logger("firmlog.monitor.follower")
+
+ENTRY_REJECTED = "ledger-rejected"  # the log accepted it; the monitor's replay does not
+ENTRY_UNPARSEABLE = "unparseable-entry"
+
+
+def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> Evidence:
+    """Check a SplitViewError from the tracker and make it evidence anyone can verify.
+
+    Same size: the two notes suffice. Different sizes: the root the larger
+    tree has at the smaller size, from the larger tree's tiles, must differ
+    from the smaller checkpoint's and be connected to the larger checkpoint by
+    a consistency proof that verifies; if the tiles do not even match the
+    larger checkpoint, nothing is proven about the log's signatures (the
+    tiles are bad data) and TileMismatchError is raised instead. Blocking:
+    run it in a worker thread.
+    """
+    old = CheckpointNote.parse(exc.old_note)
+    new = CheckpointNote.parse(exc.new_note)
+    a, b = old.checkpoint, new.checkpoint
+    if a.tree_size == b.tree_size:
+        return Evidence(SAME_SIZE, exc.old_note, exc.new_note, (), None, str(exc))
+    small, large = (a, b) if a.tree_size < b.tree_size else (b, a)
+    if small.tree_size == 0:  # a signed empty tree whose root is not the empty root
+        return Evidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, (), EMPTY_ROOT, str(exc))
+    reader = TileHashReader(large.tree_size, fetch)
+    root = tree_hash(small.tree_size, reader)
+    proof = tuple(consistency_proof(small.tree_size, large.tree_size, reader))
+    try:
+        verify_consistency(small.tree_size, large.tree_size, root, large.root_hash, proof)
+    except ProofError as err:
+        raise TileMismatchError(
+            f"the tiles of {large.origin!r} at tree size {large.tree_size} do not match its "
+            f"signed checkpoint ({err}): not evidence of a split view, the tiles are bad data"
+        ) from err
+    if root == small.root_hash:
+        raise TileMismatchError(
+            f"the tiles of {large.origin!r} changed while proving consistency from "
+            f"{small.tree_size} to {large.tree_size}"
+        )
+    return Evidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, proof, root, str(exc))
+
+
+class Follower:
+    """The task that follows one log (see the module docstring). One per log."""
+
+    def __init__(self, watched: WatchedLog, fetcher: LogFetcher, config: MonitorConfig) -> None:
+        self.watched = watched
+        self.fetcher = fetcher
+        self.config = config
+        self.cache = TileCache(1024)
+        self.failures = 0
+
+    async def run(self) -> None:
+        """Poll forever (until cancelled)."""
+        watched, metrics, config = self.watched, self.watched.metrics, self.config
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                watched.last_error = f"{type(exc).__name__}: {exc}"
+                metrics.polls.inc(1, type(exc).__name__)
+                metrics.log_up.set(0)
+                if isinstance(exc, FirmlogError):
+                    log.warning(
+                        "poll failed",
+                        origin=watched.origin,
+                        error=watched.last_error,
+                        failures=self.failures,
+                    )
+                else:
+                    log.exception("poll failed", origin=watched.origin, failures=self.failures)
+            else:
+                self.failures = 0
+                watched.last_error = None
+                metrics.polls.inc(1, "ok")
+                metrics.log_up.set(1)
+            watched.last_poll = time.time()
+            delay = config.poll_interval
+            if self.failures:
+                delay = min(config.max_backoff, delay * 2 ** min(self.failures, 30))
+            await asyncio.sleep(delay)
+
+    async def poll_once(self) -> None:
+        note = await self.fetcher.checkpoint()
+        await self.update_checkpoint(note)
+        await self.check_entries()
+
+    def _fetch(self) -> TileFetcher:
+        return self.fetcher.sync_tiles(asyncio.get_running_loop())
+
+    async def update_checkpoint(self, note: bytes) -> None:
+        """Prove ``note`` consistent with the trusted checkpoint and trust it, or keep
+        the evidence. Raises what opening the note or fetching tiles raises."""
+        watched = self.watched
+        if watched.split_view:
+            return  # the log is not trusted any more: nothing it signs is news
+        expected = watched.trusted
+        tracker = CheckpointTracker.for_log_key(watched.log_key, expected)
+        fetch = self._fetch()
+        try:
+            new = await asyncio.to_thread(tracker.update, note, fetch)
+        except SplitViewError as exc:
+            evidence = await asyncio.to_thread(split_view_evidence, exc, fetch)
+            async with watched.lock:
+                if not watched.split_view:
+                    await watched.record_split_view(evidence)
+            return
+        if expected is not None and new.checkpoint.tree_size <= expected.checkpoint.tree_size:
+            return  # the same checkpoint, or a proven older one
+        async with watched.lock:
+            await watched.advance(expected, new, "follower")
+
+    async def _bundles(self, first: int, last: int, tree_size: int) -> list[bytes]:
+        """The entries of entry bundles ``first..last`` at ``tree_size``, in order."""
+        sem = asyncio.Semaphore(self.config.fetch_concurrency)
+
+        async def one(n: int) -> list[bytes]:
+            async with sem:
+                return await self.fetcher.entries(n, tile_width(tree_size, 0, n))
+
+        out: list[bytes] = []
+        for part in await asyncio.gather(*(one(n) for n in range(first, last + 1))):
+            out += part
+        return out
+
+    def _prove_prefix(
+        self, edge: CompactRange, trusted: CheckpointNote, fetch: TileFetcher
+    ) -> None:
+        """The leaves in ``edge`` are the first of the trusted tree (blocking)."""
+        cp = trusted.checkpoint
+        root = edge.root()
+        if edge.tree_size == cp.tree_size:
+            if root != cp.root_hash:
+                raise TileMismatchError(
+                    f"the entry bundles of {cp.origin!r} up to {cp.tree_size} hash to root "
+                    f"{root.hex()}, expected {cp.root_hash.hex()} (the signed checkpoint's)"
+                )
+            return
+        reader = TileHashReader(cp.tree_size, fetch, self.cache)
+        proof = consistency_proof(edge.tree_size, cp.tree_size, reader)
+        try:
+            verify_consistency(edge.tree_size, cp.tree_size, root, cp.root_hash, proof)
+        except ProofError as exc:
+            raise TileMismatchError(
+                f"the entry bundles of {cp.origin!r} up to {edge.tree_size} are not a prefix "
+                f"of the signed tree of size {cp.tree_size}: {exc}"
+            ) from exc
+
+    def _replay(
+        self, start: int, entries: list[bytes]
+    ) -> tuple[list[tuple[int, bytes]], list[VendorKeys], list[Alert]]:
+        """Apply the ledger rules to ``entries`` (log indexes from ``start``). Blocking."""
+        ledger = self.watched.progress.ledger
+        now = int(self.watched.clock())
+        accepted: list[tuple[int, bytes]] = []
+        vendors: dict[str, VendorKeys] = {}
+        alerts: list[Alert] = []
+        for index, raw in enumerate(entries, start):
+            assert ledger.size == index, (ledger.size, index)
+            try:
+                entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
+            except FormatError as exc:
+                alerts.append(Alert(index, ENTRY_UNPARSEABLE, str(exc), now))
+                ledger.size += 1
+                continue
+            try:
+                applied = ledger.apply(entry)
+            except FirmlogError as exc:
+                detail = f"{entry.type} entry {entry.identity.hex()}: {exc}"
+                alerts.append(Alert(index, ENTRY_REJECTED, detail, now))
+                ledger.size += 1
+                continue
+            accepted.append((index, raw))
+            if applied.keys is not None:
+                vendors[applied.keys.vendor] = applied.keys
+        return accepted, list(vendors.values()), alerts
+
+    async def check_entries(self) -> None:
+        """Read, prove and replay every entry up to the trusted tree size."""
+        watched = self.watched
+        trusted = watched.trusted
+        if trusted is None:
+            return
+        size = trusted.checkpoint.tree_size
+        fetch = self._fetch()
+        while watched.progress.next_index < size:
+            progress = watched.progress
+            start = progress.next_index
+            first = start // TILE_WIDTH
+            end = min(size, (first + self.config.chunk_tiles) * TILE_WIDTH)
+            entries = await self._bundles(first, (end - 1) // TILE_WIDTH, size)
+            chunk = entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
+            edge = progress.edge.copy()
+            for raw in chunk:
+                edge.append(leaf_hash(raw))
+            await asyncio.to_thread(self._prove_prefix, edge, trusted, fetch)
+            accepted, vendors, alerts = await asyncio.to_thread(self._replay, start, chunk)
+            try:
+                saved = await watched.store.run(
+                    watched.store.store.save_entries, start, edge, accepted, vendors, alerts
+                )
+            except BaseException:
+                await watched.reload_progress()
+                raise
+            if not saved:
+                await watched.reload_progress()
+                raise RuntimeError(f"entry progress moved under this process at index {start}")
+            progress.next_index = end
+            progress.edge = edge
+            watched.metrics.checked.set(end)
+            for alert in alerts:
+                watched.metrics.alerts.inc(1, alert.kind)
+                log.warning(
+                    "entry alert",
+                    origin=watched.origin,
+                    index=alert.index,
+                    kind=alert.kind,
+                    detail=alert.detail,
+                )

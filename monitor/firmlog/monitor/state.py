@@ -1,0 +1,171 @@
+"""One watched log: the state the follower and the witness share, and the one way it changes.
+
+The monitor keeps, per log, exactly one belief: the latest checkpoint it
+verified (signed by the log key, consistent with every checkpoint it
+verified before). The follower advances it from the log's ``/checkpoint``
+with a proof it builds from the log's tiles
+(:class:`firmlog.client.trust.CheckpointTracker`); the witness advances it
+from ``add-checkpoint`` requests, with the proof the log sends
+(c2sp.org/tlog-witness). Every checkpoint it trusts, it cosigns: the
+trusted checkpoint is the latest cosigned one.
+
+Both go through :meth:`WatchedLog.advance` holding :attr:`WatchedLog.lock`:
+the in-memory state and the database (a compare-and-swap on the stored
+tree size) change together or not at all. A proven split view
+(:meth:`WatchedLog.record_split_view`) is kept as evidence and ends
+cosigning for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from firmlog.client.cosignature import CosignatureSigner
+from firmlog.client.entries import parse_entry
+from firmlog.client.ledger import LedgerState
+from firmlog.client.merkle import CompactRange
+from firmlog.client.note import Ed25519Verifier, Signature, add_signatures, split_note
+from firmlog.client.trust import CheckpointNote
+from firmlog.monitor.evidence import Evidence
+from firmlog.monitor.metrics import MonitorMetrics
+from firmlog.monitor.store import AsyncStore, Snapshot
+
+__all__ = ["Clock", "EntryProgress", "WatchedLog"]
+
+log = structlog.get_logger("firmlog.monitor")
+
+Clock = Callable[[], float]
+MAX_ENTRY_SIZE = 0xFFFF  # what an entry bundle can hold; the log enforces its own limit
+
+
+@dataclass(slots=True)
+class EntryProgress:
+    """How far the entries were checked: owned by the follower."""
+
+    next_index: int
+    edge: CompactRange  # leaves [0, next_index)
+    ledger: LedgerState
+
+
+class WatchedLog:
+    """The state of one log. Change it only through the methods below, holding :attr:`lock`."""
+
+    def __init__(
+        self,
+        log_key: Ed25519Verifier,
+        signer: CosignatureSigner,
+        store: AsyncStore,
+        metrics: MonitorMetrics,
+        clock: Clock = time.time,
+    ) -> None:
+        self.log_key = log_key
+        self.signer = signer
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.trusted: CheckpointNote | None = None
+        self.cosigned_note: bytes | None = None
+        self.split_view = False
+        self.progress = EntryProgress(0, CompactRange(), LedgerState(()))
+        self.last_error: str | None = None
+        self.last_poll: float | None = None
+
+    @property
+    def origin(self) -> str:
+        return self.log_key.name
+
+    @property
+    def tree_size(self) -> int:
+        return self.trusted.checkpoint.tree_size if self.trusted else 0
+
+    async def load(self, operator_keys: tuple[Ed25519Verifier, ...]) -> None:
+        """Read the stored state (at start)."""
+        snap = await self.store.run(self.store.store.load)
+        self.trusted = CheckpointNote.parse(snap.trusted_note) if snap.trusted_note else None
+        self.cosigned_note = snap.cosigned_note
+        self.split_view = snap.split_view
+        self._load_progress(snap, operator_keys)
+        self.metrics.tree_size.set(self.tree_size)
+
+    async def reload_progress(self) -> None:
+        """Read the entry progress and ledger back from the store (after a failed save)."""
+        snap = await self.store.run(self.store.store.load)
+        self._load_progress(snap, self.progress.ledger.operator_keys)
+
+    def _load_progress(self, snap: Snapshot, operator_keys: tuple[Ed25519Verifier, ...]) -> None:
+        ledger = LedgerState(operator_keys)
+        ledger.vendors = {v.vendor: v for v in snap.vendors}
+        for index, raw in snap.entries:
+            entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
+            ledger.entries[entry.identity] = (index, entry)
+        ledger.size = snap.next_index
+        self.progress = EntryProgress(snap.next_index, snap.edge, ledger)
+        self.metrics.checked.set(snap.next_index)
+
+    def cosign(self, note: bytes) -> tuple[bytes, Signature]:
+        """The note as the monitor serves it (the log's signature lines and the
+        monitor's cosignature, other lines dropped) and the cosignature alone."""
+        text, signatures = split_note(note)
+        key = self.log_key
+        own = [s for s in signatures if s.name == key.name and s.key_id == key.key_id]
+        sig = Signature(
+            self.signer.name, self.signer.key_id, self.signer.sign_at(text, int(self.clock()))
+        )
+        body = text.encode("utf-8") + b"\n" + b"".join(s.line().encode("utf-8") for s in own)
+        return add_signatures(body, [sig]), sig
+
+    async def advance(
+        self, expected: CheckpointNote | None, new: CheckpointNote, via: str
+    ) -> Signature | None:
+        """Trust and cosign ``new`` if the trusted checkpoint is still ``expected``.
+
+        The caller holds :attr:`lock` and has proven ``new`` consistent with
+        ``expected``. Returns the cosignature, or None (nothing changed) when
+        the state moved on meanwhile or the log is split.
+        """
+        assert self.lock.locked()
+        if self.split_view or self.trusted != expected:
+            return None
+        cosigned, sig = self.cosign(new.note)
+        expected_size = expected.checkpoint.tree_size if expected is not None else None
+        saved = await self.store.run(
+            self.store.store.save_checkpoint,
+            expected_size,
+            new.note,
+            new.checkpoint.tree_size,
+            cosigned,
+        )
+        if not saved:
+            log.error("stored state moved under this process", origin=self.origin)
+            return None
+        if expected is None or expected.checkpoint.tree_size != new.checkpoint.tree_size:
+            log.info(
+                "checkpoint verified",
+                origin=self.origin,
+                tree_size=new.checkpoint.tree_size,
+                via=via,
+            )
+        self.trusted, self.cosigned_note = new, cosigned
+        self.metrics.tree_size.set(new.checkpoint.tree_size)
+        self.metrics.cosignatures.inc(1, via)
+        return sig
+
+    async def record_split_view(self, evidence: Evidence) -> None:
+        """Keep the evidence, byte for byte, and stop cosigning this log. Holding :attr:`lock`."""
+        assert self.lock.locked()
+        await self.store.run(self.store.store.save_split_view, evidence)
+        self.split_view = True
+        self.metrics.split_views.inc()
+        log.critical(
+            "split view: the log signed two checkpoints that cannot both be true; "
+            "evidence stored, cosigning stopped",
+            origin=self.origin,
+            kind=evidence.kind,
+            detail=evidence.detail,
+        )

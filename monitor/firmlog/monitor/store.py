@@ -1,0 +1,309 @@
+"""The monitor's state in SQLite (stdlib ``sqlite3``, WAL), so a restart resumes exactly.
+
+What is kept, per log (one row of ``log_state``):
+
+- ``trusted_note``: the latest checkpoint the monitor verified (log signature
+  and consistency with everything before), byte for byte as received, and
+  ``cosigned_note``: the same checkpoint with the monitor's cosignature line;
+- ``next_index`` and ``edge``: how far the entries were checked, and the
+  compact range (RFC 9162 right edge) of the leaves checked so far;
+- ``split_view``: set once a split view was proven; the monitor then never
+  cosigns that log again.
+
+plus the ledger replay (``vendors``: the key sets the monitor's own replay
+derived; ``entries``: the entries it accepted, for duplicates and
+revocations), ``alerts`` and ``evidence`` (split views, both notes byte for
+byte and the proof).
+
+:class:`MonitorStore` is synchronous; :class:`AsyncStore` runs it on one
+thread of its own, off the event loop, so that calls are serialized. Every
+change is one transaction, and each checks the state it expects
+(compare-and-swap): two writers can never roll the state back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from firmlog.client.ledger import VendorKeys
+from firmlog.client.merkle import HASH_SIZE, CompactRange
+from firmlog.monitor.config import ConfigError
+from firmlog.monitor.evidence import Evidence
+
+__all__ = ["Alert", "AsyncStore", "MonitorStore", "Snapshot"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    trusted_note BLOB,
+    trusted_size INTEGER,
+    cosigned_note BLOB,
+    next_index INTEGER NOT NULL DEFAULT 0,
+    edge BLOB NOT NULL DEFAULT x'',
+    split_view INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO log_state (id) VALUES (1);
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS vendors (
+    vendor TEXT PRIMARY KEY,
+    keys TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    since_index INTEGER NOT NULL,
+    serial INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    idx INTEGER,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    old_note BLOB NOT NULL,
+    new_note BLOB NOT NULL,
+    proof BLOB NOT NULL,
+    smaller_root BLOB,
+    detail TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A content alert: ``index`` is the log index of the entry it is about (if any)."""
+
+    index: int | None
+    kind: str
+    detail: str
+    created: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind, "detail": self.detail, "time": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state as stored, loaded at start."""
+
+    trusted_note: bytes | None
+    cosigned_note: bytes | None
+    next_index: int
+    edge: CompactRange
+    split_view: bool
+    vendors: tuple[VendorKeys, ...]
+    entries: tuple[tuple[int, bytes], ...]
+
+
+def _join(hashes: Sequence[bytes]) -> bytes:
+    return b"".join(hashes)
+
+
+def _split(data: bytes) -> tuple[bytes, ...]:
+    return tuple(data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE))
+
+
+class MonitorStore:
+    """The SQLite database of one monitor watching one log. Not thread-safe: one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the monitor store is not open")
+        return self._db
+
+    def open(self, meta: dict[str, str]) -> None:
+        """Open (creating) the database; ``meta`` (the log's origin and keys) must match
+        what it was created with (ConfigError otherwise)."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)  # idempotent
+            db.execute("BEGIN IMMEDIATE")
+            stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            for key, value in meta.items():
+                if key not in stored:
+                    db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+                elif stored[key] != value:
+                    raise ConfigError(
+                        f"{self.path} watches a log with {key} {stored[key]!r}, not {value!r}: "
+                        "use another --data-dir for another log"
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.close()
+            raise
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def load(self) -> Snapshot:
+        db = self.db
+        row = db.execute(
+            "SELECT trusted_note, cosigned_note, next_index, edge, split_view FROM log_state"
+        ).fetchone()
+        trusted, cosigned, next_index, edge, split_view = row
+        vendors = tuple(
+            VendorKeys(vendor, tuple(json.loads(keys)), threshold, since, serial)
+            for vendor, keys, threshold, since, serial in db.execute(
+                "SELECT vendor, keys, threshold, since_index, serial FROM vendors"
+            )
+        )
+        entries = tuple(
+            (idx, bytes(raw))
+            for idx, raw in db.execute("SELECT idx, raw FROM entries ORDER BY idx")
+        )
+        return Snapshot(
+            trusted_note=bytes(trusted) if trusted is not None else None,
+            cosigned_note=bytes(cosigned) if cosigned is not None else None,
+            next_index=next_index,
+            edge=CompactRange.from_bytes(next_index, bytes(edge)),
+            split_view=bool(split_view),
+            vendors=vendors,
+            entries=entries,
+        )
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    def save_checkpoint(
+        self, expected_size: int | None, trusted_note: bytes, tree_size: int, cosigned_note: bytes
+    ) -> bool:
+        """Replace the trusted (and cosigned) checkpoint if the stored one has
+        ``expected_size`` (None: no checkpoint yet) and the log is not split.
+        False, changing nothing, otherwise."""
+
+        def body(db: sqlite3.Connection) -> bool:
+            size, split = db.execute("SELECT trusted_size, split_view FROM log_state").fetchone()
+            if size != expected_size or split:
+                return False
+            db.execute(
+                "UPDATE log_state SET trusted_note = ?, trusted_size = ?, cosigned_note = ?",
+                (trusted_note, tree_size, cosigned_note),
+            )
+            return True
+
+        return self._transaction(body)
+
+    def save_entries(
+        self,
+        from_index: int,
+        edge: CompactRange,
+        accepted: Sequence[tuple[int, bytes]],
+        vendors: Sequence[VendorKeys],
+        alerts: Sequence[Alert],
+    ) -> bool:
+        """Record that the entries from ``from_index`` up to ``edge.tree_size`` were
+        checked: the ones the replay accepted, the key sets they set, the alerts.
+        False, changing nothing, if ``next_index`` is not ``from_index``."""
+
+        def body(db: sqlite3.Connection) -> bool:
+            (next_index,) = db.execute("SELECT next_index FROM log_state").fetchone()
+            if next_index != from_index:
+                return False
+            db.executemany("INSERT INTO entries (idx, raw) VALUES (?, ?)", accepted)
+            db.executemany(
+                "INSERT OR REPLACE INTO vendors (vendor, keys, threshold, since_index, serial) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (v.vendor, json.dumps(list(v.keys)), v.threshold, v.since_index, v.serial)
+                    for v in vendors
+                ],
+            )
+            db.executemany(
+                "INSERT INTO alerts (idx, kind, detail, created) VALUES (?, ?, ?, ?)",
+                [(a.index, a.kind, a.detail, a.created) for a in alerts],
+            )
+            db.execute(
+                "UPDATE log_state SET next_index = ?, edge = ?", (edge.tree_size, edge.to_bytes())
+            )
+            return True
+
+        return self._transaction(body)
+
+    def save_split_view(self, evidence: Evidence) -> None:
+        """Keep the evidence and stop cosigning the log, in one transaction."""
+
+        def body(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO evidence (kind, old_note, new_note, proof, smaller_root, detail, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    evidence.kind,
+                    evidence.old_note,
+                    evidence.new_note,
+                    _join(evidence.proof),
+                    evidence.smaller_root,
+                    evidence.detail,
+                    int(time.time()),
+                ),
+            )
+            db.execute("UPDATE log_state SET split_view = 1")
+
+        self._transaction(body)
+
+    def alerts(self) -> list[Alert]:
+        return [
+            Alert(idx, kind, detail, created)
+            for idx, kind, detail, created in self.db.execute(
+                "SELECT idx, kind, detail, created FROM alerts ORDER BY id"
+            )
+        ]
+
+    def evidence(self) -> list[Evidence]:
+        return [
+            Evidence(kind, bytes(old), bytes(new), _split(bytes(proof)), root, detail)
+            for kind, old, new, proof, root, detail in self.db.execute(
+                "SELECT kind, old_note, new_note, proof, smaller_root, detail FROM evidence "
+                "ORDER BY id"
+            )
+        ]
+
+
+class AsyncStore:
+    """A :class:`MonitorStore` driven from the event loop, on one thread of its own."""
+
+    def __init__(self, store: MonitorStore) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-db")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def close(self) -> None:
+        await self.run(self.store.close)
+        self._executor.shutdown(wait=True)

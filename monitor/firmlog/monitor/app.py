@@ -77,26 +77,32 @@ async def count_middleware(
 ) -> web.StreamResponse:
     """Count every request once, and log the ones that fail or change state."""
     started = time.perf_counter()
+    response: web.StreamResponse
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        _count(request, exc.status, started)
+        raise
     except Exception:
         log.exception("request failed", method=request.method, path=request.path[:200])
         response = web.json_response(
             {"error": "the monitor failed to handle this request", "kind": "InternalError"},
             status=500,
         )
-    request.app[METRICS].requests.inc(1, _route_name(request), str(response.status))
-    if response.status >= 400 or request.method != "GET":
+    _count(request, response.status, started)
+    return response
+
+
+def _count(request: web.Request, status: int, started: float) -> None:
+    request.app[METRICS].requests.inc(1, _route_name(request), str(status))
+    if status >= 400 or request.method != "GET":
         log.info(
             "request",
             method=request.method,
             path=request.path[:200],
-            status=response.status,
+            status=status,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
-    return response
 
 
 async def post_add_checkpoint(request: web.Request) -> web.Response:

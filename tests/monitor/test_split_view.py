@@ -1,0 +1,136 @@
+"""Split views: one log key, two databases (two trees); evidence, and no more cosigning."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from monitor_harness import NOWHERE, MonitorUnderTest, checkpoint, consistency, eventually
+from server.harness import LogUnderTest
+from test_follower import grow
+
+from firmlog.client.checkpoint import open_checkpoint
+from firmlog.client.merkle import verify_consistency
+from firmlog.client.trust import CheckpointNote
+from firmlog.monitor.evidence import DIFFERENT_SIZES, SAME_SIZE
+
+
+@pytest.fixture
+async def fork(log: LogUnderTest, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
+    """A second log server with the same log key over another database: another tree."""
+    data = tmp_path / "fork"
+    data.mkdir()
+    server = LogUnderTest(
+        f"sqlite:///{data / 'firmlog.db'}", data, log_key=log.log_key, operator=log.operator
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def evidence(session: ClientSession, base: str) -> list[dict[str, Any]]:
+    async with session.get(f"{base}/v1/evidence") as resp:
+        assert resp.status == 200
+        found: list[dict[str, Any]] = await resp.json()
+        return found
+
+
+async def test_same_size_other_root_is_evidence_and_ends_cosigning(
+    log: LogUnderTest, fork: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    await grow(log, session, 0, 2)
+    await grow(fork, session, 100, 2)
+    honest, forked = await checkpoint(session, log.base), await checkpoint(session, fork.base)
+    witness = MonitorUnderTest(tmp_path / "monitor", NOWHERE, log.verifier)
+    await witness.start()
+    try:
+        assert (await witness.add_checkpoint(session, 0, [], honest))[0] == 200
+        status, ctype, body = await witness.add_checkpoint(session, 2, [], forked)
+        assert (status, ctype, body) == (409, "text/x.tlog.size", b"2\n")
+
+        found = await evidence(session, witness.base)
+        assert len(found) == 1
+        item = found[0]
+        assert item["kind"] == SAME_SIZE
+        assert [base64.b64decode(n) for n in item["notes"]] == [honest, forked]  # byte for byte
+        assert item["proof"] == []
+
+        # Cosigning has stopped, even for the honest tree.
+        await grow(log, session, 2, 2)
+        cp4 = await checkpoint(session, log.base)
+        proof = await consistency(session, log.base, 2, 4)
+        status, _, body = await witness.add_checkpoint(session, 2, proof, cp4)
+        assert status == 403, body
+        async with session.get(f"{witness.base}/healthz") as resp:
+            assert (await resp.json())["status"] == "split-view"
+        async with session.get(f"{witness.base}/metrics") as resp:
+            assert "firmlog_monitor_split_views_total 1" in await resp.text()
+    finally:
+        await witness.stop()
+
+    # It remembers across a restart.
+    again = MonitorUnderTest(tmp_path / "monitor", NOWHERE, log.verifier)
+    await again.start()
+    try:
+        assert again.watched.split_view
+        assert (await witness_status(again, session, cp4, proof)) == 403
+        assert len(await evidence(session, again.base)) == 1
+    finally:
+        await again.stop()
+
+
+async def witness_status(
+    monitor: MonitorUnderTest, session: ClientSession, note: bytes, proof: list[bytes]
+) -> int:
+    return (await monitor.add_checkpoint(session, 2, proof, note))[0]
+
+
+async def test_a_larger_tree_that_does_not_extend_the_trusted_one_is_evidence(
+    log: LogUnderTest, fork: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    await grow(log, session, 0, 2)
+    await grow(fork, session, 0, 1)  # the same first entry, then another second one
+    await grow(fork, session, 100, 2)
+    data = tmp_path / "monitor"
+    monitor = MonitorUnderTest(data, log.base, log.verifier, [log.operator.verifier])
+    await monitor.start()
+    try:
+        await eventually(lambda: monitor.watched.progress.next_index == 2, what="2 entries")
+        trusted = monitor.watched.trusted
+        assert trusted is not None
+    finally:
+        await monitor.stop()
+
+    # The same monitor, now shown the forked tree (a log that answers differently).
+    shown = MonitorUnderTest(data, fork.base, log.verifier, [log.operator.verifier])
+    await shown.start()
+    try:
+        await eventually(lambda: shown.watched.split_view, what="a split view")
+        found = await evidence(session, shown.base)
+        assert len(found) == 1
+        item = found[0]
+        assert item["kind"] == DIFFERENT_SIZES
+        old, new = (base64.b64decode(n) for n in item["notes"])
+        assert old == trusted.note
+        assert new == await checkpoint(session, fork.base)
+        # What anyone can check offline: both notes are the log's, and the larger tree's
+        # root at size 2 (proven by the proof) is not the root the log signed for size 2.
+        small = open_checkpoint(old, log.verifier).checkpoint
+        large = open_checkpoint(new, log.verifier).checkpoint
+        root = base64.b64decode(item["smaller_root"])
+        proof = [base64.b64decode(h) for h in item["proof"]]
+        verify_consistency(small.tree_size, large.tree_size, root, large.root_hash, proof)
+        assert root != small.root_hash
+        # Still trusting (and serving) only what it verified before.
+        assert shown.watched.trusted == trusted
+        cosigned = shown.watched.cosigned_note
+        assert cosigned is not None
+        assert CheckpointNote.parse(cosigned).checkpoint == trusted.checkpoint
+    finally:
+        await shown.stop()

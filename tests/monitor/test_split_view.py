@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,9 @@ from server.harness import LogUnderTest
 from test_follower import grow
 
 from firmlog.client.checkpoint import open_checkpoint
+from firmlog.client.cli import main
 from firmlog.client.merkle import verify_consistency
+from firmlog.client.note import generate_key
 from firmlog.client.trust import CheckpointNote
 from firmlog.monitor.evidence import DIFFERENT_SIZES, SAME_SIZE
 
@@ -134,3 +139,78 @@ async def test_a_larger_tree_that_does_not_extend_the_trusted_one_is_evidence(
         assert CheckpointNote.parse(cosigned).checkpoint == trusted.checkpoint
     finally:
         await shown.stop()
+
+
+def verify_cli(tmp_path: Path, item: object, log_key: str) -> int:
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(item))
+    return main(["evidence", "verify", str(path), "--log-key", log_key])
+
+
+async def test_evidence_verifies_offline(
+    log: LogUnderTest, fork: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    await grow(log, session, 0, 5)
+    await grow(fork, session, 0, 1)  # the same first entry, then others
+    await grow(fork, session, 100, 4)
+    forked = await checkpoint(session, fork.base)
+    honest = await checkpoint(session, log.base)
+    witness = MonitorUnderTest(tmp_path / "witness", NOWHERE, log.verifier)
+    await witness.start()
+    try:
+        assert (await witness.add_checkpoint(session, 0, [], honest))[0] == 200
+        assert (await witness.add_checkpoint(session, 5, [], forked))[0] == 409
+        (item,) = await evidence(session, witness.base)
+    finally:
+        await witness.stop()
+    vkey = log.verifier.vkey
+    assert item["kind"] == SAME_SIZE
+    assert verify_cli(tmp_path, item, vkey) == 0
+    assert verify_cli(tmp_path, {**item, "notes": [item["notes"][0]] * 2}, vkey) == 1
+    other = generate_key(log.log_key.name).verifier.vkey
+    assert verify_cli(tmp_path, item, other) == 1  # not the log's signatures
+    assert verify_cli(tmp_path, {"kind": "same-size"}, vkey) == 2
+
+    follower = MonitorUnderTest(tmp_path / "follower", log.base, log.verifier)
+    await follower.start()
+    try:
+        await eventually(lambda: follower.watched.tree_size == 5, what="size 5")
+    finally:
+        await follower.stop()
+    await grow(fork, session, 200, 1)  # size 6, not an extension of the log's size 5
+    shown = MonitorUnderTest(tmp_path / "follower", fork.base, log.verifier)
+    await shown.start()
+    try:
+        await eventually(lambda: shown.watched.split_view, what="a split view")
+        (item,) = await evidence(session, shown.base)
+    finally:
+        await shown.stop()
+    assert item["kind"] == DIFFERENT_SIZES
+    assert verify_cli(tmp_path, item, vkey) == 0
+    # The log's own root at the smaller size in place of the fork's: consistent, no proof.
+    small = open_checkpoint(base64.b64decode(item["notes"][0]), log.verifier).checkpoint
+    honest_root = base64.b64encode(small.root_hash).decode()
+    assert verify_cli(tmp_path, {**item, "smaller_root": honest_root}, vkey) == 1
+    assert verify_cli(tmp_path, {**item, "proof": item["proof"][:-1]}, vkey) == 1
+
+    # The same check from the installed command, in its own process.
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(item))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "firmlog.client.cli",
+            "evidence",
+            "verify",
+            str(path),
+            "--log-key",
+            vkey,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("split view proven: ")

@@ -154,7 +154,7 @@ async def get_healthz(request: web.Request) -> web.Response:
     if watched.split_view:
         status = "split-view"
     elif watched.last_error is not None:
-        status = "log-unavailable"
+        status = "degraded"
     else:
         status = "ok"
     return web.json_response(

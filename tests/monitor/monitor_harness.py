@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from server.harness import LogUnderTest
 
 from firmlog.client.cosignature import CosignatureSigner
 from firmlog.client.note import Ed25519Verifier
@@ -93,3 +94,10 @@ async def consistency(session: ClientSession, base: str, old: int, new: int) -> 
     async with session.get(f"{base}/v1/proof/consistency?old={old}&new={new}") as resp:
         assert resp.status == 200, await resp.text()
         return [base64.b64decode(h) for h in (await resp.json())["hashes"]]
+
+
+async def grow(log: LogUnderTest, session: ClientSession, start: int, count: int) -> None:
+    results = await asyncio.gather(
+        *(log.submit(session, log.entry(i)) for i in range(start, start + count))
+    )
+    assert all(status == 200 for status, _ in results), results[:3]

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from monitor_harness import MonitorUnderTest, eventually
+from monitor_harness import MonitorUnderTest, eventually, grow
 from server.harness import LogUnderTest
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.note import generate_key
 from firmlog.monitor.follower import ENTRY_REJECTED
 from firmlog.server.app import make_app as make_log_app
-
-
-async def grow(log: LogUnderTest, session: ClientSession, start: int, count: int) -> None:
-    results = await asyncio.gather(
-        *(log.submit(session, log.entry(i)) for i in range(start, start + count))
-    )
-    assert all(status == 200 for status, _ in results), results[:3]
 
 
 async def healthz(session: ClientSession, base: str) -> dict[str, object]:

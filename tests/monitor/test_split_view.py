@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from monitor_harness import NOWHERE, MonitorUnderTest, checkpoint, consistency, eventually
+from monitor_harness import NOWHERE, MonitorUnderTest, checkpoint, consistency, eventually, grow
 from server.harness import LogUnderTest
-from test_follower import grow
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.cli import main

@@ -17,10 +17,10 @@ from server.harness import LogUnderTest
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.cli import main
+from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE
 from firmlog.client.merkle import verify_consistency
 from firmlog.client.note import generate_key
 from firmlog.client.trust import CheckpointNote
-from firmlog.monitor.evidence import DIFFERENT_SIZES, SAME_SIZE
 
 
 @pytest.fixture

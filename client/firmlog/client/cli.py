@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from firmlog.client.bundle import HEADER as BUNDLE_HEADER
 from firmlog.client.bundle import ProofBundle
-from firmlog.client.checkpoint import Checkpoint, open_checkpoint
+from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.cosignature import cosignature_timestamp, generate_witness_key
 from firmlog.client.entries import (
     Build,
@@ -50,6 +50,7 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.errors import (
+    EvidenceFormatError,
     FirmlogError,
     FormatError,
     HTTPStatusError,
@@ -58,11 +59,11 @@ from firmlog.client.errors import (
     UpdateRefused,
     VerificationError,
 )
-from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
+from firmlog.client.evidence import SplitViewEvidence
+from firmlog.client.merkle import leaf_hash
 from firmlog.client.note import (
     Ed25519Signer,
     Signature,
-    Verifier,
     check_key_name,
     generate_key,
     parse_signer_key,
@@ -408,75 +409,6 @@ def cmd_mirror(args: argparse.Namespace) -> int:
 # -- evidence -----------------------------------------------------------------------
 
 
-def _b64_field(value: object, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise UsageError(f"evidence: {what} must be a base64 string, got {type(value).__name__}")
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError as exc:
-        raise UsageError(f"evidence: {what} is not standard base64") from exc
-
-
-def verify_split_view(item: object, log_key: Verifier) -> str:
-    """Check one item of a monitor's ``/v1/evidence`` (DESIGN.md section 5).
-
-    Both notes must be checkpoints signed by ``log_key``; then either they
-    have one tree size and two roots, or ``smaller_root`` is connected to the
-    larger checkpoint by ``proof`` (a consistency proof, RFC 9162 2.1.4, that
-    verifies) and differs from the root the log signed for the smaller size.
-    Returns what was proven. Raises UsageError for a malformed item and
-    VerificationError when it proves nothing.
-    """
-    if not isinstance(item, dict):
-        raise UsageError(f"evidence must be a JSON object, got {type(item).__name__}")
-    kind = item.get("kind")
-    if kind not in ("same-size", "different-sizes"):
-        raise UsageError(f"evidence kind must be 'same-size' or 'different-sizes', got {kind!r}")
-    notes = item.get("notes")
-    if not isinstance(notes, list) or len(notes) != 2:
-        raise UsageError("evidence: notes must be a list of two base64 signed checkpoints")
-    opened = [
-        open_checkpoint(_b64_field(n, f"notes[{i}]"), log_key).checkpoint
-        for i, n in enumerate(notes)
-    ]
-    a, b = opened
-    if a.tree_size == b.tree_size:
-        if kind != "same-size":
-            raise UsageError(f"evidence of kind {kind!r} holds two checkpoints of one size")
-        if a.root_hash == b.root_hash:
-            raise VerificationError(
-                f"both checkpoints of {a.origin!r} have tree size {a.tree_size} and the same "
-                "root: no split view"
-            )
-        return (
-            f"the log {a.origin!r} signed two trees of size {a.tree_size}: roots "
-            f"{a.root_hash.hex()} and {b.root_hash.hex()}"
-        )
-    if kind != "different-sizes":
-        raise UsageError(f"evidence of kind {kind!r} holds checkpoints of two sizes")
-    small, large = (a, b) if a.tree_size < b.tree_size else (b, a)
-    proof_items = item.get("proof")
-    if not isinstance(proof_items, list):
-        raise UsageError("evidence: proof must be a list of base64 hashes")
-    proof = [_b64_field(h, f"proof[{i}]") for i, h in enumerate(proof_items)]
-    root = _b64_field(item.get("smaller_root"), "smaller_root")
-    if small.tree_size == 0:
-        if proof or root != EMPTY_ROOT:
-            raise UsageError("evidence about an empty tree carries no proof, and its root")
-    else:
-        verify_consistency(small.tree_size, large.tree_size, root, large.root_hash, proof)
-    if root == small.root_hash:
-        raise VerificationError(
-            f"the checkpoints of {a.origin!r} at sizes {small.tree_size} and {large.tree_size} "
-            "are consistent: no split view"
-        )
-    return (
-        f"the log {a.origin!r} signed a tree of size {small.tree_size} with root "
-        f"{small.root_hash.hex()}, and a tree of size {large.tree_size} whose root at size "
-        f"{small.tree_size} is {root.hex()} (consistency proof verified)"
-    )
-
-
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
     try:
         log_key = parse_verifier_key(args.log_key)
@@ -487,7 +419,11 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
         item = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"evidence is not JSON: {exc}") from exc
-    print(f"split view proven: {verify_split_view(item, log_key)}")
+    try:
+        proven = SplitViewEvidence.from_json(item).verify(log_key)
+    except EvidenceFormatError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"split view proven: {proven}")
     return EXIT_OK
 
 

@@ -21,7 +21,8 @@ or ``TypeError`` instead.
     │   ├── EntryFormatError         not a firmlog entry (type line, canonical JSON, fields)
     │   │   └── SignatureLineError   a signature line the rule does not call for (unknown
     │   │                            key, or a key that signed twice)
-    │   └── StateFormatError         not a device state file (firmlog.client.verify.DeviceState)
+    │   ├── StateFormatError         not a device state file (firmlog.client.verify.DeviceState)
+    │   └── EvidenceFormatError      not split-view evidence (firmlog.client.evidence)
     ├── VerificationError            well-formed, but the cryptography says no
     │   ├── SignatureError           a note lacks a valid signature from a trusted key
     │   ├── ProofError               an inclusion or consistency proof does not verify
@@ -49,6 +50,7 @@ __all__ = [
     "ConsistencyProofError",
     "EntryFormatError",
     "EntryPolicyError",
+    "EvidenceFormatError",
     "FirmlogError",
     "FormatError",
     "HTTPStatusError",
@@ -119,6 +121,10 @@ class SignatureLineError(EntryFormatError):
     exactly the required keys' signatures, so nobody can make a logged entry
     look new by adding or repeating lines. Re-sign it with the required keys only.
     """
+
+
+class EvidenceFormatError(FormatError):
+    """Not split-view evidence as a monitor serves it (firmlog.client.evidence)."""
 
 
 class StateFormatError(FormatError):

@@ -41,6 +41,7 @@ from firmlog.client.errors import (
     SplitViewError,
     TileMismatchError,
 )
+from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE, SplitViewEvidence
 from firmlog.client.ledger import VendorKeys
 from firmlog.client.merkle import (
     EMPTY_ROOT,
@@ -53,7 +54,6 @@ from firmlog.client.merkle import (
 from firmlog.client.tiles import TILE_WIDTH, TileCache, TileFetcher, TileHashReader, tile_width
 from firmlog.client.trust import CheckpointNote, CheckpointTracker
 from firmlog.monitor.config import MonitorConfig
-from firmlog.monitor.evidence import DIFFERENT_SIZES, SAME_SIZE, Evidence
 from firmlog.monitor.fetch import LogFetcher
 from firmlog.monitor.state import MAX_ENTRY_SIZE, WatchedLog
 from firmlog.monitor.store import Alert
@@ -66,7 +66,7 @@ ENTRY_REJECTED = "ledger-rejected"  # the log accepted it; the monitor's replay 
 ENTRY_UNPARSEABLE = "unparseable-entry"
 
 
-def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> Evidence:
+def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> SplitViewEvidence:
     """Check a SplitViewError from the tracker and make it evidence anyone can verify.
 
     Same size: the two notes suffice. Different sizes: the root the larger
@@ -81,10 +81,12 @@ def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> Evidence:
     new = CheckpointNote.parse(exc.new_note)
     a, b = old.checkpoint, new.checkpoint
     if a.tree_size == b.tree_size:
-        return Evidence(SAME_SIZE, exc.old_note, exc.new_note, (), None, str(exc))
+        return SplitViewEvidence(SAME_SIZE, exc.old_note, exc.new_note, (), None, str(exc))
     small, large = (a, b) if a.tree_size < b.tree_size else (b, a)
     if small.tree_size == 0:  # a signed empty tree whose root is not the empty root
-        return Evidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, (), EMPTY_ROOT, str(exc))
+        return SplitViewEvidence(
+            DIFFERENT_SIZES, exc.old_note, exc.new_note, (), EMPTY_ROOT, str(exc)
+        )
     reader = TileHashReader(large.tree_size, fetch)
     root = tree_hash(small.tree_size, reader)
     proof = tuple(consistency_proof(small.tree_size, large.tree_size, reader))
@@ -100,7 +102,7 @@ def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> Evidence:
             f"the tiles of {large.origin!r} changed while proving consistency from "
             f"{small.tree_size} to {large.tree_size}"
         )
-    return Evidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, proof, root, str(exc))
+    return SplitViewEvidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, proof, root, str(exc))
 
 
 class Follower:

@@ -27,11 +27,11 @@ import structlog
 
 from firmlog.client.cosignature import CosignatureSigner
 from firmlog.client.entries import parse_entry
+from firmlog.client.evidence import SplitViewEvidence
 from firmlog.client.ledger import LedgerState
 from firmlog.client.merkle import CompactRange
 from firmlog.client.note import Ed25519Verifier, Signature, add_signatures, split_note
 from firmlog.client.trust import CheckpointNote
-from firmlog.monitor.evidence import Evidence
 from firmlog.monitor.metrics import MonitorMetrics
 from firmlog.monitor.store import AsyncStore, Snapshot
 
@@ -156,7 +156,7 @@ class WatchedLog:
         self.metrics.cosignatures.inc(1, via)
         return sig
 
-    async def record_split_view(self, evidence: Evidence) -> None:
+    async def record_split_view(self, evidence: SplitViewEvidence) -> None:
         """Keep the evidence, byte for byte, and stop cosigning this log. Holding :attr:`lock`."""
         assert self.lock.locked()
         await self.store.run(self.store.store.save_split_view, evidence)

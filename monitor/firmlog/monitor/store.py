@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from firmlog.client.evidence import SplitViewEvidence
 from firmlog.client.ledger import VendorKeys
 from firmlog.client.merkle import HASH_SIZE, CompactRange
 from firmlog.monitor.config import ConfigError
-from firmlog.monitor.evidence import Evidence
 
 __all__ = ["Alert", "AsyncStore", "MonitorStore", "Snapshot"]
 
@@ -254,7 +254,7 @@ class MonitorStore:
 
         return self._transaction(body)
 
-    def save_split_view(self, evidence: Evidence) -> None:
+    def save_split_view(self, evidence: SplitViewEvidence) -> None:
         """Keep the evidence and stop cosigning the log, in one transaction."""
 
         def body(db: sqlite3.Connection) -> None:
@@ -283,9 +283,9 @@ class MonitorStore:
             )
         ]
 
-    def evidence(self) -> list[Evidence]:
+    def evidence(self) -> list[SplitViewEvidence]:
         return [
-            Evidence(kind, bytes(old), bytes(new), _split(bytes(proof)), root, detail)
+            SplitViewEvidence(kind, bytes(old), bytes(new), _split(bytes(proof)), root, detail)
             for kind, old, new, proof, root, detail in self.db.execute(
                 "SELECT kind, old_note, new_note, proof, smaller_root, detail FROM evidence "
                 "ORDER BY id"

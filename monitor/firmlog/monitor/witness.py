@@ -28,10 +28,10 @@ import structlog
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.errors import FormatError, ProofError, SignatureError, SplitViewError
+from firmlog.client.evidence import SAME_SIZE, SplitViewEvidence
 from firmlog.client.merkle import HASH_SIZE, verify_consistency
 from firmlog.client.note import split_note
 from firmlog.client.trust import CheckpointNote, check_no_fork
-from firmlog.monitor.evidence import SAME_SIZE, Evidence
 from firmlog.monitor.state import WatchedLog
 
 __all__ = ["MAX_PROOF_LINES", "AddCheckpoint", "WitnessRefusal", "add_checkpoint"]
@@ -140,7 +140,7 @@ async def add_checkpoint(watched: WatchedLog, request: AddCheckpoint) -> bytes:
                 check_no_fork(trusted, new)
             except SplitViewError as exc:
                 await watched.record_split_view(
-                    Evidence(SAME_SIZE, exc.old_note, exc.new_note, (), None, str(exc))
+                    SplitViewEvidence(SAME_SIZE, exc.old_note, exc.new_note, (), None, str(exc))
                 )
                 raise WitnessRefusal(409, f"{known}\n", SIZE_CONTENT_TYPE) from exc
             if request.old_size < cp.tree_size and request.old_size > 0:

@@ -6,7 +6,7 @@ RuntimeError. After any failed write an integration can only roll back.
 
 from __future__ import annotations
 
-from firmlog.server.storage import LogIdentity, LogState
+from firmlog.server.storage import LogIdentity, LogState, StorageOpenError
 
 SCHEMA_VERSION = 2
 """Version of the schema this code writes; stored in ``schema_version``."""
@@ -15,7 +15,15 @@ HASH_SIZE = 32
 TILE_WIDTH = 256  # hashes per full tile (tile height 8)
 
 
-# Checks shared by both backends: the last line of defence against a fork.
+def check_schema_version(version: int) -> None:
+    """Raise StorageOpenError unless the database has the schema this code writes."""
+    if version != SCHEMA_VERSION:
+        raise StorageOpenError(
+            f"the database has schema version {version}, made by another firmlog-server; "
+            f"this one needs {SCHEMA_VERSION} and there are no schema migrations before 1.0: "
+            "start a new log (a new data dir or database), or run the firmlog-server "
+            "version that made it"
+        )
 
 
 def check_append_start(next_index: int, start_index: int) -> None:

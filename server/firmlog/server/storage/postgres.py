@@ -47,17 +47,19 @@ from firmlog.server.storage import (
     ReleaseQuery,
     StorageOpenError,
     StorageUnavailable,
+    _sql,
 )
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
     IntegrationGuard,
     check_append_start,
     check_identity_unset,
+    check_schema_version,
     check_state_covers_entries,
     check_state_transition,
     check_tile_growth,
 )
-from firmlog.server.storage._search import join_keys, release_search, split_keys
+from firmlog.server.storage._sql import join_keys, key_set_row, release_search
 
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
@@ -183,59 +185,21 @@ CREATE TABLE IF NOT EXISTS log_identity (
 );
 """
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
-_INSERT_VERSION = (
-    "INSERT INTO schema_version (id, version) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
-)
-_SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
+# The statements both backends run are in _sql; PostgreSQL's own:
 _LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
-_SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"
-_UPDATE_STATE = "UPDATE log_state SET tree_size = $1, right_edge = $2, checkpoint = $3 WHERE id = 1"
-_INSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (tree_size, note) VALUES ($1, $2) ON CONFLICT (tree_size) DO NOTHING"
-)
-_SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
-_SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = $1"
-_NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
-_SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
-_FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = $1"
-_FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = $1"
 _SELECT_TILES = """
 SELECT t.level, t.idx, t.data
 FROM tiles AS t
 JOIN unnest($1::int[], $2::bigint[]) AS k (level, idx) ON t.level = k.level AND t.idx = k.idx
 """
-_UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
-    " ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data"
-)
-_ENTRY_COLUMNS = ("idx", "identity", "leaf_hash", "data")
 _SELECT_KEY_SETS = """
 SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold, serial FROM key_sets
 WHERE vendor = ANY($1::text[]) ORDER BY vendor, idx DESC
 """
-_SELECT_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE idx > $1 ORDER BY idx LIMIT $2"
-)
-_SELECT_VENDOR_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets"
-    " WHERE vendor = $1 AND idx > $2 ORDER BY idx LIMIT $3"
-)
 _ENTRIES_BY_IDENTITY = "SELECT identity, idx, data FROM entries WHERE identity = ANY($1::bytea[])"
-_INSERT_KEY_SET = (
-    "INSERT INTO key_sets (vendor, idx, keys, threshold, serial) VALUES ($1, $2, $3, $4, $5)"
-)
-_INSERT_RELEASE = (
-    "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
-    " image_size) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
-_INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES ($1, $2)"
-_INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES ($1, $2, $3)"
 _SELECT_REVOCATIONS = (
     "SELECT release_idx, idx FROM revocations WHERE release_idx = ANY($1::bigint[]) ORDER BY idx"
 )
-_SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = $1"
-_SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
-_INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, $1, $2)"
 _URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
@@ -276,11 +240,7 @@ async def _key_sets(conn: Any, vendors: Sequence[str]) -> dict[str, KeySetRow]:
     if not vendors:
         return {}
     rows = await conn.fetch(_SELECT_KEY_SETS, list(set(vendors)))
-    return {r[0]: _key_set_row(r) for r in rows}
-
-
-def _key_set_row(r: Any) -> KeySetRow:
-    return KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3]), int(r[4]))
+    return {r[0]: key_set_row(r) for r in rows}
 
 
 async def _read_tiles(
@@ -295,7 +255,7 @@ async def _read_tiles(
 
 
 async def _read_state(conn: Any) -> LogState:
-    row = await conn.fetchrow(_SELECT_STATE)
+    row = await conn.fetchrow(_sql.SELECT_STATE)
     if row is None:
         raise RuntimeError("the log_state row is missing: the database is damaged")
     return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
@@ -319,7 +279,7 @@ class _PostgresIntegration(IntegrationGuard):
     async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
         self._usable()
         try:
-            check_append_start(int(await self._conn.fetchval(_NEXT_INDEX)), start_index)
+            check_append_start(int(await self._conn.fetchval(_sql.NEXT_INDEX)), start_index)
             if not entries:
                 return
             records = [
@@ -327,7 +287,7 @@ class _PostgresIntegration(IntegrationGuard):
             ]
             try:
                 await self._conn.copy_records_to_table(
-                    "entries", records=records, columns=_ENTRY_COLUMNS
+                    "entries", records=records, columns=_sql.ENTRY_COLUMNS
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise RuntimeError(
@@ -351,7 +311,7 @@ class _PostgresIntegration(IntegrationGuard):
                 if stored.get((lvl, idx)) != data
             ]
             if changed:
-                await self._conn.executemany(_UPSERT_TILE, changed)
+                await self._conn.executemany(_sql.UPSERT_TILE, changed)
         except BaseException as exc:
             self._failed(exc)
             raise
@@ -360,12 +320,12 @@ class _PostgresIntegration(IntegrationGuard):
         self._usable()
         try:
             check_state_transition(await _read_state(self._conn), state)
-            check_state_covers_entries(int(await self._conn.fetchval(_NEXT_INDEX)), state)
+            check_state_covers_entries(int(await self._conn.fetchval(_sql.NEXT_INDEX)), state)
             await self._conn.execute(
-                _UPDATE_STATE, state.tree_size, state.right_edge, state.checkpoint
+                _sql.UPDATE_STATE, state.tree_size, state.right_edge, state.checkpoint
             )
             if state.checkpoint:
-                await self._conn.execute(_INSERT_CHECKPOINT, state.tree_size, state.checkpoint)
+                await self._conn.execute(_sql.INSERT_CHECKPOINT, state.tree_size, state.checkpoint)
         except BaseException as exc:
             self._failed(exc)
             raise
@@ -385,14 +345,14 @@ class _PostgresIntegration(IntegrationGuard):
 
     async def identity(self) -> LogIdentity | None:
         self._usable()
-        row = await self._conn.fetchrow(_SELECT_IDENTITY)
+        row = await self._conn.fetchrow(_sql.SELECT_IDENTITY)
         return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
 
     async def write_identity(self, identity: LogIdentity) -> None:
         self._usable()
         try:
             check_identity_unset(await self.identity(), identity)
-            await self._conn.execute(_INSERT_IDENTITY, identity.origin, identity.vkey)
+            await self._conn.execute(_sql.INSERT_IDENTITY, identity.origin, identity.vkey)
         except BaseException as exc:
             self._failed(exc)
             raise
@@ -403,7 +363,7 @@ class _PostgresIntegration(IntegrationGuard):
             conn = self._conn
             if rows.key_sets:
                 await conn.executemany(
-                    _INSERT_KEY_SET,
+                    _sql.INSERT_KEY_SET,
                     [
                         (k.vendor, k.index, join_keys(k.keys), k.threshold, k.serial)
                         for k in rows.key_sets
@@ -411,7 +371,7 @@ class _PostgresIntegration(IntegrationGuard):
                 )
             if rows.releases:
                 await conn.executemany(
-                    _INSERT_RELEASE,
+                    _sql.INSERT_RELEASE,
                     [
                         (
                             r.index,
@@ -427,10 +387,10 @@ class _PostgresIntegration(IntegrationGuard):
                 )
             fixes = [(cve, r.index) for r in rows.releases for cve in r.fixes]
             if fixes:
-                await conn.executemany(_INSERT_FIX, fixes)
+                await conn.executemany(_sql.INSERT_FIX, fixes)
             if rows.revocations:
                 await conn.executemany(
-                    _INSERT_REVOCATION,
+                    _sql.INSERT_REVOCATION,
                     [(r.index, r.vendor, r.release_index) for r in rows.revocations],
                 )
         except BaseException as exc:
@@ -463,18 +423,8 @@ class PostgresStorage:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
                 await conn.execute(_SCHEMA)
-                await conn.execute(_INSERT_VERSION, SCHEMA_VERSION)
-                version = await conn.fetchval(_SELECT_VERSION)
-                if version != SCHEMA_VERSION:
-                    raise StorageOpenError(
-                        f"the database has schema version {version}, made by another "
-                        "firmlog-server; "
-                        f"this one needs {SCHEMA_VERSION} and there are no schema migrations "
-                        "before "
-                        "1.0: "
-                        "start a new log (a new data dir or database), or run the firmlog-server "
-                        "version that made it"
-                    )
+                await conn.execute(_sql.INSERT_VERSION, SCHEMA_VERSION)
+                check_schema_version(await conn.fetchval(_sql.SELECT_VERSION))
         except BaseException:
             await pool.close()
             raise
@@ -514,11 +464,11 @@ class PostgresStorage:
                 integration._raise_if_failed()  # raising here rolls the transaction back
 
     async def latest_checkpoint(self) -> bytes | None:
-        note = await self._open_pool().fetchval(_SELECT_CHECKPOINT)
+        note = await self._open_pool().fetchval(_sql.SELECT_CHECKPOINT)
         return bytes(note) if note else None
 
     async def checkpoint_at(self, tree_size: int) -> bytes | None:
-        note = await self._open_pool().fetchval(_SELECT_CHECKPOINT_AT, tree_size)
+        note = await self._open_pool().fetchval(_sql.SELECT_CHECKPOINT_AT, tree_size)
         return bytes(note) if note is not None else None
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -531,15 +481,15 @@ class PostgresStorage:
             raise ValueError(f"entry range must satisfy 0 <= start <= end, got {start}..{end}")
         if start == end:
             return []
-        rows = await self._open_pool().fetch(_SELECT_ENTRIES, start, end)
+        rows = await self._open_pool().fetch(_sql.SELECT_ENTRIES, start, end)
         return [bytes(row[0]) for row in rows]
 
     async def find_leaf(self, leaf_hash: bytes) -> int | None:
-        index = await self._open_pool().fetchval(_FIND_LEAF, leaf_hash)
+        index = await self._open_pool().fetchval(_sql.FIND_LEAF, leaf_hash)
         return int(index) if index is not None else None
 
     async def find_identity(self, identity: bytes) -> int | None:
-        index = await self._open_pool().fetchval(_FIND_IDENTITY, identity)
+        index = await self._open_pool().fetchval(_sql.FIND_IDENTITY, identity)
         return int(index) if index is not None else None
 
     async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
@@ -548,16 +498,16 @@ class PostgresStorage:
     async def key_history(self, vendor: str | None, after: int, limit: int) -> list[KeySetRow]:
         pool = self._open_pool()
         rows = (
-            await pool.fetch(_SELECT_KEY_HISTORY, after, limit)
+            await pool.fetch(_sql.SELECT_KEY_HISTORY, after, limit)
             if vendor is None
-            else await pool.fetch(_SELECT_VENDOR_KEY_HISTORY, vendor, after, limit)
+            else await pool.fetch(_sql.SELECT_VENDOR_KEY_HISTORY, vendor, after, limit)
         )
-        return [_key_set_row(r) for r in rows]
+        return [key_set_row(r) for r in rows]
 
     async def search_releases(
         self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False
     ) -> list[tuple[int, bytes]]:
-        sql, params = release_search(query, cursor, limit, lambda n: f"${n}", newest_first)
+        sql, params = release_search(query, cursor, limit, newest_first)
         rows = await self._open_pool().fetch(sql, *params)
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
@@ -571,5 +521,5 @@ class PostgresStorage:
         return found
 
     async def image_sizes(self, image_sha256: str) -> set[int]:
-        rows = await self._open_pool().fetch(_SELECT_IMAGE_SIZES, image_sha256)
+        rows = await self._open_pool().fetch(_sql.SELECT_IMAGE_SIZES, image_sha256)
         return {int(r[0]) for r in rows}

@@ -50,17 +50,19 @@ from firmlog.server.storage import (
     ReleaseQuery,
     StorageOpenError,
     StorageUnavailable,
+    _sql,
 )
 from firmlog.server.storage._checks import (
     SCHEMA_VERSION,
     IntegrationGuard,
     check_append_start,
     check_identity_unset,
+    check_schema_version,
     check_state_covers_entries,
     check_state_transition,
     check_tile_growth,
 )
-from firmlog.server.storage._search import join_keys, release_search, split_keys
+from firmlog.server.storage._sql import join_keys, key_set_row, release_search, sqlite
 
 T = TypeVar("T")
 
@@ -124,51 +126,15 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS log_identity ("
     " id INTEGER PRIMARY KEY CHECK (id = 1), origin TEXT NOT NULL, vkey TEXT NOT NULL)",
 )
-_INSERT_VERSION = (
-    "INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO NOTHING"
-)
-_SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
-_SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"
-_UPDATE_STATE = "UPDATE log_state SET tree_size = ?, right_edge = ?, checkpoint = ? WHERE id = 1"
-_INSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (tree_size, note) VALUES (?, ?) ON CONFLICT (tree_size) DO NOTHING"
-)
-_SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
-_SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = ?"
-_NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
+# The statements both backends run are in _sql ($n placeholders); SQLite's own:
 _INSERT_ENTRY = "INSERT INTO entries (idx, identity, leaf_hash, data) VALUES (?, ?, ?, ?)"
-_SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
-_FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = ?"
-_FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = ?"
 _SELECT_TILE = "SELECT data FROM tiles WHERE level = ? AND idx = ?"
-_UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
-    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
-)
 _SELECT_KEY_SET = (
-    "SELECT idx, keys, threshold, serial FROM key_sets WHERE vendor = ? ORDER BY idx DESC LIMIT 1"
-)
-_SELECT_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE idx > ? ORDER BY idx LIMIT ?"
-)
-_SELECT_VENDOR_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets"
-    " WHERE vendor = ? AND idx > ? ORDER BY idx LIMIT ?"
+    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE vendor = ?"
+    " ORDER BY idx DESC LIMIT 1"
 )
 _ENTRY_BY_IDENTITY = "SELECT idx, data FROM entries WHERE identity = ?"
-_INSERT_KEY_SET = (
-    "INSERT INTO key_sets (vendor, idx, keys, threshold, serial) VALUES (?, ?, ?, ?, ?)"
-)
-_INSERT_RELEASE = (
-    "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
-    " image_size) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES (?, ?)"
-_INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES (?, ?, ?)"
 _SELECT_REVOCATIONS = "SELECT idx FROM revocations WHERE release_idx = ? ORDER BY idx"
-_SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = ?"
-_SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
-_INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, ?, ?)"
 
 
 # Functions run on the storage's threads; each gets that thread's connection.
@@ -215,17 +181,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     try:
         for statement in _SCHEMA:
             conn.execute(statement)
-        conn.execute(_INSERT_VERSION, (SCHEMA_VERSION,))
-        (version,) = conn.execute(_SELECT_VERSION).fetchone()
-        if version != SCHEMA_VERSION:
-            raise StorageOpenError(
-                f"the database has schema version {version}, made by another "
-                "firmlog-server; "
-                f"this one needs {SCHEMA_VERSION} and there are no schema migrations before "
-                "1.0: "
-                "start a new log (a new data dir or database), or run the firmlog-server "
-                "version that made it"
-            )
+        conn.execute(sqlite(_sql.INSERT_VERSION), (SCHEMA_VERSION,))
+        (version,) = conn.execute(sqlite(_sql.SELECT_VERSION)).fetchone()
+        check_schema_version(version)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -272,7 +230,7 @@ def _check_writable(conn: sqlite3.Connection) -> None:
 
 
 def _read_state(conn: sqlite3.Connection) -> LogState:
-    row = conn.execute(_SELECT_STATE).fetchone()
+    row = conn.execute(sqlite(_sql.SELECT_STATE)).fetchone()
     if row is None:
         raise RuntimeError("the log_state row is missing: the database is damaged")
     return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
@@ -292,7 +250,7 @@ def _read_tiles(
 def _append_entries(
     conn: sqlite3.Connection, start_index: int, entries: Sequence[EntryRow]
 ) -> None:
-    (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
+    (next_index,) = conn.execute(sqlite(_sql.NEXT_INDEX)).fetchone()
     check_append_start(int(next_index), start_index)
     rows = [(start_index + i, e.identity, e.leaf_hash, e.data) for i, e in enumerate(entries)]
     try:
@@ -313,16 +271,16 @@ def _write_tiles(conn: sqlite3.Connection, tiles: Mapping[tuple[int, int], bytes
         for (level, index), data in tiles.items()
         if stored.get((level, index)) != data
     ]
-    conn.executemany(_UPSERT_TILE, changed)
+    conn.executemany(sqlite(_sql.UPSERT_TILE), changed)
 
 
 def _write_state(conn: sqlite3.Connection, state: LogState) -> None:
     check_state_transition(_read_state(conn), state)
-    (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
+    (next_index,) = conn.execute(sqlite(_sql.NEXT_INDEX)).fetchone()
     check_state_covers_entries(int(next_index), state)
-    conn.execute(_UPDATE_STATE, (state.tree_size, state.right_edge, state.checkpoint))
+    conn.execute(sqlite(_sql.UPDATE_STATE), (state.tree_size, state.right_edge, state.checkpoint))
     if state.checkpoint:
-        conn.execute(_INSERT_CHECKPOINT, (state.tree_size, state.checkpoint))
+        conn.execute(sqlite(_sql.INSERT_CHECKPOINT), (state.tree_size, state.checkpoint))
 
 
 def _key_sets(conn: sqlite3.Connection, vendors: Iterable[str]) -> dict[str, KeySetRow]:
@@ -330,9 +288,7 @@ def _key_sets(conn: sqlite3.Connection, vendors: Iterable[str]) -> dict[str, Key
     for vendor in set(vendors):
         row = conn.execute(_SELECT_KEY_SET, (vendor,)).fetchone()
         if row is not None:
-            found[vendor] = KeySetRow(
-                vendor, int(row[0]), split_keys(row[1]), int(row[2]), int(row[3])
-            )
+            found[vendor] = key_set_row(row)
     return found
 
 
@@ -340,11 +296,11 @@ def _key_history(
     conn: sqlite3.Connection, vendor: str | None, after: int, limit: int
 ) -> list[KeySetRow]:
     rows = (
-        conn.execute(_SELECT_KEY_HISTORY, (after, limit))
+        conn.execute(sqlite(_sql.SELECT_KEY_HISTORY), (after, limit))
         if vendor is None
-        else conn.execute(_SELECT_VENDOR_KEY_HISTORY, (vendor, after, limit))
+        else conn.execute(sqlite(_sql.SELECT_VENDOR_KEY_HISTORY), (vendor, after, limit))
     )
-    return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3]), int(r[4])) for r in rows]
+    return [key_set_row(r) for r in rows]
 
 
 def _entries_by_identity(
@@ -360,11 +316,11 @@ def _entries_by_identity(
 
 def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
     conn.executemany(
-        _INSERT_KEY_SET,
+        sqlite(_sql.INSERT_KEY_SET),
         [(k.vendor, k.index, join_keys(k.keys), k.threshold, k.serial) for k in rows.key_sets],
     )
     conn.executemany(
-        _INSERT_RELEASE,
+        sqlite(_sql.INSERT_RELEASE),
         [
             (
                 r.index,
@@ -378,27 +334,30 @@ def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
             for r in rows.releases
         ],
     )
-    conn.executemany(_INSERT_FIX, [(cve, r.index) for r in rows.releases for cve in r.fixes])
     conn.executemany(
-        _INSERT_REVOCATION, [(r.index, r.vendor, r.release_index) for r in rows.revocations]
+        sqlite(_sql.INSERT_FIX), [(cve, r.index) for r in rows.releases for cve in r.fixes]
+    )
+    conn.executemany(
+        sqlite(_sql.INSERT_REVOCATION),
+        [(r.index, r.vendor, r.release_index) for r in rows.revocations],
     )
 
 
 def _read_identity(conn: sqlite3.Connection) -> LogIdentity | None:
-    row = conn.execute(_SELECT_IDENTITY).fetchone()
+    row = conn.execute(sqlite(_sql.SELECT_IDENTITY)).fetchone()
     return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
 
 
 def _write_identity(conn: sqlite3.Connection, identity: LogIdentity) -> None:
     check_identity_unset(_read_identity(conn), identity)
-    conn.execute(_INSERT_IDENTITY, (identity.origin, identity.vkey))
+    conn.execute(sqlite(_sql.INSERT_IDENTITY), (identity.origin, identity.vkey))
 
 
 def _search_releases(
     conn: sqlite3.Connection, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool
 ) -> list[tuple[int, bytes]]:
-    sql, params = release_search(query, cursor, limit, lambda _: "?", newest_first)
-    return [(int(r[0]), bytes(r[1])) for r in conn.execute(sql, params)]
+    sql, params = release_search(query, cursor, limit, newest_first)
+    return [(int(r[0]), bytes(r[1])) for r in conn.execute(sqlite(sql), params)]
 
 
 def _revocations_of(
@@ -413,7 +372,7 @@ def _revocations_of(
 
 
 def _image_sizes(conn: sqlite3.Connection, image_sha256: str) -> set[int]:
-    return {int(r[0]) for r in conn.execute(_SELECT_IMAGE_SIZES, (image_sha256,))}
+    return {int(r[0]) for r in conn.execute(sqlite(_sql.SELECT_IMAGE_SIZES), (image_sha256,))}
 
 
 def _read_in_snapshot(
@@ -427,26 +386,26 @@ def _read_in_snapshot(
 
 
 def _latest_checkpoint(conn: sqlite3.Connection) -> bytes | None:
-    row = conn.execute(_SELECT_CHECKPOINT).fetchone()
+    row = conn.execute(sqlite(_sql.SELECT_CHECKPOINT)).fetchone()
     return bytes(row[0]) if row is not None and row[0] else None
 
 
 def _checkpoint_at(conn: sqlite3.Connection, tree_size: int) -> bytes | None:
-    row = conn.execute(_SELECT_CHECKPOINT_AT, (tree_size,)).fetchone()
+    row = conn.execute(sqlite(_sql.SELECT_CHECKPOINT_AT), (tree_size,)).fetchone()
     return bytes(row[0]) if row is not None else None
 
 
 def _read_entries(conn: sqlite3.Connection, start: int, end: int) -> list[bytes]:
-    return [bytes(row[0]) for row in conn.execute(_SELECT_ENTRIES, (start, end))]
+    return [bytes(row[0]) for row in conn.execute(sqlite(_sql.SELECT_ENTRIES), (start, end))]
 
 
 def _find_leaf(conn: sqlite3.Connection, leaf_hash: bytes) -> int | None:
-    row = conn.execute(_FIND_LEAF, (leaf_hash,)).fetchone()
+    row = conn.execute(sqlite(_sql.FIND_LEAF), (leaf_hash,)).fetchone()
     return int(row[0]) if row is not None else None
 
 
 def _find_identity(conn: sqlite3.Connection, identity: bytes) -> int | None:
-    row = conn.execute(_FIND_IDENTITY, (identity,)).fetchone()
+    row = conn.execute(sqlite(_sql.FIND_IDENTITY), (identity,)).fetchone()
     return int(row[0]) if row is not None else None
 
 

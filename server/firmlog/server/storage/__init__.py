@@ -8,6 +8,12 @@ checkpoints, identity) and the ledger index derived from its entries
 ``sqlite.py`` (the embedded default, a file in the data directory) and
 ``postgres.py`` (asyncpg). The same conformance tests run against both.
 
+Each rule is written once: the checks that keep a writer from forking the log
+in ``_checks.py``; the guarded integration and every read, over a few
+operations each backend provides, in ``_backend.py``; the SQL in ``_sql.py``.
+A backend file says only how to open the database, hold the integration lock
+and run a statement.
+
 What is stored:
 
 - ``entries``: index -> (identity, leaf hash, entry bytes). Identities (and

@@ -87,41 +87,6 @@ def check_tile_growth(key: tuple[int, int], stored: bytes | None, data: bytes) -
         )
 
 
-class IntegrationGuard:
-    """Use-after-end and failure tracking shared by both backends' integrations.
-
-    Once a write fails (including a failed check), the integration is poisoned:
-    every later call raises and the transaction rolls back when the block ends,
-    even if the caller caught the first exception.
-    """
-
-    def __init__(self) -> None:
-        self._active = True
-        self._failure: BaseException | None = None
-
-    def _usable(self) -> None:
-        if not self._active:
-            raise RuntimeError("integration used after its transaction ended")
-        if self._failure is not None:
-            raise RuntimeError(
-                "integration has a failed write and can only roll back"
-            ) from self._failure
-
-    def _failed(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-
-    def _end(self) -> None:
-        self._active = False
-
-    def _raise_if_failed(self) -> None:
-        """Called before commit: refuse to commit a transaction with a failed write."""
-        if self._failure is not None:
-            raise RuntimeError(
-                "integration not committed: a write inside it failed"
-            ) from self._failure
-
-
 def check_state_covers_entries(next_index: int, new: LogState) -> None:
     """Raise RuntimeError unless the new tree size is exactly the number of stored entries.
 

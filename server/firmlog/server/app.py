@@ -36,25 +36,33 @@ from firmlog.client.errors import (
 )
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
-from firmlog.server.acceptance import Acceptance, EntryTooLarge
+from firmlog.server.acceptance import Acceptance
 from firmlog.server.config import HTTPConfig, ServerConfig
 from firmlog.server.connection import protocol_options
 from firmlog.server.datadir import CHECKPOINT_FILE
-from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, ImageStore
+from firmlog.server.errors import (
+    BadRequest,
+    BodyIncomplete,
+    BodyTimeout,
+    EntryTooLarge,
+    ImageCorrupt,
+    ImageNotLogged,
+    ImageRejected,
+    NotFound,
+    PoolFull,
+    ProofUnavailable,
+    SequencerStopped,
+    SigningRefused,
+    StorageUnavailable,
+)
+from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.page import render_page
-from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
-from firmlog.server.sequencer import PoolFull, ProofUnavailable, Sequencer, SequencerStopped
-from firmlog.server.signing import SigningRefused
-from firmlog.server.storage import (
-    KeySetRow,
-    ReleaseQuery,
-    Storage,
-    StorageUnavailable,
-    open_storage,
-)
+from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
+from firmlog.server.sequencer import Sequencer
+from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 
 log = structlog.get_logger("firmlog.http")
 
@@ -90,19 +98,6 @@ SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", ServerConfig)
 KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
-
-
-class BadRequest(FormatError):
-    """A request parameter is malformed. Answer 400."""
-
-
-class BodyIncomplete(FormatError):
-    """The request body ended before its end (the client went away, or broken framing).
-    Answer 400."""
-
-
-class BodyTimeout(Exception):
-    """The client did not send its request body in time. Answer 408 and close."""
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log

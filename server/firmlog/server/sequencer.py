@@ -45,39 +45,14 @@ from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
+from firmlog.server.errors import PoolFull, ProofUnavailable, SequencerStopped, SigningRefused
 from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader, hash_tiles_touched
-from firmlog.server.signing import SigningRefused, TreeSigner
+from firmlog.server.signing import TreeSigner
 from firmlog.server.storage import EntryRow, Integration, LogState, Storage, StorageUnavailable
 
 log = structlog.get_logger("firmlog.sequencer")
-
-
-class PoolFull(Exception):
-    """The pool of pending entries is full. Answer 503 with Retry-After."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"the submission pool is full; retry after {retry_after:.0f} s")
-        self.retry_after = retry_after
-
-
-class ProofUnavailable(Exception):
-    """The entry is durably logged, but its proof could not be built just now.
-
-    Answer 503 with Retry-After: a resubmission gets the same index and a bundle.
-    """
-
-    def __init__(self, leaf_index: int, leaf_hash: bytes) -> None:
-        super().__init__(
-            f"the entry is logged at index {leaf_index}, but its proof could not be built "
-            f"just now; resubmit it (it keeps its index) or GET /v1/bundle/{leaf_hash.hex()}"
-        )
-        self.leaf_index = leaf_index
-
-
-class SequencerStopped(Exception):
-    """The sequencer is shutting down and takes no more entries. Answer 503."""
 
 
 @dataclass(frozen=True, slots=True)

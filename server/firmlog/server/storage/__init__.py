@@ -53,9 +53,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-
-class StorageUnavailable(Exception):
-    """The database cannot be reached or written just now; answer 503 with Retry-After."""
+from firmlog.server.errors import StorageOpenError as StorageOpenError
+from firmlog.server.errors import StorageUnavailable as StorageUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +84,6 @@ class LogIdentity:
 
     origin: str
     vkey: str  # the log's verifier key, name+hexid+base64(type||pubkey)
-
-
-class StorageOpenError(Exception):
-    """The database cannot be opened or used; the message says why and what to do.
-
-    Raised by :meth:`Storage.open`. The server refuses to start with this message.
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
-"""The log server's errors: its branch of firmlog's one error tree.
+"""The log server's errors, and the one table that answers each over HTTP.
 
 The server's errors are a branch of firmlog's one error tree
 (:mod:`firmlog.client.errors`): a malformed request is the client's
 :class:`~firmlog.client.errors.FormatError`, an entry that breaks a rule its
 :class:`~firmlog.client.errors.VerificationError`, and what only the server
 raises is under :class:`LogServerError`. Each line says how the HTTP API
-answers it and what the caller should do::
+answers it (:data:`ANSWERS`) and what the caller should do::
 
     FirmlogError                     422  (client) unless listed below: refused; do not resend it
     ├── FormatError                  400  the request is malformed; fix it first
@@ -20,6 +20,7 @@ answers it and what the caller should do::
         ├── NotFound                 404  not in the log (yet); ask again once it is
         ├── ImageNotLogged           404  no logged release names it; log that first
         ├── ImageRejected            400  not the image its release names
+        ├── ImageTooLarge            413  larger than escrow holds; keep it elsewhere
         ├── ImageCorrupt             500  a stored image went bad; upload it again
         ├── BodyTimeout              408  the body came too slowly; connection closed
         ├── SigningRefused           500  the key refuses to sign; the operator must look
@@ -40,13 +41,20 @@ the module that raises it (``firmlog.server.sequencer.PoolFull``, ...).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from firmlog.client.errors import (
     EntryFormatError,
+    EntryPolicyError,
     FirmlogError,
     FormatError,
+    SignatureError,
 )
 
 __all__ = [
+    "ANSWERS",
+    "Answer",
     "BadRequest",
     "BodyIncomplete",
     "BodyTimeout",
@@ -55,6 +63,7 @@ __all__ = [
     "ImageCorrupt",
     "ImageNotLogged",
     "ImageRejected",
+    "ImageTooLarge",
     "LogServerError",
     "NotFound",
     "PoolFull",
@@ -66,6 +75,7 @@ __all__ = [
     "StorageUnavailable",
     "Unavailable",
     "WrongLog",
+    "answer",
 ]
 
 # -- the server's requests that are malformed (the client's FormatError) --------------------
@@ -89,7 +99,7 @@ class EntryTooLarge(EntryFormatError):
 
 class LogServerError(FirmlogError):
     """Raised by the log server, never by the client library. A subclass that
-    the HTTP API does not list is answered as a bug (500)."""
+    :data:`ANSWERS` does not list is answered as a bug (500)."""
 
 
 class NotFound(LogServerError, LookupError):
@@ -103,6 +113,11 @@ class ImageNotLogged(LogServerError, LookupError):
 class ImageRejected(LogServerError, ValueError):
     """The upload does not match any logged release (digest or size). Upload the image
     the release names."""
+
+
+class ImageTooLarge(LogServerError, ValueError):
+    """Every release naming this image gives a size above what escrow holds
+    (``limits.max_image_size``). Keep the image elsewhere."""
 
 
 class ImageCorrupt(LogServerError, RuntimeError):
@@ -204,3 +219,97 @@ class WrongLog(StartupError):
     The message names both logs (or the tree this data dir's key signed) and
     says what to do.
     """
+
+
+# -- the table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the HTTP API answers one class of error: a JSON body
+    ``{"error": message, "kind": kind}`` with ``status``."""
+
+    status: int
+    kind: str | None = None
+    """None: the error's class name."""
+    retry_after: int | Callable[[Exception], int] | None = None
+    """Seconds for the Retry-After header, or how to get them from the error."""
+    message: str | None = None
+    """None: the error's own message is shown. Else this text replaces it (the
+    error's message goes to the server's log, or was logged where it was raised)."""
+    close: bool = False
+    """Close the connection after the answer."""
+    warn: str | None = None
+    """Log a warning with this event and the error's message."""
+    traceback: bool = False
+    """Log the error with its traceback (a bug)."""
+
+    def kind_of(self, exc: Exception) -> str:
+        return self.kind or type(exc).__name__
+
+    def message_of(self, exc: Exception) -> str:
+        return str(exc) if self.message is None else self.message
+
+    def headers_of(self, exc: Exception) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        seconds = self.retry_after if isinstance(self.retry_after, int) else self.retry_after(exc)
+        return {"Retry-After": str(seconds)}
+
+
+def _pool_retry_after(exc: Exception) -> int:
+    assert isinstance(exc, PoolFull)
+    return int(exc.retry_after)
+
+
+BUG = Answer(
+    500, "InternalError", message="the log server failed to handle this request", traceback=True
+)
+"""A bug: no detail to the client, the traceback to the server's log."""
+
+ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
+    # A malformed request, or an entry that breaks a rule.
+    (EntryTooLarge, Answer(413)),
+    (FormatError, Answer(400)),
+    (SignatureError, Answer(403)),
+    (EntryPolicyError, Answer(403)),
+    # The server's own.
+    (NotFound, Answer(404, "NotFound")),
+    (ImageNotLogged, Answer(404, "NotFound")),
+    (ImageRejected, Answer(400)),
+    (ImageTooLarge, Answer(413)),
+    (ImageCorrupt, Answer(500)),
+    (BodyTimeout, Answer(408, close=True)),
+    (
+        SigningRefused,  # logged as critical by the signer, with the evidence
+        Answer(
+            500,
+            message="the log refuses to sign a tree it cannot prove consistent with the "
+            "checkpoint it published last; nothing was stored, and the operator must investigate",
+        ),
+    ),
+    (PoolFull, Answer(503, retry_after=_pool_retry_after)),
+    (ProofUnavailable, Answer(503, retry_after=1)),
+    (SequencerStopped, Answer(503, "ShuttingDown", retry_after=5)),
+    (
+        StorageUnavailable,
+        Answer(
+            503,
+            retry_after=5,
+            message="the log's database cannot be reached or written just now; retry later "
+            "(an entry that was logged keeps its index when resubmitted)",
+            warn="storage unavailable",
+        ),
+    ),
+    (Unavailable, Answer(503, retry_after=5)),
+    (LogServerError, BUG),
+    # The client's tree: verification errors not listed above.
+    (FirmlogError, Answer(422)),
+    (Exception, BUG),
+)
+"""Error class -> answer, most specific first: an error gets the first row it is an instance of."""
+
+
+def answer(exc: Exception) -> Answer:
+    """How the HTTP API answers ``exc``: its first row in :data:`ANSWERS`."""
+    return next(row for cls, row in ANSWERS if isinstance(exc, cls))

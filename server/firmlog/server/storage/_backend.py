@@ -128,6 +128,8 @@ class Session(Protocol):
 
 
 # -- the steps, each run whole on one connection ---------------------------------------
+#
+# The log itself, in an integration: each write reads what is stored, checks, writes.
 
 
 async def _first(q: Statements, statement: str, *args: object) -> Row | None:
@@ -205,6 +207,9 @@ async def _write_identity(q: Statements, identity: LogIdentity) -> None:
     await q.execute(sql.INSERT_IDENTITY, identity.origin, identity.vkey)
 
 
+# The ledger index, in an integration (and _key_sets for committed reads too).
+
+
 async def _key_sets(q: Statements, vendors: Sequence[str]) -> dict[str, KeySetRow]:
     return await q.key_sets(set(vendors)) if vendors else {}
 
@@ -227,6 +232,9 @@ async def _write_ledger(q: Statements, rows: LedgerRows) -> None:
     ):
         if batch:
             await q.executemany(statement, batch)
+
+
+# Committed reads: the log itself, then the ledger index.
 
 
 async def _latest_checkpoint(q: Statements) -> bytes | None:

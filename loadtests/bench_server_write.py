@@ -332,7 +332,13 @@ def run_case(
     prefix = workdir / f"entries-{files}"
     if not Path(f"{prefix}.0").exists():
         write_entry_files(entries, prefix, files)
-    data_dir = workdir / "data"
+    tag = (
+        f"{case.backend}-s{case.servers}-i{case.batch_interval}-b{case.batch_size}"
+        f"-c{case.connections}-r{run_no}"
+    )
+    # A data dir per case: each case starts a new database, and the server records
+    # the last checkpoint its key signed in the data dir (it would refuse the new one).
+    data_dir = workdir / "data" / tag
     write_data_dir(
         data_dir,
         log_key.skey,
@@ -346,10 +352,6 @@ def run_case(
     )
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
-    tag = (
-        f"{case.backend}-s{case.servers}-i{case.batch_interval}-b{case.batch_size}"
-        f"-c{case.connections}-r{run_no}"
-    )
     with database(case.backend, workdir) as url:
         servers: list[ServerProcess] = []
         try:

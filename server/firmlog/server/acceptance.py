@@ -14,20 +14,15 @@ from collections.abc import Sequence
 
 from firmlog.client.entries import Entry, VendorAdmission, parse_entry
 from firmlog.client.errors import (
-    EntryFormatError,
     EntryPolicyError,
     SignatureError,
     SignatureLineError,
 )
 from firmlog.client.ledger import check_signatures
 from firmlog.client.note import Ed25519Verifier
+from firmlog.server.errors import EntryTooLarge
 from firmlog.server.gate import OPERATOR_CHECKED, Candidate, VendorKeyCache
 from firmlog.server.storage import Storage
-
-
-class EntryTooLarge(EntryFormatError):
-    """The submission exceeds the entry size limit. Answer 413."""
-
 
 # What a change of the vendor's keys since this process last looked can cause.
 _KEY_ERRORS = (EntryPolicyError, SignatureError, SignatureLineError)

@@ -3,8 +3,9 @@
 ``make_app`` builds the aiohttp application and does no I/O: the storage
 pool, the sequencer task and the reader live in a cleanup context, opened
 when the app starts and closed when it stops. Handlers parse, call, return;
-one middleware maps errors to HTTP status with a JSON body saying what was
-wrong, and writes one log line per request.
+one middleware answers errors with a JSON body saying what was wrong, with
+the status of their row in the one table of answers
+(:data:`firmlog.server.errors.ANSWERS`), and writes one log line per request.
 
 Requests are read whole or not at all: an entry is read to the end of its
 body, however many segments it comes in, and refused if it does not fit the
@@ -27,34 +28,32 @@ import structlog
 from aiohttp import web
 
 from firmlog.client.entries import Release, entry_json, parse_entry
-from firmlog.client.errors import (
-    EntryPolicyError,
-    FirmlogError,
-    FormatError,
-    SignatureError,
-    TilePathError,
-)
+from firmlog.client.errors import TilePathError
 from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
-from firmlog.server.acceptance import Acceptance, EntryTooLarge
+from firmlog.server.acceptance import Acceptance
 from firmlog.server.config import HTTPConfig, ServerConfig
 from firmlog.server.connection import protocol_options
 from firmlog.server.datadir import CHECKPOINT_FILE
-from firmlog.server.escrow import ImageCorrupt, ImageNotLogged, ImageRejected, ImageStore
+from firmlog.server.errors import (
+    BadRequest,
+    BodyIncomplete,
+    BodyTimeout,
+    EntryTooLarge,
+    ImageRejected,
+    ImageTooLarge,
+    NotFound,
+    StorageUnavailable,
+    answer,
+)
+from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.page import render_page
-from firmlog.server.reader import LatestCheckpoint, LogReader, NotFound, checkpoint_of
-from firmlog.server.sequencer import PoolFull, ProofUnavailable, Sequencer, SequencerStopped
-from firmlog.server.signing import SigningRefused
-from firmlog.server.storage import (
-    KeySetRow,
-    ReleaseQuery,
-    Storage,
-    StorageUnavailable,
-    open_storage,
-)
+from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
+from firmlog.server.sequencer import Sequencer
+from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 
 log = structlog.get_logger("firmlog.http")
 
@@ -90,19 +89,6 @@ SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", ServerConfig)
 KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
-
-
-class BadRequest(FormatError):
-    """A request parameter is malformed. Answer 400."""
-
-
-class BodyIncomplete(FormatError):
-    """The request body ended before its end (the client went away, or broken framing).
-    Answer 400."""
-
-
-class BodyTimeout(Exception):
-    """The client did not send its request body in time. Answer 408 and close."""
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log
@@ -150,6 +136,21 @@ def _refused_codings(request: web.Request) -> web.Response | None:
     return None
 
 
+def _error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The answer to ``exc`` from the one table of answers (firmlog.server.errors)."""
+    row = answer(exc)
+    if row.traceback:
+        log.exception("request failed", method=request.method, path=request.path[:_LOGGED_PATH])
+    elif row.warn is not None:
+        log.warning(
+            row.warn, method=request.method, path=request.path[:_LOGGED_PATH], error=str(exc)
+        )
+    response = _json_error(row.status, row.message_of(exc), row.kind_of(exc), **row.headers_of(exc))
+    if row.close:
+        response.force_close()
+    return response
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -163,55 +164,8 @@ async def error_middleware(
         response = exc
         if exc.status >= 400 and exc.content_type != "application/json":
             response = _json_error(exc.status, exc.reason, type(exc).__name__)
-    except EntryTooLarge as exc:
-        response = _json_error(413, str(exc), "EntryTooLarge")
-    except (SignatureError, EntryPolicyError) as exc:
-        response = _json_error(403, str(exc), type(exc).__name__)
-    except FormatError as exc:
-        response = _json_error(400, str(exc), type(exc).__name__)
-    except (NotFound, ImageNotLogged) as exc:
-        response = _json_error(404, str(exc), "NotFound")
-    except ImageRejected as exc:
-        response = _json_error(400, str(exc), "ImageRejected")
-    except ImageCorrupt as exc:
-        response = _json_error(500, str(exc), "ImageCorrupt")
-    except PoolFull as exc:
-        response = _json_error(
-            503, str(exc), "PoolFull", **{"Retry-After": str(int(exc.retry_after))}
-        )
-    except ProofUnavailable as exc:
-        response = _json_error(503, str(exc), "ProofUnavailable", **{"Retry-After": "1"})
-    except SequencerStopped as exc:
-        response = _json_error(503, str(exc), "ShuttingDown", **{"Retry-After": "5"})
-    except BodyTimeout as exc:
-        response = _json_error(408, str(exc), "BodyTimeout")
-        response.force_close()
-    except StorageUnavailable as exc:
-        log.warning(
-            "storage unavailable",
-            method=request.method,
-            path=request.path[:_LOGGED_PATH],
-            error=str(exc),
-        )
-        response = _json_error(
-            503,
-            "the log's database cannot be reached or written just now; retry later "
-            "(an entry that was logged keeps its index when resubmitted)",
-            "StorageUnavailable",
-            **{"Retry-After": "5"},
-        )
-    except SigningRefused:  # logged loudly by the signer, with the evidence
-        response = _json_error(
-            500,
-            "the log refuses to sign a tree it cannot prove consistent with the checkpoint it "
-            "published last; nothing was stored, and the operator must investigate",
-            "SigningRefused",
-        )
-    except FirmlogError as exc:  # a verification error not mapped above
-        response = _json_error(422, str(exc), type(exc).__name__)
-    except Exception:
-        log.exception("request failed", method=request.method, path=request.path[:_LOGGED_PATH])
-        response = _json_error(500, "the log server failed to handle this request", "InternalError")
+    except Exception as exc:
+        response = _error_response(request, exc)
     elapsed = time.perf_counter() - started
     metrics = request.app[METRICS]
     route = _route_name(request)
@@ -648,9 +602,7 @@ async def put_image(request: web.Request) -> web.Response:
     sizes = await svc.storage.image_sizes(digest)
     cap = svc.config.limits.max_image_size
     if sizes and min(sizes) > cap:
-        return _json_error(
-            413, f"image is {min(sizes)} bytes: escrow holds at most {cap}", "ImageTooLarge"
-        )
+        raise ImageTooLarge(f"image is {min(sizes)} bytes: escrow holds at most {cap}")
     sizes = {s for s in sizes if s <= cap}  # a release naming a larger size lifts no limit
     if request.content_length is not None and sizes and request.content_length not in sizes:
         want = " or ".join(str(s) for s in sorted(sizes))

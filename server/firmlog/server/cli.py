@@ -25,12 +25,11 @@ import sys
 from pathlib import Path
 
 from firmlog.server.app import make_app
-from firmlog.server.config import ConfigError, load_config
+from firmlog.server.config import load_config
 from firmlog.server.connection import serve
 from firmlog.server.datadir import init_data_dir
+from firmlog.server.errors import ConfigError, StartupError
 from firmlog.server.logs import configure_logging
-from firmlog.server.signing import WrongLog
-from firmlog.server.storage import StorageOpenError
 
 EXIT_REFUSED = 2
 
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve(app, config.http, sock=sockets, on_listening=listening, shutdown_timeout=30)
-    except (StorageOpenError, WrongLog, ConfigError) as exc:
+    except StartupError as exc:  # the config, the database or the log's identity
         if started:
             raise
         return _refuse(str(exc))

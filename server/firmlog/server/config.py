@@ -38,15 +38,12 @@ from typing import Any
 
 from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
 from firmlog.client.note import check_key_name
+from firmlog.server.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
 LOG_KEY_FILE = "log.key"
 OPERATOR_KEY_FILE = "operator.key"
 DB_FILE = "firmlog.db"
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the setting."""
 
 
 @dataclass(frozen=True, slots=True)

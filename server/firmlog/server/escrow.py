@@ -21,22 +21,11 @@ from typing import BinaryIO
 import structlog
 
 from firmlog.server.datadir import fsync_dir
+from firmlog.server.errors import ImageCorrupt, ImageNotLogged, ImageRejected
 
 log = structlog.get_logger("firmlog.escrow")
 
 CHUNK = 1 << 20
-
-
-class ImageRejected(ValueError):
-    """The upload does not match any logged release (digest or size). Answer 400."""
-
-
-class ImageNotLogged(LookupError):
-    """No logged release names this image digest. Answer 404."""
-
-
-class ImageCorrupt(RuntimeError):
-    """A stored image no longer matches its digest; it was quarantined. Answer 500."""
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

@@ -37,10 +37,10 @@ from firmlog.client.note import Ed25519Verifier
 from firmlog.server.storage import (
     Integration,
     KeySetRow,
+    LedgerIndex,
     LedgerRows,
     ReleaseRow,
     RevocationRow,
-    Storage,
 )
 
 log = structlog.get_logger("firmlog.gate")
@@ -79,8 +79,8 @@ class VendorKeyCache:
         if known is None or keys.since_index > known.since_index:
             self._keys[keys.vendor] = keys
 
-    async def load(self, storage: Storage, vendor: str) -> VendorKeys | None:
-        """Re-read a vendor's current key set from storage."""
+    async def load(self, storage: LedgerIndex, vendor: str) -> VendorKeys | None:
+        """Re-read a vendor's current key set from the committed ledger index."""
         rows = await storage.key_sets([vendor])
         if vendor in rows:
             self.learn(vendor_keys(rows[vendor]))

@@ -43,14 +43,11 @@ from firmlog.client.tiles import (
     TileHashReader,
     encode_entry_bundle,
 )
+from firmlog.server.errors import NotFound
 from firmlog.server.storage import Storage
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-
-class NotFound(LookupError):
-    """The thing asked for is not in the log (yet). Answer 404."""
 
 
 class _LRU(Generic[K, V]):

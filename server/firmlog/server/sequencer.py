@@ -46,39 +46,20 @@ from firmlog.client.merkle import EMPTY_ROOT, inclusion_proof_plan
 from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
 from firmlog.client.note import Ed25519Signer
 from firmlog.server.config import SequencerConfig
+from firmlog.server.errors import (
+    PoolFull,
+    ProofUnavailable,
+    SequencerStopped,
+    SigningRefused,
+    Unavailable,
+)
 from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader
-from firmlog.server.signing import SigningRefused, TreeSigner
-from firmlog.server.storage import EntryRow, Integration, LogState, Storage, StorageUnavailable
+from firmlog.server.signing import TreeSigner
+from firmlog.server.storage import EntryRow, Integration, LogState, Storage
 
 log = structlog.get_logger("firmlog.sequencer")
-
-
-class PoolFull(Exception):
-    """The pool of pending entries is full. Answer 503 with Retry-After."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"the submission pool is full; retry after {retry_after:.0f} s")
-        self.retry_after = retry_after
-
-
-class ProofUnavailable(Exception):
-    """The entry is durably logged, but its proof could not be built just now.
-
-    Answer 503 with Retry-After: a resubmission gets the same index and a bundle.
-    """
-
-    def __init__(self, leaf_index: int, leaf_hash: bytes) -> None:
-        super().__init__(
-            f"the entry is logged at index {leaf_index}, but its proof could not be built "
-            f"just now; resubmit it (it keeps its index) or GET /v1/bundle/{leaf_hash.hex()}"
-        )
-        self.leaf_index = leaf_index
-
-
-class SequencerStopped(Exception):
-    """The sequencer is shutting down and takes no more entries. Answer 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +319,7 @@ def _unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the log cannot integrate anything just now (the database
     is unavailable, or the signer refuses the stored tree), so that retrying the
     batch in parts cannot help, rather than that something in the batch is wrong."""
-    return isinstance(exc, StorageUnavailable | SigningRefused | OSError | TimeoutError)
+    return isinstance(exc, Unavailable | SigningRefused | OSError | TimeoutError)
 
 
 def _fail(batch: list[_Pending], exc: Exception) -> None:

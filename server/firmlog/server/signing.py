@@ -42,6 +42,7 @@ from firmlog.client.errors import FirmlogError, ProofError
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, verify_consistency
 from firmlog.client.note import Ed25519Signer, split_note
 from firmlog.server.datadir import replace_file
+from firmlog.server.errors import SigningRefused, WrongLog
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader
 from firmlog.server.storage import Integration, LogIdentity, LogState
@@ -52,31 +53,6 @@ MAX_RECORD_SIZE = 4096
 """A checkpoint note is far smaller; a larger file in its place is not one."""
 
 _NEW_LOG = "to start a new log instead, use a new data dir (it gets new keys)"
-
-
-class WrongLog(Exception):
-    """This server must not sign for the database it was given. Refuse to start.
-
-    The message names both logs (or the tree this data dir's key signed) and
-    says what to do.
-    """
-
-
-class SigningRefused(Exception):
-    """The log key refused to sign: the stored tree is not provably consistent
-    with the last checkpoint this server published. Nothing was written.
-
-    Retrying does not help; an operator must find out how the stored tree
-    changed. The evidence: ``recorded`` (the last checkpoint published, raw),
-    ``stored`` (the database's latest checkpoint, raw) and ``proof`` (the
-    consistency proof from the stored tiles that failed, if one was computed).
-    """
-
-    def __init__(self, message: str, recorded: bytes, stored: bytes, proof: tuple[bytes, ...]):
-        super().__init__(message)
-        self.recorded = recorded
-        self.stored = stored
-        self.proof = proof
 
 
 @dataclass(frozen=True, slots=True)

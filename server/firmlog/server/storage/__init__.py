@@ -1,8 +1,18 @@
 """The storage contract of the log server, and how to open a backend by URL.
 
-One contract, two backends, each one file: ``sqlite.py`` (the embedded
-default, a file in the data directory) and ``postgres.py`` (asyncpg). The
-same conformance tests run against both.
+One contract in two parts: the log itself (:class:`LogStorage`, and
+:class:`LogIntegration` inside an integration: state, entries, hash tiles,
+checkpoints, identity) and the ledger index derived from its entries
+(:class:`LedgerIndex`, :class:`LedgerIntegration`). :class:`Storage` and
+:class:`Integration` are both parts together. Two backends, each one file:
+``sqlite.py`` (the embedded default, a file in the data directory) and
+``postgres.py`` (asyncpg). The same conformance tests run against both.
+
+Each rule is written once: the checks that keep a writer from forking the log
+in ``_checks.py``; the guarded integration and every read, over a few
+operations each backend provides, in ``_backend.py``; the SQL in ``_sql.py``.
+A backend file says only how to open the database, hold the integration lock
+and run a statement.
 
 What is stored:
 
@@ -43,9 +53,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-
-class StorageUnavailable(Exception):
-    """The database cannot be reached or written just now; answer 503 with Retry-After."""
+from firmlog.server.errors import StorageOpenError as StorageOpenError
+from firmlog.server.errors import StorageUnavailable as StorageUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +84,6 @@ class LogIdentity:
 
     origin: str
     vkey: str  # the log's verifier key, name+hexid+base64(type||pubkey)
-
-
-class StorageOpenError(Exception):
-    """The database cannot be opened or used; the message says why and what to do.
-
-    Raised by :meth:`Storage.open`. The server refuses to start with this message.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,43 +141,60 @@ class ReleaseQuery:
     cve: str | None = None
 
 
-class Integration(Protocol):
-    """One database transaction holding the log-wide integration lock."""
+# -- the contract --------------------------------------------------------------------
+#
+# Two parts: the log itself (its state, entries, hash tiles, checkpoints and
+# identity) and the ledger index derived from its entries. Each has the part an
+# integration writes and the part readers see once it commits.
+
+
+class LogIntegration(Protocol):
+    """The log itself inside one integration: a transaction holding the log-wide lock.
+
+    Reads see what earlier integrations committed and this one wrote. Writes are
+    seen by nobody else until the integration commits, become durable when it
+    does, and vanish if it rolls back. A write that fails (a check included)
+    leaves the integration able only to roll back.
+    """
 
     async def state(self) -> LogState:
-        """The state as committed by the last integration (EMPTY_STATE for a new log)."""
+        """The state as last written: by this integration, else by the last one
+        committed (EMPTY_STATE for a new log)."""
         ...
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Stored bytes of the hash tiles ``(level, index)`` that exist."""
-        ...
-
-    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
-        """Store entries at ``start_index``, ``start_index + 1``, ...
-
-        RuntimeError if an identity or leaf hash is already stored or repeated."""
-        ...
-
-    async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
-        """Insert or replace hash tiles (each a wider version of what was stored)."""
-        ...
-
-    async def write_state(self, state: LogState) -> None:
-        """Set the new state and record its checkpoint in the checkpoint history."""
-        ...
-
-    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
-        """The current (latest) key set of each of these vendors that is admitted."""
+        """Stored bytes of the hash tiles ``(level, index)`` that exist, this
+        integration's writes included."""
         ...
 
     async def entries_by_identity(
         self, identities: Sequence[bytes]
     ) -> dict[bytes, tuple[int, bytes]]:
-        """Index and bytes of the entries with these identities that are in the log."""
+        """Index and bytes of the entries with these identities that are in the log,
+        this integration's appends included."""
         ...
 
-    async def write_ledger(self, rows: LedgerRows) -> None:
-        """Add ledger index rows for entries appended in this integration."""
+    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
+        """Store entries at ``start_index``, ``start_index + 1``, ...; durable with the commit.
+
+        RuntimeError unless ``start_index`` is the number of stored entries, or if an
+        identity or leaf hash is already stored or repeated."""
+        ...
+
+    async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
+        """Insert or replace hash tiles; durable with the commit.
+
+        ValueError for a malformed tile; RuntimeError for one that does not start
+        with the stored bytes (each must be a wider version of what is stored)."""
+        ...
+
+    async def write_state(self, state: LogState) -> None:
+        """Set the new state and record its checkpoint in the checkpoint history.
+
+        Readers see the new checkpoint when the integration commits, together with
+        the entries and tiles it covers. ValueError for a malformed state;
+        RuntimeError for one that shrinks the tree, changes its right edge or
+        checkpoint without growing it, or does not cover exactly the stored entries."""
         ...
 
     async def identity(self) -> LogIdentity | None:
@@ -183,12 +202,36 @@ class Integration(Protocol):
         ...
 
     async def write_identity(self, identity: LogIdentity) -> None:
-        """Record the log's identity; RuntimeError if one is recorded already (it never changes)."""
+        """Record the log's identity, durably with the commit; RuntimeError if one is
+        recorded already (it never changes)."""
         ...
 
 
-class Storage(Protocol):
-    """A log's durable storage. Writes are durable once they return."""
+class LedgerIntegration(Protocol):
+    """The ledger index inside one integration, written in the same transaction as
+    the entries it indexes: it is committed, or rolled back, with them."""
+
+    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
+        """The current (latest) key set of each of these vendors that is admitted,
+        this integration's rows included."""
+        ...
+
+    async def write_ledger(self, rows: LedgerRows) -> None:
+        """Add ledger index rows for entries appended in this integration; durable
+        with the commit, and seen by readers exactly when those entries are."""
+        ...
+
+
+class Integration(LogIntegration, LedgerIntegration, Protocol):
+    """One database transaction holding the log-wide integration lock."""
+
+
+class LogStorage(Protocol):
+    """The log itself: the durable store, its integrations, and reads of what they committed.
+
+    Reads outside an integration see committed data only and never wait for the
+    integration lock.
+    """
 
     async def open(self) -> None:
         """Connect and create the schema if it is missing (idempotent).
@@ -197,7 +240,9 @@ class Storage(Protocol):
         """
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Wait for a running integration, then let go of every connection (idempotent)."""
+        ...
 
     async def check_writable(self) -> None:
         """A round trip to the database that a write would need; returns if one could
@@ -207,9 +252,10 @@ class Storage(Protocol):
     def integration(self) -> AbstractAsyncContextManager[Integration]:
         """A transaction holding the integration lock.
 
-        Commits when the block exits normally, rolls back on an exception.
+        Commits when the block exits normally, and the block's writes are durable
+        once it has exited; rolls back on an exception (a cancellation included).
         Only one integration runs at a time across all processes sharing the
-        database; others wait for the lock.
+        database; others wait for the lock, then see what it committed.
         """
         ...
 
@@ -222,7 +268,7 @@ class Storage(Protocol):
         ...
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Stored bytes of the hash tiles ``(level, index)`` that exist (committed data only)."""
+        """Stored bytes of the hash tiles ``(level, index)`` that exist, all as of one commit."""
         ...
 
     async def read_entries(self, start: int, end: int) -> list[bytes]:
@@ -236,6 +282,10 @@ class Storage(Protocol):
     async def find_identity(self, identity: bytes) -> int | None:
         """The index of the entry with this identity, if it is in the log."""
         ...
+
+
+class LedgerIndex(Protocol):
+    """The ledger index as committed: a row is seen exactly when its entry is."""
 
     async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
         """The current (latest) key set of each of these vendors that is admitted."""
@@ -261,6 +311,11 @@ class Storage(Protocol):
     async def image_sizes(self, image_sha256: str) -> set[int]:
         """The image sizes that logged releases name for this image digest."""
         ...
+
+
+class Storage(LogStorage, LedgerIndex, Protocol):
+    """A log's durable storage: the log and its ledger index. Writes are durable once
+    the integration that made them has exited."""
 
 
 def open_storage(url: str) -> Storage:

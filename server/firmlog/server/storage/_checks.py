@@ -8,13 +8,21 @@ from __future__ import annotations
 
 from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.tiles import TILE_WIDTH
-from firmlog.server.storage import LogIdentity, LogState
+from firmlog.server.storage import LogIdentity, LogState, StorageOpenError
 
 SCHEMA_VERSION = 2
 """Version of the schema this code writes; stored in ``schema_version``."""
 
 
-# Checks shared by both backends: the last line of defence against a fork.
+def check_schema_version(version: int) -> None:
+    """Raise StorageOpenError unless the database has the schema this code writes."""
+    if version != SCHEMA_VERSION:
+        raise StorageOpenError(
+            f"the database has schema version {version}, made by another firmlog-server; "
+            f"this one needs {SCHEMA_VERSION} and there are no schema migrations before 1.0: "
+            "start a new log (a new data dir or database), or run the firmlog-server "
+            "version that made it"
+        )
 
 
 def check_append_start(next_index: int, start_index: int) -> None:
@@ -76,41 +84,6 @@ def check_tile_growth(key: tuple[int, int], stored: bytes | None, data: bytes) -
             f"tile {level}/{index} may only grow: the stored {len(stored) // HASH_SIZE} hashes "
             f"are not a prefix of the new {len(data) // HASH_SIZE}; the log would fork"
         )
-
-
-class IntegrationGuard:
-    """Use-after-end and failure tracking shared by both backends' integrations.
-
-    Once a write fails (including a failed check), the integration is poisoned:
-    every later call raises and the transaction rolls back when the block ends,
-    even if the caller caught the first exception.
-    """
-
-    def __init__(self) -> None:
-        self._active = True
-        self._failure: BaseException | None = None
-
-    def _usable(self) -> None:
-        if not self._active:
-            raise RuntimeError("integration used after its transaction ended")
-        if self._failure is not None:
-            raise RuntimeError(
-                "integration has a failed write and can only roll back"
-            ) from self._failure
-
-    def _failed(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-
-    def _end(self) -> None:
-        self._active = False
-
-    def _raise_if_failed(self) -> None:
-        """Called before commit: refuse to commit a transaction with a failed write."""
-        if self._failure is not None:
-            raise RuntimeError(
-                "integration not committed: a write inside it failed"
-            ) from self._failure
 
 
 def check_state_covers_entries(next_index: int, new: LogState) -> None:

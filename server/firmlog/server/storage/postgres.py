@@ -21,43 +21,30 @@ guarantees:
   down, in recovery, read-only or out of resources raises
   :class:`~firmlog.server.storage.StorageUnavailable` (a connection waits at
   most :data:`ACQUIRE_TIMEOUT_S` for the pool); other errors propagate.
-- Last line of defence against a fork: the checks shared with the SQLite
-  backend (:mod:`firmlog.server.storage.sqlite`) refuse entries that do not
-  start at the stored size, duplicate leaf hashes, a shrinking state and a tile
-  that does not extend what is stored; after any failed write the integration
-  can only roll back.
+- Last line of defence against a fork: the guarded integration shared with
+  the SQLite backend (:mod:`firmlog.server.storage._backend`) refuses entries
+  that do not start at the stored size, duplicate leaf hashes, a shrinking
+  state and a tile that does not extend what is stored; after any failed write
+  the integration can only roll back. This file says how to connect, hold the
+  lock and run a statement; the reads and their SQL are written once there.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import asyncpg
 
-from firmlog.server.storage import (
-    EntryRow,
-    Integration,
-    KeySetRow,
-    LedgerRows,
-    LogIdentity,
-    LogState,
-    ReleaseQuery,
-    StorageOpenError,
-    StorageUnavailable,
-)
-from firmlog.server.storage._checks import (
-    SCHEMA_VERSION,
-    IntegrationGuard,
-    check_append_start,
-    check_identity_unset,
-    check_state_covers_entries,
-    check_state_transition,
-    check_tile_growth,
-)
-from firmlog.server.storage._search import join_keys, release_search, split_keys
+from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
+from firmlog.server.storage import _sql as sql
+from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
+from firmlog.server.storage._checks import SCHEMA_VERSION, check_schema_version
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
@@ -85,31 +72,6 @@ def _unavailable() -> Iterator[None]:
         raise StorageUnavailable(
             f"PostgreSQL cannot be used just now: {type(exc).__name__}: {exc}"
         ) from exc
-
-
-class _GuardedPool:
-    """The pool's query methods, with an acquire timeout and StorageUnavailable."""
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    def acquire(self, timeout: float = ACQUIRE_TIMEOUT_S) -> Any:
-        return self._pool.acquire(timeout=timeout)
-
-    async def fetch(self, query: str, *args: Any) -> Any:
-        with _unavailable():
-            async with self.acquire() as conn:
-                return await conn.fetch(query, *args)
-
-    async def fetchrow(self, query: str, *args: Any) -> Any:
-        with _unavailable():
-            async with self.acquire() as conn:
-                return await conn.fetchrow(query, *args)
-
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        with _unavailable():
-            async with self.acquire() as conn:
-                return await conn.fetchval(query, *args)
 
 
 _SCHEMA_LOCK_KEY = 0x666972_6D6C6F67  # "firmlog": advisory lock around schema creation
@@ -183,59 +145,21 @@ CREATE TABLE IF NOT EXISTS log_identity (
 );
 """
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
-_INSERT_VERSION = (
-    "INSERT INTO schema_version (id, version) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
-)
-_SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
+# The statements both backends run are in _sql; PostgreSQL's own:
 _LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
-_SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"
-_UPDATE_STATE = "UPDATE log_state SET tree_size = $1, right_edge = $2, checkpoint = $3 WHERE id = 1"
-_INSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (tree_size, note) VALUES ($1, $2) ON CONFLICT (tree_size) DO NOTHING"
-)
-_SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
-_SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = $1"
-_NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
-_SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
-_FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = $1"
-_FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = $1"
 _SELECT_TILES = """
 SELECT t.level, t.idx, t.data
 FROM tiles AS t
 JOIN unnest($1::int[], $2::bigint[]) AS k (level, idx) ON t.level = k.level AND t.idx = k.idx
 """
-_UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
-    " ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data"
-)
-_ENTRY_COLUMNS = ("idx", "identity", "leaf_hash", "data")
 _SELECT_KEY_SETS = """
 SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold, serial FROM key_sets
 WHERE vendor = ANY($1::text[]) ORDER BY vendor, idx DESC
 """
-_SELECT_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE idx > $1 ORDER BY idx LIMIT $2"
-)
-_SELECT_VENDOR_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets"
-    " WHERE vendor = $1 AND idx > $2 ORDER BY idx LIMIT $3"
-)
 _ENTRIES_BY_IDENTITY = "SELECT identity, idx, data FROM entries WHERE identity = ANY($1::bytea[])"
-_INSERT_KEY_SET = (
-    "INSERT INTO key_sets (vendor, idx, keys, threshold, serial) VALUES ($1, $2, $3, $4, $5)"
-)
-_INSERT_RELEASE = (
-    "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
-    " image_size) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
-_INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES ($1, $2)"
-_INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES ($1, $2, $3)"
 _SELECT_REVOCATIONS = (
     "SELECT release_idx, idx FROM revocations WHERE release_idx = ANY($1::bigint[]) ORDER BY idx"
 )
-_SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = $1"
-_SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
-_INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, $1, $2)"
 _URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
@@ -272,183 +196,89 @@ def _open_problem(url: str, exc: BaseException) -> str:
     return f"cannot open the PostgreSQL database {where}: {exc}; fix the database URL"
 
 
-async def _key_sets(conn: Any, vendors: Sequence[str]) -> dict[str, KeySetRow]:
-    if not vendors:
-        return {}
-    rows = await conn.fetch(_SELECT_KEY_SETS, list(set(vendors)))
-    return {r[0]: _key_set_row(r) for r in rows}
+class _PostgresStatements:
+    """:class:`~firmlog.server.storage._backend.Statements` on one asyncpg connection;
+    inside an integration also its session (a step runs on the transaction's connection)."""
 
-
-def _key_set_row(r: Any) -> KeySetRow:
-    return KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3]), int(r[4]))
-
-
-async def _read_tiles(
-    conn: Any,  # an asyncpg connection, or the pool for committed data
-    tiles: Sequence[tuple[int, int]],
-) -> dict[tuple[int, int], bytes]:
-    if not tiles:
-        return {}
-    keys = set(tiles)
-    rows = await conn.fetch(_SELECT_TILES, [k[0] for k in keys], [k[1] for k in keys])
-    return {(int(row[0]), int(row[1])): bytes(row[2]) for row in rows}
-
-
-async def _read_state(conn: Any) -> LogState:
-    row = await conn.fetchrow(_SELECT_STATE)
-    if row is None:
-        raise RuntimeError("the log_state row is missing: the database is damaged")
-    return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
-
-
-class _PostgresIntegration(IntegrationGuard):
-    """One READ COMMITTED transaction holding the ``log_state`` row lock."""
+    unique_violation: ClassVar[tuple[type[Exception], ...]] = (asyncpg.UniqueViolationError,)
 
     def __init__(self, conn: Any) -> None:
-        super().__init__()
         self._conn = conn
 
-    async def state(self) -> LogState:
-        self._usable()
-        return await _read_state(self._conn)
+    async def run(
+        self,
+        step: Step[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        return await step(self, *args, **kwargs)
 
-    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        self._usable()
-        return await _read_tiles(self._conn, tiles)
+    async def fetch(self, statement: str, *args: object) -> list[Row]:
+        rows: list[Row] = await self._conn.fetch(statement, *args)
+        return rows
 
-    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
-        self._usable()
-        try:
-            check_append_start(int(await self._conn.fetchval(_NEXT_INDEX)), start_index)
-            if not entries:
-                return
-            records = [
-                (start_index + i, e.identity, e.leaf_hash, e.data) for i, e in enumerate(entries)
-            ]
-            try:
-                await self._conn.copy_records_to_table(
-                    "entries", records=records, columns=_ENTRY_COLUMNS
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise RuntimeError(
-                    "append_entries: an identity or leaf hash is already in the log or "
-                    f"repeated in the batch (look entries up with entries_by_identity first): "
-                    f"{exc}"
-                ) from exc
-        except BaseException as exc:
-            self._failed(exc)
-            raise
+    async def execute(self, statement: str, *args: object) -> None:
+        await self._conn.execute(statement, *args)
 
-    async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
-        self._usable()
-        try:
-            stored = await _read_tiles(self._conn, list(tiles))
-            for key, data in tiles.items():
-                check_tile_growth(key, stored.get(key), data)
-            changed = [
-                (lvl, idx, data)
-                for (lvl, idx), data in tiles.items()
-                if stored.get((lvl, idx)) != data
-            ]
-            if changed:
-                await self._conn.executemany(_UPSERT_TILE, changed)
-        except BaseException as exc:
-            self._failed(exc)
-            raise
+    async def executemany(self, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
+        await self._conn.executemany(statement, rows)
 
-    async def write_state(self, state: LogState) -> None:
-        self._usable()
-        try:
-            check_state_transition(await _read_state(self._conn), state)
-            check_state_covers_entries(int(await self._conn.fetchval(_NEXT_INDEX)), state)
-            await self._conn.execute(
-                _UPDATE_STATE, state.tree_size, state.right_edge, state.checkpoint
-            )
-            if state.checkpoint:
-                await self._conn.execute(_INSERT_CHECKPOINT, state.tree_size, state.checkpoint)
-        except BaseException as exc:
-            self._failed(exc)
-            raise
+    async def insert_entries(self, records: Sequence[EntryRecord]) -> None:
+        await self._conn.copy_records_to_table(
+            "entries", records=records, columns=sql.ENTRY_COLUMNS
+        )
 
-    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
-        self._usable()
-        return await _key_sets(self._conn, vendors)
+    async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        rows = await self._conn.fetch(_SELECT_TILES, [k[0] for k in keys], [k[1] for k in keys])
+        return {(int(row[0]), int(row[1])): bytes(row[2]) for row in rows}
 
     async def entries_by_identity(
-        self, identities: Sequence[bytes]
+        self, identities: Collection[bytes]
     ) -> dict[bytes, tuple[int, bytes]]:
-        self._usable()
-        if not identities:
-            return {}
-        rows = await self._conn.fetch(_ENTRIES_BY_IDENTITY, list(set(identities)))
+        rows = await self._conn.fetch(_ENTRIES_BY_IDENTITY, list(identities))
         return {bytes(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
 
-    async def identity(self) -> LogIdentity | None:
-        self._usable()
-        row = await self._conn.fetchrow(_SELECT_IDENTITY)
-        return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
+    async def key_sets(self, vendors: Collection[str]) -> dict[str, KeySetRow]:
+        rows = await self._conn.fetch(_SELECT_KEY_SETS, list(vendors))
+        return {r[0]: sql.key_set_row(r) for r in rows}
 
-    async def write_identity(self, identity: LogIdentity) -> None:
-        self._usable()
-        try:
-            check_identity_unset(await self.identity(), identity)
-            await self._conn.execute(_INSERT_IDENTITY, identity.origin, identity.vkey)
-        except BaseException as exc:
-            self._failed(exc)
-            raise
-
-    async def write_ledger(self, rows: LedgerRows) -> None:
-        self._usable()
-        try:
-            conn = self._conn
-            if rows.key_sets:
-                await conn.executemany(
-                    _INSERT_KEY_SET,
-                    [
-                        (k.vendor, k.index, join_keys(k.keys), k.threshold, k.serial)
-                        for k in rows.key_sets
-                    ],
-                )
-            if rows.releases:
-                await conn.executemany(
-                    _INSERT_RELEASE,
-                    [
-                        (
-                            r.index,
-                            r.vendor,
-                            r.product,
-                            r.version,
-                            r.security_version,
-                            r.image_sha256,
-                            r.image_size,
-                        )
-                        for r in rows.releases
-                    ],
-                )
-            fixes = [(cve, r.index) for r in rows.releases for cve in r.fixes]
-            if fixes:
-                await conn.executemany(_INSERT_FIX, fixes)
-            if rows.revocations:
-                await conn.executemany(
-                    _INSERT_REVOCATION,
-                    [(r.index, r.vendor, r.release_index) for r in rows.revocations],
-                )
-        except BaseException as exc:
-            self._failed(exc)
-            raise
+    async def revocations_of(self, release_indexes: Collection[int]) -> dict[int, list[int]]:
+        rows = await self._conn.fetch(_SELECT_REVOCATIONS, list(release_indexes))
+        found: dict[int, list[int]] = {}
+        for r in rows:
+            found.setdefault(int(r[0]), []).append(int(r[1]))
+        return found
 
 
-class PostgresStorage:
+class _PoolSession:
+    """Committed reads: each step on a pool connection, waiting at most
+    ACQUIRE_TIMEOUT_S for one, with StorageUnavailable for an unavailable database."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def run(
+        self,
+        step: Step[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        with _unavailable():
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                return await step(_PostgresStatements(conn), *args, **kwargs)
+
+
+class PostgresStorage(SQLStorage):
     """The log in a PostgreSQL database (see the module docstring for its guarantees)."""
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._pool: Any = None  # asyncpg.Pool once open
 
-    def _open_pool(self) -> _GuardedPool:
+    def _open_pool(self) -> Any:
         if self._pool is None:
             raise RuntimeError("PostgreSQL storage is not open: call open() first")
-        return _GuardedPool(self._pool)
+        return self._pool
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -463,18 +293,8 @@ class PostgresStorage:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
                 await conn.execute(_SCHEMA)
-                await conn.execute(_INSERT_VERSION, SCHEMA_VERSION)
-                version = await conn.fetchval(_SELECT_VERSION)
-                if version != SCHEMA_VERSION:
-                    raise StorageOpenError(
-                        f"the database has schema version {version}, made by another "
-                        "firmlog-server; "
-                        f"this one needs {SCHEMA_VERSION} and there are no schema migrations "
-                        "before "
-                        "1.0: "
-                        "start a new log (a new data dir or database), or run the firmlog-server "
-                        "version that made it"
-                    )
+                await conn.execute(sql.INSERT_VERSION, SCHEMA_VERSION)
+                check_schema_version(await conn.fetchval(sql.SELECT_VERSION))
         except BaseException:
             await pool.close()
             raise
@@ -488,7 +308,7 @@ class PostgresStorage:
     async def check_writable(self) -> None:
         pool = self._open_pool()
         with _unavailable():
-            async with pool.acquire(HEALTH_TIMEOUT_S) as conn:
+            async with pool.acquire(timeout=HEALTH_TIMEOUT_S) as conn:
                 recovery, read_only = await conn.fetchrow(_CHECK_WRITABLE, timeout=HEALTH_TIMEOUT_S)
         if recovery:
             raise StorageUnavailable("PostgreSQL is in recovery (a standby): it cannot be written")
@@ -498,78 +318,19 @@ class PostgresStorage:
             )
 
     @asynccontextmanager
-    async def integration(self) -> AsyncIterator[Integration]:
+    async def _locked(self) -> AsyncIterator[Session]:
+        """A READ COMMITTED transaction whose first statement locks the state row."""
         pool = self._open_pool()
         # READ COMMITTED whatever the server's default: after the row lock is
         # granted, every statement sees the predecessor's committed writes.
         with _unavailable():
-            async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+            async with (
+                pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn,
+                conn.transaction(isolation="read_committed"),
+            ):
                 if await conn.fetchval(_LOCK_STATE) is None:
                     raise RuntimeError("the log_state row is missing: the database is damaged")
-                integration = _PostgresIntegration(conn)
-                try:
-                    yield integration
-                finally:
-                    integration._end()
-                integration._raise_if_failed()  # raising here rolls the transaction back
+                yield _PostgresStatements(conn)
 
-    async def latest_checkpoint(self) -> bytes | None:
-        note = await self._open_pool().fetchval(_SELECT_CHECKPOINT)
-        return bytes(note) if note else None
-
-    async def checkpoint_at(self, tree_size: int) -> bytes | None:
-        note = await self._open_pool().fetchval(_SELECT_CHECKPOINT_AT, tree_size)
-        return bytes(note) if note is not None else None
-
-    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        if not tiles:
-            return {}
-        return await _read_tiles(self._open_pool(), tiles)
-
-    async def read_entries(self, start: int, end: int) -> list[bytes]:
-        if start < 0 or end < start:
-            raise ValueError(f"entry range must satisfy 0 <= start <= end, got {start}..{end}")
-        if start == end:
-            return []
-        rows = await self._open_pool().fetch(_SELECT_ENTRIES, start, end)
-        return [bytes(row[0]) for row in rows]
-
-    async def find_leaf(self, leaf_hash: bytes) -> int | None:
-        index = await self._open_pool().fetchval(_FIND_LEAF, leaf_hash)
-        return int(index) if index is not None else None
-
-    async def find_identity(self, identity: bytes) -> int | None:
-        index = await self._open_pool().fetchval(_FIND_IDENTITY, identity)
-        return int(index) if index is not None else None
-
-    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
-        return await _key_sets(self._open_pool(), vendors)
-
-    async def key_history(self, vendor: str | None, after: int, limit: int) -> list[KeySetRow]:
-        pool = self._open_pool()
-        rows = (
-            await pool.fetch(_SELECT_KEY_HISTORY, after, limit)
-            if vendor is None
-            else await pool.fetch(_SELECT_VENDOR_KEY_HISTORY, vendor, after, limit)
-        )
-        return [_key_set_row(r) for r in rows]
-
-    async def search_releases(
-        self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False
-    ) -> list[tuple[int, bytes]]:
-        sql, params = release_search(query, cursor, limit, lambda n: f"${n}", newest_first)
-        rows = await self._open_pool().fetch(sql, *params)
-        return [(int(r[0]), bytes(r[1])) for r in rows]
-
-    async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:
-        if not release_indexes:
-            return {}
-        rows = await self._open_pool().fetch(_SELECT_REVOCATIONS, list(set(release_indexes)))
-        found: dict[int, list[int]] = {}
-        for r in rows:
-            found.setdefault(int(r[0]), []).append(int(r[1]))
-        return found
-
-    async def image_sizes(self, image_sha256: str) -> set[int]:
-        rows = await self._open_pool().fetch(_SELECT_IMAGE_SIZES, image_sha256)
-        return {int(r[0]) for r in rows}
+    def _committed(self) -> Session:
+        return _PoolSession(self._open_pool())

@@ -26,8 +26,9 @@ stdlib :mod:`sqlite3` module. What it guarantees:
   tile that does not extend what is stored. After any failed write the
   integration can only roll back, even if the caller swallows the exception.
 
-The checks and the write guard are shared with the PostgreSQL backend
-(:mod:`firmlog.server.storage._checks`).
+The guarded integration, the reads and their SQL are written once for both
+backends (:mod:`firmlog.server.storage._backend`); this file says how to open
+the file, hold the lock and run a statement on its threads.
 """
 
 from __future__ import annotations
@@ -35,34 +36,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
-from firmlog.server.storage import (
-    EntryRow,
-    Integration,
-    KeySetRow,
-    LedgerRows,
-    LogIdentity,
-    LogState,
-    ReleaseQuery,
-    StorageOpenError,
-    StorageUnavailable,
-)
-from firmlog.server.storage._checks import (
-    SCHEMA_VERSION,
-    IntegrationGuard,
-    check_append_start,
-    check_identity_unset,
-    check_state_covers_entries,
-    check_state_transition,
-    check_tile_growth,
-)
-from firmlog.server.storage._search import join_keys, release_search, split_keys
+from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
+from firmlog.server.storage import _sql as sql
+from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
+from firmlog.server.storage._checks import SCHEMA_VERSION, check_schema_version
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 BUSY_TIMEOUT_S = 60.0
 """How long a connection waits for SQLite's write lock before it fails."""
@@ -124,51 +109,15 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS log_identity ("
     " id INTEGER PRIMARY KEY CHECK (id = 1), origin TEXT NOT NULL, vkey TEXT NOT NULL)",
 )
-_INSERT_VERSION = (
-    "INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO NOTHING"
-)
-_SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
-_SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"
-_UPDATE_STATE = "UPDATE log_state SET tree_size = ?, right_edge = ?, checkpoint = ? WHERE id = 1"
-_INSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (tree_size, note) VALUES (?, ?) ON CONFLICT (tree_size) DO NOTHING"
-)
-_SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
-_SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = ?"
-_NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
+# The statements both backends run are in _sql; SQLite's own look up one key each.
 _INSERT_ENTRY = "INSERT INTO entries (idx, identity, leaf_hash, data) VALUES (?, ?, ?, ?)"
-_SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
-_FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = ?"
-_FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = ?"
 _SELECT_TILE = "SELECT data FROM tiles WHERE level = ? AND idx = ?"
-_UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
-    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
-)
 _SELECT_KEY_SET = (
-    "SELECT idx, keys, threshold, serial FROM key_sets WHERE vendor = ? ORDER BY idx DESC LIMIT 1"
-)
-_SELECT_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE idx > ? ORDER BY idx LIMIT ?"
-)
-_SELECT_VENDOR_KEY_HISTORY = (
-    "SELECT vendor, idx, keys, threshold, serial FROM key_sets"
-    " WHERE vendor = ? AND idx > ? ORDER BY idx LIMIT ?"
+    "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE vendor = ?"
+    " ORDER BY idx DESC LIMIT 1"
 )
 _ENTRY_BY_IDENTITY = "SELECT idx, data FROM entries WHERE identity = ?"
-_INSERT_KEY_SET = (
-    "INSERT INTO key_sets (vendor, idx, keys, threshold, serial) VALUES (?, ?, ?, ?, ?)"
-)
-_INSERT_RELEASE = (
-    "INSERT INTO releases (idx, vendor, product, version, security_version, image_sha256,"
-    " image_size) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_FIX = "INSERT INTO release_fixes (cve, idx) VALUES (?, ?)"
-_INSERT_REVOCATION = "INSERT INTO revocations (idx, vendor, release_idx) VALUES (?, ?, ?)"
 _SELECT_REVOCATIONS = "SELECT idx FROM revocations WHERE release_idx = ? ORDER BY idx"
-_SELECT_IMAGE_SIZES = "SELECT DISTINCT image_size FROM releases WHERE image_sha256 = ?"
-_SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
-_INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, ?, ?)"
 
 
 # Functions run on the storage's threads; each gets that thread's connection.
@@ -215,17 +164,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     try:
         for statement in _SCHEMA:
             conn.execute(statement)
-        conn.execute(_INSERT_VERSION, (SCHEMA_VERSION,))
-        (version,) = conn.execute(_SELECT_VERSION).fetchone()
-        if version != SCHEMA_VERSION:
-            raise StorageOpenError(
-                f"the database has schema version {version}, made by another "
-                "firmlog-server; "
-                f"this one needs {SCHEMA_VERSION} and there are no schema migrations before "
-                "1.0: "
-                "start a new log (a new data dir or database), or run the firmlog-server "
-                "version that made it"
-            )
+        conn.execute(sql.sqlite(sql.INSERT_VERSION), (SCHEMA_VERSION,))
+        (version,) = conn.execute(sql.SELECT_VERSION).fetchone()
+        check_schema_version(version)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -271,183 +212,78 @@ def _check_writable(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
-def _read_state(conn: sqlite3.Connection) -> LogState:
-    row = conn.execute(_SELECT_STATE).fetchone()
-    if row is None:
-        raise RuntimeError("the log_state row is missing: the database is damaged")
-    return LogState(tree_size=int(row[0]), right_edge=bytes(row[1]), checkpoint=bytes(row[2]))
+class _SQLiteStatements:
+    """:class:`~firmlog.server.storage._backend.Statements` on one connection, run on
+    its thread. Every method is synchronous inside: a step awaiting them never suspends."""
+
+    unique_violation: ClassVar[tuple[type[Exception], ...]] = (sqlite3.IntegrityError,)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, statement: str, *args: object) -> list[Row]:
+        return self._conn.execute(sql.sqlite(statement), args).fetchall()
+
+    async def execute(self, statement: str, *args: object) -> None:
+        self._conn.execute(sql.sqlite(statement), args)
+
+    async def executemany(self, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
+        self._conn.executemany(sql.sqlite(statement), rows)
+
+    async def insert_entries(self, records: Sequence[EntryRecord]) -> None:
+        self._conn.executemany(_INSERT_ENTRY, records)
+
+    async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        snapshot = not self._conn.in_transaction  # on the reader: one snapshot for all tiles
+        if snapshot:
+            self._conn.execute("BEGIN")
+        try:
+            found: dict[tuple[int, int], bytes] = {}
+            for key in keys:
+                row = self._conn.execute(_SELECT_TILE, key).fetchone()
+                if row is not None:
+                    found[key] = bytes(row[0])
+            return found
+        finally:
+            if snapshot:
+                self._conn.execute("COMMIT")
+
+    async def entries_by_identity(
+        self, identities: Collection[bytes]
+    ) -> dict[bytes, tuple[int, bytes]]:
+        found: dict[bytes, tuple[int, bytes]] = {}
+        for identity in identities:
+            row = self._conn.execute(_ENTRY_BY_IDENTITY, (identity,)).fetchone()
+            if row is not None:
+                found[identity] = (int(row[0]), bytes(row[1]))
+        return found
+
+    async def key_sets(self, vendors: Collection[str]) -> dict[str, KeySetRow]:
+        found: dict[str, KeySetRow] = {}
+        for vendor in vendors:
+            row = self._conn.execute(_SELECT_KEY_SET, (vendor,)).fetchone()
+            if row is not None:
+                found[vendor] = sql.key_set_row(row)
+        return found
+
+    async def revocations_of(self, release_indexes: Collection[int]) -> dict[int, list[int]]:
+        found: dict[int, list[int]] = {}
+        for index in release_indexes:
+            revocations = [int(r[0]) for r in self._conn.execute(_SELECT_REVOCATIONS, (index,))]
+            if revocations:
+                found[index] = revocations
+        return found
 
 
-def _read_tiles(
-    conn: sqlite3.Connection, tiles: Iterable[tuple[int, int]]
-) -> dict[tuple[int, int], bytes]:
-    found: dict[tuple[int, int], bytes] = {}
-    for key in set(tiles):
-        row = conn.execute(_SELECT_TILE, key).fetchone()
-        if row is not None:
-            found[key] = bytes(row[0])
-    return found
-
-
-def _append_entries(
-    conn: sqlite3.Connection, start_index: int, entries: Sequence[EntryRow]
-) -> None:
-    (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
-    check_append_start(int(next_index), start_index)
-    rows = [(start_index + i, e.identity, e.leaf_hash, e.data) for i, e in enumerate(entries)]
+def _complete(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a step that never suspends (it awaits only _SQLiteStatements) to its end."""
     try:
-        conn.executemany(_INSERT_ENTRY, rows)
-    except sqlite3.IntegrityError as exc:
-        raise RuntimeError(
-            "append_entries: an identity or leaf hash is already in the log or repeated in "
-            f"the batch (look entries up with entries_by_identity first): {exc}"
-        ) from exc
-
-
-def _write_tiles(conn: sqlite3.Connection, tiles: Mapping[tuple[int, int], bytes]) -> None:
-    stored = _read_tiles(conn, tiles)
-    for key, data in tiles.items():
-        check_tile_growth(key, stored.get(key), data)
-    changed = [
-        (level, index, data)
-        for (level, index), data in tiles.items()
-        if stored.get((level, index)) != data
-    ]
-    conn.executemany(_UPSERT_TILE, changed)
-
-
-def _write_state(conn: sqlite3.Connection, state: LogState) -> None:
-    check_state_transition(_read_state(conn), state)
-    (next_index,) = conn.execute(_NEXT_INDEX).fetchone()
-    check_state_covers_entries(int(next_index), state)
-    conn.execute(_UPDATE_STATE, (state.tree_size, state.right_edge, state.checkpoint))
-    if state.checkpoint:
-        conn.execute(_INSERT_CHECKPOINT, (state.tree_size, state.checkpoint))
-
-
-def _key_sets(conn: sqlite3.Connection, vendors: Iterable[str]) -> dict[str, KeySetRow]:
-    found: dict[str, KeySetRow] = {}
-    for vendor in set(vendors):
-        row = conn.execute(_SELECT_KEY_SET, (vendor,)).fetchone()
-        if row is not None:
-            found[vendor] = KeySetRow(
-                vendor, int(row[0]), split_keys(row[1]), int(row[2]), int(row[3])
-            )
-    return found
-
-
-def _key_history(
-    conn: sqlite3.Connection, vendor: str | None, after: int, limit: int
-) -> list[KeySetRow]:
-    rows = (
-        conn.execute(_SELECT_KEY_HISTORY, (after, limit))
-        if vendor is None
-        else conn.execute(_SELECT_VENDOR_KEY_HISTORY, (vendor, after, limit))
-    )
-    return [KeySetRow(r[0], int(r[1]), split_keys(r[2]), int(r[3]), int(r[4])) for r in rows]
-
-
-def _entries_by_identity(
-    conn: sqlite3.Connection, identities: Iterable[bytes]
-) -> dict[bytes, tuple[int, bytes]]:
-    found: dict[bytes, tuple[int, bytes]] = {}
-    for identity in set(identities):
-        row = conn.execute(_ENTRY_BY_IDENTITY, (identity,)).fetchone()
-        if row is not None:
-            found[identity] = (int(row[0]), bytes(row[1]))
-    return found
-
-
-def _write_ledger(conn: sqlite3.Connection, rows: LedgerRows) -> None:
-    conn.executemany(
-        _INSERT_KEY_SET,
-        [(k.vendor, k.index, join_keys(k.keys), k.threshold, k.serial) for k in rows.key_sets],
-    )
-    conn.executemany(
-        _INSERT_RELEASE,
-        [
-            (
-                r.index,
-                r.vendor,
-                r.product,
-                r.version,
-                r.security_version,
-                r.image_sha256,
-                r.image_size,
-            )
-            for r in rows.releases
-        ],
-    )
-    conn.executemany(_INSERT_FIX, [(cve, r.index) for r in rows.releases for cve in r.fixes])
-    conn.executemany(
-        _INSERT_REVOCATION, [(r.index, r.vendor, r.release_index) for r in rows.revocations]
-    )
-
-
-def _read_identity(conn: sqlite3.Connection) -> LogIdentity | None:
-    row = conn.execute(_SELECT_IDENTITY).fetchone()
-    return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
-
-
-def _write_identity(conn: sqlite3.Connection, identity: LogIdentity) -> None:
-    check_identity_unset(_read_identity(conn), identity)
-    conn.execute(_INSERT_IDENTITY, (identity.origin, identity.vkey))
-
-
-def _search_releases(
-    conn: sqlite3.Connection, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool
-) -> list[tuple[int, bytes]]:
-    sql, params = release_search(query, cursor, limit, lambda _: "?", newest_first)
-    return [(int(r[0]), bytes(r[1])) for r in conn.execute(sql, params)]
-
-
-def _revocations_of(
-    conn: sqlite3.Connection, release_indexes: Iterable[int]
-) -> dict[int, list[int]]:
-    found: dict[int, list[int]] = {}
-    for index in set(release_indexes):
-        revs = [int(r[0]) for r in conn.execute(_SELECT_REVOCATIONS, (index,))]
-        if revs:
-            found[index] = revs
-    return found
-
-
-def _image_sizes(conn: sqlite3.Connection, image_sha256: str) -> set[int]:
-    return {int(r[0]) for r in conn.execute(_SELECT_IMAGE_SIZES, (image_sha256,))}
-
-
-def _read_in_snapshot(
-    conn: sqlite3.Connection, tiles: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], bytes]:
-    conn.execute("BEGIN")  # one read snapshot for all tiles
-    try:
-        return _read_tiles(conn, tiles)
-    finally:
-        conn.execute("COMMIT")
-
-
-def _latest_checkpoint(conn: sqlite3.Connection) -> bytes | None:
-    row = conn.execute(_SELECT_CHECKPOINT).fetchone()
-    return bytes(row[0]) if row is not None and row[0] else None
-
-
-def _checkpoint_at(conn: sqlite3.Connection, tree_size: int) -> bytes | None:
-    row = conn.execute(_SELECT_CHECKPOINT_AT, (tree_size,)).fetchone()
-    return bytes(row[0]) if row is not None else None
-
-
-def _read_entries(conn: sqlite3.Connection, start: int, end: int) -> list[bytes]:
-    return [bytes(row[0]) for row in conn.execute(_SELECT_ENTRIES, (start, end))]
-
-
-def _find_leaf(conn: sqlite3.Connection, leaf_hash: bytes) -> int | None:
-    row = conn.execute(_FIND_LEAF, (leaf_hash,)).fetchone()
-    return int(row[0]) if row is not None else None
-
-
-def _find_identity(conn: sqlite3.Connection, identity: bytes) -> int | None:
-    row = conn.execute(_FIND_IDENTITY, (identity,)).fetchone()
-    return int(row[0]) if row is not None else None
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a SQLite storage step awaited something other than its statements")
 
 
 def _guarded(path: str, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
@@ -477,6 +313,8 @@ class _Threads:
         self.path = path
         self.write_conn: sqlite3.Connection | None = None  # used on the writer thread only
         self.read_conn: sqlite3.Connection | None = None  # used on the reader thread only
+        self.writing: Session = _ThreadSession(self.write)
+        self.reading: Session = _ThreadSession(self.read)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self.write_conn is not None
@@ -503,60 +341,28 @@ class _Threads:
             self.writer.shutdown(wait=False)
 
 
-class _SQLiteIntegration(IntegrationGuard):
-    """One ``BEGIN IMMEDIATE`` transaction on the writer thread."""
+class _ThreadSession:
+    """A session on one of the threads: each step runs there whole, in one hop."""
 
-    def __init__(self, threads: _Threads) -> None:
-        super().__init__()
-        self._threads = threads
+    def __init__(
+        self, on_thread: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+    ) -> None:
+        self._on_thread = on_thread
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self._usable()
-        try:
-            return await self._threads.write(fn)
-        except BaseException as exc:
-            self._failed(exc)
-            raise
+    async def run(
+        self,
+        step: Step[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        def on_thread(conn: sqlite3.Connection) -> T:
+            return _complete(step(_SQLiteStatements(conn), *args, **kwargs))
 
-    async def state(self) -> LogState:
-        self._usable()
-        return await self._threads.write(_read_state)
-
-    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        self._usable()
-        return await self._threads.write(lambda conn: _read_tiles(conn, tiles))
-
-    async def append_entries(self, start_index: int, entries: Sequence[EntryRow]) -> None:
-        await self._write(lambda conn: _append_entries(conn, start_index, entries))
-
-    async def write_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
-        await self._write(lambda conn: _write_tiles(conn, tiles))
-
-    async def write_state(self, state: LogState) -> None:
-        await self._write(lambda conn: _write_state(conn, state))
-
-    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
-        self._usable()
-        return await self._threads.write(lambda conn: _key_sets(conn, vendors))
-
-    async def entries_by_identity(
-        self, identities: Sequence[bytes]
-    ) -> dict[bytes, tuple[int, bytes]]:
-        self._usable()
-        return await self._threads.write(lambda conn: _entries_by_identity(conn, identities))
-
-    async def write_ledger(self, rows: LedgerRows) -> None:
-        await self._write(lambda conn: _write_ledger(conn, rows))
-
-    async def identity(self) -> LogIdentity | None:
-        self._usable()
-        return await self._threads.write(_read_identity)
-
-    async def write_identity(self, identity: LogIdentity) -> None:
-        await self._write(lambda conn: _write_identity(conn, identity))
+        result: T = await self._on_thread(on_thread)
+        return result
 
 
-class SQLiteStorage:
+class SQLiteStorage(SQLStorage):
     """The log in one SQLite file (see the module docstring for its guarantees)."""
 
     def __init__(self, path: str) -> None:
@@ -623,18 +429,14 @@ class SQLiteStorage:
             self._lock.release()
 
     @asynccontextmanager
-    async def integration(self) -> AsyncIterator[Integration]:
+    async def _locked(self) -> AsyncIterator[Session]:
+        """``BEGIN IMMEDIATE`` on the writer thread, after this process's lock."""
         async with self._lock:
             threads = self._open_threads()
             committed = False
             try:
                 await threads.write(_begin)
-                integration = _SQLiteIntegration(threads)
-                try:
-                    yield integration
-                finally:
-                    integration._end()
-                integration._raise_if_failed()
+                yield threads.writing
                 await threads.write(_commit)
                 committed = True
             finally:
@@ -644,47 +446,5 @@ class SQLiteStorage:
                     # next integration's BEGIN even if this await is interrupted.
                     await asyncio.shield(threads.write(_rollback))
 
-    async def latest_checkpoint(self) -> bytes | None:
-        return await self._open_threads().read(_latest_checkpoint)
-
-    async def checkpoint_at(self, tree_size: int) -> bytes | None:
-        return await self._open_threads().read(lambda conn: _checkpoint_at(conn, tree_size))
-
-    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        if not tiles:
-            return {}
-        return await self._open_threads().read(lambda conn: _read_in_snapshot(conn, tiles))
-
-    async def read_entries(self, start: int, end: int) -> list[bytes]:
-        if start < 0 or end < start:
-            raise ValueError(f"entry range must satisfy 0 <= start <= end, got {start}..{end}")
-        if start == end:
-            return []
-        return await self._open_threads().read(lambda conn: _read_entries(conn, start, end))
-
-    async def find_leaf(self, leaf_hash: bytes) -> int | None:
-        return await self._open_threads().read(lambda conn: _find_leaf(conn, leaf_hash))
-
-    async def find_identity(self, identity: bytes) -> int | None:
-        return await self._open_threads().read(lambda conn: _find_identity(conn, identity))
-
-    async def key_sets(self, vendors: Sequence[str]) -> dict[str, KeySetRow]:
-        return await self._open_threads().read(lambda conn: _key_sets(conn, vendors))
-
-    async def key_history(self, vendor: str | None, after: int, limit: int) -> list[KeySetRow]:
-        return await self._open_threads().read(
-            lambda conn: _key_history(conn, vendor, after, limit)
-        )
-
-    async def search_releases(
-        self, query: ReleaseQuery, cursor: int, limit: int, newest_first: bool = False
-    ) -> list[tuple[int, bytes]]:
-        return await self._open_threads().read(
-            lambda conn: _search_releases(conn, query, cursor, limit, newest_first)
-        )
-
-    async def revocations_of(self, release_indexes: Sequence[int]) -> dict[int, list[int]]:
-        return await self._open_threads().read(lambda conn: _revocations_of(conn, release_indexes))
-
-    async def image_sizes(self, image_sha256: str) -> set[int]:
-        return await self._open_threads().read(lambda conn: _image_sizes(conn, image_sha256))
+    def _committed(self) -> Session:
+        return self._open_threads().reading

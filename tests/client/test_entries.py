@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hostile import colliding_vkeys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.hostile import colliding_vkeys
 
 from firmlog.client.canonjson import MAX_SAFE_INTEGER, canonical_json
 from firmlog.client.entries import (

@@ -1,7 +1,7 @@
 """Online extras against a real log server on loopback: fetching, consistency
 proofs built from tiles, split-view evidence, transport errors, atomic state.
 
-The server is the real aiohttp app (tests/server/harness.py) on 127.0.0.1,
+The server is the real aiohttp app (tests/support/harness.py) on 127.0.0.1,
 run on an event loop in a background thread so that the synchronous client
 (urllib) can talk to it. Other client tests import :class:`LiveLog` from here.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import importlib
 import json
 import os
 import socket
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from support.harness import LogUnderTest
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
@@ -61,12 +61,6 @@ from firmlog.client.online import (
 from firmlog.client.policy import Policy, parse_policy
 from firmlog.client.tiles import Tile
 from firmlog.client.verify import DeviceState, PinnedVendorKeys, VerifiedUpdate, verify_update
-
-SERVER_TESTS = Path(__file__).resolve().parent.parent / "server"
-if str(SERVER_TESTS) not in sys.path:
-    sys.path.insert(0, str(SERVER_TESTS))
-# tests/server/harness.py: the real app on loopback (imported by path, untyped here).
-LogUnderTest: Any = importlib.import_module("harness").LogUnderTest
 
 REPO = Path(__file__).resolve().parents[2]
 ORIGIN = "test.firmlog.example/log"

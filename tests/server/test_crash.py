@@ -47,7 +47,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from logcheck import fetch, verify_whole_log
 from procs import (
     LogKeys,
     ServerProcess,
@@ -61,6 +60,7 @@ from procs import (
     running_servers,
     write_config,
 )
+from support.logcheck import fetch, verify_whole_log
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.tiles import TILE_WIDTH

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logcheck import verify_whole_log
 from splitproxy import SplitProxy
+from support.harness import LogUnderTest
+from support.logcheck import verify_whole_log
 
 from firmlog.client.entries import Build, Image, Release, VendorAdmission, sign_entry
 from firmlog.client.note import generate_key

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
-from hostile import colliding_vkeys, repeat_first_signature, with_signature_lines
-from logcheck import verify_whole_log
+from support.harness import LogUnderTest
+from support.hostile import colliding_vkeys, repeat_first_signature, with_signature_lines
+from support.logcheck import verify_whole_log
 from test_ledger_http import IMAGE, OTHER, R1, R2, R3, Client, release
 
 import firmlog.client.ledger as ledger_rules

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
-from logcheck import verify_whole_log
+from support.harness import LogUnderTest
+from support.logcheck import verify_whole_log
 
 from firmlog.client.entries import (
     Build,

@@ -1,0 +1,8 @@
+"""What the tests share, imported as ``support.<module>``: tests/ is on sys.path
+(pytest puts the directory of the root conftest there), so every test directory
+imports the same modules, and no test module imports another.
+
+- :mod:`support.harness`: a log server under test, the real app on loopback.
+- :mod:`support.logcheck`: re-verify a whole log over HTTP.
+- :mod:`support.hostile`: hostile inputs (colliding key IDs, extra signature lines).
+"""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import socket
@@ -26,14 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from support.entries import release
 from support.harness import LogUnderTest
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.entries import (
-    Build,
-    Image,
-    Release,
     Revocation,
     VendorAdmission,
     parse_entry,
@@ -143,28 +140,9 @@ class LiveLog:
         return [bytes(self.log.entry(i)) for i in range(start, start + count)]
 
 
-def make_release(image: bytes, version: str = "1.0.0", security_version: int = 1) -> Release:
-    return Release(
-        vendor="acme.example",
-        product="router-9000",
-        hardware_revisions=(),
-        version=version,
-        security_version=security_version,
-        channel="stable",
-        image=Image(sha256=hashlib.sha256(image).hexdigest(), size=len(image)),
-        build=Build(
-            time="2024-05-01T12:00:00Z",
-            source_uri="https://git.acme.example/router.git",
-            source_commit="0123abcd",
-            builder="ci.acme.example",
-            reproducible=False,
-        ),
-    )
-
-
 def release_entry(image: bytes, **kwargs: Any) -> bytes:
     """A release signed by the vendor's key (admitted with LiveLog.admit_vendor)."""
-    return sign_entry(make_release(image, **kwargs), [VENDOR_KEY])
+    return sign_entry(release(image=image, **kwargs), [VENDOR_KEY])
 
 
 @pytest.fixture
@@ -275,7 +253,7 @@ def test_http_errors_carry_the_servers_message(live: LiveLog) -> None:
     assert 400 <= info.value.status < 500
     assert "signed note" in info.value.message
 
-    unsigned = sign_entry(make_release(b"x"), [VENDOR_KEY])  # the operator did not sign
+    unsigned = sign_entry(release(image=b"x"), [VENDOR_KEY])  # the operator did not sign
     with pytest.raises(HTTPStatusError) as info:
         client.submit(unsigned)
     assert info.value.status == 403

@@ -132,7 +132,7 @@ async def test_a_revoked_release_cannot_be_logged_again(
     keys = PinnedVendorKeys((R1.verifier,), vendor="acme.example")
 
     def device() -> None:
-        update = verify_update(image, answer, policy, keys, DeviceState("thermo-x1", 0))
+        update = verify_update(image, answer, policy, keys, DeviceState("router-9000", 0))
         check_not_revoked(LogClient(log.base), update, keys)
 
     with pytest.raises(UpdateRefused) as info:

@@ -7,18 +7,18 @@ import asyncio
 import base64
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
+from support.entries import IMAGE
+from support.entries import release as any_release
 from support.harness import LogUnderTest
 from support.logcheck import verify_whole_log
 
 from firmlog.client.entries import (
-    Build,
     EntryBody,
-    Image,
     KeySet,
     Release,
     Revocation,
@@ -34,28 +34,12 @@ R1 = generate_key("acme.example/release")
 R2 = generate_key("acme.example/security")
 R3 = generate_key("acme.example/spare")
 OTHER = generate_key("other.example/release")
-IMAGE = b"\x7fELF firmware image " * 1000
 
 
-def release(version: str = "1.0", *, image: bytes = IMAGE, **changes: object) -> Release:
-    body = Release(
-        vendor="acme.example",
-        product="thermo-x1",
-        hardware_revisions=("rev-a",),
-        version=version,
-        security_version=int(version.split(".", maxsplit=1)[0]),
-        channel="stable",
-        image=Image(sha256=hashlib.sha256(image).hexdigest(), size=len(image)),
-        build=Build(
-            time="2026-11-01T12:00:00Z",
-            source_uri="https://git.acme.example/thermo.git",
-            source_commit="9f1c2e7",
-            builder="acme-ci",
-            reproducible=True,
-        ),
-        fixes=("CVE-2026-1234",) if version == "2.0" else (),
-    )
-    return replace(body, **changes)  # type: ignore[arg-type]
+def release(version: str = "1.0", **changes: Any) -> Release:
+    """The shared release; version 2.0 fixes CVE-2026-1234 (what test_search finds)."""
+    fixes = ("CVE-2026-1234",) if version == "2.0" else ()
+    return any_release(version, **{"fixes": fixes, **changes})
 
 
 class Client:

@@ -2,6 +2,7 @@
 (pytest puts the directory of the root conftest there), so every test directory
 imports the same modules, and no test module imports another.
 
+- :mod:`support.entries`: releases and entries to log (the one release factory).
 - :mod:`support.harness`: a log server under test, the real app on loopback.
 - :mod:`support.logcheck`: re-verify a whole log over HTTP.
 - :mod:`support.hostile`: hostile inputs (colliding key IDs, extra signature lines).

@@ -11,15 +11,14 @@ from aiohttp.test_utils import TestServer
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
-from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.merkle import leaf_hash, verify_inclusion
 from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.server.app import make_app
 from firmlog.server.config import HTTPConfig, LimitsConfig, SequencerConfig, ServerConfig
 from firmlog.server.connection import LogRunner
+from support.entries import admission
 
 ORIGIN = "test.firmlog.example/log"
-_VENDOR_KEY = generate_key("vendor.example/release")
 
 
 class _LogTestServer(TestServer):
@@ -74,10 +73,7 @@ class LogUnderTest:
 
     def entry(self, i: int) -> bytes:
         """A distinct valid entry (an operator-signed vendor admission)."""
-        body = VendorAdmission(
-            vendor=f"v{i}.example", keys=(_VENDOR_KEY.verifier.vkey,), threshold=1
-        )
-        return sign_entry(body, [self.operator])
+        return admission(self.operator, f"v{i}.example")
 
     async def submit(self, session: ClientSession, entry: bytes) -> tuple[int, bytes]:
         async with session.post(f"{self.base}/v1/entries", data=entry) as resp:

@@ -1,4 +1,5 @@
-"""Fixtures of the server tests: every backend, a running log, an HTTP session."""
+"""Fixtures of the server tests: every backend, a running log, an HTTP session, a
+ledger client."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 from support.harness import LogUnderTest
+from support.ledger import Client
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -35,3 +37,9 @@ async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
 async def session() -> AsyncIterator[ClientSession]:
     async with ClientSession() as s:
         yield s
+
+
+@pytest.fixture
+def client(log: LogUnderTest, session: ClientSession) -> Client:
+    """The ledger over HTTP, on ``log``."""
+    return Client(log, session)

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
+from support.entries import IMAGE, release
 from support.harness import LogUnderTest
 from support.hostile import colliding_vkeys, repeat_first_signature, with_signature_lines
+from support.ledger import OTHER, R1, R2, R3, Client
 from support.logcheck import verify_whole_log
-from test_ledger_http import IMAGE, OTHER, R1, R2, R3, Client, release
 
 import firmlog.client.ledger as ledger_rules
 import firmlog.server.app as server_app
@@ -57,11 +58,6 @@ def mangle(raw: bytes, how: str) -> bytes:
 
 async def tree_size(log: LogUnderTest) -> int:
     return (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size
-
-
-@pytest.fixture
-def client(log: LogUnderTest, session: ClientSession) -> Client:
-    return Client(log, session)
 
 
 # -- defect 1: a replayed key rotation ------------------------------------------------

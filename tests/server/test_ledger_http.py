@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ from aiohttp import ClientSession
 from support.entries import IMAGE
 from support.entries import release as any_release
 from support.harness import LogUnderTest
+from support.ledger import OTHER, R1, R2, R3, Client
 from support.logcheck import verify_whole_log
 
 from firmlog.client.entries import (
-    EntryBody,
     KeySet,
     Release,
     Revocation,
@@ -27,65 +26,13 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.ledger import LedgerState
-from firmlog.client.note import Ed25519Signer, generate_key
 from firmlog.server.storage import open_storage
-
-R1 = generate_key("acme.example/release")
-R2 = generate_key("acme.example/security")
-R3 = generate_key("acme.example/spare")
-OTHER = generate_key("other.example/release")
 
 
 def release(version: str = "1.0", **changes: Any) -> Release:
     """The shared release; version 2.0 fixes CVE-2026-1234 (what test_search finds)."""
     fixes = ("CVE-2026-1234",) if version == "2.0" else ()
     return any_release(version, **{"fixes": fixes, **changes})
-
-
-class Client:
-    def __init__(self, log: LogUnderTest, session: ClientSession) -> None:
-        self.log, self.session = log, session
-
-    async def post(self, body: EntryBody, *signers: Ed25519Signer) -> tuple[int, dict[str, object]]:
-        raw = sign_entry(body, signers)
-        status, resp = await self.log.submit(self.session, raw)
-        if status == 200:
-            bundle = self.log.check_bundle(resp, raw)
-            return status, {"index": bundle.index}
-        return status, json.loads(resp)
-
-    async def ok(self, body: EntryBody, *signers: Ed25519Signer) -> int:
-        status, got = await self.post(body, *signers)
-        assert status == 200, got
-        index = got["index"]
-        assert isinstance(index, int)
-        return index
-
-    async def refused(
-        self, status: int, match: str, body: EntryBody, *signers: Ed25519Signer
-    ) -> None:
-        before = await verify_whole_log(self.log.base, self.log.verifier)
-        size = before.checkpoint.tree_size
-        got_status, got = await self.post(body, *signers)
-        assert got_status == status, got
-        assert match in str(got["error"]), got["error"]
-        after = await verify_whole_log(self.log.base, self.log.verifier, previous=before)
-        assert after.checkpoint.tree_size == size, "a refused entry changed the log"
-
-    async def get(self, path: str) -> tuple[int, object]:
-        async with self.session.get(f"{self.log.base}{path}") as resp:
-            return resp.status, await resp.json()
-
-    async def admit(
-        self, *keys: Ed25519Signer, threshold: int = 1, vendor: str = "acme.example"
-    ) -> int:
-        body = VendorAdmission(vendor, tuple(k.verifier.vkey for k in keys), threshold)
-        return await self.ok(body, self.log.operator)
-
-
-@pytest.fixture
-def client(log: LogUnderTest, session: ClientSession) -> Client:
-    return Client(log, session)
 
 
 async def test_admission_needs_the_operator_and_happens_once(client: Client) -> None:

@@ -1,25 +1,15 @@
-"""Fixtures of the server tests: every backend, a running log, an HTTP session, a
-ledger client."""
+"""Fixtures of the server tests: a running log on each backend (database_url, from
+tests/conftest.py), an HTTP session, a ledger client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
 from support.harness import LogUnderTest
 from support.ledger import Client
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_factory: Callable[[], Awaitable[str]]
-) -> str:
-    """A fresh database on each backend: SQLite in tmp_path, a new PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'firmlog.db'}"
-    return await pg_factory()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession
 from support.entries import IMAGE
 from support.entries import release as any_release
-from support.harness import LogUnderTest
+from support.harness import LogUnderTest, until
 from support.ledger import OTHER, R1, R2, R3, Client
 from support.logcheck import verify_whole_log
 
@@ -26,7 +26,6 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.ledger import LedgerState
-from firmlog.server.storage import open_storage
 
 
 def release(version: str = "1.0", **changes: Any) -> Release:
@@ -120,24 +119,21 @@ async def test_the_ledger_is_authoritative_in_log_order(
     log = LogUnderTest(database_url, tmp_path, batch_size=64, batch_interval=0.05)
     await log.start()
     client = Client(log, session)
-    blocker = open_storage(database_url)
-    await blocker.open()
     try:
         await client.admit(R1)
-        async with blocker.integration():  # hold the lock: both land in one batch
+        with log.clock.held():  # no entry ages: both land in one batch
             rotation = asyncio.create_task(
                 client.post(KeySet("acme.example", (R2.verifier.vkey,), 1, 2), R1)
             )
-            await asyncio.sleep(0.2)
+            await until(lambda: log.pending == 1, "the rotation in the pool")
             late = asyncio.create_task(client.post(release(), R1))
-            await asyncio.sleep(0.2)
+            await until(lambda: log.pending == 2, "the release in the pool, pre-checked")
         assert (await rotation)[0] == 200
         status, got = await late
         assert status == 400, got
         assert "current key set of acme.example is serial 2, from log index 1" in str(got["error"])
         assert (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size == 2
     finally:
-        await blocker.close()
         await log.stop()
 
 

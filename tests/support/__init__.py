@@ -3,7 +3,9 @@
 imports the same modules, and no test module imports another.
 
 - :mod:`support.entries`: releases and entries to log (the one release factory).
-- :mod:`support.harness`: a log server under test, the real app on loopback.
+- :mod:`support.harness`: a log server under test, the real app on loopback; its
+  sequencer's clock, which a test can hold; ``until``, to wait for a condition.
+- :mod:`support.faults`: fault injection around a real storage.
 - :mod:`support.ledger`: the ledger over HTTP, and the vendor keys its tests use.
 - :mod:`support.livelog`: a log server in a background thread, for synchronous clients.
 - :mod:`support.logcheck`: re-verify a whole log over HTTP.

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from support.entries import release as any_release
+from support.mutations import mutated
 
 import firmlog.client.verify as verify_module
 from firmlog.client.bundle import ProofBundle
@@ -749,7 +750,7 @@ def mutated_bundles(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(mutated_bundles(), st.binary(max_size=600)))
+@given(st.one_of(mutated_bundles(), mutated(BUNDLE)))
 @example(b"")
 @example(BUNDLE)
 def test_fuzzed_bundles_raise_nothing_but_our_refusal(bundle: bytes) -> None:

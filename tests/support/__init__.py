@@ -10,4 +10,5 @@ imports the same modules, and no test module imports another.
 - :mod:`support.livelog`: a log server in a background thread, for synchronous clients.
 - :mod:`support.logcheck`: re-verify a whole log over HTTP.
 - :mod:`support.hostile`: hostile inputs (colliding key IDs, extra signature lines).
+- :mod:`support.mutations`: mutations of valid inputs, for fuzzing parsers.
 """

@@ -1,4 +1,5 @@
-"""Shared fixtures: the public test vectors and the PostgreSQL test server."""
+"""Shared fixtures: the public test vectors, the PostgreSQL test server, and each
+storage backend in turn."""
 
 from __future__ import annotations
 
@@ -74,3 +75,21 @@ def tmp_data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "firmlog-data"
     d.mkdir()
     return d
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each storage backend in turn: a test that takes this fixture, or database_url,
+    runs once on SQLite and once on PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on each backend: a SQLite file in tmp_path, or a new
+    PostgreSQL database (only the PostgreSQL run needs the server)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'firmlog.db'}"
+    url = request.getfixturevalue("pg_database")
+    assert isinstance(url, str)
+    return url

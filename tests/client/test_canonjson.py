@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.mutations import mutated
 
 from firmlog.client.canonjson import (
     MAX_DEPTH,
@@ -276,6 +277,8 @@ def test_parse_reports_byte_offsets_after_multibyte_text() -> None:
 
 _SAFE_INTS = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=12)  # no surrogates
+# What JSON is built from, and bytes that are never valid in it.
+_JSON_PIECES = (*(bytes([b]) for b in b'"\\,:[]{}0123456789-.eEu \x00\x7f\xff'), b"\xc3")
 _VALUES = st.recursive(
     st.none() | st.booleans() | _SAFE_INTS | _TEXT,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(_TEXT, children, max_size=4),
@@ -313,9 +316,9 @@ def test_matches_python_json_for_bmp_keys(value: Any) -> None:
     assert canonical_json(value) == expected.encode()
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=64))
-def test_fuzz_random_bytes(data: bytes) -> None:
+@settings(max_examples=200, deadline=None)
+@given(_VALUES.map(canonical_json).flatmap(lambda v: mutated(v, pieces=_JSON_PIECES)))
+def test_fuzz_mutated_pieces(data: bytes) -> None:
     try:
         value = parse_canonical_json(data)
     except EntryFormatError:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_online import LiveLog
+from support.livelog import LiveLog
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.cosignature import cosign, parse_witness_signer_key

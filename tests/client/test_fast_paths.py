@@ -21,6 +21,7 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.entries import release
 
 from firmlog.client import entries
 from firmlog.client.bundle import MAX_PROOF_HASHES, ProofBundle, _parse_fast, _proof_hashes
@@ -525,7 +526,7 @@ def test_release_fast_path_is_taken() -> None:
     st.integers(1, 3),
 )
 def test_pinned_keys_index_agrees(pinned: list[Any], signers: list[Any], threshold: int) -> None:
-    entry = entries.parse_entry(sign_entry(_valid_release(), signers))
+    entry = entries.parse_entry(sign_entry(release(), signers))
     keys = tuple(k.verifier for k in pinned)
     if threshold > len(keys):
         with pytest.raises(ValueError, match="threshold"):
@@ -535,19 +536,6 @@ def test_pinned_keys_index_agrees(pinned: list[Any], signers: list[Any], thresho
     assert by_id is not None
     assert outcome(lambda: entries._verify_signatures_indexed(entry, by_id, threshold)) == (
         outcome(lambda: verify_entry_signatures(entry, keys, threshold))
-    )
-
-
-def _valid_release() -> Release:
-    return Release(
-        "acme.example",
-        "router-9000",
-        (),
-        "1",
-        0,
-        "stable",
-        Image("ab" * 32, 1),
-        Build("2024-06-01T08:00:00Z", None, None, "ci", True),
     )
 
 

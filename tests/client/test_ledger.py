@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from support.entries import release
 
 from firmlog.client.entries import (
-    Build,
     Entry,
     EntryBody,
-    Image,
     KeySet,
-    Release,
     Revocation,
     VendorAdmission,
     parse_entry,
@@ -25,25 +23,6 @@ RELEASE_KEY = generate_key("acme.example/release")
 SECURITY_KEY = generate_key("acme.example/security")
 SPARE_KEY = generate_key("acme.example/spare")
 OTHER_VENDOR_KEY = generate_key("other.example/release")
-
-
-def release(version: str = "1.0", vendor: str = "acme.example") -> Release:
-    return Release(
-        vendor=vendor,
-        product="thermo-x1",
-        hardware_revisions=("rev-a",),
-        version=version,
-        security_version=3,
-        channel="stable",
-        image=Image(sha256="ab" * 32, size=1024),
-        build=Build(
-            time="2026-01-02T03:04:05Z",
-            source_uri="https://git.acme.example/fw.git",
-            source_commit="0123abc",
-            builder="acme-ci",
-            reproducible=True,
-        ),
-    )
 
 
 def entry(body: EntryBody, *signers: Ed25519Signer) -> Entry:

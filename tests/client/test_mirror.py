@@ -7,12 +7,12 @@ import asyncio
 import json
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from test_online import LiveLog
+from support.livelog import LiveLog
 from vectors import VECTORS
 
 from firmlog.client.checkpoint import open_checkpoint
@@ -98,12 +98,6 @@ def check_directory(directory: Path, vkey: str) -> list[bytes]:
 
     assert tree_hash(cp.tree_size, TileHashReader(cp.tree_size, fetch)) == cp.root_hash
     return entries
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveLog]:
-    with LiveLog(tmp_path / "log") as log:
-        yield log
 
 
 def mirror(client: LogClient, vkey: str, directory: Path) -> MirrorResult:

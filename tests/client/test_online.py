@@ -1,41 +1,34 @@
 """Online extras against a real log server on loopback: fetching, consistency
 proofs built from tiles, split-view evidence, transport errors, atomic state.
 
-The server is the real aiohttp app (tests/server/harness.py) on 127.0.0.1,
-run on an event loop in a background thread so that the synchronous client
-(urllib) can talk to it. Other client tests import :class:`LiveLog` from here.
+The server is the real aiohttp app on 127.0.0.1, run on an event loop in a
+background thread so that the synchronous client (urllib) can talk to it
+(support.livelog.LiveLog; the ``live`` fixture is in tests/client/conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import hashlib
-import importlib
 import json
 import os
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Coroutine, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from support.entries import VENDOR_KEY, release
+from support.livelog import LiveLog
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.entries import (
-    Build,
-    Image,
-    Release,
     Revocation,
-    VendorAdmission,
     parse_entry,
     sign_entry,
 )
@@ -58,125 +51,16 @@ from firmlog.client.online import (
     save_state,
     write_atomic,
 )
-from firmlog.client.policy import Policy, parse_policy
 from firmlog.client.tiles import Tile
 from firmlog.client.verify import DeviceState, PinnedVendorKeys, VerifiedUpdate, verify_update
 
-SERVER_TESTS = Path(__file__).resolve().parent.parent / "server"
-if str(SERVER_TESTS) not in sys.path:
-    sys.path.insert(0, str(SERVER_TESTS))
-# tests/server/harness.py: the real app on loopback (imported by path, untyped here).
-LogUnderTest: Any = importlib.import_module("harness").LogUnderTest
-
 REPO = Path(__file__).resolve().parents[2]
 ORIGIN = "test.firmlog.example/log"
-VENDOR_KEY = Ed25519Signer.from_seed("acme.example/release", b"\x31" * 32)
-T = TypeVar("T")
-
-
-class LiveLog:
-    """A real firmlog log server on 127.0.0.1, run in a background thread."""
-
-    def __init__(
-        self,
-        data_dir: Path,
-        log_key: Ed25519Signer | None = None,
-        operator: Ed25519Signer | None = None,
-    ) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.log: Any = LogUnderTest(
-            f"sqlite:///{data_dir / 'log.db'}",
-            data_dir,
-            log_key=log_key,
-            operator=operator,
-            batch_interval=0.005,
-        )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
-
-    def __enter__(self) -> LiveLog:
-        self.thread.start()
-        self._run(self.log.start())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._run(self.log.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=30)
-            self.loop.close()
-
-    @property
-    def url(self) -> str:
-        base: str = self.log.base
-        return base
-
-    @property
-    def log_key(self) -> Ed25519Signer:
-        key: Ed25519Signer = self.log.log_key
-        return key
-
-    @property
-    def operator(self) -> Ed25519Signer:
-        key: Ed25519Signer = self.log.operator
-        return key
-
-    def client(self, **kwargs: Any) -> LogClient:
-        return LogClient(self.url, **kwargs)
-
-    def policy(self) -> Policy:
-        return parse_policy(f"log {self.log_key.verifier.vkey}\nquorum none\n")
-
-    def submit(self, entry: bytes) -> bytes:
-        return self.client().submit(entry)
-
-    def submit_many(self, entries: Sequence[bytes]) -> list[bytes]:
-        """Submit concurrently (the sequencer integrates them in batches)."""
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            return list(pool.map(self.submit, entries))
-
-    def admit_vendor(self, vendor: str = "acme.example") -> bytes:
-        """Admit ``vendor`` with VENDOR_KEY (the operator signs the admission)."""
-        admission = VendorAdmission(vendor=vendor, keys=(VENDOR_KEY.verifier.vkey,), threshold=1)
-        return self.submit(sign_entry(admission, [self.operator]))
-
-    def filler(self, start: int, count: int) -> list[bytes]:
-        """Distinct valid entries (operator-signed vendor admissions)."""
-        return [bytes(self.log.entry(i)) for i in range(start, start + count)]
-
-
-def make_release(image: bytes, version: str = "1.0.0", security_version: int = 1) -> Release:
-    return Release(
-        vendor="acme.example",
-        product="router-9000",
-        hardware_revisions=(),
-        version=version,
-        security_version=security_version,
-        channel="stable",
-        image=Image(sha256=hashlib.sha256(image).hexdigest(), size=len(image)),
-        build=Build(
-            time="2024-05-01T12:00:00Z",
-            source_uri="https://git.acme.example/router.git",
-            source_commit="0123abcd",
-            builder="ci.acme.example",
-            reproducible=False,
-        ),
-    )
 
 
 def release_entry(image: bytes, **kwargs: Any) -> bytes:
     """A release signed by the vendor's key (admitted with LiveLog.admit_vendor)."""
-    return sign_entry(make_release(image, **kwargs), [VENDOR_KEY])
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveLog]:
-    with LiveLog(tmp_path / "log") as log:
-        yield log
+    return sign_entry(release(image=image, **kwargs), [VENDOR_KEY])
 
 
 def note_of(bundle: bytes) -> bytes:
@@ -281,7 +165,7 @@ def test_http_errors_carry_the_servers_message(live: LiveLog) -> None:
     assert 400 <= info.value.status < 500
     assert "signed note" in info.value.message
 
-    unsigned = sign_entry(make_release(b"x"), [VENDOR_KEY])  # the operator did not sign
+    unsigned = sign_entry(release(image=b"x"), [VENDOR_KEY])  # the operator did not sign
     with pytest.raises(HTTPStatusError) as info:
         client.submit(unsigned)
     assert info.value.status == 403

@@ -11,6 +11,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.mutations import mutated, mutated_text
 
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.cosignature import CosignatureSigner, cosign
@@ -621,7 +622,7 @@ def mutated_policies(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=250, deadline=None)
-@given(data=st.one_of(st.binary(max_size=200), mutated_policies()))
+@given(data=st.one_of(mutated(SPEC_EXAMPLE.encode()), mutated_policies()))
 def test_fuzz_parse_policy(data: bytes) -> None:
     with contextlib.suppress(PolicyFormatError):
         policy = parse_policy(data)
@@ -631,10 +632,11 @@ def test_fuzz_parse_policy(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(text=st.text(max_size=200))
+@given(text=mutated_text(SPEC_EXAMPLE))
 def test_fuzz_parse_policy_text(text: str) -> None:
     with contextlib.suppress(PolicyFormatError):
-        parse_policy(text)
+        policy = parse_policy(text)
+        assert parse_policy(policy.to_text()) == policy
 
 
 def test_vkey_helpers_are_what_they_claim() -> None:

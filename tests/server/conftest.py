@@ -1,23 +1,15 @@
-"""Fixtures of the server tests: every backend, a running log, an HTTP session."""
+"""Fixtures of the server tests: a running log on each backend (database_url, from
+tests/conftest.py), an HTTP session, a ledger client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_factory: Callable[[], Awaitable[str]]
-) -> str:
-    """A fresh database on each backend: SQLite in tmp_path, a new PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'firmlog.db'}"
-    return await pg_factory()
+from support.harness import LogUnderTest
+from support.ledger import Client
 
 
 @pytest.fixture
@@ -35,3 +27,9 @@ async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
 async def session() -> AsyncIterator[ClientSession]:
     async with ClientSession() as s:
         yield s
+
+
+@pytest.fixture
+def client(log: LogUnderTest, session: ClientSession) -> Client:
+    """The ledger over HTTP, on ``log``."""
+    return Client(log, session)

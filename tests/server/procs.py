@@ -35,18 +35,17 @@ from pathlib import Path
 from typing import IO
 
 import aiohttp
+from support.entries import admission
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
-from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
-from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key, parse_signer_key
+from firmlog.client.note import Ed25519Signer, Ed25519Verifier, parse_signer_key
 
 ORIGIN = "robust.firmlog.example/log"
 PUSHBACK = ("PoolFull", "ShuttingDown")  # kinds of 503 a healthy log may answer
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
-_VENDOR_KEY = generate_key("vendor.example/release")
 
 
 def free_port() -> int:
@@ -89,10 +88,7 @@ def load_keys(data_dir: Path) -> LogKeys:
 
 def make_entry(operator: Ed25519Signer, tag: str, i: int) -> bytes:
     """A distinct valid entry: an operator-signed admission of vendor ``<tag>-<i>.example``."""
-    body = VendorAdmission(
-        vendor=f"{tag}-{i}.example", keys=(_VENDOR_KEY.verifier.vkey,), threshold=1
-    )
-    return sign_entry(body, [operator])
+    return admission(operator, f"{tag}-{i}.example")
 
 
 class ServerProcess:

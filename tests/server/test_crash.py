@@ -47,7 +47,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from logcheck import fetch, verify_whole_log
 from procs import (
     LogKeys,
     ServerProcess,
@@ -61,6 +60,7 @@ from procs import (
     running_servers,
     write_config,
 )
+from support.logcheck import fetch, verify_whole_log
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.tiles import TILE_WIDTH
@@ -78,10 +78,12 @@ POLL_INTERVAL_S = 0.01
 RUN_TIMEOUT_S = 60.0  # the kills and restarts; a safety bound
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def new_database(request: pytest.FixtureRequest) -> Callable[[], Awaitable[str | None]]:
+@pytest.fixture
+def new_database(
+    backend: str, request: pytest.FixtureRequest
+) -> Callable[[], Awaitable[str | None]]:
     """Makes the database: None is SQLite in the data directory (the server's default)."""
-    if request.param == "sqlite":
+    if backend == "sqlite":
 
         async def sqlite() -> None:
             return None

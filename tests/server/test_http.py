@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
-from logcheck import verify_whole_log
+from support.faults import WatchedStorage
+from support.harness import LogUnderTest, until
+from support.logcheck import verify_whole_log
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
@@ -126,17 +127,30 @@ async def test_entries_not_signed_by_the_operator_are_forbidden(
 async def test_full_pool_answers_503_with_retry_after(
     database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    log = LogUnderTest(database_url, tmp_path, batch_size=1, pool_size=1, batch_interval=0.01)
+    log = LogUnderTest(
+        database_url,
+        tmp_path,
+        storage=WatchedStorage,
+        batch_size=1,
+        pool_size=1,
+        batch_interval=0.01,
+    )
     await log.start()
+    watched = log.services.storage
+    assert isinstance(watched, WatchedStorage)
     blocker = open_storage(database_url)
     await blocker.open()
     try:
         # Hold the integration lock, as a second server process would.
         async with blocker.integration():
+            asked = watched.integrations
             first = asyncio.create_task(log.submit(session, log.entry(1)))
-            await asyncio.sleep(0.3)  # the sequencer took it and waits for the lock
+            await until(
+                lambda: watched.integrations > asked,
+                "the sequencer to take the first entry and wait for the lock",
+            )
             second = asyncio.create_task(log.submit(session, log.entry(2)))
-            await asyncio.sleep(0.2)  # now in the pool
+            await until(lambda: log.pending == 1, "the second entry in the pool")
             async with session.post(f"{log.base}/v1/entries", data=log.entry(3)) as resp:
                 assert resp.status == 503
                 assert int(resp.headers["Retry-After"]) >= 1

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logcheck import verify_whole_log
 from splitproxy import SplitProxy
+from support.entries import release
+from support.harness import LogUnderTest
+from support.logcheck import verify_whole_log
 
-from firmlog.client.entries import Build, Image, Release, VendorAdmission, sign_entry
+from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.note import generate_key
 from firmlog.server.app import SERVICES
 from firmlog.server.config import ConfigError, HTTPConfig, load_config
@@ -41,26 +42,6 @@ from firmlog.server.storage import StorageUnavailable
 
 VENDOR = generate_key("acme.example/release")
 IMAGE = bytes(range(256)) * 64  # 16 KiB of firmware
-
-
-def release(version: str, *, changelog: str = "", image: bytes = IMAGE) -> Release:
-    return Release(
-        vendor="acme.example",
-        product="thermo-x1",
-        hardware_revisions=("rev-a",),
-        version=version,
-        security_version=1,
-        channel="stable",
-        image=Image(sha256=hashlib.sha256(image).hexdigest(), size=len(image)),
-        build=Build(
-            time="2026-11-01T12:00:00Z",
-            source_uri="https://git.acme.example/thermo.git",
-            source_commit="9f1c2e7",
-            builder="acme-ci",
-            reproducible=True,
-        ),
-        changelog=changelog,
-    )
 
 
 def admission(log: LogUnderTest, vendor: str = "acme.example") -> bytes:

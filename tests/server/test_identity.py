@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
-from hostile import colliding_vkeys, repeat_first_signature, with_signature_lines
-from logcheck import verify_whole_log
-from test_ledger_http import IMAGE, OTHER, R1, R2, R3, Client, release
+from support.entries import IMAGE, release
+from support.faults import StorageWrapper
+from support.harness import LogUnderTest, until
+from support.hostile import colliding_vkeys, repeat_first_signature, with_signature_lines
+from support.ledger import OTHER, R1, R2, R3, Client
+from support.logcheck import verify_whole_log
 
 import firmlog.client.ledger as ledger_rules
-import firmlog.server.app as server_app
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.canonjson import canonical_json
 from firmlog.client.entries import (
@@ -40,7 +41,7 @@ from firmlog.client.note import Ed25519Signer, Signature, generate_key, sign_not
 from firmlog.client.online import LogClient, check_not_revoked
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import DeviceState, PinnedVendorKeys, verify_update
-from firmlog.server.storage import EntryRow, Storage, StorageUnavailable, open_storage
+from firmlog.server.storage import EntryRow, Storage, StorageUnavailable
 
 MALLORY = generate_key("mallory.example/x")
 
@@ -57,11 +58,6 @@ def mangle(raw: bytes, how: str) -> bytes:
 
 async def tree_size(log: LogUnderTest) -> int:
     return (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size
-
-
-@pytest.fixture
-def client(log: LogUnderTest, session: ClientSession) -> Client:
-    return Client(log, session)
 
 
 # -- defect 1: a replayed key rotation ------------------------------------------------
@@ -132,7 +128,7 @@ async def test_a_revoked_release_cannot_be_logged_again(
     keys = PinnedVendorKeys((R1.verifier,), vendor="acme.example")
 
     def device() -> None:
-        update = verify_update(image, answer, policy, keys, DeviceState("thermo-x1", 0))
+        update = verify_update(image, answer, policy, keys, DeviceState("router-9000", 0))
         check_not_revoked(LogClient(log.base), update, keys)
 
     with pytest.raises(UpdateRefused) as info:
@@ -153,10 +149,7 @@ async def test_one_text_signed_two_ways_in_one_batch_is_one_entry(
         await client.admit(R1, R2)
         size = await tree_size(log)
         one, other = sign_entry(release(), [R1]), sign_entry(release(), [R2])
-        async with holding_the_lock(database_url):
-            tasks = [asyncio.create_task(log.submit(session, e)) for e in (one, other)]
-            await asyncio.sleep(0.3)
-        (s1, b1), (s2, b2) = await asyncio.gather(*tasks)
+        (s1, b1), (s2, b2) = await one_batch(log, session, [one, other])
         assert (s1, s2) == (200, 200)
         assert b1 == b2
         log.check_bundle(b1, one)
@@ -193,24 +186,14 @@ def unvalidated_note(body: KeySet | VendorAdmission, signer: Ed25519Signer) -> b
 # -- per-entry verdicts: nothing one submitter sends fails another's entry --------------
 
 
-@asynccontextmanager
-async def holding_the_lock(database_url: str) -> AsyncIterator[None]:
-    """Hold the integration lock, so that what is submitted meanwhile is one batch."""
-    blocker = open_storage(database_url)
-    await blocker.open()
-    try:
-        async with blocker.integration():
-            yield
-    finally:
-        await blocker.close()
-
-
 async def one_batch(
-    log: LogUnderTest, session: ClientSession, database_url: str, entries: Sequence[bytes]
+    log: LogUnderTest, session: ClientSession, entries: Sequence[bytes]
 ) -> list[tuple[int, bytes]]:
-    async with holding_the_lock(database_url):
+    """Submit ``entries`` so that they are one batch: the sequencer's clock is held
+    until all of them wait in its pool (the log's batch_size must be larger)."""
+    with log.clock.held():
         tasks = [asyncio.create_task(log.submit(session, e)) for e in entries]
-        await asyncio.sleep(0.3)
+        await until(lambda: log.pending == len(entries), f"{len(entries)} entries in the pool")
     return list(await asyncio.gather(*tasks))
 
 
@@ -237,7 +220,7 @@ async def test_an_error_checking_one_entry_is_that_entrys_verdict(
     await log.start()
     try:
         vendors = ["a.example", "poison.example", "b.example", "c.example"]
-        results = await one_batch(log, session, database_url, admissions(log, vendors))
+        results = await one_batch(log, session, admissions(log, vendors))
         statuses = dict(zip(vendors, (s for s, _ in results), strict=True))
         assert statuses.pop("poison.example") == 500
         assert set(statuses.values()) == {200}, results
@@ -261,41 +244,34 @@ class _PoisonedIntegration:
         await self._tx.append_entries(start_index, entries)
 
 
-class _PoisonedStorage:
-    """A real storage (fault injection around it, as in Sunlight's tests)."""
+class _PoisonedStorage(StorageWrapper):
+    """A real storage whose integrations fail when a poisoned entry is in them."""
 
-    def __init__(self, storage: Storage, poison: bytes) -> None:
-        self._storage, self._poison = storage, poison
+    def __init__(self, storage: Storage, poison: bytes = b"poison.example") -> None:
+        super().__init__(storage)
+        self._poison = poison
         self.attempts = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._storage, name)
 
     @asynccontextmanager
     async def integration(self) -> AsyncIterator[Any]:
         self.attempts += 1
-        async with self._storage.integration() as tx:
+        async with self.storage.integration() as tx:
             yield _PoisonedIntegration(tx, self._poison)
 
 
 async def test_a_batch_that_fails_is_retried_without_the_entry_that_fails_it(
-    database_url: str, tmp_path: Path, session: ClientSession, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    poisoned: list[_PoisonedStorage] = []
-    real_open: Callable[[str], Storage] = server_app.open_storage
-
-    def open_poisoned(url: str) -> Storage:
-        storage = _PoisonedStorage(real_open(url), b"poison.example")
-        poisoned.append(storage)
-        return storage  # type: ignore[return-value]
-
-    monkeypatch.setattr(server_app, "open_storage", open_poisoned)
-    log = LogUnderTest(database_url, tmp_path, batch_size=64, batch_interval=0.05)
+    log = LogUnderTest(
+        database_url, tmp_path, storage=_PoisonedStorage, batch_size=64, batch_interval=0.05
+    )
     await log.start()
+    poisoned = log.services.storage
+    assert isinstance(poisoned, _PoisonedStorage)
     try:
         vendors = [f"v{i}.example" for i in range(7)]
         vendors.insert(3, "poison.example")
-        results = await one_batch(log, session, database_url, admissions(log, vendors))
+        results = await one_batch(log, session, admissions(log, vendors))
         statuses = dict(zip(vendors, (s for s, _ in results), strict=True))
         assert statuses.pop("poison.example") == 500
         assert set(statuses.values()) == {200}, results
@@ -303,50 +279,41 @@ async def test_a_batch_that_fails_is_retried_without_the_entry_that_fails_it(
         assert checked.checkpoint.tree_size == 7
         assert not any(b"poison.example" in e for e in checked.entries)
         # 1 empty-tree checkpoint + the batch + halves down to the poisoned entry
-        assert poisoned[0].attempts <= 1 + 2 * 4
+        assert poisoned.attempts <= 1 + 2 * 4
     finally:
         await log.stop()
 
 
 async def test_an_unavailable_database_is_not_retried_in_parts(
-    database_url: str, tmp_path: Path, session: ClientSession, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
     """When the database itself fails, halving the batch cannot help: every
     submitter is answered at once, with one attempt."""
     attempts: list[int] = []
-    real_open: Callable[[str], Storage] = server_app.open_storage
 
-    class Down:
+    class Down(StorageWrapper):
         def __init__(self, storage: Storage) -> None:
-            self._storage = storage
+            super().__init__(storage)
             self.down = False
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._storage, name)
 
         @asynccontextmanager
         async def integration(self) -> AsyncIterator[Any]:
             if self.down:
                 attempts.append(1)
                 raise StorageUnavailable("injected: the database is down")
-            async with self._storage.integration() as tx:
+            async with self.storage.integration() as tx:
                 yield tx
 
-    storages: list[Down] = []
-
-    def open_down(url: str) -> Storage:
-        storages.append(Down(real_open(url)))
-        return storages[-1]  # type: ignore[return-value]
-
-    monkeypatch.setattr(server_app, "open_storage", open_down)
-    log = LogUnderTest(database_url, tmp_path, batch_size=64, batch_interval=0.05)
+    log = LogUnderTest(database_url, tmp_path, storage=Down, batch_size=64, batch_interval=0.05)
     await log.start()
+    storage = log.services.storage
+    assert isinstance(storage, Down)
     try:
-        storages[0].down = True
+        storage.down = True
         entries = admissions(log, [f"d{i}.example" for i in range(8)])
         results = await asyncio.gather(*(log.submit(session, e) for e in entries))
         assert all(status == 503 for status, _ in results), results
         assert len(attempts) <= 2  # one per batch, never one per half
     finally:
-        storages[0].down = False
+        storage.down = False
         await log.stop()

@@ -6,19 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
-from logcheck import verify_whole_log
+from support.entries import IMAGE
+from support.entries import release as any_release
+from support.harness import LogUnderTest, until
+from support.ledger import OTHER, R1, R2, R3, Client
+from support.logcheck import verify_whole_log
 
 from firmlog.client.entries import (
-    Build,
-    EntryBody,
-    Image,
     KeySet,
     Release,
     Revocation,
@@ -27,81 +26,12 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.ledger import LedgerState
-from firmlog.client.note import Ed25519Signer, generate_key
-from firmlog.server.storage import open_storage
-
-R1 = generate_key("acme.example/release")
-R2 = generate_key("acme.example/security")
-R3 = generate_key("acme.example/spare")
-OTHER = generate_key("other.example/release")
-IMAGE = b"\x7fELF firmware image " * 1000
 
 
-def release(version: str = "1.0", *, image: bytes = IMAGE, **changes: object) -> Release:
-    body = Release(
-        vendor="acme.example",
-        product="thermo-x1",
-        hardware_revisions=("rev-a",),
-        version=version,
-        security_version=int(version.split(".", maxsplit=1)[0]),
-        channel="stable",
-        image=Image(sha256=hashlib.sha256(image).hexdigest(), size=len(image)),
-        build=Build(
-            time="2026-11-01T12:00:00Z",
-            source_uri="https://git.acme.example/thermo.git",
-            source_commit="9f1c2e7",
-            builder="acme-ci",
-            reproducible=True,
-        ),
-        fixes=("CVE-2026-1234",) if version == "2.0" else (),
-    )
-    return replace(body, **changes)  # type: ignore[arg-type]
-
-
-class Client:
-    def __init__(self, log: LogUnderTest, session: ClientSession) -> None:
-        self.log, self.session = log, session
-
-    async def post(self, body: EntryBody, *signers: Ed25519Signer) -> tuple[int, dict[str, object]]:
-        raw = sign_entry(body, signers)
-        status, resp = await self.log.submit(self.session, raw)
-        if status == 200:
-            bundle = self.log.check_bundle(resp, raw)
-            return status, {"index": bundle.index}
-        return status, json.loads(resp)
-
-    async def ok(self, body: EntryBody, *signers: Ed25519Signer) -> int:
-        status, got = await self.post(body, *signers)
-        assert status == 200, got
-        index = got["index"]
-        assert isinstance(index, int)
-        return index
-
-    async def refused(
-        self, status: int, match: str, body: EntryBody, *signers: Ed25519Signer
-    ) -> None:
-        before = await verify_whole_log(self.log.base, self.log.verifier)
-        size = before.checkpoint.tree_size
-        got_status, got = await self.post(body, *signers)
-        assert got_status == status, got
-        assert match in str(got["error"]), got["error"]
-        after = await verify_whole_log(self.log.base, self.log.verifier, previous=before)
-        assert after.checkpoint.tree_size == size, "a refused entry changed the log"
-
-    async def get(self, path: str) -> tuple[int, object]:
-        async with self.session.get(f"{self.log.base}{path}") as resp:
-            return resp.status, await resp.json()
-
-    async def admit(
-        self, *keys: Ed25519Signer, threshold: int = 1, vendor: str = "acme.example"
-    ) -> int:
-        body = VendorAdmission(vendor, tuple(k.verifier.vkey for k in keys), threshold)
-        return await self.ok(body, self.log.operator)
-
-
-@pytest.fixture
-def client(log: LogUnderTest, session: ClientSession) -> Client:
-    return Client(log, session)
+def release(version: str = "1.0", **changes: Any) -> Release:
+    """The shared release; version 2.0 fixes CVE-2026-1234 (what test_search finds)."""
+    fixes = ("CVE-2026-1234",) if version == "2.0" else ()
+    return any_release(version, **{"fixes": fixes, **changes})
 
 
 async def test_admission_needs_the_operator_and_happens_once(client: Client) -> None:
@@ -189,24 +119,21 @@ async def test_the_ledger_is_authoritative_in_log_order(
     log = LogUnderTest(database_url, tmp_path, batch_size=64, batch_interval=0.05)
     await log.start()
     client = Client(log, session)
-    blocker = open_storage(database_url)
-    await blocker.open()
     try:
         await client.admit(R1)
-        async with blocker.integration():  # hold the lock: both land in one batch
+        with log.clock.held():  # no entry ages: both land in one batch
             rotation = asyncio.create_task(
                 client.post(KeySet("acme.example", (R2.verifier.vkey,), 1, 2), R1)
             )
-            await asyncio.sleep(0.2)
+            await until(lambda: log.pending == 1, "the rotation in the pool")
             late = asyncio.create_task(client.post(release(), R1))
-            await asyncio.sleep(0.2)
+            await until(lambda: log.pending == 2, "the release in the pool, pre-checked")
         assert (await rotation)[0] == 200
         status, got = await late
         assert status == 400, got
         assert "current key set of acme.example is serial 2, from log index 1" in str(got["error"])
         assert (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size == 2
     finally:
-        await blocker.close()
         await log.stop()
 
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from logcheck import fetch, verify_whole_log
 from procs import (
     LogKeys,
     ServerProcess,
@@ -42,6 +41,7 @@ from procs import (
     running_servers,
     write_config,
 )
+from support.logcheck import fetch, verify_whole_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

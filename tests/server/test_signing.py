@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from harness import ORIGIN, LogUnderTest
+from support.harness import ORIGIN, LogUnderTest
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint

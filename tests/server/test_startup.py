@@ -189,11 +189,6 @@ async def latest_checkpoint(url: str) -> bytes | None:
         await storage.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 async def test_a_database_that_holds_another_log(
     tmp_path: Path, backend: str, pg_factory: Callable[[], Awaitable[str]]
 ) -> None:

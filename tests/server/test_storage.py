@@ -85,13 +85,10 @@ class Boom(Exception):
 # -- fixtures and helpers ----------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'log.db'}"
-    url = request.getfixturevalue("pg_database")
-    assert isinstance(url, str)
-    return url
+@pytest.fixture
+def storage_url(database_url: str) -> str:
+    """A fresh database on each backend (tests/conftest.py)."""
+    return database_url
 
 
 @asynccontextmanager

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiohttp import ClientSession
-from harness import LogUnderTest
 from splitproxy import SplitProxy
+from support.harness import LogUnderTest
 
 from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.note import generate_key

@@ -1,7 +1,4 @@
-"""Hostile inputs shared by the client and server tests.
-
-A module of its own, so test files import it by a name no conftest shares.
-"""
+"""Hostile inputs shared by the client and server tests."""
 
 from __future__ import annotations
 

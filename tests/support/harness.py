@@ -1,0 +1,171 @@
+"""A log server under test: the real app on a real loopback port, on either backend.
+
+Where the order of events matters, a test synchronizes on what the server
+does, never on a sleep: it holds the sequencer's clock (:class:`SequencerClock`)
+so that what it submits is one batch, wraps the real storage to observe or
+fail it (support.faults), and waits with :func:`until` for the pool to hold
+what it submitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+
+import firmlog.server.app as server_app
+from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import open_checkpoint
+from firmlog.client.merkle import leaf_hash, verify_inclusion
+from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key
+from firmlog.server.app import SERVICES, Services, make_app
+from firmlog.server.config import HTTPConfig, LimitsConfig, SequencerConfig, ServerConfig
+from firmlog.server.connection import LogRunner
+from firmlog.server.storage import Storage
+from support.entries import admission
+
+ORIGIN = "test.firmlog.example/log"
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (checked every millisecond); fail the test
+    saying what did not happen if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout} s for {what}")
+        await asyncio.sleep(0.001)
+
+
+class SequencerClock:
+    """The sequencer's clock (time.monotonic), which a test can hold still.
+
+    While it is held no pending entry ages, so the sequencer takes a batch only
+    when ``batch_size`` entries are pending: what is submitted meanwhile is one
+    batch, integrated as soon as the clock runs again.
+    """
+
+    def __init__(self) -> None:
+        self._held_at: float | None = None
+
+    def __call__(self) -> float:
+        return time.monotonic() if self._held_at is None else self._held_at
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._held_at = time.monotonic()
+        try:
+            yield
+        finally:
+            self._held_at = None
+
+
+class _LogTestServer(TestServer):
+    """The app with the connection handling production runs (LogRunner)."""
+
+    def __init__(self, app: web.Application, http: HTTPConfig) -> None:
+        super().__init__(app, host="127.0.0.1")
+        self.http = http
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return LogRunner(self.app, self.http, **kwargs)
+
+
+class LogUnderTest:
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        log_key: Ed25519Signer | None = None,
+        operator: Ed25519Signer | None = None,
+        storage: Callable[[Storage], Storage] | None = None,
+        **sequencer: Any,
+    ) -> None:
+        """``storage`` wraps the real storage the app opens (support.faults);
+        ``sequencer`` sets fields of its SequencerConfig."""
+        self.log_key = log_key or generate_key(ORIGIN)
+        self.operator = operator or generate_key("operator.example")
+        self.config = ServerConfig(
+            data_dir=data_dir,
+            origin=self.log_key.name,
+            database=database_url,
+            sequencer=replace(SequencerConfig(batch_interval=0.05), **sequencer),
+            limits=LimitsConfig(),
+        ).validate()
+        self.server: TestServer | None = None
+        self.clock = SequencerClock()
+        self._wrap_storage = storage
+
+    @property
+    def verifier(self) -> Ed25519Verifier:
+        return self.log_key.verifier
+
+    @property
+    def base(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def services(self) -> Services:
+        """What the running app's handlers use: its storage, sequencer, metrics."""
+        assert self.server is not None
+        return self.server.app[SERVICES]
+
+    @property
+    def pending(self) -> int:
+        """How many submissions wait in the sequencer's pool."""
+        return int(self.services.metrics.pool.value())
+
+    async def start(self) -> None:
+        app = make_app(self.config, self.log_key, self.operator)
+        self.server = _LogTestServer(app, self.config.http)
+        with self._injected():
+            await self.server.start_server()
+
+    @contextmanager
+    def _injected(self) -> Iterator[None]:
+        """While the app starts, it opens its storage wrapped by ``storage`` and
+        builds its sequencer with this log's clock."""
+        real_open, real_sequencer = server_app.open_storage, server_app.Sequencer
+        wrap = self._wrap_storage
+
+        def open_storage(url: str) -> Storage:
+            storage = real_open(url)
+            return storage if wrap is None else wrap(storage)
+
+        server_app.open_storage = open_storage
+        server_app.Sequencer = functools.partial(real_sequencer, clock=self.clock)
+        try:
+            yield
+        finally:
+            server_app.open_storage, server_app.Sequencer = real_open, real_sequencer
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    def entry(self, i: int) -> bytes:
+        """A distinct valid entry (an operator-signed vendor admission)."""
+        return admission(self.operator, f"v{i}.example")
+
+    async def submit(self, session: ClientSession, entry: bytes) -> tuple[int, bytes]:
+        async with session.post(f"{self.base}/v1/entries", data=entry) as resp:
+            return resp.status, await resp.read()
+
+    def check_bundle(self, bundle: bytes, entry: bytes) -> ProofBundle:
+        """Verify a bundle fully: checkpoint signature, inclusion of the entry."""
+        parsed = ProofBundle.parse(bundle)
+        assert parsed.extra == entry
+        cp = open_checkpoint(parsed.checkpoint, self.verifier).checkpoint
+        verify_inclusion(leaf_hash(entry), parsed.index, cp.tree_size, parsed.proof, cp.root_hash)
+        return parsed

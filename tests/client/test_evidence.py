@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from test_merkle import LevelsReader
+from support.merkle import LevelsReader
 
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.errors import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from server.harness import LogUnderTest
+from support.harness import LogUnderTest
 
 
 @pytest.fixture

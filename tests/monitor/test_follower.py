@@ -7,8 +7,8 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from monitor_harness import MonitorUnderTest, eventually, grow
-from server.harness import LogUnderTest
+from support.harness import LogUnderTest
+from support.monitor import MonitorUnderTest, eventually, grow
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.note import generate_key

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from aiohttp import ClientSession
-from monitor_harness import grow
-from server.harness import LogUnderTest
+from support.harness import LogUnderTest
+from support.monitor import grow
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.cosignature import parse_witness_verifier_key

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from monitor_harness import NOWHERE, MonitorUnderTest, checkpoint, consistency, eventually, grow
-from server.harness import LogUnderTest
+from support.harness import LogUnderTest
+from support.monitor import NOWHERE, MonitorUnderTest, checkpoint, consistency, eventually, grow
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.cli import main

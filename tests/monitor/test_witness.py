@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from monitor_harness import NOWHERE, MonitorUnderTest, checkpoint, consistency, grow
-from server.harness import ORIGIN, LogUnderTest
+from support.harness import ORIGIN, LogUnderTest
+from support.monitor import NOWHERE, MonitorUnderTest, checkpoint, consistency, grow
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.cosignature import cosignature_timestamp

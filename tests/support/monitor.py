@@ -10,7 +10,6 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from server.harness import LogUnderTest
 
 from firmlog.client.cosignature import CosignatureSigner
 from firmlog.client.note import Ed25519Verifier
@@ -18,6 +17,7 @@ from firmlog.monitor.app import SERVICES, make_app
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.datadir import init_data_dir
 from firmlog.monitor.state import WatchedLog
+from support.harness import LogUnderTest
 
 WITNESS_NAME = "monitor.test/witness"
 NOWHERE = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused

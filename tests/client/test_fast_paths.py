@@ -27,6 +27,7 @@ from firmlog.client.bundle import MAX_PROOF_HASHES, ProofBundle, _parse_fast, _p
 from firmlog.client.canonjson import MAX_SAFE_INTEGER, canonical_json
 from firmlog.client.checkpoint import MAX_TREE_SIZE, Checkpoint, sign_checkpoint
 from firmlog.client.cosignature import cosign, generate_witness_key
+from firmlog.client.encoding import b64decode_canonical, b64decode_strict
 from firmlog.client.entries import (
     Build,
     Image,
@@ -38,16 +39,8 @@ from firmlog.client.entries import (
     verify_entry_signatures,
 )
 from firmlog.client.errors import FirmlogError
-from firmlog.client.note import (
-    Ed25519Verifier,
-    _b64decode_canonical,
-    _b64decode_strict,
-    _split_fast,
-    _split_strict,
-    generate_key,
-    sign_note,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Verifier, generate_key
+from firmlog.client.note import _split_fast, _split_strict, sign_note, split_note
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import PinnedVendorKeys
 
@@ -84,7 +77,7 @@ def mutate(data: bytes, draw: st.DrawFn, alphabet: bytes) -> bytes:
 
 
 def _reference_b64(data: bytes) -> bytes | None:
-    return _b64decode_strict(data.decode("latin-1"))  # non-ASCII: not base64
+    return b64decode_strict(data.decode("latin-1"))  # non-ASCII: not base64
 
 
 def test_canonical_base64_exhaustive_short() -> None:
@@ -93,16 +86,16 @@ def test_canonical_base64_exhaustive_short() -> None:
     for size in range(7):
         for chars in itertools.product(b"AQgw/=\n \xff", repeat=size):
             data = bytes(chars)
-            assert _b64decode_canonical(data) == _reference_b64(data), data
+            assert b64decode_canonical(data) == _reference_b64(data), data
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=40), st.data())
 def test_canonical_base64_mutated(raw: bytes, data: st.DataObject) -> None:
     encoded = base64.b64encode(raw)
-    assert _b64decode_canonical(encoded) == raw
+    assert b64decode_canonical(encoded) == raw
     mutated = mutate(encoded, data.draw, b"=AQgw/+\n ")
-    assert _b64decode_canonical(mutated) == _reference_b64(mutated)
+    assert b64decode_canonical(mutated) == _reference_b64(mutated)
 
 
 # --- signed notes ------------------------------------------------------------------
@@ -531,9 +524,9 @@ def test_pinned_keys_index_agrees(pinned: list[Any], signers: list[Any], thresho
         with pytest.raises(ValueError, match="threshold"):
             PinnedVendorKeys(keys, threshold)
         return
-    by_id = PinnedVendorKeys(keys, threshold)._by_id
-    assert by_id is not None
-    assert outcome(lambda: entries._verify_signatures_indexed(entry, by_id, threshold)) == (
+    ring = PinnedVendorKeys(keys, threshold).ring
+    assert ring is not None
+    assert outcome(lambda: verify_entry_signatures(entry, ring, threshold)) == (
         outcome(lambda: verify_entry_signatures(entry, keys, threshold))
     )
 

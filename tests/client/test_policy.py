@@ -21,7 +21,8 @@ from firmlog.client.errors import (
     QuorumError,
     SignatureError,
 )
-from firmlog.client.note import Ed25519Signer, Signature, add_signatures, sign_note, split_note
+from firmlog.client.keys import Ed25519Signer
+from firmlog.client.note import Signature, add_signatures, sign_note, split_note
 from firmlog.client.policy import (
     MAX_POLICY_GROUPS,
     MAX_POLICY_LOGS,

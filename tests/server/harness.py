@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.entries import VendorAdmission, sign_entry
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.merkle import leaf_hash, verify_inclusion
-from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.server.app import make_app
 from firmlog.server.config import LimitsConfig, SequencerConfig, ServerConfig
 

@@ -26,8 +26,8 @@ from firmlog.client.entries import (
     parse_entry,
     sign_entry,
 )
+from firmlog.client.keys import Ed25519Signer, generate_key
 from firmlog.client.ledger import LedgerState
-from firmlog.client.note import Ed25519Signer, generate_key
 from firmlog.server.storage import open_storage
 
 R1 = generate_key("acme.example/release")

@@ -6,8 +6,8 @@ import asyncio
 import random
 from pathlib import Path
 
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import inclusion_proof, leaf_hash, root_hash, verify_inclusion
-from firmlog.client.note import generate_key
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer

@@ -29,8 +29,9 @@ import re
 import struct
 from dataclasses import dataclass
 
+from firmlog.client.encoding import b64decode_canonical
 from firmlog.client.errors import BundleFormatError, NoteFormatError
-from firmlog.client.note import Signature, _b64decode_canonical, split_note
+from firmlog.client.note import Signature, split_note
 
 __all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle"]
 
@@ -50,17 +51,6 @@ _UNPACKERS: dict[int, struct.Struct] = {}  # number of hashes -> "32sx" repeated
 
 def _b64(data: bytes) -> bytes:
     return base64.b64encode(data)
-
-
-def _strict_b64decode(text: bytes) -> bytes | None:
-    """Standard base64 with padding, in its one canonical form; None otherwise."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if base64.b64encode(data) != text:  # non-zero pad bits, missing padding
-        return None
-    return data
 
 
 def _proof_hashes(block: bytes) -> tuple[bytes, ...] | None:
@@ -186,7 +176,7 @@ class ProofBundle:
                 raise BundleFormatError(
                     f"line {number}: expected 'extra <base64>', got {_show(line)}"
                 )
-            extra = _strict_b64decode(line[6:])
+            extra = b64decode_canonical(line[6:])
             if extra is None:
                 raise BundleFormatError(
                     f"line {number}: extra: expected standard padded base64, got {_show(line[6:])}"
@@ -213,7 +203,7 @@ class ProofBundle:
                     f"line {number}: expected the empty line before the checkpoint (at most "
                     f"{MAX_PROOF_HASHES} proof hashes), got {_show(line)}"
                 )
-            h = _strict_b64decode(line)
+            h = b64decode_canonical(line)
             if h is None or len(h) != _HASH_SIZE:
                 found = f"{len(h)} bytes" if h is not None else "not canonical base64"
                 raise BundleFormatError(
@@ -268,7 +258,7 @@ def _parse_fast(data: bytes) -> tuple[ProofBundle, str, list[Signature]] | None:
     extra_text, index_text = head.groups()
     extra = None
     if extra_text is not None:
-        extra = _b64decode_canonical(extra_text)
+        extra = b64decode_canonical(extra_text)
         if not extra:
             return None
     index = int(index_text)

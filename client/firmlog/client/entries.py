@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,15 +74,8 @@ from firmlog.client.errors import (
     SignatureError,
     SignatureLineError,
 )
-from firmlog.client.note import (
-    Ed25519Verifier,
-    Signature,
-    Signer,
-    _verify_indexed,
-    parse_verifier_key,
-    sign_note,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Verifier, KeyRing, Signer, parse_verifier_key
+from firmlog.client.note import Signature, sign_note, split_note, verify_note_signatures
 
 __all__ = [
     "DEFAULT_MAX_ENTRY_SIZE",
@@ -915,7 +908,11 @@ def parse_entry(raw: bytes, max_size: int = DEFAULT_MAX_ENTRY_SIZE) -> Entry:
 
 
 def verify_entry_signatures(
-    entry: Entry, keys: Sequence[Ed25519Verifier], threshold: int, *, exact: bool = False
+    entry: Entry,
+    keys: KeyRing[Ed25519Verifier] | Iterable[Ed25519Verifier],
+    threshold: int,
+    *,
+    exact: bool = False,
 ) -> tuple[str, ...]:
     """Require valid signatures by at least ``threshold`` distinct keys of ``keys``.
 
@@ -927,29 +924,53 @@ def verify_entry_signatures(
     key that signed twice counts once. With ``exact`` (the log's rule for
     what it accepts, DESIGN.md section 3) every signature line must be by a
     key of ``keys``, each key at most once: SignatureLineError otherwise.
-    ValueError if ``threshold`` is not 1..(number of distinct keys).
+    ``keys`` is a :class:`~firmlog.client.keys.KeyRing` (callers that verify
+    often build one once) or the keys to index into one (ValueError for two
+    different keys with one name and key ID). ValueError if ``threshold`` is
+    not 1..(number of distinct keys).
     """
-    by_id, distinct = _index_keys(keys)
+    ring = KeyRing.of(keys)
+    distinct = len(ring.distinct())
     if not 1 <= threshold <= distinct:
         raise ValueError(f"threshold {threshold} is not 1..{distinct} (the distinct keys)")
     if exact:
-        check_signature_lines(entry, by_id)
-    return _verify_signatures_indexed(entry, by_id, threshold)
+        check_signature_lines(entry, ring)
+    verified: set[tuple[str, int]] = set()
+    for sig in entry.signatures:
+        if (sig.name, sig.key_id) in ring:
+            # signed-note's rules: a bad signature by a known key rejects the note.
+            try:
+                note = verify_note_signatures(entry.text, entry.signatures, ring)
+            except SignatureError as exc:
+                raise SignatureError(f"{_noun(entry)}: {exc}") from exc
+            verified = {(s.name, s.key_id) for s in note.verified}
+            break
+    signed: dict[bytes, Ed25519Verifier] = {}  # one per public key, in the order of keys
+    for key in ring:
+        if (key.name, key.key_id) in verified:
+            signed.setdefault(key.public_key, key)
+    if len(signed) < threshold:
+        names = ", ".join(k.name for k in signed.values()) or "none"
+        raise EntryPolicyError(
+            f"{_noun(entry)} is signed by {len(signed)} of the "
+            f"{_SIGNERS.get(entry.type, 'signing')} keys: threshold is {threshold} "
+            f"(signed: {names})"
+        )
+    return tuple(k.vkey for k in signed.values())
 
 
 def check_signature_lines(
-    entry: Entry, by_id: dict[tuple[str, int], Ed25519Verifier] | Sequence[Ed25519Verifier]
+    entry: Entry, keys: KeyRing[Ed25519Verifier] | Iterable[Ed25519Verifier]
 ) -> None:
     """Every signature line of ``entry`` is by one of the keys, each key at most
     once; SignatureLineError naming the first line that is not. The
     signatures themselves are not verified here."""
-    if not isinstance(by_id, dict):
-        by_id, _ = _index_keys(by_id)
+    ring = KeyRing.of(keys)
     seen: dict[bytes, int] = {}
     for n, sig in enumerate(entry.signatures, 1):
-        key = by_id.get((sig.name, sig.key_id))
+        key = ring.get(sig.name, sig.key_id)
         if key is None:
-            known = ", ".join(sorted(f"{k.name}+{k.key_id:08x}" for k in by_id.values()))
+            known = ", ".join(ring.key_names())
             raise SignatureLineError(
                 f"{_noun(entry)}: signature line {n} is by {sig.key}, which is not one of the "
                 f"{_SIGNERS.get(entry.type, 'signing')} keys ({known}): sign with the "
@@ -961,52 +982,6 @@ def check_signature_lines(
                 f"(line {seen[key.public_key]} is the first): each key signs once"
             )
         seen[key.public_key] = n
-
-
-def _index_keys(
-    keys: Sequence[Ed25519Verifier],
-) -> tuple[dict[tuple[str, int], Ed25519Verifier], int]:
-    """The keys by name and key ID, and how many distinct public keys there
-    are; ValueError for two different keys with one name and key ID."""
-    by_id: dict[tuple[str, int], Ed25519Verifier] = {}
-    distinct: set[bytes] = set()
-    for key in keys:
-        other = by_id.setdefault((key.name, key.key_id), key)
-        if other.public_key != key.public_key:
-            raise ValueError(f"two different keys named {key.name} with key ID {key.key_id:08x}")
-        distinct.add(key.public_key)
-    return by_id, len(distinct)
-
-
-def _verify_signatures_indexed(
-    entry: Entry, by_id: dict[tuple[str, int], Ed25519Verifier], threshold: int
-) -> tuple[str, ...]:
-    """:func:`verify_entry_signatures` with the keys indexed by :func:`_index_keys`
-    and ``threshold`` checked against them."""
-    verified: set[tuple[str, int]] = set()
-    for sig in entry.signatures:
-        if (sig.name, sig.key_id) in by_id:
-            # signed-note's rules: a bad signature by a known key rejects the
-            # note. by_id is the index verify_note_signatures would build: keys
-            # that share a name and key ID were refused unless equal.
-            try:
-                note = _verify_indexed(entry.text, entry.signatures, by_id)
-            except SignatureError as exc:
-                raise SignatureError(f"{_noun(entry)}: {exc}") from exc
-            verified = {(s.name, s.key_id) for s in note.verified}
-            break
-    signed: dict[bytes, Ed25519Verifier] = {}  # one per public key, in the order of keys
-    for ident, key in by_id.items():
-        if ident in verified:
-            signed.setdefault(key.public_key, key)
-    if len(signed) < threshold:
-        names = ", ".join(k.name for k in signed.values()) or "none"
-        raise EntryPolicyError(
-            f"{_noun(entry)} is signed by {len(signed)} of the "
-            f"{_SIGNERS.get(entry.type, 'signing')} keys: threshold is {threshold} "
-            f"(signed: {names})"
-        )
-    return tuple(k.vkey for k in signed.values())
 
 
 def _noun(entry: Entry) -> str:

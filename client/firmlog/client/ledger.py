@@ -38,7 +38,7 @@ from firmlog.client.entries import (
     verify_entry_signatures,
 )
 from firmlog.client.errors import EntryPolicyError, SignatureLineError
-from firmlog.client.note import Ed25519Verifier, parse_verifier_key
+from firmlog.client.keys import Ed25519Verifier, parse_verifier_key
 
 __all__ = [
     "OPERATOR_KEYS",

@@ -39,6 +39,7 @@ from firmlog.client.errors import (
     SplitViewError,
     TileMismatchError,
 )
+from firmlog.client.keys import Verifier
 from firmlog.client.merkle import (
     consistency_proof,
     leaf_hash,
@@ -46,7 +47,6 @@ from firmlog.client.merkle import (
     tree_hash,
     verify_consistency,
 )
-from firmlog.client.note import Verifier
 from firmlog.client.online import LogClient, write_atomic
 from firmlog.client.tiles import (
     ENTRY_LEVEL,

@@ -28,22 +28,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from firmlog.client.checkpoint import Checkpoint, SignedCheckpoint, _verify_checkpoint_indexed
+from firmlog.client.checkpoint import Checkpoint, SignedCheckpoint, check_log_signature
 from firmlog.client.cosignature import (
     CosignatureVerifier,
     cosignature_timestamp,
     parse_witness_verifier_key,
 )
+from firmlog.client.encoding import show
 from firmlog.client.errors import KeyFormatError, PolicyFormatError, QuorumError, SignatureError
-from firmlog.client.note import (
-    Ed25519Verifier,
-    Signature,
-    Verifier,
-    _index_verifiers,
-    _show,
-    parse_verifier_key,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Verifier, KeyRing, Verifier, parse_verifier_key
+from firmlog.client.note import Signature, split_note, verify_note_signatures
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW",
@@ -106,7 +100,7 @@ def _token_problem(value: str) -> str | None:
     if not isinstance(value, str) or not value:
         return "must be a non-empty str"
     if _TOKEN_BAD.search(value):
-        return f"must not contain whitespace or control characters, got {_show(value)}"
+        return f"must not contain whitespace or control characters, got {show(value)}"
     return None
 
 
@@ -134,9 +128,7 @@ class Policy:
     _witness_by_key: dict[tuple[str, int], str] = field(init=False, repr=False, compare=False)
     # origin -> every verifier a checkpoint of that origin is opened with (its
     # log keys and the witness keys), indexed once instead of at each checkpoint.
-    _note_verifiers: dict[str, dict[tuple[str, int], Verifier]] = field(
-        init=False, repr=False, compare=False
-    )
+    _note_verifiers: dict[str, KeyRing[Verifier]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_origin: dict[str, list[Ed25519Verifier]] = {}
@@ -203,7 +195,7 @@ class Policy:
             self,
             "_note_verifiers",
             {
-                name: _index_verifiers((*logs, *self._witness_verifiers))
+                name: KeyRing[Verifier]((*logs, *self._witness_verifiers))
                 for name, logs in self._logs_by_origin.items()
             },
         )
@@ -318,9 +310,9 @@ class Policy:
                 f"checkpoint origin {checkpoint.origin!r} is not a log of the policy: "
                 f"expected one of {known}"
             )
-        signed = _verify_checkpoint_indexed(
-            data, text, signatures, checkpoint, logs, self._note_verifiers[checkpoint.origin]
-        )
+        note = verify_note_signatures(text, signatures, self._note_verifiers[checkpoint.origin])
+        check_log_signature(checkpoint, note, logs)
+        signed = SignedCheckpoint(checkpoint, note, bytes(data))
         if now is None:
             now = int(time.time())
         timestamps: dict[str, int] = {}
@@ -398,7 +390,7 @@ class _Parser:
             self.set_quorum(args)
         else:
             raise self.error(
-                f"unknown keyword {_show(keyword)}: expected log, witness, group or quorum"
+                f"unknown keyword {show(keyword)}: expected log, witness, group or quorum"
             )
 
     def key_ident(self, name: str, key_id: int) -> None:
@@ -432,7 +424,7 @@ class _Parser:
         if name == NONE:
             raise self.error(f"'none' is reserved and cannot name a {what}")
         if name in self.names:
-            raise self.error(f"name {_show(name)} is already defined on line {self.names[name]}")
+            raise self.error(f"name {show(name)} is already defined on line {self.names[name]}")
 
     def witness(self, args: list[str]) -> None:
         if len(args) not in (2, 3):
@@ -446,10 +438,10 @@ class _Parser:
         try:
             verifier = parse_witness_verifier_key(args[1])
         except KeyFormatError as exc:
-            raise self.error(f"invalid key for witness {_show(name)}: {exc}") from None
+            raise self.error(f"invalid key for witness {show(name)}: {exc}") from None
         if verifier.public_key in self.witness_keys:
             raise self.error(
-                f"duplicate witness {_show(name)}: same public key as the witness on line "
+                f"duplicate witness {show(name)}: same public key as the witness on line "
                 f"{self.witness_keys[verifier.public_key]}"
             )
         self.key_ident(verifier.name, verifier.key_id)
@@ -469,17 +461,16 @@ class _Parser:
         self.new_name(name, "group")
         for member in members:
             if member == NONE:
-                raise self.error(f"group {_show(name)}: 'none' cannot be a group member")
+                raise self.error(f"group {show(name)}: 'none' cannot be a group member")
             if member not in self.names:
                 raise self.error(
-                    f"group {_show(name)}: member {_show(member)} is not defined on a "
-                    "preceding line"
+                    f"group {show(name)}: member {show(member)} is not defined on a preceding line"
                 )
             if member in self.member_of:
                 other, line = self.member_of[member]
-                where = "this group" if other == name else f"group {_show(other)} on line {line}"
+                where = "this group" if other == name else f"group {show(other)} on line {line}"
                 raise self.error(
-                    f"group {_show(name)}: {_show(member)} is already a member of {where}; "
+                    f"group {show(name)}: {show(member)} is already a member of {where}; "
                     "each name can be listed as a group member at most once"
                 )
             self.member_of[member] = (name, self.line)
@@ -492,8 +483,8 @@ class _Parser:
             threshold = int(threshold_text)
         else:
             raise self.error(
-                f"group {_show(name)}: threshold must be 'all', 'any' or a decimal k with "
-                f"1 <= k <= {n} (the number of members), got {_show(threshold_text)}"
+                f"group {show(name)}: threshold must be 'all', 'any' or a decimal k with "
+                f"1 <= k <= {n} (the number of members), got {show(threshold_text)}"
             )
         self.names[name] = self.line
         self.groups.append(PolicyGroup(name, threshold, tuple(members)))
@@ -509,7 +500,7 @@ class _Parser:
         name = args[0]
         if name != NONE and name not in self.names:
             raise self.error(
-                f"quorum {_show(name)} is not 'none' or a witness or group defined on a "
+                f"quorum {show(name)} is not 'none' or a witness or group defined on a "
                 "preceding line"
             )
         self.quorum = name

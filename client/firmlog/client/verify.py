@@ -47,15 +47,7 @@ from typing import BinaryIO, NoReturn
 
 from firmlog.client.bundle import _parse as _parse_bundle
 from firmlog.client.checkpoint import Checkpoint
-from firmlog.client.entries import (
-    RELEASE_V1,
-    Entry,
-    Release,
-    _index_keys,
-    _verify_signatures_indexed,
-    parse_entry,
-    verify_entry_signatures,
-)
+from firmlog.client.entries import RELEASE_V1, Entry, Release, parse_entry, verify_entry_signatures
 from firmlog.client.errors import (
     EntryFormatError,
     EntryPolicyError,
@@ -68,14 +60,9 @@ from firmlog.client.errors import (
     StateFormatError,
     UpdateRefused,
 )
+from firmlog.client.keys import Ed25519Verifier, KeyRing, parse_verifier_key
 from firmlog.client.merkle import verify_inclusion
-from firmlog.client.note import (
-    DEFAULT_MAX_NOTE_SIZE,
-    Ed25519Verifier,
-    parse_verifier_key,
-    split_note,
-    verify_note_signatures,
-)
+from firmlog.client.note import DEFAULT_MAX_NOTE_SIZE, split_note, verify_note_signatures
 from firmlog.client.policy import Policy, VerifiedCheckpoint
 
 __all__ = [
@@ -115,17 +102,17 @@ class PinnedVendorKeys:
     """The vendor keys a device pins, and how many of them must sign a release.
 
     ``vendor`` (optional) is the vendor name releases must carry. The
-    constructor checks 1 <= threshold <= number of distinct keys (ValueError).
+    constructor checks 1 <= threshold <= number of distinct keys (ValueError)
+    and builds :attr:`ring`, the keys as a :class:`~firmlog.client.keys.KeyRing`
+    (None if two keys share a name and key ID, which verification refuses).
     """
 
     keys: tuple[Ed25519Verifier, ...]
     threshold: int = 1
     vendor: str | None = None
-    # The keys indexed for verify_entry_signatures, once; None if they cannot
-    # be (two keys with one name and key ID: verify_entry_signatures says so).
-    _by_id: dict[tuple[str, int], Ed25519Verifier] | None = field(
-        init=False, repr=False, compare=False
-    )
+    # The keys as a ring, built once; None if they cannot be one (two keys
+    # with one name and key ID: verify_entry_signatures says so).
+    ring: KeyRing[Ed25519Verifier] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.keys, tuple) or not all(
@@ -141,10 +128,10 @@ class PinnedVendorKeys:
                 f"got {self.threshold}"
             )
         try:
-            by_id: dict[tuple[str, int], Ed25519Verifier] | None = _index_keys(self.keys)[0]
+            ring: KeyRing[Ed25519Verifier] | None = KeyRing(self.keys)
         except ValueError:
-            by_id = None
-        object.__setattr__(self, "_by_id", by_id)
+            ring = None
+        object.__setattr__(self, "ring", ring)
 
     @classmethod
     def parse(
@@ -376,10 +363,8 @@ def verify_update(
             "(the vendor whose keys are pinned)",
         )
     try:
-        if vendor_keys._by_id is None:
-            signed_by = verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
-        else:  # the same, with the keys indexed (and the threshold checked) once
-            signed_by = _verify_signatures_indexed(entry, vendor_keys._by_id, vendor_keys.threshold)
+        keys = vendor_keys.keys if vendor_keys.ring is None else vendor_keys.ring
+        signed_by = verify_entry_signatures(entry, keys, vendor_keys.threshold)
     except (SignatureError, EntryPolicyError) as exc:
         pinned = ", ".join(k.vkey for k in vendor_keys.keys)
         _refuse("vendor-signatures", f"{exc} (pinned: {pinned})", exc)

@@ -27,7 +27,7 @@ from firmlog.client.errors import (
     SignatureError,
     TilePathError,
 )
-from firmlog.client.note import Ed25519Signer
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
 from firmlog.server.acceptance import Acceptance, EntryTooLarge
 from firmlog.server.config import ServerConfig

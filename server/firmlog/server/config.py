@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
-from firmlog.client.note import check_key_name
+from firmlog.client.keys import check_key_name
 
 CONFIG_FILE = "config.toml"
 LOG_KEY_FILE = "log.key"

@@ -40,9 +40,9 @@ import structlog
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.entries import parse_entry
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, HashReader, inclusion_proof
 from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
-from firmlog.client.note import Ed25519Signer
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.config import SequencerConfig
 from firmlog.server.ledger import Candidate, GateResult, LedgerGate

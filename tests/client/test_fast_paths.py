@@ -558,14 +558,14 @@ def test_verify_split_agrees_with_verify_checkpoint() -> None:
         f"log {LOG_KEY.verifier.vkey}\nwitness W1 {WITNESS_KEY.verifier.vkey}\nquorum W1\n"
     )
     note = cosign(CHECKPOINT_NOTE, WITNESS_KEY, 100)
-    text, signatures = split_note(note)
-    assert policy._verify_split(note, text, signatures, now=200) == policy.verify_checkpoint(
+    split = split_note(note)
+    assert policy.verify_checkpoint(note, now=200, split=split) == policy.verify_checkpoint(
         note, now=200
     )
     for now, max_age in ((50, None), (200, 10), (200, -1)):
         assert outcome(
-            lambda now=now, max_age=max_age: policy._verify_split(
-                note, text, signatures, now=now, max_age=max_age
+            lambda now=now, max_age=max_age: policy.verify_checkpoint(
+                note, now=now, max_age=max_age, split=split
             )
         ) == outcome(
             lambda now=now, max_age=max_age: policy.verify_checkpoint(

@@ -43,7 +43,7 @@ _HASH_SIZE = 32
 _MAX_INDEX = 2**64 - 1
 _INDEX = re.compile(rb"index (0|[1-9][0-9]{0,19})")
 # The lines before the proof hashes, in the one form the strict parser accepts
-# (the fast path in _parse; the extra line's base64 is checked apart).
+# (the fast path of ProofBundle.parse; the extra line's base64 is checked apart).
 _HEAD = re.compile(rb"c2sp\.org/tlog-proof@v1\n(?:extra ([^\n]+)\n)?index (0|[1-9][0-9]{0,19})\n")
 _HASH_LINE = 45  # 43 base64 characters, "=" and a newline
 _UNPACKERS: dict[int, struct.Struct] = {}  # number of hashes -> "32sx" repeated
@@ -130,7 +130,21 @@ class ProofBundle:
         The checkpoint part is checked to be a well-formed signed note
         (split_note), not verified: that needs the policy.
         """
-        return _parse(data, max_size)[0]
+        return cls.parse_split(data, max_size)[0]
+
+    @classmethod
+    def parse_split(
+        cls, data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE
+    ) -> tuple[ProofBundle, str, list[Signature]]:
+        """:meth:`parse`, also returning the checkpoint note as
+        :func:`~firmlog.client.note.split_note` splits it (its text and
+        signature lines), so that a verifier need not split it again."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
+        if len(data) > max_size:
+            raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
+        parsed = _parse_fast(data)
+        return cls._parse_strict(data) if parsed is None else parsed
 
     @classmethod
     def _parse_strict(cls, data: bytes) -> tuple[ProofBundle, str, list[Signature]]:
@@ -229,20 +243,6 @@ class ProofBundle:
             ) from exc
         bundle = cls(index=index, proof=tuple(proof), checkpoint=checkpoint, extra=extra)
         return bundle, text, signatures
-
-
-def _parse(
-    data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE
-) -> tuple[ProofBundle, str, list[Signature]]:
-    """:meth:`ProofBundle.parse`, also returning the checkpoint note as
-    :func:`~firmlog.client.note.split_note` splits it (so that a verifier
-    need not split it again)."""
-    if not isinstance(data, bytes):
-        raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
-    if len(data) > max_size:
-        raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
-    parsed = _parse_fast(data)
-    return ProofBundle._parse_strict(data) if parsed is None else parsed
 
 
 def _parse_fast(data: bytes) -> tuple[ProofBundle, str, list[Signature]] | None:

@@ -37,7 +37,12 @@ from firmlog.client.cosignature import (
 from firmlog.client.encoding import show
 from firmlog.client.errors import KeyFormatError, PolicyFormatError, QuorumError, SignatureError
 from firmlog.client.keys import Ed25519Verifier, KeyRing, Verifier, parse_verifier_key
-from firmlog.client.note import Signature, split_note, verify_note_signatures
+from firmlog.client.note import (
+    DEFAULT_MAX_NOTE_SIZE,
+    Signature,
+    split_note,
+    verify_note_signatures,
+)
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW",
@@ -273,6 +278,7 @@ class Policy:
         now: int | None = None,
         max_age: int | None = None,
         max_future_skew: int = DEFAULT_MAX_FUTURE_SKEW,
+        split: tuple[str, Sequence[Signature]] | None = None,
     ) -> VerifiedCheckpoint:
         """Open a checkpoint note signed by one of the policy's logs, then check the quorum.
 
@@ -282,26 +288,15 @@ class Policy:
         witnesses signed, which were required), Note/CheckpointFormatError.
         A cosignature by a policy witness key that does not verify rejects the
         checkpoint (SignatureError), as the signed-note rules say.
+
+        ``split`` is the note as :func:`~firmlog.client.note.split_note`
+        already split it (e.g. parsing a bundle), so as not to split it again;
+        it must be what ``split_note(data)`` returns.
         """
         _check_window(max_age, max_future_skew)
-        text, signatures = split_note(data)
-        return self._verify_split(
-            data, text, signatures, now=now, max_age=max_age, max_future_skew=max_future_skew
-        )
-
-    def _verify_split(
-        self,
-        data: bytes,
-        text: str,
-        signatures: Sequence[Signature],
-        *,
-        now: int | None = None,
-        max_age: int | None = None,
-        max_future_skew: int = DEFAULT_MAX_FUTURE_SKEW,
-    ) -> VerifiedCheckpoint:
-        """:meth:`verify_checkpoint` of a note already split: ``text`` and
-        ``signatures`` must be what ``split_note(data)`` returns."""
-        _check_window(max_age, max_future_skew)
+        if split is None or len(data) > DEFAULT_MAX_NOTE_SIZE:  # split_note refuses it
+            split = split_note(data)
+        text, signatures = split
         checkpoint = Checkpoint.parse(text)
         logs = self._logs_by_origin.get(checkpoint.origin)
         if logs is None:

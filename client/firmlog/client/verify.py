@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn
 
-from firmlog.client.bundle import _parse as _parse_bundle
+from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.entries import RELEASE_V1, Entry, Release, parse_entry, verify_entry_signatures
 from firmlog.client.errors import (
@@ -62,7 +62,7 @@ from firmlog.client.errors import (
 )
 from firmlog.client.keys import Ed25519Verifier, KeyRing, parse_verifier_key
 from firmlog.client.merkle import verify_inclusion
-from firmlog.client.note import DEFAULT_MAX_NOTE_SIZE, split_note, verify_note_signatures
+from firmlog.client.note import split_note, verify_note_signatures
 from firmlog.client.policy import Policy, VerifiedCheckpoint
 
 __all__ = [
@@ -322,21 +322,16 @@ def verify_update(
     # parsing the bundle, is parsed by the policy first thing, and diagnosed
     # below if it fails).
     try:
-        parsed, text, signatures = _parse_bundle(bundle)
+        parsed, text, signatures = ProofBundle.parse_split(bundle)
     except FormatError as exc:
         _refuse("bundle", f"not a strict c2sp.org/tlog-proof@v1 bundle: {exc}", exc)
 
     # log-signature, origin, cosignatures: one pass over the signatures when
     # all is well; on failure, find which step failed first.
     try:
-        if len(parsed.checkpoint) <= DEFAULT_MAX_NOTE_SIZE:  # as verify_checkpoint's split_note
-            verified = policy._verify_split(
-                parsed.checkpoint, text, signatures, now=now, max_age=max_cosignature_age
-            )
-        else:  # (never, within the bundle size limit) let verify_checkpoint refuse it
-            verified = policy.verify_checkpoint(
-                parsed.checkpoint, now=now, max_age=max_cosignature_age
-            )
+        verified = policy.verify_checkpoint(
+            parsed.checkpoint, now=now, max_age=max_cosignature_age, split=(text, signatures)
+        )
     except FirmlogError as exc:
         _diagnose_checkpoint(policy, parsed.checkpoint, exc)
     checkpoint = verified.signed.checkpoint

@@ -489,6 +489,28 @@ def test_release_fast_path_edges(changes: dict[str, Any], valid: bool) -> None:
     assert outcome(lambda: parse_entry_text(f"firmlog/release/v1\n{line}\n")) == general
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"product":"router-9000"', '"product":"router-\ud800"'),  # lone surrogate (a str)
+        ('"size":64', '"size":' + "9" * 5000),  # beyond int()'s 4300 digits
+        ('"size":64', '"size":' + "9" * 17),  # beyond 2**53-1
+        ('"changelog":"Fixes a backdoor."', '"changelog":"a\\rb"'),  # an escape it leaves
+        ('"changelog":"Fixes a backdoor."', '"changelog":"a\\u0041"'),  # not canonical
+    ],
+)
+def test_release_fast_path_leaves_to_the_general_path(old: str, new: str) -> None:
+    # The layout pattern knows no field rule; what it does not recognise, or
+    # _release_of refuses, the general path decides and explains.
+    line = _json(_BASE)
+    assert old in line
+    line = line.replace(old, new)
+    assert _release_from_json(line) is None
+    general = _general(line)
+    assert general[0] == "error"
+    assert outcome(lambda: parse_entry_text(f"firmlog/release/v1\n{line}\n")) == general
+
+
 def test_release_fast_path_is_taken() -> None:
     release = Release(
         vendor="acme.example",

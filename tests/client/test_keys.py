@@ -245,10 +245,9 @@ def test_key_ring_indexes_by_name_and_key_id() -> None:
     ring = KeyRing([a.verifier, b.verifier, a.verifier])
     assert list(ring) == [a.verifier, b.verifier]  # the same verifier twice is kept once
     assert len(ring) == 2
-    assert ring.get("a", a.key_id) is a.verifier
-    assert ring.get("a", b.key_id) is None
-    assert ("b", b.key_id) in ring
-    assert ("b", a.key_id) not in ring
+    assert ring.by_id[("a", a.key_id)] is a.verifier
+    assert ("a", b.key_id) not in ring.by_id
+    assert dict(ring.by_id) == {("a", a.key_id): a.verifier, ("b", b.key_id): b.verifier}
     assert ring.key_names() == [f"a+{a.key_id:08x}", f"b+{b.key_id:08x}"]
     assert KeyRing.of(ring) is ring
     assert list(KeyRing.of([b.verifier])) == [b.verifier]

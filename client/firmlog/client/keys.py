@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -117,7 +117,14 @@ class Signer(Protocol):
 
 def key_name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid key name, or None if it is."""
-    if type(name) is str and name and name.isascii() and not _BAD_NAME_CHARS.search(name):
+    if (
+        type(name) is str
+        and name.isascii()
+        and name.isprintable()  # ASCII: no control characters (nor DEL, allowed below)
+        and name
+        and " " not in name
+        and "+" not in name
+    ):
         return None  # the common case, at once
     if not isinstance(name, str):
         return f"must be a str, got {type(name).__name__}"
@@ -408,9 +415,13 @@ class KeyRing(Generic[V]):
     not say which of the two made it. A ring is itself an iterable of its
     verifiers, so it goes wherever verifiers do, and whatever takes verifiers
     uses a ring as it is instead of indexing them again.
+
+    :attr:`by_id` maps ``(name, key_id)`` to the verifier (read-only).
     """
 
-    __slots__ = ("_by_id",)
+    __slots__ = ("_distinct", "by_id")
+
+    by_id: Mapping[tuple[str, int], V]
 
     def __init__(self, verifiers: Iterable[V] = ()) -> None:
         by_id: dict[tuple[str, int], V] = {}
@@ -421,7 +432,8 @@ class KeyRing(Generic[V]):
                 raise ValueError(
                     f"two different verifiers share key name {ident[0]!r} and key ID {ident[1]:08x}"
                 )
-        self._by_id = by_id
+        self.by_id = by_id
+        self._distinct: dict[bytes, Any] | None = None  # distinct(), once asked
 
     @classmethod
     def of(cls, verifiers: Iterable[V]) -> KeyRing[V]:
@@ -430,30 +442,24 @@ class KeyRing(Generic[V]):
             return verifiers
         return cls(verifiers)
 
-    def get(self, name: str, key_id: int) -> V | None:
-        """The verifier of the key a signature line names, if it is in the ring."""
-        return self._by_id.get((name, key_id))
-
-    def __contains__(self, ident: object) -> bool:
-        """Whether ``(name, key_id)`` names a key of the ring."""
-        return ident in self._by_id
-
     def __iter__(self) -> Iterator[V]:
-        return iter(self._by_id.values())
+        return iter(self.by_id.values())
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self.by_id)
 
     def __repr__(self) -> str:
         return f"KeyRing({self.key_names()})"
 
     def key_names(self) -> list[str]:
         """``name+hexid`` of every key, sorted: how messages list the keys."""
-        return sorted(f"{name}+{kid:08x}" for name, kid in self._by_id)
+        return sorted(f"{name}+{kid:08x}" for name, kid in self.by_id)
 
-    def distinct(self: KeyRing[PV]) -> dict[bytes, PV]:
+    def distinct(self: KeyRing[PV]) -> Mapping[bytes, PV]:
         """One verifier per public key, in order: a key under two names is one key."""
-        distinct: dict[bytes, PV] = {}
-        for verifier in self._by_id.values():
-            distinct.setdefault(verifier.public_key, verifier)
-        return distinct
+        if self._distinct is None:
+            distinct: dict[bytes, PV] = {}
+            for verifier in self.by_id.values():
+                distinct.setdefault(verifier.public_key, verifier)
+            self._distinct = distinct
+        return self._distinct

@@ -114,9 +114,10 @@ def split_note(data: bytes, max_size: int = DEFAULT_MAX_NOTE_SIZE) -> tuple[str,
     newline, no blank line before signatures, bad signature line, more than
     100 signatures, larger than ``max_size`` bytes).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"a signed note must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"a signed note must be bytes, got {type(data).__name__}")
+        data = bytes(data)
     if len(data) > max_size:
         raise NoteFormatError(f"note too large: expected at most {max_size} bytes, got {len(data)}")
     # translate() is the fast test; the regex only locates the culprit.
@@ -276,20 +277,21 @@ def verify_note_signatures(
     Repeated identical signature lines count once.
     """
     ring = KeyRing.of(verifiers)
+    known = ring.by_id
     message = text.encode("utf-8")
     verified: list[Signature] = []
     unverified: list[Signature] = []
     # Equal signatures have equal signature bytes: when those are all
     # different (the usual case), there is nothing to skip, and no need to
     # hash the Signature objects.
-    distinct = len(set(map(_signature_bytes, signatures))) == len(signatures)
+    distinct = len(signatures) < 2 or len(set(map(_signature_bytes, signatures))) == len(signatures)
     seen: set[Signature] = set()
     for sig in signatures:
         if not distinct:
             if sig in seen:
                 continue
             seen.add(sig)
-        verifier = ring.get(sig.name, sig.key_id)
+        verifier = known.get((sig.name, sig.key_id))
         if verifier is None:
             unverified.append(sig)
         elif verifier.verify(message, sig.signature):

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.cosignature import CosignatureSigner, cosign
-from firmlog.client.note import Ed25519Signer, sign_note
+from firmlog.client.keys import Ed25519Signer
+from firmlog.client.note import sign_note
 from firmlog.client.policy import parse_policy
 
 REPETITIONS = 5

@@ -68,8 +68,8 @@ from load_harness import (
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.integrate import edge_tiles, integrate
+from firmlog.client.keys import Ed25519Signer, generate_key
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_inclusion
-from firmlog.client.note import Ed25519Signer, generate_key
 from firmlog.client.tiles import TILE_WIDTH
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader

@@ -79,8 +79,8 @@ from load_harness import (
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.entries import VendorAdmission, sign_entry
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.merkle import leaf_hash, root_hash, tree_hash, verify_inclusion
-from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.tiles import (
     ENTRY_LEVEL,
     TILE_WIDTH,

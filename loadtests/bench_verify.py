@@ -43,8 +43,8 @@ from firmlog.client.entries import (
     sign_entry,
     verify_entry_signatures,
 )
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import leaf_hash, verify_inclusion
-from firmlog.client.note import Ed25519Signer
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import DeviceState, PinnedVendorKeys, verify_update
 

@@ -15,8 +15,9 @@ from support.mutations import mutated
 
 from firmlog.client.bundle import DEFAULT_MAX_BUNDLE_SIZE, HEADER, MAX_PROOF_HASHES, ProofBundle
 from firmlog.client.errors import BundleFormatError, FirmlogError
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import inclusion_proof, leaf_hash, root_hash, verify_inclusion
-from firmlog.client.note import generate_key, sign_note
+from firmlog.client.note import sign_note
 
 LOG_KEY = generate_key("log.example/firmlog")
 CHECKPOINT = sign_note(

@@ -29,13 +29,8 @@ from firmlog.client.errors import (
     NoteFormatError,
     SignatureError,
 )
-from firmlog.client.note import (
-    Ed25519Signer,
-    open_note,
-    parse_signer_key,
-    parse_verifier_key,
-    sign_note,
-)
+from firmlog.client.keys import Ed25519Signer, parse_signer_key, parse_verifier_key
+from firmlog.client.note import open_note, sign_note
 
 CASES = load_vector("checkpoints.json")["cases"]
 TESSERA = load_vector("tessera-testdata-log.json")

@@ -16,7 +16,7 @@ from support.livelog import LiveLog
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.cosignature import cosign, parse_witness_signer_key
 from firmlog.client.entries import KeySet, Release, Revocation, parse_entry
-from firmlog.client.note import parse_signer_key
+from firmlog.client.keys import parse_signer_key
 from firmlog.client.online import save_state
 from firmlog.client.verify import DeviceState
 

@@ -31,16 +31,8 @@ from firmlog.client.errors import (
     NoteFormatError,
     SignatureError,
 )
-from firmlog.client.note import (
-    Ed25519Signer,
-    Signature,
-    add_signatures,
-    key_id,
-    open_note,
-    parse_verifier_key,
-    sign_note,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Signer, key_id, parse_verifier_key
+from firmlog.client.note import Signature, add_signatures, open_note, sign_note, split_note
 
 ORIGIN = "example.com/log"
 ROOT = hashlib.sha256(b"root").digest()

@@ -46,14 +46,8 @@ from firmlog.client.errors import (
     FirmlogError,
     SignatureError,
 )
-from firmlog.client.note import (
-    Ed25519Signer,
-    Ed25519Verifier,
-    Signature,
-    generate_key,
-    key_id,
-    sign_note,
-)
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key, key_id
+from firmlog.client.note import Signature, sign_note
 
 RELEASE_KEY = generate_key("acme.example/release")
 SECURITY_KEY = generate_key("acme.example/security")

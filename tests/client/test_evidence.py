@@ -16,8 +16,8 @@ from firmlog.client.errors import (
     VerificationError,
 )
 from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE, SplitViewEvidence
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import consistency_proof, leaf_hash, root_hash, tree_hash
-from firmlog.client.note import generate_key
 
 LOG = generate_key("example.com/log")
 HONEST = [leaf_hash(f"entry {i}".encode()) for i in range(12)]

@@ -28,6 +28,7 @@ from firmlog.client.bundle import MAX_PROOF_HASHES, ProofBundle, _parse_fast, _p
 from firmlog.client.canonjson import MAX_SAFE_INTEGER, canonical_json
 from firmlog.client.checkpoint import MAX_TREE_SIZE, Checkpoint, sign_checkpoint
 from firmlog.client.cosignature import cosign, generate_witness_key
+from firmlog.client.encoding import b64decode_canonical, b64decode_strict
 from firmlog.client.entries import (
     Build,
     Image,
@@ -39,16 +40,8 @@ from firmlog.client.entries import (
     verify_entry_signatures,
 )
 from firmlog.client.errors import FirmlogError
-from firmlog.client.note import (
-    Ed25519Verifier,
-    _b64decode_canonical,
-    _b64decode_strict,
-    _split_fast,
-    _split_strict,
-    generate_key,
-    sign_note,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Verifier, generate_key
+from firmlog.client.note import _split_fast, _split_strict, sign_note, split_note
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import PinnedVendorKeys
 
@@ -85,7 +78,7 @@ def mutate(data: bytes, draw: st.DrawFn, alphabet: bytes) -> bytes:
 
 
 def _reference_b64(data: bytes) -> bytes | None:
-    return _b64decode_strict(data.decode("latin-1"))  # non-ASCII: not base64
+    return b64decode_strict(data.decode("latin-1"))  # non-ASCII: not base64
 
 
 def test_canonical_base64_exhaustive_short() -> None:
@@ -94,16 +87,16 @@ def test_canonical_base64_exhaustive_short() -> None:
     for size in range(7):
         for chars in itertools.product(b"AQgw/=\n \xff", repeat=size):
             data = bytes(chars)
-            assert _b64decode_canonical(data) == _reference_b64(data), data
+            assert b64decode_canonical(data) == _reference_b64(data), data
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=40), st.data())
 def test_canonical_base64_mutated(raw: bytes, data: st.DataObject) -> None:
     encoded = base64.b64encode(raw)
-    assert _b64decode_canonical(encoded) == raw
+    assert b64decode_canonical(encoded) == raw
     mutated = mutate(encoded, data.draw, b"=AQgw/+\n ")
-    assert _b64decode_canonical(mutated) == _reference_b64(mutated)
+    assert b64decode_canonical(mutated) == _reference_b64(mutated)
 
 
 # --- signed notes ------------------------------------------------------------------
@@ -497,6 +490,28 @@ def test_release_fast_path_edges(changes: dict[str, Any], valid: bool) -> None:
     assert outcome(lambda: parse_entry_text(f"firmlog/release/v1\n{line}\n")) == general
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"product":"router-9000"', '"product":"router-\ud800"'),  # lone surrogate (a str)
+        ('"size":64', '"size":' + "9" * 5000),  # beyond int()'s 4300 digits
+        ('"size":64', '"size":' + "9" * 17),  # beyond 2**53-1
+        ('"changelog":"Fixes a backdoor."', '"changelog":"a\\rb"'),  # an escape it leaves
+        ('"changelog":"Fixes a backdoor."', '"changelog":"a\\u0041"'),  # not canonical
+    ],
+)
+def test_release_fast_path_leaves_to_the_general_path(old: str, new: str) -> None:
+    # The layout pattern knows no field rule; what it does not recognise, or
+    # _release_of refuses, the general path decides and explains.
+    line = _json(_BASE)
+    assert old in line
+    line = line.replace(old, new)
+    assert _release_from_json(line) is None
+    general = _general(line)
+    assert general[0] == "error"
+    assert outcome(lambda: parse_entry_text(f"firmlog/release/v1\n{line}\n")) == general
+
+
 def test_release_fast_path_is_taken() -> None:
     release = Release(
         vendor="acme.example",
@@ -532,9 +547,9 @@ def test_pinned_keys_index_agrees(pinned: list[Any], signers: list[Any], thresho
         with pytest.raises(ValueError, match="threshold"):
             PinnedVendorKeys(keys, threshold)
         return
-    by_id = PinnedVendorKeys(keys, threshold)._by_id
-    assert by_id is not None
-    assert outcome(lambda: entries._verify_signatures_indexed(entry, by_id, threshold)) == (
+    ring = PinnedVendorKeys(keys, threshold).ring
+    assert ring is not None
+    assert outcome(lambda: verify_entry_signatures(entry, ring, threshold)) == (
         outcome(lambda: verify_entry_signatures(entry, keys, threshold))
     )
 
@@ -553,14 +568,14 @@ def test_verify_split_agrees_with_verify_checkpoint() -> None:
         f"log {LOG_KEY.verifier.vkey}\nwitness W1 {WITNESS_KEY.verifier.vkey}\nquorum W1\n"
     )
     note = cosign(CHECKPOINT_NOTE, WITNESS_KEY, 100)
-    text, signatures = split_note(note)
-    assert policy._verify_split(note, text, signatures, now=200) == policy.verify_checkpoint(
+    split = split_note(note)
+    assert policy.verify_checkpoint(note, now=200, split=split) == policy.verify_checkpoint(
         note, now=200
     )
     for now, max_age in ((50, None), (200, 10), (200, -1)):
         assert outcome(
-            lambda now=now, max_age=max_age: policy._verify_split(
-                note, text, signatures, now=now, max_age=max_age
+            lambda now=now, max_age=max_age: policy.verify_checkpoint(
+                note, now=now, max_age=max_age, split=split
             )
         ) == outcome(
             lambda now=now, max_age=max_age: policy.verify_checkpoint(

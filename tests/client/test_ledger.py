@@ -15,8 +15,9 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.errors import EntryPolicyError, SignatureError, SignatureLineError
+from firmlog.client.keys import Ed25519Signer, generate_key
 from firmlog.client.ledger import LedgerState, UnknownVendorError, VendorKeys, authorize
-from firmlog.client.note import Ed25519Signer, Signature, generate_key
+from firmlog.client.note import Signature
 
 OPERATOR = generate_key("log.example/operator")
 RELEASE_KEY = generate_key("acme.example/release")

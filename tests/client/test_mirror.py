@@ -23,9 +23,9 @@ from firmlog.client.errors import (
     TileMismatchError,
     TransportError,
 )
+from firmlog.client.keys import Ed25519Signer, parse_verifier_key
 from firmlog.client.merkle import leaf_hash, root_hash, tree_hash
 from firmlog.client.mirror import MirrorResult, mirror_log
-from firmlog.client.note import Ed25519Signer, parse_verifier_key
 from firmlog.client.online import LogClient
 from firmlog.client.tiles import Tile, TileHashReader, decode_entry_bundle, encode_entry_bundle
 

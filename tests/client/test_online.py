@@ -39,8 +39,9 @@ from firmlog.client.errors import (
     TransportError,
     UpdateRefused,
 )
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import leaf_hash
-from firmlog.client.note import Ed25519Signer, split_note
+from firmlog.client.note import split_note
 from firmlog.client.online import (
     LogClient,
     check_consistency,

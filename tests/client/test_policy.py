@@ -17,12 +17,14 @@ from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.cosignature import CosignatureSigner, cosign
 from firmlog.client.errors import (
     CheckpointFormatError,
+    FirmlogError,
     NoteFormatError,
     PolicyFormatError,
     QuorumError,
     SignatureError,
 )
-from firmlog.client.note import Ed25519Signer, Signature, add_signatures, sign_note, split_note
+from firmlog.client.keys import Ed25519Signer
+from firmlog.client.note import Signature, add_signatures, sign_note, split_note
 from firmlog.client.policy import (
     MAX_POLICY_GROUPS,
     MAX_POLICY_LOGS,
@@ -415,6 +417,18 @@ def test_policy_round_trip(policy: Policy) -> None:
     assert parse_policy(text) == policy
     assert parse_policy(text.encode()) == policy
     assert parse_policy(text).to_text() == text
+    parsed = parse_policy(text)  # built without the constructor: it verifies alike
+    assert _verdict(parsed) == _verdict(policy)
+
+
+_NOTE_ALL = cosigned("X1", "X2", "X3", "Y1", "Y2", "Y3")
+
+
+def _verdict(policy: Policy) -> object:
+    try:
+        return policy.verify_checkpoint(_NOTE_ALL, now=NOW)
+    except FirmlogError as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 @settings(max_examples=200, deadline=None)
@@ -627,6 +641,9 @@ def test_fuzz_parse_policy(data: bytes) -> None:
     with contextlib.suppress(PolicyFormatError):
         policy = parse_policy(data)
         assert parse_policy(policy.to_text()) == policy
+        # The parser checked the rules line by line, not through the
+        # constructor: the constructor accepts what it accepted.
+        assert Policy(policy.logs, policy.witnesses, policy.groups, policy.quorum) == policy
     with contextlib.suppress(PolicyFormatError):
         parse_policy(data.decode("utf-8", errors="replace"))
 

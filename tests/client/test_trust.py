@@ -25,8 +25,9 @@ from firmlog.client.errors import (
     SplitViewError,
     TransportError,
 )
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_hash
-from firmlog.client.note import Ed25519Signer, sign_note
+from firmlog.client.note import sign_note
 from firmlog.client.policy import parse_policy
 from firmlog.client.tiles import TILE_HEIGHT, Tile, TileHashReader
 from firmlog.client.trust import (

@@ -43,8 +43,9 @@ from firmlog.client.errors import (
     UpdateRefused,
     VerificationError,
 )
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import inclusion_proof, leaf_hash, root_hash
-from firmlog.client.note import Ed25519Signer, Signature, add_signatures, sign_note, split_note
+from firmlog.client.note import Signature, add_signatures, sign_note, split_note
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import (
     STEPS,

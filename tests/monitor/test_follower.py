@@ -11,7 +11,7 @@ from support.harness import LogUnderTest
 from support.monitor import MonitorUnderTest, eventually, grow
 
 from firmlog.client.checkpoint import open_checkpoint
-from firmlog.client.note import generate_key
+from firmlog.client.keys import generate_key
 from firmlog.monitor.follower import ENTRY_REJECTED
 from firmlog.server.app import make_app as make_log_app
 

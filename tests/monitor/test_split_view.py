@@ -18,8 +18,8 @@ from support.monitor import NOWHERE, MonitorUnderTest, checkpoint, consistency, 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.cli import main
 from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import verify_consistency
-from firmlog.client.note import generate_key
 from firmlog.client.trust import CheckpointNote
 
 

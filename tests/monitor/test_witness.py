@@ -14,7 +14,7 @@ from support.monitor import NOWHERE, MonitorUnderTest, checkpoint, consistency, 
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.cosignature import cosignature_timestamp
-from firmlog.client.note import generate_key
+from firmlog.client.keys import generate_key
 from firmlog.client.trust import CheckpointNote
 
 

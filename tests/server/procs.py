@@ -39,8 +39,8 @@ from support.entries import admission
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, parse_signer_key
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
-from firmlog.client.note import Ed25519Signer, Ed25519Verifier, parse_signer_key
 
 ORIGIN = "robust.firmlog.example/log"
 PUSHBACK = ("PoolFull", "ShuttingDown")  # kinds of 503 a healthy log may answer

@@ -20,8 +20,8 @@ from support.logcheck import verify_whole_log
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.entries import VendorAdmission, sign_entry
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
-from firmlog.client.note import generate_key
 from firmlog.server.storage import open_storage
 
 

@@ -35,7 +35,7 @@ from support.harness import LogUnderTest
 from support.logcheck import verify_whole_log
 
 from firmlog.client.entries import VendorAdmission, sign_entry
-from firmlog.client.note import generate_key
+from firmlog.client.keys import generate_key
 from firmlog.server.app import SERVICES
 from firmlog.server.config import ConfigError, HTTPConfig, load_config
 from firmlog.server.storage import StorageUnavailable
@@ -656,7 +656,7 @@ def test_bad_http_settings_fail_fast(
 SERVE = """
 import socket, sys
 from pathlib import Path
-from firmlog.client.note import generate_key
+from firmlog.client.keys import generate_key
 from firmlog.server.app import make_app
 from firmlog.server.config import HTTPConfig, ServerConfig
 from firmlog.server.connection import serve

@@ -37,7 +37,8 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.errors import UpdateRefused
-from firmlog.client.note import Ed25519Signer, Signature, generate_key, sign_note
+from firmlog.client.keys import Ed25519Signer, generate_key
+from firmlog.client.note import Signature, sign_note
 from firmlog.client.online import LogClient, check_not_revoked
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import DeviceState, PinnedVendorKeys, verify_update

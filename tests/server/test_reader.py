@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import (
     consistency_proof,
     inclusion_proof_plan,
@@ -15,7 +16,6 @@ from firmlog.client.merkle import (
     root_hash,
     verify_inclusion,
 )
-from firmlog.client.note import generate_key
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from firmlog.client.keys import generate_key
 from firmlog.client.merkle import leaf_hash
-from firmlog.client.note import generate_key
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer

@@ -23,7 +23,7 @@ from support.harness import ORIGIN, LogUnderTest
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from firmlog.client.note import generate_key
+from firmlog.client.keys import generate_key
 from firmlog.server.signing import WrongLog
 from firmlog.server.storage import LogIdentity, LogState, open_storage
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from firmlog.client.keys import Ed25519Signer, generate_key
 from firmlog.client.merkle import leaf_hash
-from firmlog.client.note import Ed25519Signer, generate_key
 from firmlog.server.config import DB_FILE, SequencerConfig
 from firmlog.server.datadir import CHECKPOINT_FILE, init_data_dir
 from firmlog.server.reader import LogReader

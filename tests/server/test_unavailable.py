@@ -18,7 +18,7 @@ from splitproxy import SplitProxy
 from support.harness import LogUnderTest
 
 from firmlog.client.entries import VendorAdmission, sign_entry
-from firmlog.client.note import generate_key
+from firmlog.client.keys import generate_key
 from firmlog.server.app import SERVICES
 from firmlog.server.storage import StorageUnavailable, open_storage
 from firmlog.server.storage import sqlite as sqlite_backend

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from firmlog.client.entries import Build, Image, Release, VendorAdmission, sign_entry
-from firmlog.client.note import Ed25519Signer
+from firmlog.client.keys import Ed25519Signer
 
 VENDOR = "acme.example"
 VENDOR_KEY = Ed25519Signer.from_seed("acme.example/release", b"\x31" * 32)

@@ -25,8 +25,8 @@ from aiohttp.test_utils import TestServer
 import firmlog.server.app as server_app
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import open_checkpoint
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.merkle import leaf_hash, verify_inclusion
-from firmlog.client.note import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.server.app import SERVICES, Services, make_app
 from firmlog.server.config import HTTPConfig, LimitsConfig, SequencerConfig, ServerConfig
 from firmlog.server.connection import LogRunner

@@ -8,7 +8,7 @@ import json
 from aiohttp import ClientSession
 
 from firmlog.client.entries import EntryBody, VendorAdmission, sign_entry
-from firmlog.client.note import Ed25519Signer, generate_key
+from firmlog.client.keys import Ed25519Signer, generate_key
 from support.harness import LogUnderTest
 from support.logcheck import verify_whole_log
 

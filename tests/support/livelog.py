@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from firmlog.client.note import Ed25519Signer
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.online import LogClient
 from firmlog.client.policy import Policy, parse_policy
 from support.entries import admission

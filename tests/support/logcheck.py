@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from aiohttp import ClientSession
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
+from firmlog.client.keys import Ed25519Verifier
 from firmlog.client.merkle import leaf_hash, root_hash
-from firmlog.client.note import Ed25519Verifier
 from firmlog.client.tiles import (
     ENTRY_LEVEL,
     TILE_WIDTH,

@@ -12,7 +12,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from firmlog.client.cosignature import CosignatureSigner
-from firmlog.client.note import Ed25519Verifier
+from firmlog.client.keys import Ed25519Verifier
 from firmlog.monitor.app import SERVICES, make_app
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.datadir import init_data_dir

@@ -29,9 +29,10 @@ import re
 import struct
 from dataclasses import dataclass
 
+from firmlog.client.encoding import b64decode_canonical
 from firmlog.client.errors import BundleFormatError, NoteFormatError
 from firmlog.client.merkle import HASH_SIZE
-from firmlog.client.note import Signature, _b64decode_canonical, split_note
+from firmlog.client.note import Signature, split_note
 
 __all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle"]
 
@@ -42,7 +43,7 @@ DEFAULT_MAX_BUNDLE_SIZE = 1 << 20
 _MAX_INDEX = 2**64 - 1
 _INDEX = re.compile(rb"index (0|[1-9][0-9]{0,19})")
 # The lines before the proof hashes, in the one form the strict parser accepts
-# (the fast path in _parse; the extra line's base64 is checked apart).
+# (the fast path of ProofBundle.parse; the extra line's base64 is checked apart).
 _HEAD = re.compile(rb"c2sp\.org/tlog-proof@v1\n(?:extra ([^\n]+)\n)?index (0|[1-9][0-9]{0,19})\n")
 _HASH_LINE = 45  # 43 base64 characters, "=" and a newline
 _UNPACKERS: dict[int, struct.Struct] = {}  # number of hashes -> "32sx" repeated
@@ -50,17 +51,6 @@ _UNPACKERS: dict[int, struct.Struct] = {}  # number of hashes -> "32sx" repeated
 
 def _b64(data: bytes) -> bytes:
     return base64.b64encode(data)
-
-
-def _strict_b64decode(text: bytes) -> bytes | None:
-    """Standard base64 with padding, in its one canonical form; None otherwise."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if base64.b64encode(data) != text:  # non-zero pad bits, missing padding
-        return None
-    return data
 
 
 def _proof_hashes(block: bytes) -> tuple[bytes, ...] | None:
@@ -140,7 +130,21 @@ class ProofBundle:
         The checkpoint part is checked to be a well-formed signed note
         (split_note), not verified: that needs the policy.
         """
-        return _parse(data, max_size)[0]
+        return cls.parse_split(data, max_size)[0]
+
+    @classmethod
+    def parse_split(
+        cls, data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE
+    ) -> tuple[ProofBundle, str, list[Signature]]:
+        """:meth:`parse`, also returning the checkpoint note as
+        :func:`~firmlog.client.note.split_note` splits it (its text and
+        signature lines), so that a verifier need not split it again."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
+        if len(data) > max_size:
+            raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
+        parsed = _parse_fast(data)
+        return cls._parse_strict(data) if parsed is None else parsed
 
     @classmethod
     def _parse_strict(cls, data: bytes) -> tuple[ProofBundle, str, list[Signature]]:
@@ -186,7 +190,7 @@ class ProofBundle:
                 raise BundleFormatError(
                     f"line {number}: expected 'extra <base64>', got {_show(line)}"
                 )
-            extra = _strict_b64decode(line[6:])
+            extra = b64decode_canonical(line[6:])
             if extra is None:
                 raise BundleFormatError(
                     f"line {number}: extra: expected standard padded base64, got {_show(line[6:])}"
@@ -213,7 +217,7 @@ class ProofBundle:
                     f"line {number}: expected the empty line before the checkpoint (at most "
                     f"{MAX_PROOF_HASHES} proof hashes), got {_show(line)}"
                 )
-            h = _strict_b64decode(line)
+            h = b64decode_canonical(line)
             if h is None or len(h) != HASH_SIZE:
                 found = f"{len(h)} bytes" if h is not None else "not canonical base64"
                 raise BundleFormatError(
@@ -241,20 +245,6 @@ class ProofBundle:
         return bundle, text, signatures
 
 
-def _parse(
-    data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE
-) -> tuple[ProofBundle, str, list[Signature]]:
-    """:meth:`ProofBundle.parse`, also returning the checkpoint note as
-    :func:`~firmlog.client.note.split_note` splits it (so that a verifier
-    need not split it again)."""
-    if not isinstance(data, bytes):
-        raise TypeError(f"ProofBundle.parse takes bytes, not {type(data).__name__}")
-    if len(data) > max_size:
-        raise BundleFormatError(f"bundle is {len(data)} bytes: the limit is {max_size}")
-    parsed = _parse_fast(data)
-    return ProofBundle._parse_strict(data) if parsed is None else parsed
-
-
 def _parse_fast(data: bytes) -> tuple[ProofBundle, str, list[Signature]] | None:
     """The common well-formed case in a few C calls; None for anything the
     strict parser should look at (it then accepts nothing more and explains).
@@ -268,7 +258,7 @@ def _parse_fast(data: bytes) -> tuple[ProofBundle, str, list[Signature]] | None:
     extra_text, index_text = head.groups()
     extra = None
     if extra_text is not None:
-        extra = _b64decode_canonical(extra_text)
+        extra = b64decode_canonical(extra_text)
         if not extra:
             return None
     index = int(index_text)

@@ -15,26 +15,23 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from firmlog.client.encoding import b64decode_strict, b64encode, show
 from firmlog.client.errors import CheckpointFormatError, SignatureError
+from firmlog.client.keys import Signer, Verifier
 from firmlog.client.merkle import HASH_SIZE
-from firmlog.client.note import (
-    Note,
-    Signature,
-    Signer,
-    Verifier,
-    _b64decode_strict,
-    _b64encode,
-    _index_verifiers,
-    _show,
-    _verify_indexed,
-    sign_note,
-    split_note,
-)
+from firmlog.client.note import Note, sign_note, split_note, verify_note_signatures
 
-__all__ = ["MAX_TREE_SIZE", "Checkpoint", "SignedCheckpoint", "open_checkpoint", "sign_checkpoint"]
+__all__ = [
+    "MAX_TREE_SIZE",
+    "Checkpoint",
+    "SignedCheckpoint",
+    "check_log_signature",
+    "open_checkpoint",
+    "sign_checkpoint",
+]
 
 MAX_TREE_SIZE = (1 << 64) - 1
 
@@ -66,7 +63,7 @@ class Checkpoint:
             raise ValueError(f"checkpoint origin must be a non-empty str, got {self.origin!r}")
         if "\n" in self.origin or _CONTROL_CHARS.search(self.origin):
             raise ValueError(
-                f"checkpoint origin must not contain control characters, got {_show(self.origin)}"
+                f"checkpoint origin must not contain control characters, got {show(self.origin)}"
             )
         if isinstance(self.tree_size, bool) or not isinstance(self.tree_size, int):
             raise TypeError(f"tree_size must be an int, got {type(self.tree_size).__name__}")
@@ -87,7 +84,7 @@ class Checkpoint:
 
     def to_text(self) -> str:
         """The note text: origin, tree size, base64 root hash, extensions, each ending in '\\n'."""
-        lines = [self.origin, str(self.tree_size), _b64encode(self.root_hash), *self.extensions]
+        lines = [self.origin, str(self.tree_size), b64encode(self.root_hash), *self.extensions]
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -114,7 +111,7 @@ class Checkpoint:
         """The reference for :meth:`parse`: line by line, every error named."""
         if not text.endswith("\n"):
             raise CheckpointFormatError(
-                f"checkpoint text must end in a newline, got {_show(text[-20:])} at its end"
+                f"checkpoint text must end in a newline, got {show(text[-20:])} at its end"
             )
         lines = text[:-1].split("\n")
         if len(lines) < 3:
@@ -137,18 +134,18 @@ class Checkpoint:
         if not _TREE_SIZE.fullmatch(size_text):
             raise CheckpointFormatError(
                 "checkpoint line 2: tree size must be decimal digits without leading "
-                f"zeros, got {_show(size_text)}"
+                f"zeros, got {show(size_text)}"
             )
         tree_size = int(size_text)
         if tree_size > MAX_TREE_SIZE:
             raise CheckpointFormatError(
                 f"checkpoint line 2: tree size must fit in 64 bits, got {size_text}"
             )
-        root_hash = _b64decode_strict(root_text)
+        root_hash = b64decode_strict(root_text)
         if root_hash is None:
             raise CheckpointFormatError(
                 "checkpoint line 3: root hash must be canonical standard base64, "
-                f"got {_show(root_text)}"
+                f"got {show(root_text)}"
             )
         if len(root_hash) != HASH_SIZE:
             raise CheckpointFormatError(
@@ -181,35 +178,15 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> bytes:
     return sign_note(checkpoint.to_text(), [signer])
 
 
-def _verify_checkpoint(
-    data: bytes,
-    text: str,
-    signatures: Sequence[Signature],
-    checkpoint: Checkpoint,
-    log_verifiers: Sequence[Verifier],
-    extra_verifiers: Iterable[Verifier],
-) -> SignedCheckpoint:
-    """Verify a split checkpoint note: one of ``log_verifiers`` must have signed it."""
-    index = _index_verifiers((*log_verifiers, *extra_verifiers))
-    return _verify_checkpoint_indexed(data, text, signatures, checkpoint, log_verifiers, index)
-
-
-def _verify_checkpoint_indexed(
-    data: bytes,
-    text: str,
-    signatures: Sequence[Signature],
-    checkpoint: Checkpoint,
-    log_verifiers: Sequence[Verifier],
-    index: Mapping[tuple[str, int], Verifier],
-) -> SignedCheckpoint:
-    """:func:`_verify_checkpoint` with the log and extra verifiers already
-    indexed by :func:`~firmlog.client.note._index_verifiers`."""
-    note = _verify_indexed(text, signatures, index)
+def check_log_signature(checkpoint: Checkpoint, note: Note, logs: Iterable[Verifier]) -> None:
+    """SignatureError unless one of the verified signatures of the checkpoint's
+    note is by one of ``logs`` (matched by name and key ID)."""
+    logs = tuple(logs)
     for sig in note.verified:
-        for verifier in log_verifiers:
+        for verifier in logs:
             if sig.name == verifier.name and sig.key_id == verifier.key_id:
-                return SignedCheckpoint(checkpoint, note, bytes(data))
-    expected = " or ".join(sorted(f"{v.name}+{v.key_id:08x}" for v in log_verifiers))
+                return
+    expected = " or ".join(sorted(f"{v.name}+{v.key_id:08x}" for v in logs))
     raise SignatureError(
         f"checkpoint for {checkpoint.origin!r} is not signed by the log: expected a "
         f"signature by {expected}, verified only {[sig.key for sig in note.verified]}"
@@ -232,4 +209,6 @@ def open_checkpoint(
         raise SignatureError(
             f"checkpoint origin mismatch: expected {log_verifier.name!r}, got {checkpoint.origin!r}"
         )
-    return _verify_checkpoint(data, text, signatures, checkpoint, (log_verifier,), extra_verifiers)
+    note = verify_note_signatures(text, signatures, (log_verifier, *extra_verifiers))
+    check_log_signature(checkpoint, note, (log_verifier,))
+    return SignedCheckpoint(checkpoint, note, bytes(data))

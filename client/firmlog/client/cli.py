@@ -60,16 +60,15 @@ from firmlog.client.errors import (
     VerificationError,
 )
 from firmlog.client.evidence import SplitViewEvidence
-from firmlog.client.merkle import leaf_hash
-from firmlog.client.note import (
+from firmlog.client.keys import (
     Ed25519Signer,
-    Signature,
     check_key_name,
     generate_key,
     parse_signer_key,
     parse_verifier_key,
-    split_note,
 )
+from firmlog.client.merkle import leaf_hash
+from firmlog.client.note import Signature, split_note
 from firmlog.client.policy import Policy, parse_policy
 
 if TYPE_CHECKING:

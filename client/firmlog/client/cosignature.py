@@ -6,7 +6,9 @@ Ed25519 signature. The key ID is computed with type 0x04. Witness vkeys of
 type 0x04 are canonical; type 0x01 vkeys are accepted too (the public witness
 network publishes them so), still computing the key ID with 0x04.
 
-A :class:`CosignatureVerifier` is a :class:`firmlog.client.note.Verifier`, so
+Witness keys follow the key formats of :mod:`firmlog.client.keys` (the same
+functions check and write them). A :class:`CosignatureVerifier` is a
+:class:`firmlog.client.keys.Verifier`, so
 witness keys can be passed to :func:`~firmlog.client.note.open_note` (or
 :func:`~firmlog.client.checkpoint.open_checkpoint`) next to the log key; the
 time of each valid cosignature is then read back from ``Note.verified`` with
@@ -21,28 +23,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from firmlog.client.checkpoint import Checkpoint
-from firmlog.client.errors import KeyFormatError
-from firmlog.client.note import (
-    _SIGNER_KEY_PREFIX,
-    ED25519_SEED_SIZE,
+from firmlog.client.keys import (
     ED25519_SIGNATURE_SIZE,
     SIG_COSIGNATURE_V1,
     SIG_ED25519,
-    Signature,
-    _b64encode,
-    _check_ed25519_key,
-    _check_key_id,
-    _checked_seed_key,
-    _load_public,
-    _load_seed,
-    _parse_signer_parts,
-    _public_from_seed,
-    _split_key,
-    add_signatures,
     check_key_name,
+    check_written_key_id,
+    ed25519_public_key,
     key_id,
-    split_note,
+    load_public_key,
+    load_seed,
+    signer_key_text,
+    split_signer_key,
+    split_verifier_key,
+    verifier_key_text,
 )
+from firmlog.client.note import Signature, add_signatures, split_note
 
 __all__ = [
     "COSIGNATURE_SIZE",
@@ -61,6 +57,7 @@ MAX_TIMESTAMP = (1 << 63) - 1
 TIMESTAMP_SIZE = 8
 COSIGNATURE_SIZE = TIMESTAMP_SIZE + ED25519_SIGNATURE_SIZE
 _HEADER = b"cosignature/v1\ntime "
+_WITNESS_KEY_TYPES = (SIG_COSIGNATURE_V1, SIG_ED25519)  # 0x04 canonical, 0x01 as published
 
 
 def cosignature_message(checkpoint_text: bytes, timestamp: int) -> bytes:
@@ -90,9 +87,8 @@ class CosignatureVerifier:
     _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_key_name(self.name)
-        object.__setattr__(self, "_key", _load_public(self.public_key))
-        _check_key_id(self.name, self.key_id, bytes([SIG_COSIGNATURE_V1]) + self.public_key)
+        key = load_public_key(self.name, self.key_id, SIG_COSIGNATURE_V1, self.public_key)
+        object.__setattr__(self, "_key", key)
 
     def __reduce__(self) -> tuple[type[CosignatureVerifier], tuple[str, int, bytes]]:
         return (type(self), (self.name, self.key_id, self.public_key))
@@ -115,8 +111,7 @@ class CosignatureVerifier:
     @property
     def vkey(self) -> str:
         """Canonical type 0x04 vkey."""
-        material = _b64encode(bytes([SIG_COSIGNATURE_V1]) + self.public_key)
-        return f"{self.name}+{self.key_id:08x}+{material}"
+        return verifier_key_text(self.name, self.key_id, SIG_COSIGNATURE_V1, self.public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +125,7 @@ class CosignatureSigner:
     _verifier: CosignatureVerifier = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        private, public = _load_seed(self.name, self.key_id, self.seed, SIG_COSIGNATURE_V1)
+        private, public = load_seed(self.name, self.key_id, SIG_COSIGNATURE_V1, self.seed)
         object.__setattr__(self, "_private", private)
         object.__setattr__(self, "_verifier", CosignatureVerifier(self.name, self.key_id, public))
 
@@ -141,10 +136,7 @@ class CosignatureSigner:
     def from_seed(cls, name: str, seed: bytes) -> CosignatureSigner:
         """The witness key for a 32-byte seed, with its (type 0x04) key ID computed."""
         check_key_name(name)
-        if not isinstance(seed, bytes) or len(seed) != ED25519_SEED_SIZE:
-            raise ValueError("expected a 32-byte Ed25519 seed")
-        _, public = _public_from_seed(seed)
-        return cls(name, _witness_key_id(name, public), seed)
+        return cls(name, _witness_key_id(name, ed25519_public_key(seed)), seed)
 
     def sign_at(self, checkpoint_text: str, timestamp: int) -> bytes:
         """8-byte timestamp || signature over the cosigned message."""
@@ -159,8 +151,7 @@ class CosignatureSigner:
     @property
     def skey(self) -> str:
         """``PRIVATE+KEY+name+hexid+base64(0x04||seed)``."""
-        material = _b64encode(bytes([SIG_COSIGNATURE_V1]) + self.seed)
-        return f"{_SIGNER_KEY_PREFIX}{self.name}+{self.key_id:08x}+{material}"
+        return signer_key_text(self.name, self.key_id, SIG_COSIGNATURE_V1, self.seed)
 
     def __repr__(self) -> str:
         return f"CosignatureSigner(name={self.name!r}, key_id={self.key_id:08x})"
@@ -185,9 +176,9 @@ def parse_witness_signer_key(skey: str) -> CosignatureSigner:
     messages never contain the key material.
     """
     what = "witness signer key"
-    name, hex_id, key_type, seed = _parse_signer_parts(skey, what)
-    _check_ed25519_key(what, name, key_type, seed, types=(SIG_COSIGNATURE_V1, SIG_ED25519))
-    public = _checked_seed_key(what, name, hex_id, seed, id_type=key_type)
+    name, written, key_type, seed = split_signer_key(skey, what, types=_WITNESS_KEY_TYPES)
+    public = ed25519_public_key(seed)
+    check_written_key_id(what, name, written, key_type, public)
     return CosignatureSigner(name, _witness_key_id(name, public), seed)
 
 
@@ -200,14 +191,8 @@ def parse_witness_verifier_key(vkey: str) -> CosignatureVerifier:
     KeyFormatError otherwise.
     """
     what = "witness verifier key"
-    name, hex_id, key_type, public = _split_key(vkey, what, secret=False)
-    _check_ed25519_key(what, name, key_type, public, types=(SIG_COSIGNATURE_V1, SIG_ED25519))
-    want = key_id(name, bytes([key_type]) + public)
-    if hex_id != want:
-        raise KeyFormatError(
-            f"{what} {name!r}: key ID does not match the type 0x{key_type:02x} key: "
-            f"expected {want:08x}, got {hex_id:08x}"
-        )
+    name, written, key_type, public = split_verifier_key(vkey, what, types=_WITNESS_KEY_TYPES)
+    check_written_key_id(what, name, written, key_type, public, of=f"the type 0x{key_type:02x} key")
     return CosignatureVerifier(name, _witness_key_id(name, public), public)
 
 

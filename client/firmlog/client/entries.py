@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,15 +74,8 @@ from firmlog.client.errors import (
     SignatureError,
     SignatureLineError,
 )
-from firmlog.client.note import (
-    Ed25519Verifier,
-    Signature,
-    Signer,
-    _verify_indexed,
-    parse_verifier_key,
-    sign_note,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Verifier, KeyRing, Signer, parse_verifier_key
+from firmlog.client.note import Signature, sign_note, split_note, verify_note_signatures
 
 __all__ = [
     "DEFAULT_MAX_ENTRY_SIZE",
@@ -381,9 +374,9 @@ def _str(path: str, value: object) -> str:
     return value
 
 
-def _name(path: str, value: object, max_length: int, spaces: bool = True) -> str:
+def _name(path: str, value: object, max_length: int = MAX_NAME_LENGTH, spaces: bool = True) -> str:
     """A one-line human-readable name: printable, trimmed, 1..max_length characters."""
-    s = _str(path, value)
+    s = value if type(value) is str else _str(path, value)
     if not s:
         raise EntryFormatError(f'{path}: expected 1..{max_length} characters, got ""')
     if len(s) > max_length:
@@ -412,8 +405,8 @@ _NOT_TEXT = re.compile(
 
 def _text(path: str, value: object, min_bytes: int, max_bytes: int) -> str:
     """Free text: tab and newline allowed; no other controls, no bidi overrides."""
-    s = _str(path, value)
-    size = len(s.encode("utf-8", "surrogatepass"))
+    s = value if type(value) is str else _str(path, value)
+    size = len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
     if not min_bytes <= size <= max_bytes:
         raise EntryFormatError(
             f"{path}: expected {min_bytes}..{max_bytes} bytes of UTF-8 text, got {size}"
@@ -432,7 +425,7 @@ _VENDOR = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def _vendor(path: str, value: object) -> str:
-    s = _str(path, value)
+    s = value if type(value) is str else _str(path, value)
     if len(s) > MAX_VENDOR_LENGTH or not _VENDOR.fullmatch(s):
         raise EntryFormatError(
             f'{path}: expected a lowercase DNS-like name such as "acme.example" (labels of '
@@ -458,15 +451,17 @@ _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-
 
 
 def _time(path: str, value: object) -> str:
-    s = _str(path, value)
+    s = value if type(value) is str else _str(path, value)
     m = _TIME.fullmatch(s)
     if m is None:
         raise EntryFormatError(
             f"{path}: expected RFC 3339 UTC time YYYY-MM-DDTHH:MM:SSZ, got {_describe(s)}"
         )
     try:
-        year, month, day, hour, minute, second = (int(g) for g in m.groups())
-        datetime(year, month, day, hour, minute, second)  # only checks the calendar
+        # Only checks the calendar (not datetime.fromisoformat: newer Pythons
+        # take hour 24 there).
+        year, month, day, hour, minute, second = map(int, m.groups())
+        datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
         raise EntryFormatError(
             f"{path}: expected a real date and time, got {_describe(s)} ({exc})"
@@ -481,7 +476,7 @@ _URI = re.compile(
 
 
 def _uri(path: str, value: object) -> str:
-    s = _str(path, value)
+    s = value if type(value) is str else _str(path, value)
     if len(s) > MAX_URI_LENGTH or not _URI.fullmatch(s):
         raise EntryFormatError(
             f"{path}: expected an absolute URI (scheme:..., RFC 3986 characters only, at most "
@@ -512,13 +507,21 @@ def _unique_list(
         raise EntryFormatError(f"{path}: expected an array, got {_describe(value)}")
     if not min_items <= len(value) <= max_items:
         raise EntryFormatError(f"{path}: expected {min_items}..{max_items} items, got {len(value)}")
+    try:  # the common case: every item valid (items are then str), none twice
+        for v in value:
+            item(path, v)
+        if len(set(value)) == len(value):
+            return tuple(value)
+    except EntryFormatError:
+        pass
+    # The same checks again, in order, to name the first item that fails.
     seen: dict[str, int] = {}
     for i, v in enumerate(value):
         s = item(f"{path}[{i}]", v)
         if s in seen:
             raise EntryFormatError(f"{path}[{i}]: duplicate of {path}[{seen[s]}] {_describe(s)}")
         seen[s] = i
-    return tuple(value)
+    raise AssertionError(f"{path}: an item failed once and not again")  # pragma: no cover
 
 
 def _keys(path: str, value: object) -> tuple[str, ...]:
@@ -560,43 +563,29 @@ def _keys(path: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _release(path: str, value: object) -> Release:
-    d = _fields(
-        path,
-        value,
-        (
-            "vendor",
-            "product",
-            "hardware_revisions",
-            "version",
-            "security_version",
-            "channel",
-            "image",
-            "build",
-            "fixes",
-            "changelog",
-        ),
-        ("sbom_sha256",),
-    )
-    vendor = _vendor(f"{path}.vendor", d["vendor"])
-    product = _name(f"{path}.product", d["product"], MAX_NAME_LENGTH)
-    hardware_revisions = _unique_list(
-        f"{path}.hardware_revisions",
-        d["hardware_revisions"],
-        0,
-        MAX_HARDWARE_REVISIONS,
-        lambda p, v: _name(p, v, MAX_NAME_LENGTH),
-    )
-    version = _name(f"{path}.version", d["version"], MAX_NAME_LENGTH)
-    security_version = _int(f"{path}.security_version", d["security_version"], 0, MAX_SAFE_INTEGER)
-    channel = _name(f"{path}.channel", d["channel"], MAX_NAME_LENGTH)
-    i = _fields(f"{path}.image", d["image"], ("sha256", "size"))
-    image = Image(
-        sha256=_hex64(f"{path}.image.sha256", i["sha256"]),
-        size=_int(f"{path}.image.size", i["size"], 1, MAX_SAFE_INTEGER),
-    )
+_RELEASE_FIELDS = (
+    "vendor",
+    "product",
+    "hardware_revisions",
+    "version",
+    "security_version",
+    "channel",
+    "image",
+    "build",
+    "fixes",
+    "changelog",
+)
+_ABSENT: Any = object()  # an optional member left out (not null)
+
+
+def _release(value: object) -> Release:
+    """The release in a parsed JSON value: its shape here, its values in
+    :func:`_release_of`. (A release is the whole body: its path is "release",
+    written out, as formatting it would cost more than the rest.)"""
+    d = _fields("release", value, _RELEASE_FIELDS, ("sbom_sha256",))
+    i = _fields("release.image", d["image"], ("sha256", "size"))
     b = _fields(
-        f"{path}.build",
+        "release.build",
         d["build"],
         ("time", "builder", "reproducible"),
         ("source_uri", "source_commit"),
@@ -608,68 +597,111 @@ def _release(path: str, value: object) -> Release:
             else ("source_commit", "source_uri")
         )
         raise EntryFormatError(
-            f"{path}.build: {given} is given without {missing}: give both or neither"
+            f"release.build: {given} is given without {missing}: give both or neither"
         )
-    build = Build(
-        time=_time(f"{path}.build.time", b["time"]),
-        source_uri=(
-            _uri(f"{path}.build.source_uri", b["source_uri"]) if "source_uri" in b else None
+    return _release_of(
+        d["vendor"],
+        d["product"],
+        d["hardware_revisions"],
+        d["version"],
+        d["security_version"],
+        d["channel"],
+        i["sha256"],
+        i["size"],
+        b["time"],
+        b.get("source_uri", _ABSENT),
+        b.get("source_commit", _ABSENT),
+        b["builder"],
+        b["reproducible"],
+        d.get("sbom_sha256", _ABSENT),
+        d["fixes"],
+        d["changelog"],
+    )
+
+
+def _release_of(
+    vendor: object,
+    product: object,
+    hardware_revisions: object,
+    version: object,
+    security_version: object,
+    channel: object,
+    sha256: object,
+    size: object,
+    time: object,
+    source_uri: object,  # _ABSENT (with source_commit): left out
+    source_commit: object,
+    builder: object,
+    reproducible: object,
+    sbom_sha256: object,  # _ABSENT: left out
+    fixes: object,
+    changelog: object,
+) -> Release:
+    """Every field rule of a release, on its values: the one place they are checked."""
+    return Release(  # positionally, in the order of the fields: a little cheaper
+        _vendor("release.vendor", vendor),
+        _name("release.product", product, MAX_NAME_LENGTH),
+        _unique_list(
+            "release.hardware_revisions",
+            hardware_revisions,
+            0,
+            MAX_HARDWARE_REVISIONS,
+            _name,
         ),
-        source_commit=(
-            _name(
-                f"{path}.build.source_commit", b["source_commit"], MAX_COMMIT_LENGTH, spaces=False
+        _name("release.version", version, MAX_NAME_LENGTH),
+        _int("release.security_version", security_version, 0, MAX_SAFE_INTEGER),
+        _name("release.channel", channel, MAX_NAME_LENGTH),
+        Image(
+            _hex64("release.image.sha256", sha256),
+            _int("release.image.size", size, 1, MAX_SAFE_INTEGER),
+        ),
+        Build(
+            _time("release.build.time", time),
+            None if source_uri is _ABSENT else _uri("release.build.source_uri", source_uri),
+            (
+                None
+                if source_commit is _ABSENT
+                else _name(
+                    "release.build.source_commit", source_commit, MAX_COMMIT_LENGTH, spaces=False
+                )
+            ),
+            _name("release.build.builder", builder, MAX_BUILDER_LENGTH),
+            _bool("release.build.reproducible", reproducible),
+        ),
+        (
+            None
+            if sbom_sha256 is _ABSENT
+            else _hex64(
+                "release.sbom_sha256",
+                sbom_sha256,
+                " (omit the field when there is no SBOM)" if sbom_sha256 is None else "",
             )
-            if "source_commit" in b
-            else None
         ),
-        builder=_name(f"{path}.build.builder", b["builder"], MAX_BUILDER_LENGTH),
-        reproducible=_bool(f"{path}.build.reproducible", b["reproducible"]),
-    )
-    sbom_sha256 = None
-    if "sbom_sha256" in d:
-        sbom_sha256 = _hex64(
-            f"{path}.sbom_sha256",
-            d["sbom_sha256"],
-            " (omit the field when there is no SBOM)" if d["sbom_sha256"] is None else "",
-        )
-    fixes = _unique_list(f"{path}.fixes", d["fixes"], 0, MAX_FIXES, _cve)
-    changelog = _text(f"{path}.changelog", d["changelog"], 0, MAX_CHANGELOG_BYTES)
-    return Release(
-        vendor=vendor,
-        product=product,
-        hardware_revisions=hardware_revisions,
-        version=version,
-        security_version=security_version,
-        channel=channel,
-        image=image,
-        build=build,
-        sbom_sha256=sbom_sha256,
-        fixes=fixes,
-        changelog=changelog,
+        _unique_list("release.fixes", fixes, 0, MAX_FIXES, _cve),
+        _text("release.changelog", changelog, 0, MAX_CHANGELOG_BYTES),
     )
 
 
-# --- the common case of a release, from its text ---------------------------------
+# --- a release in its canonical layout ------------------------------------------------
 #
 # A release is parsed on every device verification. Its canonical JSON has
 # one layout: members in a fixed order, no whitespace, integers in plain
-# decimal, and strings quoted as they are when they hold no '"', '\' or
-# control character (canonjson.py). So one pattern both reads such a text and
-# proves it canonical (the changelog may also hold tab, newline, '"' and '\',
-# escaped as \t, \n, \" and \\: no other escape can be valid there), and
-# also checks the fields that are patterns already (vendor, hashes, time,
-# URI, CVE ids); the rest of _release's rules are checked on the strings it
-# captures. Anything else (another escape, a field out of range, a text that
-# is not canonical) takes the general path, parse_canonical_json then
-# _release, which decide and explain. tests/client/test_fast_paths.py checks
-# that both agree.
+# decimal, and strings quoted as they are when they hold no '"', '\', control
+# character or lone surrogate (canonjson.py). One pattern recognises that
+# layout and nothing else, so a text it matches is canonical JSON and its
+# captures are the values parse_canonical_json would give (the changelog may
+# also hold tab, newline, '"' and '\', escaped canonically as \t, \n, \" and
+# \\). The pattern knows no field rule: the captures go to _release_of, as
+# the general path's values do. A text the pattern does not match, or whose
+# values _release_of refuses, takes the general path (parse_canonical_json,
+# then _release), which decides and explains. tests/client/test_fast_paths.py
+# checks that both agree.
 
-_J_STR = r'"([^"\\\x00-\x1f]*)"'
-_J_STRS = r'\[((?:"[^"\\\x00-\x1f]*")(?:,"[^"\\\x00-\x1f]*")*|)\]'
-_J_INT = r"(0|[1-9][0-9]{0,15})"  # 2**53 - 1 has 16 digits
-_J_HEX64 = r'"([0-9a-f]{64})"'
-_J_CVES = r'\[((?:"CVE-[0-9]{4}-[0-9]{4,19}")(?:,"CVE-[0-9]{4}-[0-9]{4,19}")*|)\]'
-_RELEASE_JSON = re.compile(
+_J_CHAR = r'[^"\\\x00-\x1f\ud800-\udfff]'
+_J_STR = f'"({_J_CHAR}*+)"'
+_J_STRS = rf'\[((?:"{_J_CHAR}*+")(?:,"{_J_CHAR}*+")*+|)\]'
+_J_INT = "(0|[1-9][0-9]*+)"
+_RELEASE_LAYOUT = re.compile(
     "".join(
         (
             r'\{"build":\{"builder":',
@@ -677,30 +709,30 @@ _RELEASE_JSON = re.compile(
             ',"reproducible":(true|false)',
             '(?:,"source_commit":',
             _J_STR,
-            ',"source_uri":"(',
-            _URI.pattern,
-            ')")?,"time":"(',
-            _TIME.pattern,
-            r')"\},"changelog":"((?:[^"\\\x00-\x1f]++|\\[nt"\\])*+)"',
+            ',"source_uri":',
+            _J_STR,
+            ')?,"time":',
+            _J_STR,
+            rf'\}},"changelog":"((?:{_J_CHAR}++|\\[nt"\\])*+)"',
             ',"channel":',
             _J_STR,
             ',"fixes":',
-            _J_CVES,
+            _J_STRS,
             ',"hardware_revisions":',
             _J_STRS,
             r',"image":\{"sha256":',
-            _J_HEX64,
+            _J_STR,
             ',"size":',
             _J_INT,
             r'\},"product":',
             _J_STR,
             '(?:,"sbom_sha256":',
-            _J_HEX64,
+            _J_STR,
             ')?,"security_version":',
             _J_INT,
-            ',"vendor":"(',
-            _VENDOR.pattern,
-            ')","version":',
+            ',"vendor":',
+            _J_STR,
+            ',"version":',
             _J_STR,
             r"\}",
         )
@@ -710,15 +742,10 @@ _UNESCAPE = re.compile(r"\\(.)")
 _ESCAPED = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
 
 
-def _strings(items: str) -> list[str]:
-    """The strings of a captured JSON array of strings without '"'."""
-    return items[1:-1].split('","') if items else []
-
-
 def _release_from_json(line: str) -> Release | None:
-    """The release whose canonical JSON is ``line``, if it has the common
-    layout (see above) and is valid; None for _release to decide."""
-    m = _RELEASE_JSON.fullmatch(line)
+    """The release whose canonical JSON is ``line``, if it has the canonical
+    layout (see above) and valid values; None for the general path to decide."""
+    m = _RELEASE_LAYOUT.fullmatch(line)
     if m is None:
         return None
     (
@@ -727,72 +754,41 @@ def _release_from_json(line: str) -> Release | None:
         source_commit,
         source_uri,
         time,
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second,
         changelog,
         channel,
-        fixes_text,
-        revisions_text,
+        fixes,
+        revisions,
         sha256,
-        size_text,
+        size,
         product,
         sbom_sha256,
-        security_text,
+        security_version,
         vendor,
         version,
     ) = m.groups()
-    revisions, fixes = _strings(revisions_text), _strings(fixes_text)
-    size, security_version = int(size_text), int(security_text)
-    if (
-        len(revisions) > MAX_HARDWARE_REVISIONS
-        or len(set(revisions)) != len(revisions)
-        or len(fixes) > MAX_FIXES
-        or len(set(fixes)) != len(fixes)
-        or len(vendor) > MAX_VENDOR_LENGTH
-        or not 0 < len(builder) <= MAX_BUILDER_LENGTH
-        or builder != builder.strip()
-        or not 1 <= size <= MAX_SAFE_INTEGER
-        or security_version > MAX_SAFE_INTEGER
-    ):
-        return None
-    for name in (product, version, channel, *revisions):
-        if not 0 < len(name) <= MAX_NAME_LENGTH or name != name.strip():
-            return None
-    if not "".join((product, version, channel, *revisions, builder)).isprintable():
-        return None
-    if source_commit is not None and (
-        len(source_uri) > MAX_URI_LENGTH
-        or not 0 < len(source_commit) <= MAX_COMMIT_LENGTH
-        or source_commit != source_commit.strip()
-        or " " in source_commit
-        or not source_commit.isprintable()
-    ):
-        return None
-    try:
-        datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
-    except ValueError:
-        return None
     if "\\" in changelog:
         changelog = _UNESCAPE.sub(lambda e: _ESCAPED[e.group(1)], changelog)
-    if len(changelog.encode("utf-8")) > MAX_CHANGELOG_BYTES or _NOT_TEXT.search(changelog):
+    try:
+        return _release_of(
+            vendor,
+            product,
+            revisions[1:-1].split('","') if revisions else [],  # strings without '"'
+            version,
+            int(security_version),
+            channel,
+            sha256,
+            int(size),
+            time,
+            _ABSENT if source_uri is None else source_uri,
+            _ABSENT if source_commit is None else source_commit,
+            builder,
+            reproducible == "true",
+            _ABSENT if sbom_sha256 is None else sbom_sha256,
+            fixes[1:-1].split('","') if fixes else [],
+            changelog,
+        )
+    except (EntryFormatError, ValueError):  # ValueError: int() of more than 4300 digits
         return None
-    return Release(  # positionally: a little cheaper, in the order of the fields
-        vendor,
-        product,
-        tuple(revisions),
-        version,
-        security_version,
-        channel,
-        Image(sha256, size),
-        Build(time, source_uri, source_commit, builder, reproducible == "true"),
-        sbom_sha256,
-        tuple(fixes),
-        changelog,
-    )
 
 
 def _revocation(path: str, value: object) -> Revocation:
@@ -829,7 +825,7 @@ def _key_set(path: str, value: object, serial: bool) -> tuple[str, tuple[str, ..
 def _body(type_: str, value: object) -> EntryBody:
     path = _NOUN[type_]
     if type_ == RELEASE_V1:
-        return _release(path, value)
+        return _release(value)
     if type_ == REVOCATION_V1:
         return _revocation(path, value)
     vendor, keys, threshold, serial = _key_set(path, value, serial=type_ == KEYS_V1)
@@ -911,11 +907,15 @@ def parse_entry(raw: bytes, max_size: int = DEFAULT_MAX_ENTRY_SIZE) -> Entry:
     except NoteFormatError as exc:
         raise EntryFormatError(f"entry is not a signed note: {exc}") from exc
     body = parse_entry_text(text)
-    return Entry(type=entry_type(body), body=body, text=text, signatures=tuple(signatures), raw=raw)
+    return Entry(entry_type(body), body, text, tuple(signatures), raw)
 
 
 def verify_entry_signatures(
-    entry: Entry, keys: Sequence[Ed25519Verifier], threshold: int, *, exact: bool = False
+    entry: Entry,
+    keys: KeyRing[Ed25519Verifier] | Iterable[Ed25519Verifier],
+    threshold: int,
+    *,
+    exact: bool = False,
 ) -> tuple[str, ...]:
     """Require valid signatures by at least ``threshold`` distinct keys of ``keys``.
 
@@ -927,70 +927,24 @@ def verify_entry_signatures(
     key that signed twice counts once. With ``exact`` (the log's rule for
     what it accepts, DESIGN.md section 3) every signature line must be by a
     key of ``keys``, each key at most once: SignatureLineError otherwise.
-    ValueError if ``threshold`` is not 1..(number of distinct keys).
+    ``keys`` is a :class:`~firmlog.client.keys.KeyRing` (callers that verify
+    often build one once) or the keys to index into one (ValueError for two
+    different keys with one name and key ID). ValueError if ``threshold`` is
+    not 1..(number of distinct keys).
     """
-    by_id, distinct = _index_keys(keys)
+    ring = KeyRing.of(keys)
+    by_id = ring.by_id
+    distinct = len(ring.distinct())
     if not 1 <= threshold <= distinct:
         raise ValueError(f"threshold {threshold} is not 1..{distinct} (the distinct keys)")
     if exact:
-        check_signature_lines(entry, by_id)
-    return _verify_signatures_indexed(entry, by_id, threshold)
-
-
-def check_signature_lines(
-    entry: Entry, by_id: dict[tuple[str, int], Ed25519Verifier] | Sequence[Ed25519Verifier]
-) -> None:
-    """Every signature line of ``entry`` is by one of the keys, each key at most
-    once; SignatureLineError naming the first line that is not. The
-    signatures themselves are not verified here."""
-    if not isinstance(by_id, dict):
-        by_id, _ = _index_keys(by_id)
-    seen: dict[bytes, int] = {}
-    for n, sig in enumerate(entry.signatures, 1):
-        key = by_id.get((sig.name, sig.key_id))
-        if key is None:
-            known = ", ".join(sorted(f"{k.name}+{k.key_id:08x}" for k in by_id.values()))
-            raise SignatureLineError(
-                f"{_noun(entry)}: signature line {n} is by {sig.key}, which is not one of the "
-                f"{_SIGNERS.get(entry.type, 'signing')} keys ({known}): sign with the "
-                "required keys only"
-            )
-        if key.public_key in seen:
-            raise SignatureLineError(
-                f"{_noun(entry)}: signature line {n} is a second signature by {sig.key} "
-                f"(line {seen[key.public_key]} is the first): each key signs once"
-            )
-        seen[key.public_key] = n
-
-
-def _index_keys(
-    keys: Sequence[Ed25519Verifier],
-) -> tuple[dict[tuple[str, int], Ed25519Verifier], int]:
-    """The keys by name and key ID, and how many distinct public keys there
-    are; ValueError for two different keys with one name and key ID."""
-    by_id: dict[tuple[str, int], Ed25519Verifier] = {}
-    distinct: set[bytes] = set()
-    for key in keys:
-        other = by_id.setdefault((key.name, key.key_id), key)
-        if other.public_key != key.public_key:
-            raise ValueError(f"two different keys named {key.name} with key ID {key.key_id:08x}")
-        distinct.add(key.public_key)
-    return by_id, len(distinct)
-
-
-def _verify_signatures_indexed(
-    entry: Entry, by_id: dict[tuple[str, int], Ed25519Verifier], threshold: int
-) -> tuple[str, ...]:
-    """:func:`verify_entry_signatures` with the keys indexed by :func:`_index_keys`
-    and ``threshold`` checked against them."""
+        check_signature_lines(entry, ring)
     verified: set[tuple[str, int]] = set()
     for sig in entry.signatures:
         if (sig.name, sig.key_id) in by_id:
-            # signed-note's rules: a bad signature by a known key rejects the
-            # note. by_id is the index verify_note_signatures would build: keys
-            # that share a name and key ID were refused unless equal.
+            # signed-note's rules: a bad signature by a known key rejects the note.
             try:
-                note = _verify_indexed(entry.text, entry.signatures, by_id)
+                note = verify_note_signatures(entry.text, entry.signatures, ring)
             except SignatureError as exc:
                 raise SignatureError(f"{_noun(entry)}: {exc}") from exc
             verified = {(s.name, s.key_id) for s in note.verified}
@@ -1007,6 +961,31 @@ def _verify_signatures_indexed(
             f"(signed: {names})"
         )
     return tuple(k.vkey for k in signed.values())
+
+
+def check_signature_lines(
+    entry: Entry, keys: KeyRing[Ed25519Verifier] | Iterable[Ed25519Verifier]
+) -> None:
+    """Every signature line of ``entry`` is by one of the keys, each key at most
+    once; SignatureLineError naming the first line that is not. The
+    signatures themselves are not verified here."""
+    ring = KeyRing.of(keys)
+    seen: dict[bytes, int] = {}
+    for n, sig in enumerate(entry.signatures, 1):
+        key = ring.by_id.get((sig.name, sig.key_id))
+        if key is None:
+            known = ", ".join(ring.key_names())
+            raise SignatureLineError(
+                f"{_noun(entry)}: signature line {n} is by {sig.key}, which is not one of the "
+                f"{_SIGNERS.get(entry.type, 'signing')} keys ({known}): sign with the "
+                "required keys only"
+            )
+        if key.public_key in seen:
+            raise SignatureLineError(
+                f"{_noun(entry)}: signature line {n} is a second signature by {sig.key} "
+                f"(line {seen[key.public_key]} is the first): each key signs once"
+            )
+        seen[key.public_key] = n
 
 
 def _noun(entry: Entry) -> str:

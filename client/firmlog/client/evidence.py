@@ -26,8 +26,8 @@ from typing import Any
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.errors import EvidenceFormatError, VerificationError
+from firmlog.client.keys import Verifier
 from firmlog.client.merkle import EMPTY_ROOT, verify_consistency
-from firmlog.client.note import Verifier
 
 __all__ = ["DIFFERENT_SIZES", "KINDS", "SAME_SIZE", "SplitViewEvidence"]
 

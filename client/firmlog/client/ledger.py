@@ -38,7 +38,7 @@ from firmlog.client.entries import (
     verify_entry_signatures,
 )
 from firmlog.client.errors import EntryPolicyError, SignatureLineError
-from firmlog.client.note import Ed25519Verifier, parse_verifier_key
+from firmlog.client.keys import Ed25519Verifier, KeyRing, parse_verifier_key
 
 __all__ = [
     "OPERATOR_KEYS",
@@ -58,7 +58,12 @@ class UnknownVendorError(EntryPolicyError):
 @dataclass(frozen=True, slots=True)
 class VendorKeys:
     """A vendor's key set number ``serial``, as of log index ``since_index`` (the
-    entry that set it)."""
+    entry that set it).
+
+    ``verifiers`` are the parsed ``keys`` (parsed here unless given), ``ring``
+    the same as a :class:`~firmlog.client.keys.KeyRing`, built once (ValueError
+    for two keys with one name and key ID, which no valid key set has).
+    """
 
     vendor: str
     keys: tuple[str, ...]  # vkeys
@@ -66,11 +71,13 @@ class VendorKeys:
     since_index: int
     serial: int = 1
     verifiers: tuple[Ed25519Verifier, ...] = field(default=(), compare=False, repr=False)
+    ring: KeyRing[Ed25519Verifier] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.verifiers:
             parsed = tuple(parse_verifier_key(k) for k in self.keys)
             object.__setattr__(self, "verifiers", parsed)
+        object.__setattr__(self, "ring", KeyRing(self.verifiers))
 
 
 def _vendor_of(entry: Entry) -> str:
@@ -78,7 +85,9 @@ def _vendor_of(entry: Entry) -> str:
 
 
 def check_signatures(
-    entry: Entry, operator_keys: Sequence[Ed25519Verifier], current: VendorKeys | None
+    entry: Entry,
+    operator_keys: KeyRing[Ed25519Verifier] | Iterable[Ed25519Verifier],
+    current: VendorKeys | None,
 ) -> None:
     """Who must sign ``entry``: an operator key for an admission, else the vendor's
     current key set at its threshold; and nobody else, each key once.
@@ -96,7 +105,7 @@ def check_signatures(
             f"with {VENDOR_V1}"
         )
     try:
-        verify_entry_signatures(entry, current.verifiers, current.threshold, exact=True)
+        verify_entry_signatures(entry, current.ring, current.threshold, exact=True)
     except (EntryPolicyError, SignatureLineError) as exc:
         raise type(exc)(
             f"{exc}; the current key set of {vendor} is serial {current.serial}, from log "

@@ -42,8 +42,8 @@ from firmlog.client.errors import (
     HTTPStatusError,
     TileMismatchError,
 )
+from firmlog.client.keys import Verifier
 from firmlog.client.merkle import HASH_SIZE
-from firmlog.client.note import Verifier
 from firmlog.client.online import LogClient, write_atomic
 from firmlog.client.tiles import (
     ENTRY_LEVEL,

@@ -28,22 +28,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from firmlog.client.checkpoint import Checkpoint, SignedCheckpoint, _verify_checkpoint_indexed
+from firmlog.client.checkpoint import Checkpoint, SignedCheckpoint, check_log_signature
 from firmlog.client.cosignature import (
     CosignatureVerifier,
     cosignature_timestamp,
     parse_witness_verifier_key,
 )
+from firmlog.client.encoding import show
 from firmlog.client.errors import KeyFormatError, PolicyFormatError, QuorumError, SignatureError
-from firmlog.client.note import (
-    Ed25519Verifier,
-    Signature,
-    Verifier,
-    _index_verifiers,
-    _show,
-    parse_verifier_key,
-    split_note,
-)
+from firmlog.client.keys import Ed25519Verifier, KeyRing, Verifier, parse_verifier_key
+from firmlog.client.note import DEFAULT_MAX_NOTE_SIZE, Signature, split_note, verify_note_signatures
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW",
@@ -106,7 +100,7 @@ def _token_problem(value: str) -> str | None:
     if not isinstance(value, str) or not value:
         return "must be a non-empty str"
     if _TOKEN_BAD.search(value):
-        return f"must not contain whitespace or control characters, got {_show(value)}"
+        return f"must not contain whitespace or control characters, got {show(value)}"
     return None
 
 
@@ -114,7 +108,8 @@ def _token_problem(value: str) -> str | None:
 class Policy:
     """A parsed trust policy.
 
-    The constructor checks the same structural rules as :func:`parse_policy`
+    The constructor checks the structural rules :func:`parse_policy` checks,
+    with the same code, given the items in the order of the fields
     (ValueError otherwise): names unique and not ``none``, group members
     defined before (every witness, and groups earlier in ``groups``) and
     listed at most once overall, 1 <= threshold <= members, no duplicate
@@ -128,101 +123,64 @@ class Policy:
     _logs_by_origin: dict[str, tuple[Ed25519Verifier, ...]] = field(
         init=False, repr=False, compare=False
     )
-    _witness_verifiers: tuple[CosignatureVerifier, ...] = field(
-        init=False, repr=False, compare=False
-    )
     _witness_by_key: dict[tuple[str, int], str] = field(init=False, repr=False, compare=False)
     # origin -> every verifier a checkpoint of that origin is opened with (its
     # log keys and the witness keys), indexed once instead of at each checkpoint.
-    _note_verifiers: dict[str, dict[tuple[str, int], Verifier]] = field(
-        init=False, repr=False, compare=False
-    )
+    _note_verifiers: dict[str, KeyRing[Verifier]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_origin: dict[str, list[Ed25519Verifier]] = {}
-        log_keys: set[bytes] = set()
-        key_ids: set[tuple[str, int]] = set()
+        rules = _Rules()
         for log in self.logs:
-            verifier = log.verifier
-            if verifier.public_key in log_keys:
-                raise ValueError(f"duplicate log key {verifier.vkey}")
-            log_keys.add(verifier.public_key)
-            self._check_key_ident(verifier.name, verifier.key_id, key_ids)
-            by_origin.setdefault(verifier.name, []).append(verifier)
-            problem = None if log.url is None else _token_problem(log.url)
-            if problem is not None:
-                raise ValueError(f"log {verifier.vkey}: URL {problem}")
-        defined: set[str] = set()
-        witness_keys: set[bytes] = set()
-        by_key: dict[tuple[str, int], str] = {}
+            rules.log(log)
         for witness in self.witnesses:
-            self._check_new_name(witness.name, defined)
-            wv = witness.verifier
-            if wv.public_key in witness_keys:
-                raise ValueError(f"witness {witness.name!r}: duplicate witness key {wv.vkey}")
-            witness_keys.add(wv.public_key)
-            self._check_key_ident(wv.name, wv.key_id, key_ids)
-            by_key[(wv.name, wv.key_id)] = witness.name
-            problem = None if witness.url is None else _token_problem(witness.url)
-            if problem is not None:
-                raise ValueError(f"witness {witness.name!r}: URL {problem}")
-            defined.add(witness.name)
-        used: set[str] = set()
+            rules.new_name(witness.name, "witness")
+            rules.witness(witness)
         for group in self.groups:
-            self._check_new_name(group.name, defined)
-            if not group.members:
-                raise ValueError(f"group {group.name!r} has no members")
-            if not 1 <= group.threshold <= len(group.members):
-                raise ValueError(
-                    f"group {group.name!r}: threshold must be between 1 and "
-                    f"{len(group.members)}, got {group.threshold}"
-                )
-            for member in group.members:
-                if member not in defined:
-                    raise ValueError(
-                        f"group {group.name!r}: member {member!r} is not a witness or an "
-                        "earlier group"
-                    )
-                if member in used:
-                    raise ValueError(
-                        f"group {group.name!r}: {member!r} is already a group member; "
-                        "each name can be listed as a member at most once"
-                    )
-                used.add(member)
-            defined.add(group.name)
-        if self.quorum != NONE and self.quorum not in defined:
-            raise ValueError(f"quorum {self.quorum!r} is not a witness, a group or 'none'")
+            rules.new_name(group.name, "group")
+            rules.group(group)
+        rules.quorum(self.quorum)
+        self._index()
+
+    @classmethod
+    def _checked(
+        cls,
+        logs: tuple[PolicyLog, ...],
+        witnesses: tuple[PolicyWitness, ...],
+        groups: tuple[PolicyGroup, ...],
+        quorum: str,
+    ) -> Policy:
+        """The policy of items :class:`_Rules` has checked already (parse_policy)."""
+        policy = object.__new__(cls)
+        object.__setattr__(policy, "logs", logs)
+        object.__setattr__(policy, "witnesses", witnesses)
+        object.__setattr__(policy, "groups", groups)
+        object.__setattr__(policy, "quorum", quorum)
+        policy._index()
+        return policy
+
+    def _index(self) -> None:
+        by_origin: dict[str, list[Ed25519Verifier]] = {}
+        for log in self.logs:
+            by_origin.setdefault(log.verifier.name, []).append(log.verifier)
+        witness_verifiers = [w.verifier for w in self.witnesses]
         object.__setattr__(
             self, "_logs_by_origin", {name: tuple(vs) for name, vs in by_origin.items()}
         )
-        object.__setattr__(self, "_witness_verifiers", tuple(w.verifier for w in self.witnesses))
-        object.__setattr__(self, "_witness_by_key", by_key)
-        # Key names and IDs are unique across logs and witnesses (checked
-        # above), so indexing cannot fail.
+        object.__setattr__(
+            self,
+            "_witness_by_key",
+            {(w.verifier.name, w.verifier.key_id): w.name for w in self.witnesses},
+        )
+        # Key names and IDs are unique across logs and witnesses (a rule), so
+        # indexing cannot fail.
         object.__setattr__(
             self,
             "_note_verifiers",
             {
-                name: _index_verifiers((*logs, *self._witness_verifiers))
-                for name, logs in self._logs_by_origin.items()
+                origin: KeyRing[Verifier]((*logs, *witness_verifiers))
+                for origin, logs in by_origin.items()
             },
         )
-
-    @staticmethod
-    def _check_key_ident(name: str, key_id: int, seen: set[tuple[str, int]]) -> None:
-        if (name, key_id) in seen:
-            raise ValueError(f"two keys share the key name and key ID {name}+{key_id:08x}")
-        seen.add((name, key_id))
-
-    @staticmethod
-    def _check_new_name(name: str, defined: set[str]) -> None:
-        problem = _token_problem(name)
-        if problem is not None:
-            raise ValueError(f"name {problem}")
-        if name == NONE:
-            raise ValueError("'none' is reserved and cannot name a witness or group")
-        if name in defined:
-            raise ValueError(f"name {name!r} is defined twice")
 
     def to_text(self) -> str:
         """The policy as tlog-policy text; :func:`parse_policy` gives back an equal Policy."""
@@ -281,6 +239,7 @@ class Policy:
         now: int | None = None,
         max_age: int | None = None,
         max_future_skew: int = DEFAULT_MAX_FUTURE_SKEW,
+        split: tuple[str, Sequence[Signature]] | None = None,
     ) -> VerifiedCheckpoint:
         """Open a checkpoint note signed by one of the policy's logs, then check the quorum.
 
@@ -290,26 +249,15 @@ class Policy:
         witnesses signed, which were required), Note/CheckpointFormatError.
         A cosignature by a policy witness key that does not verify rejects the
         checkpoint (SignatureError), as the signed-note rules say.
+
+        ``split`` is the note as :func:`~firmlog.client.note.split_note`
+        already split it (e.g. parsing a bundle), so as not to split it again;
+        it must be what ``split_note(data)`` returns.
         """
         _check_window(max_age, max_future_skew)
-        text, signatures = split_note(data)
-        return self._verify_split(
-            data, text, signatures, now=now, max_age=max_age, max_future_skew=max_future_skew
-        )
-
-    def _verify_split(
-        self,
-        data: bytes,
-        text: str,
-        signatures: Sequence[Signature],
-        *,
-        now: int | None = None,
-        max_age: int | None = None,
-        max_future_skew: int = DEFAULT_MAX_FUTURE_SKEW,
-    ) -> VerifiedCheckpoint:
-        """:meth:`verify_checkpoint` of a note already split: ``text`` and
-        ``signatures`` must be what ``split_note(data)`` returns."""
-        _check_window(max_age, max_future_skew)
+        if split is None or len(data) > DEFAULT_MAX_NOTE_SIZE:  # split_note refuses it
+            split = split_note(data)
+        text, signatures = split
         checkpoint = Checkpoint.parse(text)
         logs = self._logs_by_origin.get(checkpoint.origin)
         if logs is None:
@@ -318,9 +266,9 @@ class Policy:
                 f"checkpoint origin {checkpoint.origin!r} is not a log of the policy: "
                 f"expected one of {known}"
             )
-        signed = _verify_checkpoint_indexed(
-            data, text, signatures, checkpoint, logs, self._note_verifiers[checkpoint.origin]
-        )
+        note = verify_note_signatures(text, signatures, self._note_verifiers[checkpoint.origin])
+        check_log_signature(checkpoint, note, logs)
+        signed = SignedCheckpoint(checkpoint, note, bytes(data))
         if now is None:
             now = int(time.time())
         timestamps: dict[str, int] = {}
@@ -367,26 +315,153 @@ def _threshold_text(group: PolicyGroup) -> str:
     return str(group.threshold)
 
 
-class _Parser:
-    """Line-by-line state of :func:`parse_policy`; errors name the line."""
+class _Rules:
+    """The structural rules of a policy, each checked here and nowhere else.
+
+    Items come one at a time, in order: :func:`parse_policy` gives them line
+    by line (``line`` is the line's number, errors are PolicyFormatError
+    naming it and the earlier line a conflict is with), Policy's constructor
+    in the order of its fields (``line`` is None, errors are ValueError).
+    A name is defined by the item that defines it, for the items after it.
+    """
 
     def __init__(self) -> None:
+        self.line: int | None = None
+        self.names: dict[str, int | None] = {}  # witness or group name -> line defined
+        self.member_of: dict[str, tuple[str, int | None]] = {}  # name -> (group, line)
+        self.log_keys: dict[bytes, int | None] = {}
+        self.witness_keys: dict[bytes, int | None] = {}
+        self.key_ids: dict[tuple[str, int], int | None] = {}
+
+    def error(self, message: str) -> ValueError:
+        if self.line is None:
+            return ValueError(message)
+        return PolicyFormatError(f"policy line {self.line}: {message}")
+
+    def key_ident(self, name: str, key_id: int) -> None:
+        ident = (name, key_id)
+        if ident in self.key_ids:
+            if self.line is None:
+                raise self.error(f"two keys share the key name and key ID {name}+{key_id:08x}")
+            raise self.error(
+                f"key {name}+{key_id:08x} has the same key name and key ID as the key on "
+                f"line {self.key_ids[ident]}"
+            )
+        self.key_ids[ident] = self.line
+
+    def url(self, what: str, url: str | None) -> None:
+        problem = None if url is None else _token_problem(url)
+        if problem is not None:
+            raise self.error(f"{what}: URL {problem}")
+
+    def log(self, log: PolicyLog) -> None:
+        verifier = log.verifier
+        if verifier.public_key in self.log_keys:
+            if self.line is None:
+                raise self.error(f"duplicate log key {verifier.vkey}")
+            raise self.error(
+                f"duplicate log: same public key as the log on line "
+                f"{self.log_keys[verifier.public_key]}"
+            )
+        self.key_ident(verifier.name, verifier.key_id)
+        self.log_keys[verifier.public_key] = self.line
+        self.url(f"log {verifier.vkey}", log.url)
+
+    def new_name(self, name: str, what: str) -> None:
+        """``name`` may name a new witness or group (``what``)."""
+        problem = _token_problem(name)
+        if problem is not None:
+            raise self.error(f"name {problem}")
+        if name == NONE:
+            kind = "witness or group" if self.line is None else what
+            raise self.error(f"'none' is reserved and cannot name a {kind}")
+        if name in self.names:
+            if self.line is None:
+                raise self.error(f"name {name!r} is defined twice")
+            raise self.error(f"name {show(name)} is already defined on line {self.names[name]}")
+
+    def witness(self, witness: PolicyWitness) -> None:
+        """After :meth:`new_name`."""
+        name, verifier = witness.name, witness.verifier
+        if verifier.public_key in self.witness_keys:
+            if self.line is None:
+                raise self.error(f"witness {name!r}: duplicate witness key {verifier.vkey}")
+            raise self.error(
+                f"duplicate witness {show(name)}: same public key as the witness on line "
+                f"{self.witness_keys[verifier.public_key]}"
+            )
+        self.key_ident(verifier.name, verifier.key_id)
+        self.witness_keys[verifier.public_key] = self.line
+        self.url(f"witness {name!r}", witness.url)
+        self.names[name] = self.line
+
+    def group(self, group: PolicyGroup, threshold_text: str | None = None) -> None:
+        """After :meth:`new_name`. ``threshold_text`` is how the policy text
+        wrote the threshold (parse_policy reads what is not all, any or a
+        decimal as 0)."""
+        name, members = group.name, group.members
+        if not members:
+            raise self.error(f"group {name!r} has no members")
+        for member in members:
+            if member not in self.names:
+                if self.line is None:
+                    raise self.error(
+                        f"group {name!r}: member {member!r} is not a witness or an earlier group"
+                    )
+                if member == NONE:
+                    raise self.error(f"group {show(name)}: 'none' cannot be a group member")
+                raise self.error(
+                    f"group {show(name)}: member {show(member)} is not defined on a preceding line"
+                )
+            if member in self.member_of:
+                if self.line is None:
+                    raise self.error(
+                        f"group {name!r}: {member!r} is already a group member; "
+                        "each name can be listed as a member at most once"
+                    )
+                other, line = self.member_of[member]
+                where = "this group" if other == name else f"group {show(other)} on line {line}"
+                raise self.error(
+                    f"group {show(name)}: {show(member)} is already a member of {where}; "
+                    "each name can be listed as a group member at most once"
+                )
+            self.member_of[member] = (name, self.line)
+        if not 1 <= group.threshold <= len(members):
+            if threshold_text is None:
+                raise self.error(
+                    f"group {name!r}: threshold must be between 1 and "
+                    f"{len(members)}, got {group.threshold}"
+                )
+            raise self.error(
+                f"group {show(name)}: threshold must be 'all', 'any' or a decimal k with "
+                f"1 <= k <= {len(members)} (the number of members), got {show(threshold_text)}"
+            )
+        self.names[name] = self.line
+
+    def quorum(self, name: str) -> None:
+        if name != NONE and name not in self.names:
+            if self.line is None:
+                raise self.error(f"quorum {name!r} is not a witness, a group or 'none'")
+            raise self.error(
+                f"quorum {show(name)} is not 'none' or a witness or group defined on a "
+                "preceding line"
+            )
+
+
+class _Parser:
+    """Line-by-line state of :func:`parse_policy`: the syntax of each line and
+    the limits here, the structural rules in :class:`_Rules`."""
+
+    def __init__(self) -> None:
+        self.rules = _Rules()
         self.logs: list[PolicyLog] = []
         self.witnesses: list[PolicyWitness] = []
         self.groups: list[PolicyGroup] = []
         self.quorum: str | None = None
         self.quorum_line = 0
-        self.names: dict[str, int] = {}  # witness or group name -> line defined
-        self.member_of: dict[str, tuple[str, int]] = {}  # name -> (group, line)
-        self.log_keys: dict[bytes, int] = {}
-        self.witness_keys: dict[bytes, int] = {}
-        self.key_ids: dict[tuple[str, int], int] = {}
-        self.line = 0
 
-    def error(self, message: str) -> PolicyFormatError:
-        return PolicyFormatError(f"policy line {self.line}: {message}")
-
-    def parse_line(self, tokens: list[str]) -> None:
+    def parse_line(self, line: int, tokens: list[str]) -> None:
+        self.rules.line = line
         keyword, args = tokens[0], tokens[1:]
         if keyword == "log":
             self.log(args)
@@ -397,123 +472,77 @@ class _Parser:
         elif keyword == "quorum":
             self.set_quorum(args)
         else:
-            raise self.error(
-                f"unknown keyword {_show(keyword)}: expected log, witness, group or quorum"
+            raise self.rules.error(
+                f"unknown keyword {show(keyword)}: expected log, witness, group or quorum"
             )
-
-    def key_ident(self, name: str, key_id: int) -> None:
-        ident = (name, key_id)
-        if ident in self.key_ids:
-            raise self.error(
-                f"key {name}+{key_id:08x} has the same key name and key ID as the key on "
-                f"line {self.key_ids[ident]}"
-            )
-        self.key_ids[ident] = self.line
 
     def log(self, args: list[str]) -> None:
+        error = self.rules.error
         if len(args) not in (1, 2):
-            raise self.error(f"expected 'log <vkey> [<url>]', got {len(args)} items after 'log'")
+            raise error(f"expected 'log <vkey> [<url>]', got {len(args)} items after 'log'")
         if len(self.logs) >= MAX_POLICY_LOGS:
-            raise self.error(f"too many logs: at most {MAX_POLICY_LOGS}")
+            raise error(f"too many logs: at most {MAX_POLICY_LOGS}")
         try:
             verifier = parse_verifier_key(args[0])
         except KeyFormatError as exc:
-            raise self.error(f"invalid log key: {exc}") from None
-        if verifier.public_key in self.log_keys:
-            raise self.error(
-                f"duplicate log: same public key as the log on line "
-                f"{self.log_keys[verifier.public_key]}"
-            )
-        self.key_ident(verifier.name, verifier.key_id)
-        self.log_keys[verifier.public_key] = self.line
-        self.logs.append(PolicyLog(verifier, args[1] if len(args) == 2 else None))
-
-    def new_name(self, name: str, what: str) -> None:
-        if name == NONE:
-            raise self.error(f"'none' is reserved and cannot name a {what}")
-        if name in self.names:
-            raise self.error(f"name {_show(name)} is already defined on line {self.names[name]}")
+            raise error(f"invalid log key: {exc}") from None
+        log = PolicyLog(verifier, args[1] if len(args) == 2 else None)
+        self.rules.log(log)
+        self.logs.append(log)
 
     def witness(self, args: list[str]) -> None:
+        error = self.rules.error
         if len(args) not in (2, 3):
-            raise self.error(
+            raise error(
                 f"expected 'witness <name> <vkey> [<url>]', got {len(args)} items after 'witness'"
             )
         if len(self.witnesses) >= MAX_POLICY_WITNESSES:
-            raise self.error(f"too many witnesses: at most {MAX_POLICY_WITNESSES}")
+            raise error(f"too many witnesses: at most {MAX_POLICY_WITNESSES}")
         name = args[0]
-        self.new_name(name, "witness")
+        self.rules.new_name(name, "witness")
         try:
             verifier = parse_witness_verifier_key(args[1])
         except KeyFormatError as exc:
-            raise self.error(f"invalid key for witness {_show(name)}: {exc}") from None
-        if verifier.public_key in self.witness_keys:
-            raise self.error(
-                f"duplicate witness {_show(name)}: same public key as the witness on line "
-                f"{self.witness_keys[verifier.public_key]}"
-            )
-        self.key_ident(verifier.name, verifier.key_id)
-        self.witness_keys[verifier.public_key] = self.line
-        self.names[name] = self.line
-        self.witnesses.append(PolicyWitness(name, verifier, args[2] if len(args) == 3 else None))
+            raise error(f"invalid key for witness {show(name)}: {exc}") from None
+        witness = PolicyWitness(name, verifier, args[2] if len(args) == 3 else None)
+        self.rules.witness(witness)
+        self.witnesses.append(witness)
 
     def group(self, args: list[str]) -> None:
+        error = self.rules.error
         if len(args) < 3:
-            raise self.error(
+            raise error(
                 "expected 'group <name> all|any|<k> <member>...' with at least one member, "
                 f"got {len(args)} items after 'group'"
             )
         if len(self.groups) >= MAX_POLICY_GROUPS:
-            raise self.error(f"too many groups: at most {MAX_POLICY_GROUPS}")
-        name, threshold_text, members = args[0], args[1], args[2:]
-        self.new_name(name, "group")
-        for member in members:
-            if member == NONE:
-                raise self.error(f"group {_show(name)}: 'none' cannot be a group member")
-            if member not in self.names:
-                raise self.error(
-                    f"group {_show(name)}: member {_show(member)} is not defined on a "
-                    "preceding line"
-                )
-            if member in self.member_of:
-                other, line = self.member_of[member]
-                where = "this group" if other == name else f"group {_show(other)} on line {line}"
-                raise self.error(
-                    f"group {_show(name)}: {_show(member)} is already a member of {where}; "
-                    "each name can be listed as a group member at most once"
-                )
-            self.member_of[member] = (name, self.line)
-        n = len(members)
+            raise error(f"too many groups: at most {MAX_POLICY_GROUPS}")
+        name, threshold_text, members = args[0], args[1], tuple(args[2:])
+        self.rules.new_name(name, "group")
         if threshold_text == "all":
-            threshold = n
+            threshold = len(members)
         elif threshold_text == "any":
             threshold = 1
-        elif _THRESHOLD.fullmatch(threshold_text) and int(threshold_text) <= n:
+        elif _THRESHOLD.fullmatch(threshold_text):
             threshold = int(threshold_text)
         else:
-            raise self.error(
-                f"group {_show(name)}: threshold must be 'all', 'any' or a decimal k with "
-                f"1 <= k <= {n} (the number of members), got {_show(threshold_text)}"
-            )
-        self.names[name] = self.line
-        self.groups.append(PolicyGroup(name, threshold, tuple(members)))
+            threshold = 0  # not a threshold: the rules refuse it
+        group = PolicyGroup(name, threshold, members)
+        self.rules.group(group, threshold_text)
+        self.groups.append(group)
 
     def set_quorum(self, args: list[str]) -> None:
+        error = self.rules.error
         if len(args) != 1:
-            raise self.error(f"expected 'quorum <name>', got {len(args)} items after 'quorum'")
+            raise error(f"expected 'quorum <name>', got {len(args)} items after 'quorum'")
         if self.quorum is not None:
-            raise self.error(
+            raise error(
                 f"second quorum line (the first is on line {self.quorum_line}); "
                 "a policy has exactly one"
             )
-        name = args[0]
-        if name != NONE and name not in self.names:
-            raise self.error(
-                f"quorum {_show(name)} is not 'none' or a witness or group defined on a "
-                "preceding line"
-            )
-        self.quorum = name
-        self.quorum_line = self.line
+        self.rules.quorum(args[0])
+        self.quorum = args[0]
+        self.quorum_line = self.rules.line or 0
 
 
 def parse_policy(text: str | bytes) -> Policy:
@@ -545,11 +574,12 @@ def parse_policy(text: str | bytes) -> Policy:
         stripped = raw_line.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
-        parser.line = number
-        parser.parse_line(_SEPARATOR.split(stripped))
+        parser.parse_line(number, _SEPARATOR.split(stripped))
     if parser.quorum is None:
         raise PolicyFormatError("policy has no quorum line: expected exactly one")
-    return Policy(tuple(parser.logs), tuple(parser.witnesses), tuple(parser.groups), parser.quorum)
+    return Policy._checked(
+        tuple(parser.logs), tuple(parser.witnesses), tuple(parser.groups), parser.quorum
+    )
 
 
 def _octet_message(line: int, octet: int) -> str:

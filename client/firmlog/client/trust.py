@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.errors import ConsistencyProofError, SignatureError, SplitViewError
+from firmlog.client.keys import Verifier
 from firmlog.client.merkle import EMPTY_ROOT, consistency_proof, verify_consistency
-from firmlog.client.note import Verifier, split_note
+from firmlog.client.note import split_note
 from firmlog.client.policy import Policy
 from firmlog.client.tiles import TileFetcher, TileHashReader
 

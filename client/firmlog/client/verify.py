@@ -52,15 +52,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn
 
-from firmlog.client.bundle import _parse as _parse_bundle
+from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.entries import (
     RELEASE_V1,
     Entry,
     Release,
     Revocation,
-    _index_keys,
-    _verify_signatures_indexed,
     parse_entry,
     verify_entry_signatures,
 )
@@ -76,14 +74,9 @@ from firmlog.client.errors import (
     StateFormatError,
     UpdateRefused,
 )
+from firmlog.client.keys import Ed25519Verifier, KeyRing, parse_verifier_key
 from firmlog.client.merkle import verify_inclusion
-from firmlog.client.note import (
-    DEFAULT_MAX_NOTE_SIZE,
-    Ed25519Verifier,
-    parse_verifier_key,
-    split_note,
-    verify_note_signatures,
-)
+from firmlog.client.note import split_note, verify_note_signatures
 from firmlog.client.policy import Policy, VerifiedCheckpoint
 from firmlog.client.trust import CheckpointNote, check_no_fork
 
@@ -125,17 +118,17 @@ class PinnedVendorKeys:
     """The vendor keys a device pins, and how many of them must sign a release.
 
     ``vendor`` (optional) is the vendor name releases must carry. The
-    constructor checks 1 <= threshold <= number of distinct keys (ValueError).
+    constructor checks 1 <= threshold <= number of distinct keys (ValueError)
+    and builds :attr:`ring`, the keys as a :class:`~firmlog.client.keys.KeyRing`
+    (None if two keys share a name and key ID, which verification refuses).
     """
 
     keys: tuple[Ed25519Verifier, ...]
     threshold: int = 1
     vendor: str | None = None
-    # The keys indexed for verify_entry_signatures, once; None if they cannot
-    # be (two keys with one name and key ID: verify_entry_signatures says so).
-    _by_id: dict[tuple[str, int], Ed25519Verifier] | None = field(
-        init=False, repr=False, compare=False
-    )
+    # The keys as a ring, built once; None if they cannot be one (two keys
+    # with one name and key ID: verify_entry_signatures says so).
+    ring: KeyRing[Ed25519Verifier] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.keys, tuple) or not all(
@@ -151,10 +144,10 @@ class PinnedVendorKeys:
                 f"got {self.threshold}"
             )
         try:
-            by_id: dict[tuple[str, int], Ed25519Verifier] | None = _index_keys(self.keys)[0]
+            ring: KeyRing[Ed25519Verifier] | None = KeyRing(self.keys)
         except ValueError:
-            by_id = None
-        object.__setattr__(self, "_by_id", by_id)
+            ring = None
+        object.__setattr__(self, "ring", ring)
 
     @classmethod
     def parse(
@@ -345,21 +338,16 @@ def verify_update(
     # parsing the bundle, is parsed by the policy first thing, and diagnosed
     # below if it fails).
     try:
-        parsed, text, signatures = _parse_bundle(bundle)
+        parsed, text, signatures = ProofBundle.parse_split(bundle)
     except FormatError as exc:
         _refuse("bundle", f"not a strict c2sp.org/tlog-proof@v1 bundle: {exc}", exc)
 
     # log-signature, origin, cosignatures: one pass over the signatures when
     # all is well; on failure, find which step failed first.
     try:
-        if len(parsed.checkpoint) <= DEFAULT_MAX_NOTE_SIZE:  # as verify_checkpoint's split_note
-            verified = policy._verify_split(
-                parsed.checkpoint, text, signatures, now=now, max_age=max_cosignature_age
-            )
-        else:  # (never, within the bundle size limit) let verify_checkpoint refuse it
-            verified = policy.verify_checkpoint(
-                parsed.checkpoint, now=now, max_age=max_cosignature_age
-            )
+        verified = policy.verify_checkpoint(
+            parsed.checkpoint, now=now, max_age=max_cosignature_age, split=(text, signatures)
+        )
     except FirmlogError as exc:
         _diagnose_checkpoint(policy, parsed.checkpoint, exc)
     checkpoint = verified.signed.checkpoint
@@ -386,10 +374,8 @@ def verify_update(
             "(the vendor whose keys are pinned)",
         )
     try:
-        if vendor_keys._by_id is None:
-            signed_by = verify_entry_signatures(entry, vendor_keys.keys, vendor_keys.threshold)
-        else:  # the same, with the keys indexed (and the threshold checked) once
-            signed_by = _verify_signatures_indexed(entry, vendor_keys._by_id, vendor_keys.threshold)
+        keys = vendor_keys.keys if vendor_keys.ring is None else vendor_keys.ring
+        signed_by = verify_entry_signatures(entry, keys, vendor_keys.threshold)
     except (SignatureError, EntryPolicyError) as exc:
         pinned = ", ".join(k.vkey for k in vendor_keys.keys)
         _refuse("vendor-signatures", f"{exc} (pinned: {pinned})", exc)

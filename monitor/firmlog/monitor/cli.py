@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from firmlog.client.errors import KeyFormatError
-from firmlog.client.note import Ed25519Verifier, parse_verifier_key
+from firmlog.client.keys import Ed25519Verifier, parse_verifier_key
 from firmlog.monitor.app import make_app
 from firmlog.monitor.config import ConfigError, MonitorConfig
 from firmlog.monitor.datadir import init_data_dir

@@ -6,7 +6,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmlog.client.note import Ed25519Verifier
+from firmlog.client.keys import Ed25519Verifier
 
 __all__ = ["ConfigError", "MonitorConfig"]
 

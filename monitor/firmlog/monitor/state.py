@@ -28,9 +28,10 @@ import structlog
 from firmlog.client.cosignature import CosignatureSigner
 from firmlog.client.entries import parse_entry
 from firmlog.client.evidence import SplitViewEvidence
+from firmlog.client.keys import Ed25519Verifier
 from firmlog.client.ledger import LedgerState
 from firmlog.client.merkle import CompactRange
-from firmlog.client.note import Ed25519Verifier, Signature, add_signatures, split_note
+from firmlog.client.note import Signature, add_signatures, split_note
 from firmlog.client.trust import CheckpointNote
 from firmlog.monitor.metrics import MonitorMetrics
 from firmlog.monitor.store import AsyncStore, Snapshot

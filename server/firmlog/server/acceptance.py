@@ -18,8 +18,8 @@ from firmlog.client.errors import (
     SignatureError,
     SignatureLineError,
 )
+from firmlog.client.keys import Ed25519Verifier
 from firmlog.client.ledger import check_signatures
-from firmlog.client.note import Ed25519Verifier
 from firmlog.server.errors import EntryTooLarge
 from firmlog.server.gate import OPERATOR_CHECKED, Candidate, VendorKeyCache
 from firmlog.server.storage import Storage

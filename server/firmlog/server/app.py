@@ -29,7 +29,7 @@ from aiohttp import web
 
 from firmlog.client.entries import Release, entry_json, parse_entry
 from firmlog.client.errors import TilePathError
-from firmlog.client.note import Ed25519Signer
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
 from firmlog.server.acceptance import Acceptance
 from firmlog.server.config import HTTPConfig, ServerConfig

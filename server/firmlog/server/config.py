@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
-from firmlog.client.note import check_key_name
+from firmlog.client.keys import check_key_name
 from firmlog.server.errors import ConfigError
 
 CONFIG_FILE = "config.toml"

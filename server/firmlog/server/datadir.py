@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmlog.client.note import Ed25519Signer, generate_key, parse_signer_key
+from firmlog.client.keys import Ed25519Signer, generate_key, parse_signer_key
 from firmlog.server.config import CONFIG_FILE, LOG_KEY_FILE, OPERATOR_KEY_FILE
 from firmlog.server.errors import ConfigError
 

@@ -32,8 +32,8 @@ import structlog
 
 from firmlog.client.entries import Entry, Release, Revocation, parse_entry
 from firmlog.client.errors import FirmlogError
+from firmlog.client.keys import Ed25519Verifier
 from firmlog.client.ledger import OPERATOR_KEYS, LedgerState, VendorKeys
-from firmlog.client.note import Ed25519Verifier
 from firmlog.server.storage import (
     Integration,
     KeySetRow,

@@ -42,9 +42,9 @@ import structlog
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.entries import parse_entry
 from firmlog.client.integrate import edge_tiles, integrate
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import EMPTY_ROOT, inclusion_proof_plan
 from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
-from firmlog.client.note import Ed25519Signer
 from firmlog.server.config import SequencerConfig
 from firmlog.server.errors import (
     PoolFull,

@@ -39,8 +39,9 @@ import structlog
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.errors import FirmlogError, ProofError
+from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, verify_consistency
-from firmlog.client.note import Ed25519Signer, split_note
+from firmlog.client.note import split_note
 from firmlog.server.datadir import replace_file
 from firmlog.server.errors import SigningRefused, WrongLog
 from firmlog.server.metrics import ServerMetrics

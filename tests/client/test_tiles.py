@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.merkle import LevelsReader
 from vectors import VECTORS, load_vector
 
 from firmlog.client import tiles as tiles_module
@@ -31,7 +32,6 @@ from firmlog.client.merkle import (
     inclusion_proof,
     inclusion_proof_plan,
     leaf_hash,
-    node_hash,
     root_hash,
     tree_hash,
     verify_consistency,
@@ -93,32 +93,6 @@ def build_tiles(leaves: Sequence[bytes]) -> tuple[Store, CompactRange]:
         assert 0 < len(tile) <= TILE_WIDTH * 32
         assert len(tile) == expected_width(cr.tree_size, level, index) * 32
     return store, cr
-
-
-class LevelsReader:
-    """In-memory HashReader over every complete subtree of a list of leaf hashes."""
-
-    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        self.levels: list[list[bytes]] = [list(leaf_hashes)]
-        while len(self.levels[-1]) > 1:
-            below = self.levels[-1]
-            self.levels.append(
-                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
-            )
-
-    def at(self, tree_size: int) -> SizedView:
-        return SizedView(self, tree_size)
-
-
-class SizedView:
-    def __init__(self, tree: LevelsReader, tree_size: int) -> None:
-        self.tree = tree
-        self.tree_size = tree_size
-
-    def read_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
-        for level, index in coords:
-            assert (index + 1) << level <= self.tree_size, (level, index)
-        return [self.tree.levels[level][index] for level, index in coords]
 
 
 class RecordingFetch:

@@ -3,10 +3,12 @@ unannounced releases of a watched vendor (a stolen key), the alert command, rest
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shlex
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +223,28 @@ async def test_a_failing_alert_command_is_not_fatal(
         assert monitor.watched.last_error is None
     finally:
         await monitor.stop()
+
+
+async def refusal(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "firmlog.monitor.cli", "run", *args, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    return err.decode()
+
+
+async def test_run_refuses_a_watched_vendor_without_its_announced_file(tmp_path: Path) -> None:
+    common = [
+        "--data-dir",
+        str(tmp_path / "m"),
+        "--log-url",
+        "http://127.0.0.1:9",
+        "--log-key",
+        generate_key("log.example").verifier.vkey,
+    ]
+    err = await refusal(*common, "--watch-vendor", VENDOR)
+    assert err.startswith("firmlog-monitor: give each --watch-vendor")
+    missing = tmp_path / "missing.txt"
+    err = await refusal(*common, "--watch-vendor", VENDOR, "--announced", str(missing))
+    assert err.startswith(f"firmlog-monitor: --announced {missing} ")

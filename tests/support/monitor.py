@@ -7,6 +7,7 @@ import base64
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
@@ -33,7 +34,9 @@ class MonitorUnderTest:
         *,
         poll_interval: float = 0.05,
         max_backoff: float = 0.3,
+        **options: Any,
     ) -> None:
+        """``options`` set other fields of the MonitorConfig."""
         self.data_dir = data_dir
         self.config = MonitorConfig(
             data_dir=data_dir,
@@ -43,6 +46,7 @@ class MonitorUnderTest:
             poll_interval=poll_interval,
             max_backoff=max_backoff,
             request_timeout=5.0,
+            **options,
         ).validate()
         self.server: TestServer | None = None
         self.signer: CosignatureSigner | None = None

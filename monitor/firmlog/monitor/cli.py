@@ -4,6 +4,7 @@
 
     firmlog-monitor run --data-dir DIR --log-url URL --log-key VKEY [--listen HOST:PORT]
         [--peer URL ...] [--operator-key VKEY ...] [--name NAME] [--poll-interval SECONDS]
+        [--watch-vendor VENDOR --announced FILE ...] [--alert-command CMD]
 
 The first start creates DIR with the monitor's witness key (cosignature/v1)
 and prints its verifier key. A failure to start prints one line,
@@ -50,6 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--peer", action="append", default=[], help="a peer monitor's URL")
     r.add_argument("--name", help="the witness key's name on first start")
     r.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
+    r.add_argument(
+        "--watch-vendor",
+        action="append",
+        default=[],
+        help="alert on releases of this vendor whose digest is not in its --announced file",
+    )
+    r.add_argument(
+        "--announced",
+        action="append",
+        default=[],
+        type=Path,
+        help="the image digests the matching --watch-vendor announced, one hex SHA-256 a line",
+    )
+    r.add_argument("--alert-command", help="shell command run for each alert, JSON on stdin")
     r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     r.add_argument(
         "--log-json",
@@ -102,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_json)
     try:
         host, port = _listen(args.listen)
+        if len(args.watch_vendor) != len(args.announced):
+            raise ConfigError("give each --watch-vendor VENDOR one --announced FILE")
         config = MonitorConfig(
             data_dir=args.data_dir,
             log_url=args.log_url,
@@ -111,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             listen_port=port,
             peers=tuple(args.peer),
             poll_interval=args.poll_interval,
+            watch_vendors=tuple(zip(args.watch_vendor, args.announced, strict=True)),
+            alert_command=args.alert_command,
         ).validate()
         key = init_data_dir(args.data_dir, args.name)
         app = make_app(config, key.signer)

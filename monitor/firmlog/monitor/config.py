@@ -22,7 +22,9 @@ class MonitorConfig:
     ``log_key`` is the log's verifier key (its name is the origin);
     ``operator_keys`` are the log operator's keys the monitor's own ledger
     replay trusts to admit vendors (the monitor never takes key sets from the
-    log's API). Times are seconds.
+    log's API); ``watch_vendors`` pairs a vendor with its announced-digests
+    file, ``alert_command`` runs for each new alert (firmlog.monitor.alerts).
+    Times are seconds.
     """
 
     data_dir: Path
@@ -40,6 +42,8 @@ class MonitorConfig:
     max_request_size: int = 1 << 20  # an add-checkpoint body
     chunk_tiles: int = 16  # entry bundles fetched, verified and replayed per transaction
     fetch_concurrency: int = 8
+    watch_vendors: tuple[tuple[str, Path], ...] = ()
+    alert_command: str | None = None
 
     @property
     def origin(self) -> str:
@@ -61,4 +65,12 @@ class MonitorConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.chunk_tiles < 1 or self.fetch_concurrency < 1:
             raise ConfigError("chunk_tiles and fetch_concurrency must be at least 1")
+        vendors = [v for v, _ in self.watch_vendors]
+        if len(set(vendors)) != len(vendors):
+            raise ConfigError("--watch-vendor names a vendor twice")
+        for vendor, path in self.watch_vendors:
+            if not path.is_file():
+                raise ConfigError(f"--announced {path} (of vendor {vendor}) is not a file")
+        if self.alert_command is not None and not self.alert_command.strip():
+            raise ConfigError("--alert-command must not be empty")
         return self

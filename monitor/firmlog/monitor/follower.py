@@ -18,8 +18,10 @@ Each poll (:meth:`Follower.poll_once`):
    which must be the checkpoint's root or have a consistency proof to it);
    replays the ledger rules (:class:`firmlog.client.ledger.LedgerState`,
    with the monitor's own operator keys) over every entry, keeping an alert
-   for each entry the log accepted but the replay rejects; and stores all of
-   it in one transaction.
+   for each entry the log accepted but the replay rejects, and the content
+   alerts of each entry it accepts (:mod:`firmlog.monitor.alerts`); and
+   stores all of it in one transaction. Then ``--alert-command`` runs for
+   each new alert.
 
 A log that is down, slow or serving bad data is retried with exponential
 backoff; the error is logged, counted and shown by ``/healthz``. Nothing
@@ -53,6 +55,7 @@ from firmlog.client.merkle import (
 )
 from firmlog.client.tiles import TILE_WIDTH, TileCache, TileFetcher, TileHashReader, tile_width
 from firmlog.client.trust import CheckpointNote, CheckpointTracker
+from firmlog.monitor.alerts import AlertCommand, ContentChecks
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.fetch import LogFetcher
 from firmlog.monitor.state import MAX_ENTRY_SIZE, WatchedLog
@@ -114,9 +117,18 @@ class Follower:
         self.config = config
         self.cache = TileCache(1024)
         self.failures = 0
+        self.checks = ContentChecks.watching(config.watch_vendors)
+        self.command = AlertCommand(config.alert_command) if config.alert_command else None
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
+        try:
+            await self._poll_forever()
+        finally:
+            if self.command is not None:
+                await self.command.close()
+
+    async def _poll_forever(self) -> None:
         watched, metrics, config = self.watched, self.watched.metrics, self.config
         while True:
             try:
@@ -239,6 +251,7 @@ class Follower:
                 ledger.size += 1
                 continue
             accepted.append((index, raw))
+            alerts += self.checks.check(applied, now)
             if applied.keys is not None:
                 vendors[applied.keys.vendor] = applied.keys
         return accepted, list(vendors.values()), alerts
@@ -251,6 +264,8 @@ class Follower:
             return
         size = trusted.checkpoint.tree_size
         fetch = self._fetch()
+        if not self.checks.loaded:
+            self.checks.load(await watched.store.run(watched.store.store.content_rows))
         while watched.progress.next_index < size:
             progress = watched.progress
             start = progress.next_index
@@ -262,17 +277,28 @@ class Follower:
             for raw in chunk:
                 edge.append(leaf_hash(raw))
             await asyncio.to_thread(self._prove_prefix, edge, trusted, fetch)
+            self.checks.rollback()
             accepted, vendors, alerts = await asyncio.to_thread(self._replay, start, chunk)
+            content = self.checks.pending()
             try:
                 saved = await watched.store.run(
-                    watched.store.store.save_entries, start, edge, accepted, vendors, alerts
+                    watched.store.store.save_entries,
+                    start,
+                    edge,
+                    accepted,
+                    vendors,
+                    alerts,
+                    content,
                 )
             except BaseException:
+                self.checks.loaded = False
                 await watched.reload_progress()
                 raise
             if not saved:
+                self.checks.loaded = False
                 await watched.reload_progress()
                 raise RuntimeError(f"entry progress moved under this process at index {start}")
+            self.checks.commit()
             progress.next_index = end
             progress.edge = edge
             watched.metrics.checked.set(end)
@@ -285,3 +311,5 @@ class Follower:
                     kind=alert.kind,
                     detail=alert.detail,
                 )
+                if self.command is not None:
+                    self.command.submit({"origin": watched.origin, **alert.to_json()})

@@ -38,10 +38,22 @@ from firmlog.client.ledger import VendorKeys
 from firmlog.client.merkle import HASH_SIZE, CompactRange
 from firmlog.monitor.config import ConfigError
 
-__all__ = ["Alert", "AsyncStore", "MonitorStore", "Snapshot"]
+__all__ = [
+    "Alert",
+    "AsyncStore",
+    "ContentRows",
+    "MonitorStore",
+    "SecurityRow",
+    "Snapshot",
+    "VersionRow",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+VersionRow = tuple[str, str, str, int, bytes]  # vendor, product, version -> first index, identity
+SecurityRow = tuple[str, str, str, int, int]  # vendor, product, channel -> highest sv, its index
+ContentRows = tuple[Sequence[VersionRow], Sequence[SecurityRow]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,6 +81,22 @@ CREATE TABLE IF NOT EXISTS alerts (
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
     created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS release_versions (
+    vendor TEXT NOT NULL,
+    product TEXT NOT NULL,
+    version TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    identity BLOB NOT NULL,
+    PRIMARY KEY (vendor, product, version)
+);
+CREATE TABLE IF NOT EXISTS security_versions (
+    vendor TEXT NOT NULL,
+    product TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    security_version INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (vendor, product, channel)
 );
 CREATE TABLE IF NOT EXISTS evidence (
     id INTEGER PRIMARY KEY,
@@ -225,9 +253,11 @@ class MonitorStore:
         accepted: Sequence[tuple[int, bytes]],
         vendors: Sequence[VendorKeys],
         alerts: Sequence[Alert],
+        content: ContentRows = ((), ()),
     ) -> bool:
         """Record that the entries from ``from_index`` up to ``edge.tree_size`` were
-        checked: the ones the replay accepted, the key sets they set, the alerts.
+        checked: the ones the replay accepted, the key sets they set, the alerts,
+        and what the content checks remember (firmlog.monitor.alerts).
         False, changing nothing, if ``next_index`` is not ``from_index``."""
 
         def body(db: sqlite3.Connection) -> bool:
@@ -246,6 +276,17 @@ class MonitorStore:
             db.executemany(
                 "INSERT INTO alerts (idx, kind, detail, created) VALUES (?, ?, ?, ?)",
                 [(a.index, a.kind, a.detail, a.created) for a in alerts],
+            )
+            versions, security = content
+            db.executemany(
+                "INSERT OR REPLACE INTO release_versions (vendor, product, version, idx, "
+                "identity) VALUES (?, ?, ?, ?, ?)",
+                versions,
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO security_versions (vendor, product, channel, "
+                "security_version, idx) VALUES (?, ?, ?, ?, ?)",
+                security,
             )
             db.execute(
                 "UPDATE log_state SET next_index = ?, edge = ?", (edge.tree_size, edge.to_bytes())
@@ -276,12 +317,30 @@ class MonitorStore:
         self._transaction(body)
 
     def alerts(self) -> list[Alert]:
+        """Every alert, newest first."""
         return [
             Alert(idx, kind, detail, created)
             for idx, kind, detail, created in self.db.execute(
-                "SELECT idx, kind, detail, created FROM alerts ORDER BY id"
+                "SELECT idx, kind, detail, created FROM alerts ORDER BY id DESC"
             )
         ]
+
+    def content_rows(self) -> ContentRows:
+        """What the content checks remember (firmlog.monitor.alerts)."""
+        db = self.db
+        versions = [
+            (v, p, ver, idx, bytes(ident))
+            for v, p, ver, idx, ident in db.execute(
+                "SELECT vendor, product, version, idx, identity FROM release_versions"
+            )
+        ]
+        security = [
+            (v, p, ch, sv, idx)
+            for v, p, ch, sv, idx in db.execute(
+                "SELECT vendor, product, channel, security_version, idx FROM security_versions"
+            )
+        ]
+        return versions, security
 
     def evidence(self) -> list[SplitViewEvidence]:
         return [

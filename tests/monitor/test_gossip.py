@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 from collections.abc import AsyncIterator
@@ -171,6 +172,42 @@ async def test_a_peer_that_is_down_does_not_stop_the_monitor(
         assert not services.gossip_task.done()
     finally:
         await monitor.stop()
+
+
+async def test_a_peer_that_never_answers_is_given_up_on_time(
+    log: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    silent = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    await grow(log, session, 0, 1)
+    monitor = MonitorUnderTest(
+        tmp_path / "m",
+        log.base,
+        log.verifier,
+        [log.operator.verifier],
+        peers=[f"http://127.0.0.1:{port}"],
+        request_timeout=0.3,
+    )
+    await monitor.start()
+    try:
+        assert monitor.server is not None
+        gossiper = monitor.server.app[SERVICES].gossiper
+        assert gossiper is not None
+        await eventually(lambda: gossiper.rounds >= 2, timeout=10, what="2 gossip rounds")
+        assert monitor.watched.tree_size == 1
+        async with session.get(f"{monitor.base}/healthz") as resp:
+            assert (await resp.json())["status"] == "ok"
+    finally:
+        await monitor.stop()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
 
 
 async def test_post_gossip_status_codes(

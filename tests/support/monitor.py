@@ -37,6 +37,7 @@ class MonitorUnderTest:
         peers: Sequence[str] = (),
         gossip_interval: float = 0.1,
         port: int | None = None,
+        request_timeout: float = 5.0,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
@@ -47,7 +48,7 @@ class MonitorUnderTest:
             operator_keys=tuple(operator_keys),
             poll_interval=poll_interval,
             max_backoff=max_backoff,
-            request_timeout=5.0,
+            request_timeout=request_timeout,
             peers=tuple(peers),
             gossip_interval=gossip_interval,
         ).validate()

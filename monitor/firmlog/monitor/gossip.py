@@ -86,7 +86,9 @@ class GossipResult:
         return 409 if self.result == SPLIT_VIEW else 200
 
     def to_json(self) -> dict[str, object]:
+        extra = {"error": f"split view recorded: {self.detail}"} if self.status == 409 else {}
         return {
+            **extra,
             "result": self.result,
             "split_view": self.result in (SPLIT_VIEW, NOT_CHECKED),
             "tree_size": self.tree_size,

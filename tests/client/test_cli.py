@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -476,3 +478,57 @@ def test_revoke_and_rotate_keys(setup: Setup) -> None:
     assert rejected.returncode == 1
     assert "rejected the entry (HTTP 403)" in rejected.stderr
     assert "threshold is 2" in rejected.stderr
+
+
+class _GossipStub(http.server.BaseHTTPRequestHandler):
+    """A monitor's POST /v1/gossip answering with the server's ``status``."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, body))  # type: ignore[attr-defined]
+        data = b'{"result": "split-view"}' if self.server.status == 409 else b"{}"  # type: ignore[attr-defined]
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gossip_stub() -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GossipStub)
+    server.received = []  # type: ignore[attr-defined]
+    server.status = 200  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_verify_gossips_the_accepted_checkpoint(
+    setup: Setup, gossip_stub: http.server.ThreadingHTTPServer
+) -> None:
+    url = f"http://127.0.0.1:{gossip_stub.server_address[1]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    base = ("--product", "router-9000", "--timeout", "5")
+    out = setup.verify(*base, "--gossip", down, "--gossip", url)
+    assert out.returncode == 0, out.stderr
+    assert "warning: gossip to " + down in out.stderr  # a monitor that is down: a warning
+    ((path, note),) = gossip_stub.received  # type: ignore[attr-defined]
+    assert path == "/v1/gossip"
+    bundle = ProofBundle.parse(setup.bundle.encode())
+    assert note == bundle.checkpoint  # byte for byte
+
+    gossip_stub.status = 409  # type: ignore[attr-defined]
+    refused = setup.verify(*base, "--gossip", url)
+    assert refused.returncode == 1
+    assert "REFUSED at step 'gossip'" in refused.stderr
+    assert refused.stdout == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,10 +35,15 @@ class MonitorUnderTest:
         *,
         poll_interval: float = 0.05,
         max_backoff: float = 0.3,
+        peers: Sequence[str] = (),
+        gossip_interval: float = 0.1,
+        port: int | None = None,
+        request_timeout: float = 5.0,
         **options: Any,
     ) -> None:
         """``options`` set other fields of the MonitorConfig."""
         self.data_dir = data_dir
+        self.port = port
         self.config = MonitorConfig(
             data_dir=data_dir,
             log_url=log_url,
@@ -45,7 +51,9 @@ class MonitorUnderTest:
             operator_keys=tuple(operator_keys),
             poll_interval=poll_interval,
             max_backoff=max_backoff,
-            request_timeout=5.0,
+            request_timeout=request_timeout,
+            peers=tuple(peers),
+            gossip_interval=gossip_interval,
             **options,
         ).validate()
         self.server: TestServer | None = None
@@ -53,7 +61,9 @@ class MonitorUnderTest:
 
     async def start(self) -> None:
         self.signer = init_data_dir(self.data_dir, WITNESS_NAME).signer
-        self.server = TestServer(make_app(self.config, self.signer), host="127.0.0.1")
+        self.server = TestServer(
+            make_app(self.config, self.signer), host="127.0.0.1", port=self.port
+        )
         await self.server.start_server()
 
     async def stop(self) -> None:
@@ -77,6 +87,14 @@ class MonitorUnderTest:
         body = f"old {old}\n".encode() + b"".join(base64.b64encode(h) + b"\n" for h in proof)
         async with session.post(f"{self.base}/add-checkpoint", data=body + b"\n" + note) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for monitors that must know each other's URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:

@@ -14,6 +14,7 @@ never renamed)::
     firmlog submit --log URL FILE
     firmlog verify --image FILE --bundle FILE --policy FILE --vendor-key VKEY [...]
             [--threshold K] [--product P] [--installed-security-version N] [--state FILE]
+            [--log URL] [--gossip URL ...]
     firmlog mirror --log URL --log-key VKEY --dir DIR
     firmlog inspect FILE
     firmlog evidence verify FILE --log-key VKEY
@@ -343,6 +344,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     except OSError as exc:
         raise UsageError(f"cannot read image {args.image}: {exc.strerror or exc}") from exc
+    if args.gossip:
+        refused = _gossip(args.gossip, update.checkpoint_note, args.timeout)
+        if refused is not None:
+            print(f"firmlog verify: REFUSED at step 'gossip': {refused}", file=sys.stderr)
+            print("do not install this image", file=sys.stderr)
+            return EXIT_REFUSED
     r = update.release
     cp = update.checkpoint.signed.checkpoint
     witnesses = ", ".join(update.witnesses) or "none"
@@ -363,6 +370,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
         lines.append(f"  fixes       {', '.join(r.fixes)}")
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _gossip(monitors: Sequence[str], note: bytes, timeout: float) -> str | None:
+    """Push the accepted checkpoint to each monitor (POST /v1/gossip). A monitor that
+    proves it part of a split view (409) refuses the image: what it said; a monitor
+    that is down or cannot check it now is only a warning (None)."""
+    from firmlog.client.online import LogClient
+
+    for url in monitors:
+        try:
+            client = LogClient(url, timeout=timeout)
+        except ValueError as exc:
+            raise UsageError(f"--gossip: {exc}") from exc
+        try:
+            client.post("v1/gossip", note)
+        except HTTPStatusError as exc:
+            if exc.status == 409:
+                return f"the monitor {url} proved a split view with this checkpoint: {exc}"
+            print(f"firmlog verify: warning: gossip to {url}: {exc}", file=sys.stderr)
+        except TransportError as exc:
+            print(f"firmlog verify: warning: gossip to {url}: {exc}", file=sys.stderr)
+    return None
 
 
 def _print_evidence(exc: SplitViewError) -> None:
@@ -670,6 +699,13 @@ def _parser() -> argparse.ArgumentParser:
         "--log",
         metavar="URL",
         help="online: also refuse a release the vendor has revoked in this log",
+    )
+    s.add_argument(
+        "--gossip",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a monitor to push the accepted checkpoint to; its proof of a split view refuses",
     )
     s.add_argument("--timeout", type=float, default=30.0, metavar="S")
 

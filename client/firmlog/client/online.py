@@ -149,6 +149,10 @@ class LogClient:
         """GET ``path`` below the base URL; the body of a 200 answer."""
         return self._request("GET", path)
 
+    def post(self, path: str, body: bytes) -> bytes:
+        """POST ``body`` to ``path`` below the base URL; the body of a 200 answer."""
+        return self._request("POST", path, body)
+
     # -- the API --------------------------------------------------------------
 
     def checkpoint(self) -> bytes:

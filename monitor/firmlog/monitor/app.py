@@ -7,6 +7,7 @@ closed when it stops. Handlers parse, call, return.
 
 =======================================  =========================================
 ``POST /add-checkpoint``                 c2sp.org/tlog-witness (firmlog.monitor.witness)
+``POST /v1/gossip``                      a peer's signed checkpoint (firmlog.monitor.gossip)
 ``GET /<hex sha256(origin)>/checkpoint`` the latest cosigned checkpoint
 ``GET /v1/evidence``                     split-view evidence, JSON
 ``GET /v1/alerts``                       content alerts, JSON
@@ -32,6 +33,7 @@ from firmlog.client.cosignature import CosignatureSigner
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.fetch import LogFetcher
 from firmlog.monitor.follower import Follower
+from firmlog.monitor.gossip import Gossiper, GossipRefusal, receive
 from firmlog.monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.monitor.metrics import MonitorMetrics
 from firmlog.monitor.state import Clock, WatchedLog
@@ -53,6 +55,8 @@ class Services:
     watched: WatchedLog
     follower: Follower
     task: asyncio.Task[None]
+    gossiper: Gossiper | None = None
+    gossip_task: asyncio.Task[None] | None = None
 
 
 CONFIG = web.AppKey("config", MonitorConfig)
@@ -122,6 +126,23 @@ async def post_add_checkpoint(request: web.Request) -> web.Response:
             headers={"Content-Type": exc.content_type, "Cache-Control": NO_STORE},
         )
     return web.Response(body=result, headers={"Content-Type": TEXT, "Cache-Control": NO_STORE})
+
+
+async def post_gossip(request: web.Request) -> web.Response:
+    """A peer (or a device) pushes a checkpoint: 200 reconciled, 409 a split view recorded."""
+    svc = _services(request)
+    body = await request.read()
+    try:
+        result = await receive(svc.watched, svc.follower, body, f"push {request.remote}")
+    except GossipRefusal as exc:
+        return web.json_response(
+            {"error": exc.message, "status": exc.status},
+            status=exc.status,
+            headers={"Cache-Control": NO_STORE},
+        )
+    return web.json_response(
+        result.to_json(), status=result.status, headers={"Cache-Control": NO_STORE}
+    )
 
 
 async def get_cosigned_checkpoint(request: web.Request) -> web.Response:
@@ -210,11 +231,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         follower = Follower(watched, fetcher, config)
         task = asyncio.create_task(follower.run(), name="firmlog-monitor-follower")
+        gossiper = Gossiper(watched, follower, session, config)
+        gossip_task = asyncio.create_task(gossiper.run(), name="firmlog-monitor-gossip")
     except BaseException:
         await session.close()
         await store.close()
         raise
-    app[SERVICES] = Services(watched, follower, task)
+    app[SERVICES] = Services(watched, follower, task, gossiper, gossip_task)
     log.info(
         "monitor started",
         origin=config.origin,
@@ -225,9 +248,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (gossip_task, task):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await session.close()
         async with watched.lock:  # no add-checkpoint is half way through the store
             await store.close()
@@ -246,6 +270,7 @@ def make_app(
     app.cleanup_ctx.append(_services_ctx)
     r = app.router
     r.add_post("/add-checkpoint", post_add_checkpoint)
+    r.add_post("/v1/gossip", post_gossip)
     r.add_get("/v1/evidence", get_evidence)
     r.add_get("/v1/alerts", get_alerts)
     r.add_get("/healthz", get_healthz)

@@ -35,6 +35,7 @@ class MonitorConfig:
     listen_port: int = 8081
     peers: tuple[str, ...] = ()
     poll_interval: float = 5.0
+    gossip_interval: float = 30.0  # seconds between exchanges with the peers
     max_backoff: float = 300.0
     request_timeout: float = 10.0
     max_checkpoint_size: int = 1 << 20
@@ -60,7 +61,7 @@ class MonitorConfig:
                 raise ConfigError(f"{what} must be an http:// or https:// URL, got {url!r}")
         if not 0 < self.listen_port < 65536:
             raise ConfigError(f"listen port must be 1..65535, got {self.listen_port}")
-        for name in ("poll_interval", "max_backoff", "request_timeout"):
+        for name in ("poll_interval", "gossip_interval", "max_backoff", "request_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.chunk_tiles < 1 or self.fetch_concurrency < 1:

@@ -88,6 +88,11 @@ class MonitorMetrics:
             "add-checkpoint requests refused, by status.",
             ("status",),
         )
+        self.gossip = Counter(
+            "firmlog_monitor_gossip_total",
+            "Gossip exchanges with peers, by direction and outcome.",
+            ("direction", "outcome"),
+        )
         self.log_up = Gauge(
             "firmlog_monitor_log_up", "1 if the last poll of the log succeeded, else 0."
         )
@@ -104,6 +109,7 @@ class MonitorMetrics:
             self.cosignatures,
             self.witness_refusals,
             self.log_up,
+            self.gossip,
         ):
             lines += metric.render()
         return "\n".join(lines) + "\n"

@@ -6,8 +6,10 @@ verified before). The follower advances it from the log's ``/checkpoint``
 with a proof it builds from the log's tiles
 (:class:`firmlog.client.trust.CheckpointTracker`); the witness advances it
 from ``add-checkpoint`` requests, with the proof the log sends
-(c2sp.org/tlog-witness). Every checkpoint it trusts, it cosigns: the
-trusted checkpoint is the latest cosigned one.
+(c2sp.org/tlog-witness); gossip (:mod:`firmlog.monitor.gossip`) advances
+it from a peer's checkpoint with a proof built from the log's tiles. Every
+checkpoint it trusts, it cosigns: the trusted checkpoint is the latest
+cosigned one.
 
 Both go through :meth:`WatchedLog.advance` holding :attr:`WatchedLog.lock`:
 the in-memory state and the database (a compare-and-swap on the stored

@@ -245,3 +245,13 @@ def test_signature_lines_must_be_exactly_the_required_keys() -> None:
     state.apply(logged)
     revocation = entry(Revocation("acme.example", logged.identity.hex(), "bad"), RELEASE_KEY)
     state.apply(revocation)
+
+
+def test_an_admission_without_operator_keys_is_refused_not_a_crash() -> None:
+    """A replay that trusts no operator key (a monitor started without
+    --operator-key) refuses admissions with a reason, never a ValueError."""
+    state = LedgerState(operator_keys=())
+    body = VendorAdmission("acme.example", (RELEASE_KEY.verifier.vkey,), 1)
+    with pytest.raises(EntryPolicyError, match="no operator key is trusted"):
+        state.apply(entry(body, OPERATOR))
+    assert state.size == 0

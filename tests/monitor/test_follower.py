@@ -141,3 +141,23 @@ async def test_an_entry_the_replay_rejects_is_an_alert(
         assert opened.checkpoint.tree_size == 4
     finally:
         await monitor.stop()
+
+
+async def test_a_monitor_that_trusts_no_operator_key_alerts_and_goes_on(
+    log: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    """Without --operator-key every admission is an alert with its reason; the
+    replay never stops on one entry (it used to fail each poll on a ValueError)."""
+    await grow(log, session, 0, 3)
+    monitor = MonitorUnderTest(tmp_path / "monitor", log.base, log.verifier, [])
+    await monitor.start()
+    try:
+        await eventually(lambda: monitor.watched.progress.next_index == 3, what="3 entries")
+        async with session.get(f"{monitor.base}/v1/alerts") as resp:
+            alerts = await resp.json()
+        assert sorted((a["index"], a["kind"]) for a in alerts) == [
+            (i, ENTRY_REJECTED) for i in range(3)
+        ]
+        assert all("no operator key is trusted" in a["detail"] for a in alerts)
+    finally:
+        await monitor.stop()

@@ -97,6 +97,11 @@ def check_signatures(
     EntryPolicyError when too few required keys signed."""
     vendor = _vendor_of(entry)
     if isinstance(entry.body, VendorAdmission):
+        if not operator_keys:
+            raise EntryPolicyError(
+                f"vendor admission of {vendor} cannot be checked: no operator key is trusted "
+                "(a monitor gives the log operator's verifier key with --operator-key)"
+            )
         verify_entry_signatures(entry, operator_keys, threshold=1, exact=True)
         return
     if current is None:

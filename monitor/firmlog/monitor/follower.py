@@ -245,7 +245,9 @@ class Follower:
                 continue
             try:
                 applied = ledger.apply(entry)
-            except FirmlogError as exc:
+            except Exception as exc:  # whatever the log serves, one entry never stops the replay
+                if not isinstance(exc, FirmlogError):
+                    log.exception("replaying an entry failed", index=index)
                 detail = f"{entry.type} entry {entry.identity.hex()}: {exc}"
                 alerts.append(Alert(index, ENTRY_REJECTED, detail, now))
                 ledger.size += 1

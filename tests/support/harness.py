@@ -88,6 +88,8 @@ class LogUnderTest:
         log_key: Ed25519Signer | None = None,
         operator: Ed25519Signer | None = None,
         storage: Callable[[Storage], Storage] | None = None,
+        witness_policy: Path | None = None,
+        witness_timeout: float = 10.0,
         **sequencer: Any,
     ) -> None:
         """``storage`` wraps the real storage the app opens (support.faults);
@@ -100,6 +102,8 @@ class LogUnderTest:
             database=database_url,
             sequencer=replace(SequencerConfig(batch_interval=0.05), **sequencer),
             limits=LimitsConfig(),
+            witness_policy=str(witness_policy) if witness_policy else "",
+            witness_timeout=witness_timeout,
         ).validate()
         self.server: TestServer | None = None
         self.clock = SequencerClock()

@@ -23,9 +23,10 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from firmlog.client.entries import Release, entry_json, parse_entry
 from firmlog.client.errors import TilePathError
@@ -54,6 +55,7 @@ from firmlog.server.page import render_page
 from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
+from firmlog.server.witnessing import WitnessCollector, load_witness_policy
 
 log = structlog.get_logger("firmlog.http")
 
@@ -701,7 +703,26 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await storage.open()
     images = ImageStore(config.escrow_path)
     images.open()
-    reader = LogReader(storage, cache_tiles=config.limits.tile_cache_tiles)
+    witnesses: WitnessCollector | None = None
+    witness_session: ClientSession | None = None
+    if config.witness_policy:
+        witness_session = ClientSession()
+
+        async def consistency(old: int, new: int) -> list[bytes]:
+            return await reader.consistency_proof(old, new)  # the reader below
+
+        witnesses = WitnessCollector(
+            load_witness_policy(Path(config.witness_policy)),
+            keys.log.verifier,
+            witness_session,
+            consistency,
+            timeout=config.witness_timeout,
+        )
+    reader = LogReader(
+        storage,
+        cache_tiles=config.limits.tile_cache_tiles,
+        accept=witnesses.cosigned if witnesses is not None else None,
+    )
     operators = [keys.operator.verifier]
     vendor_keys = VendorKeyCache()
     sequencer = Sequencer(
@@ -712,10 +733,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics,
         ledger=LedgerGate(operators, vendor_keys),
         checkpoint_file=config.data_dir / CHECKPOINT_FILE,
+        witnesses=witnesses,
     )
     try:
         await sequencer.initialize()  # refuses a database that holds another log
     except BaseException:
+        if witness_session is not None:
+            await witness_session.close()
         await storage.close()
         raise
     latest = await reader.latest()
@@ -738,6 +762,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         try:
             await asyncio.wait_for(task, timeout=30)
         finally:
+            if witness_session is not None:
+                await witness_session.close()
             await storage.close()
             log.info("log stopped")
 

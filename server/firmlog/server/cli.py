@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         "--database", help="sqlite:///PATH or postgresql://... (default: SQLite in the data dir)"
     )
     s.add_argument("--origin", help="the log's origin on first start (default <hostname>/firmlog)")
+    s.add_argument(
+        "--witness-policy",
+        help="tlog-policy file whose witness lines carry URLs: publish checkpoints "
+        "only once cosigned by its quorum (also witness_policy in config.toml)",
+    )
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument(
         "--log-json",
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir,
             listen=args.listen,
             database=args.database,
+            witness_policy=args.witness_policy,
             default_origin=keys.log.name,
         )
         if config.origin != keys.log.name:

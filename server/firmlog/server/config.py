@@ -39,6 +39,7 @@ from typing import Any
 from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
 from firmlog.client.keys import check_key_name
 from firmlog.server.errors import ConfigError
+from firmlog.server.witnessing import load_witness_policy
 
 CONFIG_FILE = "config.toml"
 LOG_KEY_FILE = "log.key"
@@ -91,6 +92,8 @@ class ServerConfig:
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    witness_policy: str = ""  # empty: no witnessing; else a tlog-policy file with witness URLs
+    witness_timeout: float = 10.0  # seconds to wait for the quorum of cosignatures
 
     @property
     def database_url(self) -> str:
@@ -153,6 +156,15 @@ class ServerConfig:
                 f"http.min_upload_rate must be at least 1024 bytes per second, "
                 f"got {self.http.min_upload_rate}"
             )
+        if not (math.isfinite(self.witness_timeout) and 0.1 <= self.witness_timeout <= 600):
+            raise ConfigError(
+                f"witness_timeout must be 0.1..600 seconds, got {self.witness_timeout}"
+            )
+        if self.witness_policy:
+            try:
+                load_witness_policy(Path(self.witness_policy))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"witness_policy {self.witness_policy!r}: {exc}") from exc
         return self
 
 
@@ -189,6 +201,7 @@ def load_config(
     listen: str | None = None,
     database: str | None = None,
     origin: str | None = None,
+    witness_policy: str | None = None,
     environ: Mapping[str, str] | None = None,
     default_origin: str | None = None,
 ) -> ServerConfig:
@@ -204,7 +217,17 @@ def load_config(
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    allowed = {"origin", "listen", "database", "escrow_dir", "sequencer", "limits", "http"}
+    allowed = {
+        "origin",
+        "listen",
+        "database",
+        "escrow_dir",
+        "sequencer",
+        "limits",
+        "http",
+        "witness_policy",
+        "witness_timeout",
+    }
     for key in raw:
         if key not in allowed:
             raise ConfigError(
@@ -231,6 +254,16 @@ def load_config(
         if not isinstance(raw["escrow_dir"], str):
             raise ConfigError(f"escrow_dir must be a string path, got {raw['escrow_dir']!r}")
         cfg = replace(cfg, escrow_dir=raw["escrow_dir"])
+    cfg_policy = witness_policy or env.get("FIRMLOG_WITNESS_POLICY") or raw.get("witness_policy")
+    if cfg_policy is not None:
+        if not isinstance(cfg_policy, str):
+            raise ConfigError(f"witness_policy must be a string path, got {cfg_policy!r}")
+        cfg = replace(cfg, witness_policy=cfg_policy)
+    if "witness_timeout" in raw:
+        timeout = raw["witness_timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ConfigError(f"witness_timeout must be a number of seconds, got {timeout!r}")
+        cfg = replace(cfg, witness_timeout=float(timeout))
     if "sequencer" in raw:
         cfg = replace(cfg, sequencer=_section(SequencerConfig, raw["sequencer"], "sequencer"))
     if "limits" in raw:

@@ -90,8 +90,12 @@ class LogReader:
         cache_tiles: int = 2048,
         refresh_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        accept: Callable[[bytes], bool] | None = None,
     ) -> None:
+        """``accept``: whether a checkpoint read from storage may be served (with
+        witnesses: only a cosigned one; the sequencer publishes those)."""
         self._storage = storage
+        self._accept = accept
         self._expanded = TileCache(cache_tiles)
         self._full_raw: _LRU[tuple[int, int], bytes] = _LRU(cache_tiles)
         self._partial_raw: _LRU[tuple[int, int, int], bytes] = _LRU(1024)
@@ -114,7 +118,7 @@ class LogReader:
             if self._latest is latest:  # nobody refreshed while we waited
                 note = await self._storage.latest_checkpoint()
                 self._checked_at = self._clock()
-                if note is not None:
+                if note is not None and (self._accept is None or self._accept(note)):
                     self._offer(checkpoint_of(note))
         return self._latest
 

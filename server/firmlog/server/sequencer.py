@@ -58,6 +58,7 @@ from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader
 from firmlog.server.signing import TreeSigner
 from firmlog.server.storage import EntryRow, Integration, LogState, Storage
+from firmlog.server.witnessing import WitnessCollector, WitnessingFailed
 
 log = structlog.get_logger("firmlog.sequencer")
 
@@ -93,6 +94,7 @@ class Sequencer:
         clock: Callable[[], float] = time.monotonic,
         ledger: LedgerGate | None = None,
         checkpoint_file: Path | None = None,
+        witnesses: WitnessCollector | None = None,
     ) -> None:
         self._storage = storage
         self._ledger = ledger
@@ -105,6 +107,9 @@ class Sequencer:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._stopping = False
+        # With witnesses, a checkpoint is published only once cosigned by a quorum.
+        self._witnesses = witnesses
+        self._cosigned: tuple[int, bytes] | None = None  # (tree size, cosigned note)
 
     @property
     def origin(self) -> str:
@@ -270,7 +275,17 @@ class Sequencer:
         size = tree.tree_size
         self._reader.remember_tiles(size, tree.tiles)
         await self._signer.published(note)  # the data dir records it before anyone sees it
-        self._reader.publish(note, size, tree.root_hash)
+        witnessed = True
+        if self._witnesses is None:
+            self._reader.publish(note, size, tree.root_hash)
+        else:
+            try:
+                note = await self._witnessed(note, size)
+            except WitnessingFailed as exc:
+                log.warning("checkpoint not published: no quorum", tree_size=size, error=str(exc))
+                witnessed = False
+            else:
+                self._reader.publish(note, size, tree.root_hash)
         self._metrics.tree_size.set(size)
         if new_entries:
             log.info("integrated", entries=len(new_entries), tree_size=size)
@@ -279,7 +294,9 @@ class Sequencer:
         proofs: dict[int, list[bytes]] | None
         try:
             proofs = {}
-            if indexes:
+            if not witnessed:
+                proofs = None  # the checkpoint is not published: no bundle against it
+            elif indexes:
                 plans = [inclusion_proof_plan(index, size) for index in indexes]
                 proofs = dict(zip(indexes, await self._reader.prove(size, plans), strict=True))
         except Exception:  # the batch is committed: never answer "nothing was stored"
@@ -313,6 +330,16 @@ class Sequencer:
                 )
             )
         return results
+
+    async def _witnessed(self, note: bytes, size: int) -> bytes:
+        """The checkpoint ``note`` of ``size`` cosigned by the policy's quorum
+        (collected once per tree size); WitnessingFailed past the timeout."""
+        assert self._witnesses is not None
+        if self._cosigned is not None and self._cosigned[0] == size:
+            return self._cosigned[1]
+        cosigned = await self._witnesses.collect(note, size)
+        self._cosigned = (size, cosigned)
+        return cosigned
 
 
 def _unavailable(exc: BaseException) -> bool:

@@ -135,3 +135,18 @@ async def test_a_witness_behind_is_caught_up(witnessed: Witnessed, session: Clie
     parsed = verify(w, body, entry)
     verified = w.device_policy.verify_checkpoint(parsed.checkpoint)
     assert set(verified.witnesses) == {"w1", "w2"}
+
+
+def test_config_reads_and_checks_the_witness_policy(tmp_path: Path) -> None:
+    from firmlog.server.config import load_config
+    from firmlog.server.errors import ConfigError
+
+    (tmp_path / "config.toml").write_text('witness_policy = "nope.policy"\n')
+    with pytest.raises(ConfigError, match="witness_policy"):
+        load_config(tmp_path, default_origin=ORIGIN)
+    vkey = init_data_dir(tmp_path / "w", WITNESS_NAME).signer.verifier.vkey
+    policy = tmp_path / "ok.policy"
+    policy.write_text(f"witness w {vkey} http://127.0.0.1:9\nquorum w\n")
+    (tmp_path / "config.toml").write_text(f'witness_policy = "{policy}"\nwitness_timeout = 2\n')
+    cfg = load_config(tmp_path, default_origin=ORIGIN)
+    assert cfg.witness_policy == str(policy) and cfg.witness_timeout == 2.0

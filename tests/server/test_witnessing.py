@@ -149,4 +149,5 @@ def test_config_reads_and_checks_the_witness_policy(tmp_path: Path) -> None:
     policy.write_text(f"witness w {vkey} http://127.0.0.1:9\nquorum w\n")
     (tmp_path / "config.toml").write_text(f'witness_policy = "{policy}"\nwitness_timeout = 2\n')
     cfg = load_config(tmp_path, default_origin=ORIGIN)
-    assert cfg.witness_policy == str(policy) and cfg.witness_timeout == 2.0
+    assert cfg.witness_policy == str(policy)
+    assert cfg.witness_timeout == 2.0

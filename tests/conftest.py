@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 from vectors import VECTORS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,3 +94,9 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     url = request.getfixturevalue("pg_database")
     assert isinstance(url, str)
     return url
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession() as s:
+        yield s

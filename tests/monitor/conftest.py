@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
 from support.harness import LogUnderTest
 
 
@@ -24,6 +23,15 @@ async def log(tmp_path: Path) -> AsyncIterator[LogUnderTest]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[ClientSession]:
-    async with ClientSession() as s:
-        yield s
+async def fork(log: LogUnderTest, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
+    """A second log server with the same log key over another database: another tree."""
+    data = tmp_path / "fork"
+    data.mkdir()
+    server = LogUnderTest(
+        f"sqlite:///{data / 'firmlog.db'}", data, log_key=log.log_key, operator=log.operator
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

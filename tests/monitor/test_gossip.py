@@ -29,21 +29,6 @@ from firmlog.monitor.app import SERVICES
 
 
 @pytest.fixture
-async def fork(log: LogUnderTest, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
-    """A second log server with the same log key over another database: another tree."""
-    data = tmp_path / "fork"
-    data.mkdir()
-    server = LogUnderTest(
-        f"sqlite:///{data / 'firmlog.db'}", data, log_key=log.log_key, operator=log.operator
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def peered(
     log: LogUnderTest, fork: LogUnderTest, tmp_path: Path
 ) -> AsyncIterator[tuple[MonitorUnderTest, MonitorUnderTest]]:

@@ -6,11 +6,9 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import ClientSession
 from support.harness import LogUnderTest
 from support.monitor import NOWHERE, MonitorUnderTest, checkpoint, consistency, eventually, grow
@@ -21,21 +19,6 @@ from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE
 from firmlog.client.keys import generate_key
 from firmlog.client.merkle import verify_consistency
 from firmlog.client.trust import CheckpointNote
-
-
-@pytest.fixture
-async def fork(log: LogUnderTest, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
-    """A second log server with the same log key over another database: another tree."""
-    data = tmp_path / "fork"
-    data.mkdir()
-    server = LogUnderTest(
-        f"sqlite:///{data / 'firmlog.db'}", data, log_key=log.log_key, operator=log.operator
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def evidence(session: ClientSession, base: str) -> list[dict[str, Any]]:

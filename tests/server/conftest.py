@@ -24,12 +24,6 @@ async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[ClientSession]:
-    async with ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 def client(log: LogUnderTest, session: ClientSession) -> Client:
     """The ledger over HTTP, on ``log``."""
     return Client(log, session)

@@ -201,16 +201,15 @@ class Entry:
     text: str  # the signed note text
     signatures: tuple[Signature, ...]
     raw: bytes  # the whole signed note: what the log stores and hashes
+    # SHA-256 of the signed text (entry_identity): what makes two notes the
+    # same entry. Computed once by parse_entry; the log, the gate and the
+    # ledger replay each key on it.
+    identity: bytes
 
     @property
     def leaf_hash(self) -> bytes:
         """RFC 6962 leaf hash of :attr:`raw`, signature lines included."""
         return merkle.leaf_hash(self.raw)
-
-    @property
-    def identity(self) -> bytes:
-        """SHA-256 of the signed text: what makes two notes the same entry."""
-        return entry_identity(self.text)
 
 
 def entry_identity(text: str) -> bytes:
@@ -907,7 +906,7 @@ def parse_entry(raw: bytes, max_size: int = DEFAULT_MAX_ENTRY_SIZE) -> Entry:
     except NoteFormatError as exc:
         raise EntryFormatError(f"entry is not a signed note: {exc}") from exc
     body = parse_entry_text(text)
-    return Entry(entry_type(body), body, text, tuple(signatures), raw)
+    return Entry(entry_type(body), body, text, tuple(signatures), raw, entry_identity(text))
 
 
 def verify_entry_signatures(

@@ -91,7 +91,7 @@ SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", ServerConfig)
 KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
-LOG_INFO = web.AppKey("log_info", dict[str, object])  # GET /v1/log, read once at start
+LOG_INFO: web.AppKey[dict[str, object]] = web.AppKey("log_info")  # GET /v1/log, read at start
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log
@@ -781,12 +781,13 @@ async def _log_info_ctx(app: web.Application) -> AsyncIterator[None]:
     policy = None
     if config.witness_policy:
         policy = Path(config.witness_policy).read_bytes().decode("utf-8", "replace")
-    app[LOG_INFO] = {
+    info: dict[str, object] = {
         "origin": keys.log.name,
         "log_key": keys.log.verifier.vkey,
         "operator_keys": [keys.operator.verifier.vkey],
         "witness_policy": policy,
     }
+    app[LOG_INFO] = info
     yield
 
 

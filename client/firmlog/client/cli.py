@@ -16,8 +16,20 @@ never renamed)::
             [--threshold K] [--product P] [--installed-security-version N] [--state FILE]
             [--log URL] [--gossip URL ...]
     firmlog mirror --log URL --log-key VKEY --dir DIR
+    firmlog mirror --verify --log-key VKEY --dir DIR
     firmlog inspect FILE
     firmlog evidence verify FILE --log-key VKEY
+    firmlog log info --log URL [--log-key VKEY]
+    firmlog search --log URL [--vendor V] [--product P] [--version X] [--cve CVE]
+            [--digest HEX] [--order asc|desc] [--limit N] [--cursor C] [--all]
+    firmlog get --log URL (--index N | --id HEX) [--log-key VKEY]
+            [--out-entry FILE] [--out-bundle FILE]
+
+``--json`` (verify, submit, inspect, mirror, log info, search, get) prints one
+JSON document on stdout instead of the text for people: ``{"ok": true, ...}``,
+or on failure ``{"ok": false, "error", "kind", "exit_code"}`` (the message is on
+stderr too; the exit code is the same). ``FIRMLOG_LOG`` and ``FIRMLOG_LOG_KEY``
+are the defaults of ``--log`` and ``--log-key`` wherever they exist.
 """
 
 from __future__ import annotations
@@ -28,18 +40,26 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from firmlog.client.bundle import HEADER as BUNDLE_HEADER
 from firmlog.client.bundle import ProofBundle
-from firmlog.client.checkpoint import Checkpoint
-from firmlog.client.cosignature import cosignature_timestamp, generate_witness_key
+from firmlog.client.checkpoint import Checkpoint, open_checkpoint
+from firmlog.client.cosignature import (
+    cosignature_timestamp,
+    generate_witness_key,
+    parse_witness_signer_key,
+)
 from firmlog.client.entries import (
     Build,
+    Entry,
     EntryBody,
     Image,
     KeySet,
@@ -55,6 +75,7 @@ from firmlog.client.errors import (
     FirmlogError,
     FormatError,
     HTTPStatusError,
+    SignatureError,
     SplitViewError,
     TransportError,
     UpdateRefused,
@@ -62,13 +83,17 @@ from firmlog.client.errors import (
 )
 from firmlog.client.evidence import SplitViewEvidence
 from firmlog.client.keys import (
+    SIG_COSIGNATURE_V1,
+    SIG_ED25519,
     Ed25519Signer,
+    Ed25519Verifier,
     check_key_name,
     generate_key,
     parse_signer_key,
     parse_verifier_key,
+    split_signer_key,
 )
-from firmlog.client.merkle import leaf_hash
+from firmlog.client.merkle import leaf_hash, verify_inclusion
 from firmlog.client.note import Signature, split_note
 from firmlog.client.policy import Policy, parse_policy
 
@@ -91,6 +116,10 @@ exit codes:
 """
 
 _CHUNK_SIZE = 1 << 20
+_HEX64 = re.compile("[0-9a-f]{64}")
+_CVE = re.compile("CVE-[0-9]{4}-[0-9]{4,19}")
+ENV_LOG = "FIRMLOG_LOG"
+ENV_LOG_KEY = "FIRMLOG_LOG_KEY"
 
 
 class UsageError(Exception):
@@ -162,6 +191,31 @@ def _sign(body: EntryBody, key_paths: Sequence[str], output: str | None) -> int:
 
 def _err(message: str) -> None:
     print(f"firmlog: {message}", file=sys.stderr)
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    """The one JSON document of a --json run, on stdout."""
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def _json_failure(
+    args: argparse.Namespace, code: int, message: str, kind: str, **extra: Any
+) -> int:
+    """With --json, the failure as a JSON object on stdout (the message is on stderr)."""
+    if getattr(args, "json", False):
+        _emit({"ok": False, "error": message, "kind": kind, "exit_code": code, **extra})
+    return code
+
+
+def _log_key(value: str, option: str = "--log-key") -> Ed25519Verifier:
+    try:
+        return parse_verifier_key(value)
+    except FormatError as exc:
+        raise UsageError(f"{option}: {exc}") from exc
+
+
+def _checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
+    return {"origin": cp.origin, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex()}
 
 
 # -- commands -------------------------------------------------------------------------
@@ -260,13 +314,39 @@ def cmd_submit(args: argparse.Namespace) -> int:
         bundle = client.submit(entry)
     except HTTPStatusError as exc:
         if 400 <= exc.status < 500:
-            _err(f"the log rejected the entry (HTTP {exc.status}): {exc.message}")
-            return EXIT_REFUSED
+            message = f"the log rejected the entry (HTTP {exc.status}): {exc.message}"
+            _err(message)
+            return _json_failure(args, EXIT_REFUSED, message, "Rejected", status=exc.status)
         raise
     parsed = ProofBundle.parse(bundle)
-    _output(bundle, args.output)
+    if args.json:
+        if args.output is not None:
+            _output(bundle, args.output)
+        _emit({"ok": True, **_bundle_json(parsed, bundle)})
+    else:
+        _output(bundle, args.output)
     print(f"logged at index {parsed.index}", file=sys.stderr)
     return EXIT_OK
+
+
+def _bundle_json(parsed: ProofBundle, raw: bytes) -> dict[str, Any]:
+    """An entry's bundle for --json: where it is logged, what it is, the bundle itself."""
+    cp = Checkpoint.parse(split_note(parsed.checkpoint)[0])
+    entry: Entry | None = None
+    if parsed.extra is not None:
+        try:
+            entry = parse_entry(parsed.extra)
+        except FormatError:
+            entry = None
+    return {
+        "index": parsed.index,
+        "checkpoint": _checkpoint_json(cp),
+        "id": entry.identity.hex() if entry is not None else None,
+        "leaf_hash": leaf_hash(parsed.extra).hex() if parsed.extra is not None else None,
+        "type": entry.type if entry is not None else None,
+        "entry": entry_json(entry.body) if entry is not None else None,
+        "bundle": raw.decode("utf-8"),
+    }
 
 
 def _client(url: str, timeout: float) -> LogClient:
@@ -341,7 +421,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print("do not install this image", file=sys.stderr)
         if isinstance(exc.__cause__, SplitViewError):
             _print_evidence(exc.__cause__)
-        return EXIT_REFUSED
+        return _refused_json(args, exc.step, exc.detail)
     except OSError as exc:
         raise UsageError(f"cannot read image {args.image}: {exc.strerror or exc}") from exc
     if args.gossip:
@@ -349,9 +429,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if refused is not None:
             print(f"firmlog verify: REFUSED at step 'gossip': {refused}", file=sys.stderr)
             print("do not install this image", file=sys.stderr)
-            return EXIT_REFUSED
+            return _refused_json(args, "gossip", refused)
     r = update.release
     cp = update.checkpoint.signed.checkpoint
+    if args.json:
+        _emit(
+            {
+                "ok": True,
+                "release": entry_json(r),
+                "id": update.entry.identity.hex(),
+                "leaf_hash": update.leaf_hash.hex(),
+                "leaf_index": update.leaf_index,
+                "checkpoint": _checkpoint_json(cp),
+                "vendor_keys": list(update.vendor_keys),
+                "witnesses": list(update.witnesses),
+                "quorum": policy.describe_quorum(),
+                "installed_security_version": state.installed_security_version,
+                "revocation_checked": args.log,
+            }
+        )
+        return EXIT_OK
     witnesses = ", ".join(update.witnesses) or "none"
     lines = [
         "OK: the image may be installed",
@@ -370,6 +467,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         lines.append(f"  fixes       {', '.join(r.fixes)}")
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _refused_json(args: argparse.Namespace, step: str, detail: str) -> int:
+    message = f"REFUSED at step {step!r}: {detail}"
+    return _json_failure(args, EXIT_REFUSED, message, "UpdateRefused", step=step, detail=detail)
 
 
 def _gossip(monitors: Sequence[str], note: bytes, timeout: float) -> str | None:
@@ -404,10 +506,11 @@ def _print_evidence(exc: SplitViewError) -> None:
 def cmd_mirror(args: argparse.Namespace) -> int:
     from firmlog.client.mirror import mirror_log
 
-    try:
-        log_key = parse_verifier_key(args.log_key)
-    except FormatError as exc:
-        raise UsageError(f"--log-key: {exc}") from exc
+    log_key = _log_key(args.log_key)
+    if args.verify:
+        return _verify_mirror(args, log_key)
+    if args.log is None:
+        args.parser.error("the following arguments are required: --log")
     client = _client(args.log, args.timeout)
     tty = sys.stderr.isatty()
     last = [0.0]
@@ -424,13 +527,67 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except SplitViewError as exc:
         _err(str(exc))
         _print_evidence(exc)
-        return EXIT_REFUSED
+        return _json_failure(
+            args,
+            EXIT_REFUSED,
+            str(exc),
+            type(exc).__name__,
+            evidence=[
+                exc.old_note.decode("utf-8", "replace"),
+                exc.new_note.decode("utf-8", "replace"),
+            ],
+        )
     cp = result.checkpoint
     print(
         f"mirrored {cp.origin} at tree size {cp.tree_size} into {args.dir} "
         f"(was {result.previous_size}; {result.fetched} files fetched, {result.reused} reused)",
         file=sys.stderr,
     )
+    if args.json:
+        _emit(
+            {
+                "ok": True,
+                "dir": args.dir,
+                "checkpoint": _checkpoint_json(cp),
+                "previous_size": result.previous_size,
+                "fetched": result.fetched,
+                "reused": result.reused,
+            }
+        )
+    return EXIT_OK
+
+
+def _verify_mirror(args: argparse.Namespace, log_key: Ed25519Verifier) -> int:
+    """mirror --verify: check every file of DIR again, from the files alone."""
+    from firmlog.client.mirror import verify_mirror
+
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"--dir {args.dir}: no such directory (nothing was mirrored there)")
+    check = verify_mirror(args.dir, log_key)
+    cp = check.checkpoint
+    if args.json:
+        _emit(
+            {
+                "ok": not check.problems,
+                "dir": args.dir,
+                "checkpoint": _checkpoint_json(cp) if cp is not None else None,
+                "tiles": check.tiles,
+                "entry_bundles": check.entry_bundles,
+                "problems": [{"path": p.path, "problem": p.problem} for p in check.problems],
+            }
+        )
+    for p in check.problems:
+        _err(f"mirror {args.dir}: {p.path}: {p.problem}")
+    if check.problems:
+        _err(f"mirror {args.dir}: {len(check.problems)} problem(s) found")
+        return EXIT_REFUSED
+    assert cp is not None  # no problem: the checkpoint was read
+    if not args.json:
+        print(
+            f"mirror {args.dir} verified: {cp.origin} at tree size {cp.tree_size}, checkpoint "
+            f"signed by the log key; {check.tiles} tiles and {check.entry_bundles} entry "
+            "bundles hash up to its root"
+        )
     return EXIT_OK
 
 
@@ -438,10 +595,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
-    try:
-        log_key = parse_verifier_key(args.log_key)
-    except FormatError as exc:
-        raise UsageError(f"--log-key: {exc}") from exc
+    log_key = _log_key(args.log_key)
     data = _read(args.file, "evidence")
     try:
         item = json.loads(data)
@@ -452,6 +606,262 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     except EvidenceFormatError as exc:
         raise UsageError(str(exc)) from exc
     print(f"split view proven: {proven}")
+    return EXIT_OK
+
+
+# -- reading a log: log info, search, get ------------------------------------------------
+
+
+def _get_json(client: LogClient, path: str) -> Any:
+    data = client.get(path)
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransportError(f"{client.base_url}/{path}: the answer is not JSON: {exc}") from exc
+
+
+def _bad_answer(client: LogClient, path: str, what: str) -> TransportError:
+    return TransportError(f"{client.base_url}/{path}: unexpected answer: {what}")
+
+
+def cmd_log_info(args: argparse.Namespace) -> int:
+    from firmlog.client.errors import PolicyFormatError
+
+    pinned = _log_key(args.log_key) if args.log_key is not None else None
+    client = _client(args.log, args.timeout)
+    info = _get_json(client, "v1/log")
+    if not (
+        isinstance(info, dict)
+        and isinstance(info.get("origin"), str)
+        and isinstance(info.get("log_key"), str)
+        and isinstance(info.get("operator_keys"), list)
+        and all(isinstance(k, str) for k in info["operator_keys"])
+        and (info.get("witness_policy") is None or isinstance(info["witness_policy"], str))
+    ):
+        raise _bad_answer(
+            client, "v1/log", "expected origin, log_key, operator_keys, witness_policy"
+        )
+    try:
+        reported = parse_verifier_key(info["log_key"])
+    except FormatError as exc:
+        raise _bad_answer(client, "v1/log", f"log_key: {exc}") from exc
+    if pinned is not None and pinned.vkey != reported.vkey:
+        raise SignatureError(
+            f"the log says its key is {reported.vkey}, not the --log-key {pinned.vkey}"
+        )
+    note = client.checkpoint()
+    cp = open_checkpoint(note, pinned or reported).checkpoint
+    if cp.origin != info["origin"]:
+        raise SignatureError(
+            f"the log says its origin is {info['origin']!r}, its checkpoint says {cp.origin!r}"
+        )
+    witnesses: dict[str, Any] | None = None
+    policy_problem = None
+    if info["witness_policy"] is not None:
+        try:
+            witnesses = _policy_json(parse_policy(info["witness_policy"]))
+        except PolicyFormatError as exc:
+            policy_problem = str(exc)
+    if args.json:
+        _emit(
+            {
+                "ok": True,
+                "url": client.base_url,
+                "origin": cp.origin,
+                "tree_size": cp.tree_size,
+                "root_hash": cp.root_hash.hex(),
+                "log_key": reported.vkey,
+                "log_key_pinned": pinned is not None,
+                "operator_keys": info["operator_keys"],
+                "witness_policy": info["witness_policy"],
+                "witnesses": witnesses["witnesses"] if witnesses is not None else [],
+                "quorum": witnesses["quorum"] if witnesses is not None else None,
+                "checkpoint": note.decode("utf-8", "replace"),
+            }
+        )
+        return EXIT_OK
+    how = (
+        "--log-key" if pinned is not None else "the key the log names (not pinned: give --log-key)"
+    )
+    lines = [
+        f"log         {cp.origin}",
+        f"  url         {client.base_url}",
+        f"  tree size   {cp.tree_size}",
+        f"  root hash   {cp.root_hash.hex()}",
+        f"  log key     {reported.vkey}",
+        f"              (checkpoint signature verified with {how})",
+    ]
+    lines += [f"  operator    {k}" for k in info["operator_keys"]]
+    if info["witness_policy"] is None:
+        lines.append("  witnesses   none (the log collects no cosignatures)")
+    elif witnesses is None:
+        lines.append(f"  witnesses   the log's witness policy does not parse: {policy_problem}")
+    else:
+        for w in witnesses["witnesses"]:
+            lines.append(
+                f"  witness     {w['name']} {w['key']}" + (f" {w['url']}" if w["url"] else "")
+            )
+        lines.append(f"  quorum      {witnesses['quorum']}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _digest_arg(value: str) -> str:
+    digest = value.lower()
+    if not _HEX64.fullmatch(digest):
+        raise UsageError(f"--digest: expected a SHA-256 digest (64 hex digits), got {value!r}")
+    return digest
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    query: dict[str, str] = {}
+    for name, value in (
+        ("vendor", args.vendor),
+        ("product", args.product),
+        ("version", args.version),
+    ):
+        if value is not None:
+            query[name] = value
+    if args.digest is not None:
+        query["image_sha256"] = _digest_arg(args.digest)
+    if args.cve is not None:
+        cve = args.cve.upper()
+        if not _CVE.fullmatch(cve):
+            raise UsageError(f"--cve: expected an id like CVE-2024-3094, got {args.cve!r}")
+        query["cve"] = cve
+    if args.limit < 1:
+        raise UsageError(f"--limit: expected at least 1, got {args.limit}")
+    query["order"] = args.order
+    query["limit"] = str(args.limit)
+    cursor: str | None = args.cursor
+    client = _client(args.log, args.timeout)
+    releases: list[dict[str, Any]] = []
+    while True:
+        page = dict(query, cursor=cursor) if cursor is not None else query
+        path = "v1/releases?" + urllib.parse.urlencode(page)
+        try:
+            answer = _get_json(client, path)
+        except HTTPStatusError as exc:
+            if exc.status == 400:
+                raise UsageError(f"the log refused the search: {exc.message}") from exc
+            raise
+        if not (
+            isinstance(answer, dict)
+            and isinstance(answer.get("releases"), list)
+            and all(
+                isinstance(r, dict) and isinstance(r.get("release"), dict)
+                for r in answer["releases"]
+            )
+            and (answer.get("next_cursor") is None or isinstance(answer["next_cursor"], str))
+        ):
+            raise _bad_answer(client, "v1/releases", "expected releases and next_cursor")
+        releases += answer["releases"]
+        cursor = answer["next_cursor"]
+        if cursor is None or not args.all:
+            break
+    if args.json:
+        _emit({"ok": True, "releases": releases, "next_cursor": cursor})
+        return EXIT_OK
+    if not releases:
+        print("no release matches", file=sys.stderr)
+    else:
+        header = ("INDEX", "VENDOR", "PRODUCT", "VERSION", "SECVER", "CHANNEL", "REVOKED", "ID")
+        rows = [header]
+        for item in releases:
+            r = item["release"]
+            rows.append(
+                (
+                    str(item.get("index", "?")),
+                    str(r.get("vendor", "?")),
+                    str(r.get("product", "?")),
+                    str(r.get("version", "?")),
+                    str(r.get("security_version", "?")),
+                    str(r.get("channel", "?")),
+                    "yes" if item.get("revoked_by") else "no",
+                    str(item.get("id", "?")),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if cursor is not None:
+        print(f"more results: --cursor {cursor}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _index_arg(value: str) -> int:
+    if not value.isdecimal() or not value.isascii():
+        raise argparse.ArgumentTypeError(f"expected an entry index (0, 1, 2, ...), got {value!r}")
+    return int(value)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    log_key = _log_key(args.log_key) if args.log_key is not None else None
+    ref: int | str
+    if args.id is not None:
+        ref = hex_id = args.id.lower()
+        if not _HEX64.fullmatch(hex_id):
+            raise UsageError(
+                f"--id: expected an entry's id or leaf hash (64 hex digits), got {args.id!r}"
+            )
+        what = f"--id {ref}"
+    else:
+        ref = args.index
+        what = f"--index {ref}"
+    client = _client(args.log, args.timeout)
+    try:
+        raw = client.bundle(ref)
+    except HTTPStatusError as exc:
+        if exc.status in (400, 404):
+            raise UsageError(f"{what}: {exc.message}") from exc
+        raise
+    bundle = ProofBundle.parse(raw)
+    if bundle.extra is None:
+        raise VerificationError(f"the log's bundle for {what} carries no entry (no extra line)")
+    if isinstance(ref, int) and bundle.index != ref:
+        raise VerificationError(f"asked for entry {ref}, the log answered entry {bundle.index}")
+    if log_key is not None:
+        cp = open_checkpoint(bundle.checkpoint, log_key).checkpoint
+    else:
+        cp = Checkpoint.parse(split_note(bundle.checkpoint)[0])
+    entry_leaf = leaf_hash(bundle.extra)
+    verify_inclusion(entry_leaf, bundle.index, cp.tree_size, bundle.proof, cp.root_hash)
+    entry: Entry | None = None
+    try:
+        entry = parse_entry(bundle.extra)
+    except FormatError:
+        entry = None
+    if isinstance(ref, str) and ref not in (
+        entry_leaf.hex(),
+        entry.identity.hex() if entry is not None else None,
+    ):
+        raise VerificationError(
+            f"asked for {what}, the log answered entry {bundle.index} (another)"
+        )
+    if args.out_entry is not None:
+        _output(bundle.extra, args.out_entry)
+    if args.out_bundle is not None:
+        _output(raw, args.out_bundle)
+    if args.json:
+        _emit({"ok": True, **_bundle_json(bundle, raw), "log_key_verified": log_key is not None})
+        return EXIT_OK
+    checked = (
+        "checkpoint signed by --log-key, inclusion verified"
+        if log_key is not None
+        else "inclusion verified against its checkpoint; its signature NOT checked (no --log-key)"
+    )
+    lines = [
+        f"entry {bundle.index} of {cp.origin} at tree size {cp.tree_size}",
+        f"  proof       {checked}",
+    ]
+    if entry is not None:
+        lines += _inspect_entry(bundle.extra, "entry")
+    else:
+        lines += [
+            f"entry: {len(bundle.extra)} bytes, not a firmlog entry",
+            f"  leaf hash   {entry_leaf.hex()}",
+        ]
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -551,13 +961,129 @@ def _inspect(data: bytes) -> list[str]:
     if first in (b"log", b"witness", b"group", b"quorum"):
         return _inspect_policy(parse_policy(data))
     if data.startswith(b"PRIVATE+KEY+"):
-        raise UsageError("this is a signer key: not shown (it is secret)")
+        key = _signer_key_doc(data)
+        return [
+            "signer key (its private part is not shown)",
+            f"  name        {key['name']}",
+            f"  key id      {key['key_id']}",
+            f"  type        {key['key_type']}",
+            f"  vkey        {key['verifier_key']}",
+        ]
     return _inspect_checkpoint(data, "checkpoint")
+
+
+def _signer_key_doc(data: bytes) -> dict[str, Any]:
+    """A signer key file's public half: never a byte of the private key."""
+    text = data.decode("utf-8", "replace").strip()
+    _, _, key_type, _ = split_signer_key(
+        text, "signer key", types=(SIG_ED25519, SIG_COSIGNATURE_V1)
+    )
+    if key_type == SIG_ED25519:
+        signer = parse_signer_key(text)
+        name, key_id, vkey = signer.name, signer.key_id, signer.verifier.vkey
+        kind = "Ed25519 (0x01)"
+    else:
+        witness = parse_witness_signer_key(text)
+        name, key_id, vkey = witness.name, witness.key_id, witness.verifier.vkey
+        kind = "cosignature/v1 (0x04)"
+    return {"name": name, "key_id": f"{key_id:08x}", "key_type": kind, "verifier_key": vkey}
+
+
+def _signatures_json(signatures: Sequence[Signature]) -> list[dict[str, Any]]:
+    out = []
+    for sig in signatures:
+        kind, ts = "unknown", None
+        if len(sig.signature) == 64:
+            kind = "ed25519"
+        elif len(sig.signature) == 72:
+            kind, ts = "cosignature/v1", cosignature_timestamp(sig.signature)
+        out.append({"name": sig.name, "key_id": f"{sig.key_id:08x}", "type": kind, "time": ts})
+    return out
+
+
+def _checkpoint_note_json(note: bytes) -> dict[str, Any]:
+    text, signatures = split_note(note)
+    cp = Checkpoint.parse(text)
+    return {
+        **_checkpoint_json(cp),
+        "extensions": list(cp.extensions),
+        "signatures": _signatures_json(signatures),
+        "signatures_verified": False,
+    }
+
+
+def _entry_json(raw: bytes) -> dict[str, Any]:
+    entry = parse_entry(raw)
+    return {
+        "type": entry.type,
+        "id": entry.identity.hex(),
+        "leaf_hash": entry.leaf_hash.hex(),
+        "body": entry_json(entry.body),
+        "signatures": _signatures_json(entry.signatures),
+        "signatures_verified": False,
+    }
+
+
+def _inspect_json(data: bytes) -> dict[str, Any]:
+    """What :func:`_inspect` shows, as one JSON object with a ``file_type``."""
+    if data.startswith(BUNDLE_HEADER.encode() + b"\n"):
+        bundle = ProofBundle.parse(data)
+        entry: dict[str, Any] | None = None
+        if bundle.extra is not None:
+            try:
+                entry = _entry_json(bundle.extra)
+            except FormatError:
+                entry = None
+        return {
+            "file_type": "proof-bundle",
+            "index": bundle.index,
+            "proof": [base64.b64encode(h).decode("ascii") for h in bundle.proof],
+            "checkpoint": _checkpoint_note_json(bundle.checkpoint),
+            "extra_leaf_hash": leaf_hash(bundle.extra).hex() if bundle.extra is not None else None,
+            "entry": entry,
+        }
+    if data.startswith(b"firmlog/"):
+        return {"file_type": "entry", **_entry_json(data)}
+    if data.lstrip().startswith(b"{"):
+        from firmlog.client.verify import DeviceState
+
+        state = DeviceState.from_json(data)
+        return {
+            "file_type": "device-state",
+            "product": state.product,
+            "installed_security_version": state.installed_security_version,
+            "hardware_revision": state.hardware_revision,
+            "checkpoint": (
+                _checkpoint_note_json(state.checkpoint) if state.checkpoint is not None else None
+            ),
+        }
+    first = next(
+        (ln.split()[0] for ln in data.splitlines() if ln.strip() and not ln.startswith(b"#")),
+        b"",
+    )
+    if first in (b"log", b"witness", b"group", b"quorum"):
+        return {"file_type": "policy", **_policy_json(parse_policy(data))}
+    if data.startswith(b"PRIVATE+KEY+"):
+        return {"file_type": "signer-key", **_signer_key_doc(data)}
+    return {"file_type": "checkpoint", **_checkpoint_note_json(data)}
+
+
+def _policy_json(policy: Policy) -> dict[str, Any]:
+    return {
+        "logs": [{"key": log.verifier.vkey, "url": log.url} for log in policy.logs],
+        "witnesses": [
+            {"name": w.name, "key": w.verifier.vkey, "url": w.url} for w in policy.witnesses
+        ],
+        "quorum": policy.describe_quorum(),
+    }
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     data = _read(args.file, "file")
     try:
+        if args.json:
+            _emit({"ok": True, **_inspect_json(data)})
+            return EXIT_OK
         lines = _inspect(data)
     except FormatError as exc:
         raise UsageError(
@@ -571,14 +1097,53 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # -- the parser -------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
+def _shown_default(value: object) -> str:
+    if value is None or value == []:
+        return "none"
+    if value is False:
+        return "off"
+    return str(value)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, or says that it is required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default is argparse.SUPPRESS
+            or "default" in text
+            or "required" in text
+        ):
+            return text
+        if action.required:
+            return f"{text} (required)".lstrip()
+        shown = _shown_default(action.default).replace("%", "%%")
+        return f"{text} (default: {shown})".lstrip()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("firmlog-client")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``firmlog`` command line (defaults of --log and --log-key from the environment)."""
+    fmt = _HelpFormatter
     p = argparse.ArgumentParser(
         prog="firmlog",
         description="firmlog: a transparency log for firmware releases (client tools).",
         epilog=EXIT_CODES,
         formatter_class=fmt,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -590,11 +1155,46 @@ def _parser() -> argparse.ArgumentParser:
         sp = parent.add_parser(
             name, help=summary, description=summary, epilog=EXIT_CODES, formatter_class=fmt
         )
-        sp.set_defaults(func=func)
+        sp.set_defaults(func=func, parser=sp)
         return sp
 
     def output(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    def json_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--json",
+            action="store_true",
+            help="print one JSON document on stdout; on failure {ok: false, error, kind, "
+            "exit_code}",
+        )
+
+    def timeout(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--timeout", type=float, default=30.0, metavar="S", help="seconds per request"
+        )
+
+    def log_url(sp: argparse.ArgumentParser, help_text: str, required: bool = True) -> None:
+        env = _env(ENV_LOG)
+        sp.add_argument(
+            "--log",
+            metavar="URL",
+            default=env,
+            required=required and env is None,
+            help=f"{help_text} (default: ${ENV_LOG}"
+            + (", required when unset)" if required else ")"),
+        )
+
+    def log_key(sp: argparse.ArgumentParser, help_text: str, required: bool = True) -> None:
+        env = _env(ENV_LOG_KEY)
+        sp.add_argument(
+            "--log-key",
+            metavar="VKEY",
+            default=env,
+            required=required and env is None,
+            help=f"{help_text} (default: ${ENV_LOG_KEY}"
+            + (", required when unset)" if required else ")"),
+        )
 
     def signing_keys(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -607,7 +1207,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command("keygen", cmd_keygen, "create a signer key NAME.key (mode 0600); print its vkey")
     s.add_argument("name", metavar="NAME", help="the key name, e.g. acme.example/release")
-    s.add_argument("--out", metavar="FILE", help="key file (default NAME.key, '/' as '_')")
+    s.add_argument("--out", metavar="FILE", help="key file (default: NAME.key, '/' as '_')")
     s.add_argument("--witness", action="store_true", help="a witness cosignature key (type 0x04)")
 
     vendor = command("vendor", _no_subcommand, "vendor admission")
@@ -618,10 +1218,12 @@ def _parser() -> argparse.ArgumentParser:
         "print a firmlog/vendor/v1 entry signed by the operator",
         parent=vsub,
     )
-    s.add_argument("--operator-key", required=True, metavar="OP.key")
+    s.add_argument("--operator-key", required=True, metavar="OP.key", help="the operator's key")
     s.add_argument("--vendor", required=True, metavar="V", help="e.g. acme.example")
-    s.add_argument("--key", action="append", required=True, metavar="VKEY")
-    s.add_argument("--threshold", type=int, default=1, metavar="K", help="default 1")
+    s.add_argument(
+        "--key", action="append", required=True, metavar="VKEY", help="a vendor key (repeat)"
+    )
+    s.add_argument("--threshold", type=int, default=1, metavar="K", help="signatures required")
     output(s)
 
     release = command("release", _no_subcommand, "release manifests")
@@ -630,41 +1232,57 @@ def _parser() -> argparse.ArgumentParser:
         "create", cmd_release_create, "print a signed firmlog/release/v1 entry", parent=rsub
     )
     signing_keys(s)
-    s.add_argument("--vendor", required=True, metavar="V")
-    s.add_argument("--product", required=True, metavar="P")
-    s.add_argument("--version", required=True, metavar="X")
-    s.add_argument("--security-version", required=True, type=int, metavar="N")
+    s.add_argument("--vendor", required=True, metavar="V", help="the vendor, e.g. acme.example")
+    s.add_argument("--product", required=True, metavar="P", help="the device model")
+    s.add_argument("--version", required=True, metavar="X", help="the release's version")
+    s.add_argument(
+        "--security-version",
+        required=True,
+        type=int,
+        metavar="N",
+        help="anti-rollback counter: a device refuses anything below what it runs",
+    )
     s.add_argument("--image", required=True, metavar="FILE", help="hashed, never uploaded")
-    s.add_argument("--channel", default="stable", metavar="C", help="default stable")
-    s.add_argument("--source-uri", metavar="U")
-    s.add_argument("--source-commit", metavar="C")
-    s.add_argument("--builder", default="unspecified", metavar="B")
-    s.add_argument("--build-time", metavar="T", help="YYYY-MM-DDTHH:MM:SSZ (default now)")
-    s.add_argument("--reproducible", action="store_true")
-    s.add_argument("--hardware-revision", action="append", default=[], metavar="R")
+    s.add_argument("--channel", default="stable", metavar="C", help="release channel")
+    s.add_argument("--source-uri", metavar="U", help="where the source is (with --source-commit)")
+    s.add_argument("--source-commit", metavar="C", help="the commit built (with --source-uri)")
+    s.add_argument("--builder", default="unspecified", metavar="B", help="who or what built it")
+    s.add_argument("--build-time", metavar="T", help="YYYY-MM-DDTHH:MM:SSZ (default: now)")
+    s.add_argument("--reproducible", action="store_true", help="the build is reproducible")
+    s.add_argument(
+        "--hardware-revision",
+        action="append",
+        default=[],
+        metavar="R",
+        help="a hardware revision it is for (repeat; none: all)",
+    )
     s.add_argument("--sbom", metavar="FILE", help="its SHA-256 goes into the manifest")
-    s.add_argument("--fix", action="append", default=[], metavar="CVE")
-    s.add_argument("--changelog", default="", metavar="TEXT")
+    s.add_argument(
+        "--fix", action="append", default=[], metavar="CVE", help="a CVE it fixes (repeat)"
+    )
+    s.add_argument("--changelog", default="", metavar="TEXT", help="what changed")
     output(s)
 
     s = command("revoke", cmd_revoke, "print a signed firmlog/revocation/v1 entry")
     signing_keys(s)
-    s.add_argument("--vendor", required=True, metavar="V")
+    s.add_argument("--vendor", required=True, metavar="V", help="the vendor of the release")
     s.add_argument(
         "--release",
         required=True,
         metavar="ID",
         help="the release's identity: hex SHA-256 of its signed text (firmlog inspect shows it)",
     )
-    s.add_argument("--reason", required=True, metavar="R")
-    s.add_argument("--advisory", default="", metavar="A")
+    s.add_argument("--reason", required=True, metavar="R", help="why it is withdrawn")
+    s.add_argument("--advisory", default="", metavar="A", help="an advisory id or URL")
     output(s)
 
     s = command("rotate-keys", cmd_rotate_keys, "print a signed firmlog/keys/v1 entry")
     signing_keys(s)
-    s.add_argument("--vendor", required=True, metavar="V")
-    s.add_argument("--new-key", action="append", required=True, metavar="VKEY")
-    s.add_argument("--threshold", type=int, default=1, metavar="K", help="default 1")
+    s.add_argument("--vendor", required=True, metavar="V", help="the vendor whose keys change")
+    s.add_argument(
+        "--new-key", action="append", required=True, metavar="VKEY", help="a new key (repeat)"
+    )
+    s.add_argument("--threshold", type=int, default=1, metavar="K", help="signatures required")
     s.add_argument(
         "--serial",
         type=int,
@@ -676,30 +1294,38 @@ def _parser() -> argparse.ArgumentParser:
     output(s)
 
     s = command("submit", cmd_submit, "submit a signed entry; print its .tlog-proof bundle")
-    s.add_argument("--log", required=True, metavar="URL")
+    log_url(s, "the log's base URL")
     s.add_argument("file", metavar="FILE", help="the signed entry ('-': stdin)")
-    s.add_argument("--timeout", type=float, default=30.0, metavar="S")
+    timeout(s)
     output(s)
+    json_flag(s)
 
     s = command("verify", cmd_verify, "decide whether a device may install an image (offline)")
     s.epilog = _steps_help() + "\n" + EXIT_CODES
-    s.add_argument("--image", required=True, metavar="FILE")
-    s.add_argument("--bundle", required=True, metavar="FILE")
-    s.add_argument("--policy", required=True, metavar="FILE")
-    s.add_argument("--vendor-key", action="append", required=True, metavar="VKEY")
-    s.add_argument("--threshold", type=int, default=1, metavar="K", help="default 1")
+    s.add_argument("--image", required=True, metavar="FILE", help="the firmware image")
+    s.add_argument("--bundle", required=True, metavar="FILE", help="its .tlog-proof bundle")
+    s.add_argument("--policy", required=True, metavar="FILE", help="the trust policy")
+    s.add_argument(
+        "--vendor-key",
+        action="append",
+        required=True,
+        metavar="VKEY",
+        help="a pinned vendor key (repeat)",
+    )
+    s.add_argument("--threshold", type=int, default=1, metavar="K", help="vendor signatures needed")
     s.add_argument("--vendor", metavar="V", help="the vendor the keys belong to")
     s.add_argument("--product", metavar="P", help="this device's product (or from --state)")
-    s.add_argument("--installed-security-version", type=int, metavar="N", help="default 0")
-    s.add_argument("--hardware-revision", metavar="R")
+    s.add_argument(
+        "--installed-security-version",
+        type=int,
+        metavar="N",
+        help="what the device runs (default: from --state, else 0)",
+    )
+    s.add_argument("--hardware-revision", metavar="R", help="this device's hardware revision")
     s.add_argument("--state", metavar="FILE", help="device state (product, version, checkpoint)")
     s.add_argument("--now", type=int, metavar="UNIX", help="the time (default: the clock)")
-    s.add_argument("--max-cosignature-age", type=int, metavar="S")
-    s.add_argument(
-        "--log",
-        metavar="URL",
-        help="online: also refuse a release the vendor has revoked in this log",
-    )
+    s.add_argument("--max-cosignature-age", type=int, metavar="S", help="refuse older cosignatures")
+    log_url(s, "online: also refuse a release the vendor has revoked in this log", False)
     s.add_argument(
         "--gossip",
         action="append",
@@ -707,17 +1333,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a monitor to push the accepted checkpoint to; its proof of a split view refuses",
     )
-    s.add_argument("--timeout", type=float, default=30.0, metavar="S")
+    timeout(s)
+    json_flag(s)
 
     s = command("mirror", cmd_mirror, "mirror a log into DIR (tlog-tiles layout), verifying all")
-    s.add_argument("--log", required=True, metavar="URL")
-    s.add_argument("--log-key", required=True, metavar="VKEY")
-    s.add_argument("--dir", required=True, metavar="DIR")
+    log_url(s, "the log's base URL (not needed with --verify)", False)
+    log_key(s, "the log's verifier key")
+    s.add_argument("--dir", required=True, metavar="DIR", help="the mirror")
+    s.add_argument(
+        "--verify",
+        action="store_true",
+        help="fetch nothing: check every file of DIR again (checkpoint signature, tiles, "
+        "entry bundles) and exit 1 if anything is wrong",
+    )
     s.add_argument("--parallel", type=int, default=4, metavar="N", help="downloads at a time")
-    s.add_argument("--timeout", type=float, default=30.0, metavar="S")
+    timeout(s)
+    json_flag(s)
 
-    s = command("inspect", cmd_inspect, "pretty-print a bundle, entry, checkpoint or policy")
+    s = command("inspect", cmd_inspect, "pretty-print a bundle, entry, checkpoint, policy or key")
     s.add_argument("file", metavar="FILE", help="'-': stdin")
+    json_flag(s)
 
     evidence = command("evidence", _no_subcommand, "split-view evidence")
     esub = evidence.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
@@ -729,7 +1364,47 @@ def _parser() -> argparse.ArgumentParser:
         parent=esub,
     )
     s.add_argument("file", metavar="FILE", help="'-': stdin")
-    s.add_argument("--log-key", required=True, metavar="VKEY")
+    log_key(s, "the log's verifier key")
+
+    logs = command("log", _no_subcommand, "a log's identity and state")
+    lsub = logs.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    s = command(
+        "info",
+        cmd_log_info,
+        "show a log's origin, tree size, keys and witnesses (GET /v1/log, /checkpoint)",
+        parent=lsub,
+    )
+    log_url(s, "the log's base URL")
+    log_key(s, "refuse a checkpoint not signed by this key", False)
+    timeout(s)
+    json_flag(s)
+
+    s = command("search", cmd_search, "search the log's releases (GET /v1/releases)")
+    log_url(s, "the log's base URL")
+    s.add_argument("--vendor", metavar="V", help="only this vendor's releases")
+    s.add_argument("--product", metavar="P", help="only this product's")
+    s.add_argument("--version", metavar="X", help="only this version")
+    s.add_argument("--cve", metavar="CVE", help="only releases that fix this CVE")
+    s.add_argument("--digest", metavar="HEX", help="only releases of this image SHA-256")
+    s.add_argument(
+        "--order", choices=("asc", "desc"), default="asc", help="asc: oldest first; desc: newest"
+    )
+    s.add_argument("--limit", type=int, default=100, metavar="N", help="results per page")
+    s.add_argument("--cursor", metavar="C", help="continue after a page (its next_cursor)")
+    s.add_argument("--all", action="store_true", help="follow next_cursor to the last page")
+    timeout(s)
+    json_flag(s)
+
+    s = command("get", cmd_get, "fetch an entry and its .tlog-proof bundle, checking its proof")
+    log_url(s, "the log's base URL")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=_index_arg, metavar="N", help="the entry's index")
+    which.add_argument("--id", metavar="HEX", help="the entry's id or leaf hash")
+    log_key(s, "also check the bundle's checkpoint is signed by this key", False)
+    s.add_argument("--out-entry", metavar="FILE", help="write the signed entry here")
+    s.add_argument("--out-bundle", metavar="FILE", help="write the .tlog-proof bundle here")
+    timeout(s)
+    json_flag(s)
     return p
 
 
@@ -746,34 +1421,31 @@ def _no_subcommand(args: argparse.Namespace) -> int:  # pragma: no cover - argpa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
+    extra: dict[str, Any] = {}
+    error: Exception
     try:
-        code: int = args.func(args)
+        return int(args.func(args))
     except UsageError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+        code, message, error = EXIT_USAGE, str(exc), exc
     except UpdateRefused as exc:
-        _err(f"REFUSED at step {exc.step!r}: {exc.detail}")
-        return EXIT_REFUSED
+        code, message, error = EXIT_REFUSED, f"REFUSED at step {exc.step!r}: {exc.detail}", exc
+        extra = {"step": exc.step, "detail": exc.detail}
     except VerificationError as exc:
-        _err(f"verification failed: {exc}")
-        return EXIT_REFUSED
+        code, message, error = EXIT_REFUSED, f"verification failed: {exc}", exc
     except TransportError as exc:
-        _err(f"transport error: {exc}")
-        return EXIT_TRANSPORT
+        code, message, error = EXIT_TRANSPORT, f"transport error: {exc}", exc
     except (FormatError, ValueError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+        code, message, error = EXIT_USAGE, str(exc), exc
     except FirmlogError as exc:  # pragma: no cover - every branch of the tree is above
-        _err(str(exc))
-        return EXIT_USAGE
+        code, message, error = EXIT_USAGE, str(exc), exc
     except OSError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+        code, message, error = EXIT_USAGE, str(exc), exc
     except KeyboardInterrupt:
         return 130
-    return code
+    _err(message)
+    return _json_failure(args, code, message, type(error).__name__, **extra)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ only what is new; full tiles an interrupted run left behind are re-verified,
 not downloaded again. Every file is written atomically.
 
 Entries are not interpreted: any tlog-tiles log can be mirrored.
+
+:func:`verify_mirror` checks a mirror again from its own files alone (no
+network): the checkpoint's signature, every entry bundle against its level-0
+tile, every tile against the tiles below it, and the checkpoint's root
+against the tiles; it lists every file that is missing or wrong.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from typing import TypeVar
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.errors import (
     ConsistencyProofError,
+    FormatError,
     HTTPStatusError,
+    SignatureError,
     TileMismatchError,
 )
 from firmlog.client.keys import Verifier
@@ -59,7 +66,15 @@ from firmlog.client.tiles import (
 )
 from firmlog.client.trust import CheckpointNote, CheckpointTracker
 
-__all__ = ["CHECKPOINT_FILE", "MirrorResult", "Progress", "mirror_log"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "MirrorCheck",
+    "MirrorProblem",
+    "MirrorResult",
+    "Progress",
+    "mirror_log",
+    "verify_mirror",
+]
 
 log = logging.getLogger("firmlog.client.mirror")
 
@@ -356,3 +371,108 @@ def mirror_log(
         time.monotonic() - started,
     )
     return MirrorResult(new, previous_size, m.fetched, m.reused)
+
+
+# -- checking a mirror again ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorProblem:
+    path: str  # relative to the mirror: "checkpoint", "tile/0/000", ...
+    problem: str  # what is wrong with it
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorCheck:
+    """What :func:`verify_mirror` found: nothing is wrong only if ``problems`` is empty."""
+
+    checkpoint: Checkpoint | None  # what DIR/checkpoint holds, if it parses
+    tiles: int  # hash tiles that verified
+    entry_bundles: int  # entry bundles that verified against their level-0 tile
+    problems: tuple[MirrorProblem, ...]
+
+
+def verify_mirror(directory: str | os.PathLike[str], log_key: Verifier) -> MirrorCheck:
+    """Check every file of a mirror written by :func:`mirror_log`, from the files alone.
+
+    The checkpoint must be signed by ``log_key``; each entry bundle must hash
+    to its level-0 tile and each tile to the roots of the tiles below it
+    (:func:`~firmlog.client.tiles.verify_tile`); the tiles must produce the
+    checkpoint's root (:func:`~firmlog.client.tiles.verify_tree_root`). Every
+    problem is listed, not only the first; a tile above a bad one is reported
+    as unchecked. Raises OSError only for a directory that cannot be read.
+    """
+    root = Path(directory)
+    problems: list[MirrorProblem] = []
+    try:
+        note = (root / CHECKPOINT_FILE).read_bytes()
+    except FileNotFoundError:
+        missing = MirrorProblem(CHECKPOINT_FILE, "missing: not a mirror, or its first run failed")
+        return MirrorCheck(None, 0, 0, (missing,))
+    try:
+        checkpoint = open_checkpoint(note, log_key).checkpoint
+    except SignatureError as exc:
+        problems.append(MirrorProblem(CHECKPOINT_FILE, str(exc)))
+        checkpoint = CheckpointNote.parse(note).checkpoint  # parsed: check the tiles still
+    except FormatError as exc:
+        return MirrorCheck(None, 0, 0, (MirrorProblem(CHECKPOINT_FILE, str(exc)),))
+
+    def read(tile: Tile) -> bytes | None:
+        try:
+            return (root / tile.path).read_bytes()
+        except FileNotFoundError:
+            problems.append(MirrorProblem(tile.path, "missing"))
+            return None
+
+    size = checkpoint.tree_size
+    roots: dict[tuple[int, int], bytes] = {}  # full tiles that verified
+    tiles = bundles = 0
+    tile_problems = False
+    level = 0
+    while size >> (TILE_HEIGHT * level):
+        for tile in _level_tiles(level, size):
+            data = read(tile)
+            below: list[bytes] | None = None
+            if level == 0:
+                bundle = Tile(ENTRY_LEVEL, tile.index, tile.width)
+                raw = read(bundle)
+                if raw is not None:
+                    try:
+                        below = decode_entry_bundle(raw, tile.width)
+                    except FormatError as exc:
+                        problems.append(MirrorProblem(bundle.path, str(exc)))
+            else:
+                children = [
+                    roots.get((level - 1, tile.index * TILE_WIDTH + k)) for k in range(tile.width)
+                ]
+                if all(c is not None for c in children):
+                    below = [c for c in children if c is not None]
+                elif data is not None:
+                    problems.append(
+                        MirrorProblem(tile.path, "not checked: a tile below it is missing or wrong")
+                    )
+            if data is None or below is None:
+                tile_problems = True
+                continue
+            try:
+                verify_tile(tile, data, below)
+            except TileMismatchError as exc:
+                problems.append(MirrorProblem(tile.path, str(exc)))
+                tile_problems = True
+                continue
+            tiles += 1
+            bundles += level == 0
+            if tile.is_full:
+                roots[(level, tile.index)] = tile_root(data)
+        level += 1
+
+    if not tile_problems:
+
+        def local(wanted: Sequence[Tile]) -> list[bytes]:
+            return [(root / t.path).read_bytes() for t in wanted]
+
+        try:
+            verify_tree_root(checkpoint, TileHashReader(size, local))
+        except TileMismatchError as exc:
+            problems.append(MirrorProblem(CHECKPOINT_FILE, str(exc)))
+    return MirrorCheck(checkpoint, tiles, bundles, tuple(problems))

@@ -91,6 +91,7 @@ SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", ServerConfig)
 KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
+LOG_INFO: web.AppKey[dict[str, object]] = web.AppKey("log_info")  # GET /v1/log, read at start
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log
@@ -634,6 +635,12 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def get_log(request: web.Request) -> web.Response:
+    """Who this log is: its origin, its verifier key, the operator keys it trusts to
+    admit vendors, and its witness policy text (null when it collects no cosignatures)."""
+    return web.json_response(request.app[LOG_INFO], headers={"Cache-Control": SHORT})
+
+
 # -- operations -------------------------------------------------------------
 
 RECENT_RELEASES = 25
@@ -768,6 +775,22 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("log stopped")
 
 
+async def _log_info_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Reads the witness policy file once, for GET /v1/log."""
+    config, keys = app[CONFIG], app[KEYS]
+    policy = None
+    if config.witness_policy:
+        policy = Path(config.witness_policy).read_bytes().decode("utf-8", "replace")
+    info: dict[str, object] = {
+        "origin": keys.log.name,
+        "log_key": keys.log.verifier.vkey,
+        "operator_keys": [keys.operator.verifier.vkey],
+        "witness_policy": policy,
+    }
+    app[LOG_INFO] = info
+    yield
+
+
 def make_app(
     config: ServerConfig, log_key: Ed25519Signer, operator_key: Ed25519Signer
 ) -> web.Application:
@@ -785,6 +808,7 @@ def make_app(
     app[KEYS] = LogKeys(log=log_key, operator=operator_key)
     app[METRICS] = ServerMetrics()
     app.cleanup_ctx.append(_services_ctx)
+    app.cleanup_ctx.append(_log_info_ctx)
     r = app.router
     r.add_post("/v1/entries", post_entry)
     r.add_get("/checkpoint", get_checkpoint)
@@ -793,6 +817,7 @@ def make_app(
     r.add_get("/v1/proof/inclusion", get_inclusion_proof)
     r.add_get("/v1/proof/consistency", get_consistency_proof)
     r.add_get("/v1/entries", get_entries)
+    r.add_get("/v1/log", get_log)
     r.add_get("/v1/releases", get_releases)
     r.add_get("/v1/revocations/{release}", get_revocations)
     r.add_get("/v1/vendors", get_vendors)

@@ -104,7 +104,7 @@ _SNAPSHOT_ENV: dict[str, str] = {}  # empty: servers run from the live tree
 
 
 def snapshot_sources(workdir: Path) -> str:
-    """Copy client/ and server/ sources into ``workdir`` and run servers from that copy.
+    """Copy the client, service and server sources into ``workdir`` and run servers from that copy.
 
     A long benchmark in a tree other people edit would otherwise start later
     servers from different (or half-edited) code. Returns a fingerprint of
@@ -114,7 +114,7 @@ def snapshot_sources(workdir: Path) -> str:
 
     dest = workdir / "src"
     digest = hashlib.sha256()
-    for member in ("client", "server"):
+    for member in ("client", "service", "server"):
         for path in sorted((REPO / member / "firmlog").rglob("*.py")):
             rel = path.relative_to(REPO / member)
             target = dest / rel

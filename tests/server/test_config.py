@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from firmlog.server.config import ConfigError, load_config
-from firmlog.server.datadir import init_data_dir, write_new
+from firmlog.server.datadir import init_data_dir
+from firmlog.service.files import write_new
 
 
 def write(d: Path, text: str) -> None:

@@ -16,13 +16,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import socket
 import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,21 @@ from splitproxy import SplitProxy
 from support.entries import release
 from support.harness import LogUnderTest
 from support.logcheck import verify_whole_log
+from support.rawhttp import (
+    chunked,
+    connect,
+    exchange,
+    parse_answer,
+    post_head,
+    trickle,
+)
 
 from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.keys import generate_key
 from firmlog.server.app import SERVICES
-from firmlog.server.config import ConfigError, HTTPConfig, load_config
+from firmlog.server.config import ConfigError, load_config
 from firmlog.server.storage import StorageUnavailable
+from firmlog.service.http import HTTPConfig
 
 VENDOR = generate_key("acme.example/release")
 IMAGE = bytes(range(256)) * 64  # 16 KiB of firmware
@@ -58,83 +66,6 @@ def big_release(version: str) -> bytes:
 
 async def log_size(log: LogUnderTest) -> int:
     return (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size
-
-
-# -- raw HTTP ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: dict[str, str]  # lowercase names
-    body: bytes
-    raw: bytes
-
-    def json(self) -> dict[str, object]:
-        doc = json.loads(self.body)
-        assert isinstance(doc, dict)
-        return doc
-
-
-def parse_answer(raw: bytes) -> Answer:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    assert sep, f"no complete HTTP answer: {raw[:300]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        body = body[: int(headers["content-length"])]
-    return Answer(int(lines[0].split()[1]), headers, body, raw)
-
-
-async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return reader, writer
-
-
-async def read_to_end(reader: asyncio.StreamReader, timeout: float = 30) -> bytes:
-    """What the server sent until it closed. A server that closes with bytes of ours
-    still unread resets the connection: what it answered before that is kept."""
-    data = b""
-    with contextlib.suppress(ConnectionResetError):
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65536):
-                data += chunk
-    return data
-
-
-async def exchange(port: int, *parts: bytes, pause: float = 0.05) -> Answer:
-    """Send ``parts`` as separate TCP writes ``pause`` s apart, read the answer to EOF."""
-    reader, writer = await connect(port)
-    try:
-        with contextlib.suppress(ConnectionError):
-            for i, part in enumerate(parts):
-                if i:
-                    await asyncio.sleep(pause)
-                writer.write(part)
-                await writer.drain()
-        raw = await read_to_end(reader)
-    finally:
-        writer.close()
-    return parse_answer(raw)
-
-
-def post_head(path: str, *, length: int | None = None, extra: str = "") -> bytes:
-    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: log\r\nConnection: close\r\n{framing}\r\n{extra}\r\n"
-    ).encode()
-
-
-def chunked(data: bytes, size: int) -> bytes:
-    out = b"".join(
-        b"%x\r\n%s\r\n" % (len(data[i : i + size]), data[i : i + size])
-        for i in range(0, len(data), size)
-    )
-    return out + b"0\r\n\r\n"
 
 
 # -- bodies arrive in pieces ------------------------------------------------------
@@ -519,35 +450,6 @@ async def impatient_log(database_url: str, tmp_path: Path) -> AsyncIterator[LogU
         await server.stop()
 
 
-async def trickle(
-    port: int, data: bytes, *, interval: float = 0.1, head: bytes = b""
-) -> tuple[bytes, int]:
-    """Send ``head`` at once, then ``data`` a byte every ``interval`` s until the server
-    answers or closes; return its answer and how many bytes of ``data`` were sent."""
-    reader, writer = await connect(port)
-    sent = 0
-
-    async def feed() -> None:
-        nonlocal sent
-        writer.write(head)
-        await writer.drain()
-        for byte in data:
-            writer.write(bytes([byte]))
-            await writer.drain()
-            sent += 1
-            await asyncio.sleep(interval)
-
-    feeder = asyncio.create_task(feed())
-    try:
-        answer = await read_to_end(reader, len(data) * interval + 30)
-    finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await feeder
-        writer.close()
-    return answer, sent
-
-
 async def test_a_request_head_sent_a_byte_at_a_time_gets_408(impatient_log: LogUnderTest) -> None:
     log = impatient_log
     assert log.server is not None
@@ -658,9 +560,9 @@ import socket, sys
 from pathlib import Path
 from firmlog.client.keys import generate_key
 from firmlog.server.app import make_app
-from firmlog.server.config import HTTPConfig, ServerConfig
-from firmlog.server.connection import serve
-from firmlog.server.logs import configure_logging
+from firmlog.server.config import ServerConfig
+from firmlog.service.http import HTTPConfig, serve
+from firmlog.service.logs import configure_logging
 
 configure_logging("warning", json=True)  # to stderr: stdout is for this script's lines
 key, operator = generate_key("serve.example/log"), generate_key("operator.example")
@@ -671,6 +573,7 @@ port = sock.getsockname()[1]
 serve(
     make_app(config, key, operator),
     HTTPConfig(header_timeout=0.5),
+    name="log server",
     sock=[sock],
     on_listening=lambda line: print(port, line, flush=True),
 )

@@ -28,9 +28,9 @@ from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.merkle import leaf_hash, verify_inclusion
 from firmlog.server.app import SERVICES, Services, make_app
-from firmlog.server.config import HTTPConfig, LimitsConfig, SequencerConfig, ServerConfig
-from firmlog.server.connection import LogRunner
+from firmlog.server.config import LimitsConfig, SequencerConfig, ServerConfig
 from firmlog.server.storage import Storage
+from firmlog.service.http import HTTPConfig, ServiceRunner
 from support.entries import admission
 
 ORIGIN = "test.firmlog.example/log"
@@ -69,15 +69,18 @@ class SequencerClock:
             self._held_at = None
 
 
-class _LogTestServer(TestServer):
-    """The app with the connection handling production runs (LogRunner)."""
+class ServiceTestServer(TestServer):
+    """An app on loopback with the connection handling production runs (ServiceRunner)."""
 
-    def __init__(self, app: web.Application, http: HTTPConfig) -> None:
-        super().__init__(app, host="127.0.0.1")
+    def __init__(
+        self, app: web.Application, http: HTTPConfig, name: str, port: int | None = None
+    ) -> None:
+        super().__init__(app, host="127.0.0.1", port=port)
         self.http = http
+        self.name = name
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return LogRunner(self.app, self.http, **kwargs)
+        return ServiceRunner(self.app, self.http, name=self.name, **kwargs)
 
 
 class LogUnderTest:
@@ -131,7 +134,7 @@ class LogUnderTest:
 
     async def start(self) -> None:
         app = make_app(self.config, self.log_key, self.operator)
-        self.server = _LogTestServer(app, self.config.http)
+        self.server = ServiceTestServer(app, self.config.http, "log server")
         with self._injected():
             await self.server.start_server()
 

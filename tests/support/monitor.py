@@ -19,7 +19,7 @@ from firmlog.monitor.app import SERVICES, make_app
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.datadir import init_data_dir
 from firmlog.monitor.state import WatchedLog
-from support.harness import LogUnderTest
+from support.harness import LogUnderTest, ServiceTestServer
 
 WITNESS_NAME = "monitor.test/witness"
 NOWHERE = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
@@ -61,8 +61,8 @@ class MonitorUnderTest:
 
     async def start(self) -> None:
         self.signer = init_data_dir(self.data_dir, WITNESS_NAME).signer
-        self.server = TestServer(
-            make_app(self.config, self.signer), host="127.0.0.1", port=self.port
+        self.server = ServiceTestServer(
+            make_app(self.config, self.signer), self.config.http, "monitor", self.port
         )
         await self.server.start_server()
 

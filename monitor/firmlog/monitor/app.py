@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ from firmlog.monitor.metrics import MonitorMetrics
 from firmlog.monitor.state import Clock, WatchedLog
 from firmlog.monitor.store import AsyncStore, MonitorStore
 from firmlog.monitor.witness import AddCheckpoint, WitnessRefusal, add_checkpoint
+from firmlog.service.http import (
+    BodyIncomplete,
+    BodyTimeout,
+    BodyTooLarge,
+    protocol_options,
+    read_whole,
+)
 
 __all__ = ["Services", "make_app"]
 
@@ -46,6 +54,7 @@ log = structlog.get_logger("firmlog.monitor.http")
 
 NO_STORE = "no-store"
 TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
 
 
 @dataclass(slots=True)
@@ -109,10 +118,33 @@ def _count(request: web.Request, status: int, started: float) -> None:
         )
 
 
+async def _body(request: web.Request) -> bytes:
+    """The whole request body, within the size limit and the body deadline:
+    413, 408 or 400 if it is too large, late or cut short."""
+    config = request.app[CONFIG]
+    limit = config.max_request_size
+    try:
+        return await read_whole(request, limit, config.http.body_timeout, what="the request body")
+    except BodyTooLarge as exc:
+        text = _error(exc, "BodyTooLarge")
+        raise web.HTTPRequestEntityTooLarge(
+            limit, limit + 1, text=text, content_type=JSON
+        ) from None
+    except BodyTimeout as exc:
+        raise web.HTTPRequestTimeout(text=_error(exc, "BodyTimeout"), content_type=JSON) from None
+    except BodyIncomplete as exc:
+        raise web.HTTPBadRequest(text=_error(exc, "BodyIncomplete"), content_type=JSON) from None
+
+
+def _error(exc: Exception, kind: str) -> str:
+    """The body of an HTTP error raised by a handler: JSON saying what was wrong."""
+    return json.dumps({"error": str(exc), "kind": kind})
+
+
 async def post_add_checkpoint(request: web.Request) -> web.Response:
     watched = _services(request).watched
     try:
-        body = await request.read()
+        body = await _body(request)
         result = await add_checkpoint(watched, AddCheckpoint.parse(body))
     except web.HTTPRequestEntityTooLarge:
         watched.metrics.witness_refusals.inc(1, "413")
@@ -131,7 +163,7 @@ async def post_add_checkpoint(request: web.Request) -> web.Response:
 async def post_gossip(request: web.Request) -> web.Response:
     """A peer (or a device) pushes a checkpoint: 200 reconciled, 409 a split view recorded."""
     svc = _services(request)
-    body = await request.read()
+    body = await _body(request)
     try:
         result = await receive(svc.watched, svc.follower, body, f"push {request.remote}")
     except GossipRefusal as exc:
@@ -262,7 +294,11 @@ def make_app(
     config: MonitorConfig, signer: CosignatureSigner, clock: Clock = time.time
 ) -> web.Application:
     """The monitor application. Does no I/O until it is started."""
-    app = web.Application(middlewares=[count_middleware], client_max_size=config.max_request_size)
+    app = web.Application(
+        middlewares=[count_middleware],
+        client_max_size=config.max_request_size,
+        handler_args=protocol_options(config.http),  # for a plain AppRunner too
+    )
     app[CONFIG] = config
     app[SIGNER] = signer
     app[METRICS] = MonitorMetrics()

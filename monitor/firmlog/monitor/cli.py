@@ -15,27 +15,34 @@ stop the monitor gracefully.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from pathlib import Path
-
-from aiohttp import web
 
 from firmlog.client.errors import KeyFormatError
 from firmlog.client.keys import Ed25519Verifier, parse_verifier_key
 from firmlog.monitor.app import make_app
 from firmlog.monitor.config import ConfigError, MonitorConfig
 from firmlog.monitor.datadir import init_data_dir
-from firmlog.monitor.logs import configure_logging
+from firmlog.service.cli import (
+    ListenError,
+    add_logging_options,
+    add_version_option,
+    bind,
+    parse_listen,
+    refuse,
+    url_of,
+)
+from firmlog.service.http import serve
+from firmlog.service.logs import configure_logging
 
-EXIT_REFUSED = 2
+PROGRAM = "firmlog-monitor"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="firmlog-monitor", description="Follow a firmlog log, witness it, catch split views."
+        prog=PROGRAM, description="Follow a firmlog log, witness it, catch split views."
     )
+    add_version_option(p, "firmlog-monitor")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the monitor")
     r.add_argument("--data-dir", type=Path, required=True, help="witness key and state")
@@ -65,19 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the image digests the matching --watch-vendor announced, one hex SHA-256 a line",
     )
     r.add_argument("--alert-command", help="shell command run for each alert, JSON on stdin")
-    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    r.add_argument(
-        "--log-json",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="JSON log lines (default: when stderr is not a terminal)",
-    )
+    add_logging_options(r)
     return p
-
-
-def _refuse(problem: str) -> int:
-    print(f"firmlog-monitor: {problem}", file=sys.stderr, flush=True)
-    return EXIT_REFUSED
 
 
 def _key(value: str, option: str) -> Ed25519Verifier:
@@ -87,36 +83,11 @@ def _key(value: str, option: str) -> Ed25519Verifier:
         raise ConfigError(f"{option}: {exc}") from exc
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"--listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-async def _serve(app: web.Application, host: str, port: int, banner: list[str]) -> None:
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        for line in banner:
-            print(line, file=sys.stderr)
-        print(f"listening on  http://{host}:{port}", file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, args.log_json)
     try:
-        host, port = _listen(args.listen)
+        host, port = parse_listen(args.listen)
         if len(args.watch_vendor) != len(args.announced):
             raise ConfigError("give each --watch-vendor VENDOR one --announced FILE")
         config = MonitorConfig(
@@ -133,19 +104,34 @@ def main(argv: list[str] | None = None) -> int:
         ).validate()
         key = init_data_dir(args.data_dir, args.name)
         app = make_app(config, key.signer)
-    except ConfigError as exc:
-        return _refuse(str(exc))
-    banner = []
-    if key.created:
-        banner.append(f"created a new monitor in {args.data_dir.resolve()}")
-    banner.append(f"witness key:  {key.signer.verifier.vkey}")
-    banner.append(f"watching      {config.origin} at {config.log_url}")
+        sockets = bind(host, port)
+    except (ConfigError, ListenError) as exc:
+        return refuse(PROGRAM, str(exc))
+    started = False
+
+    def listening(_line: str) -> None:
+        """Called once the app has started and its sockets listen."""
+        nonlocal started
+        started = True
+        if key.created:
+            print(f"created a new monitor in {args.data_dir.resolve()}", file=sys.stderr)
+        print(f"witness key:  {key.signer.verifier.vkey}", file=sys.stderr)
+        print(f"watching      {config.origin} at {config.log_url}", file=sys.stderr)
+        print(f"listening on  {url_of(host, sockets[0])}", file=sys.stderr, flush=True)
+
     try:
-        asyncio.run(_serve(app, host, port, banner))
+        serve(app, config.http, name="monitor", sock=sockets, on_listening=listening)
     except ConfigError as exc:
-        return _refuse(str(exc))
+        if started:
+            raise
+        return refuse(PROGRAM, str(exc))
     except OSError as exc:
-        return _refuse(f"cannot start: {exc}; check --listen and --data-dir")
+        if started:
+            raise
+        return refuse(PROGRAM, f"cannot start: {exc}; check --listen and --data-dir")
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmlog.client.keys import Ed25519Verifier
+from firmlog.service.http import HTTPConfig
 
 __all__ = ["ConfigError", "MonitorConfig"]
 
@@ -45,6 +46,7 @@ class MonitorConfig:
     fetch_concurrency: int = 8
     watch_vendors: tuple[tuple[str, Path], ...] = ()
     alert_command: str | None = None
+    http: HTTPConfig = field(default_factory=HTTPConfig)  # how long a client may take
 
     @property
     def origin(self) -> str:

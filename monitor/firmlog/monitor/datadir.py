@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from firmlog.client.cosignature import (
 )
 from firmlog.client.errors import KeyFormatError
 from firmlog.monitor.config import ConfigError
+from firmlog.service.files import write_new
 
 __all__ = ["WITNESS_KEY_FILE", "WitnessKey", "default_name", "init_data_dir"]
 
@@ -37,29 +36,6 @@ class WitnessKey:
 def default_name() -> str:
     host = socket.gethostname().lower().strip(".") or "localhost"
     return f"{host}/firmlog-monitor"
-
-
-def _write_new(path: Path, text: str) -> bool:
-    """Create ``path`` (mode 0600) atomically; False if it exists already."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # never replaces a key
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return True
 
 
 def init_data_dir(data_dir: Path, name: str | None = None) -> WitnessKey:
@@ -79,7 +55,7 @@ def init_data_dir(data_dir: Path, name: str | None = None) -> WitnessKey:
             signer = generate_witness_key(name or default_name())
         except ValueError as exc:
             raise ConfigError(f"--name {name!r} cannot name a key: {exc}") from exc
-        created = _write_new(path, signer.skey + "\n")
+        created = write_new(path, signer.skey + "\n")
     try:
         signer = parse_witness_signer_key(path.read_text("utf-8").strip())
     except (OSError, UnicodeDecodeError, KeyFormatError) as exc:

@@ -12,7 +12,7 @@ body, however many segments it comes in, and refused if it does not fit the
 limit (413) or does not arrive within ``http.body_timeout`` (408). Request
 bodies are never decompressed: any Content-Encoding is refused with 415. What
 happens below the app (connection timeouts, malformed requests) is in
-:mod:`firmlog.server.connection`.
+:mod:`firmlog.service.http`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from firmlog.client.errors import TilePathError
 from firmlog.client.keys import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
 from firmlog.server.acceptance import Acceptance
-from firmlog.server.config import HTTPConfig, ServerConfig
-from firmlog.server.connection import protocol_options
+from firmlog.server.config import ServerConfig
 from firmlog.server.datadir import CHECKPOINT_FILE
 from firmlog.server.errors import (
     BadRequest,
@@ -56,6 +55,8 @@ from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 from firmlog.server.witnessing import WitnessCollector, load_witness_policy
+from firmlog.service import http as service_http
+from firmlog.service.http import HTTPConfig, protocol_options
 
 log = structlog.get_logger("firmlog.http")
 
@@ -216,31 +217,16 @@ def _size_within(latest: LatestCheckpoint, name: str, size: int) -> None:
 
 
 async def _read_whole(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The whole request body, however many segments it arrives in.
-
-    EntryTooLarge past ``limit`` bytes (Content-Length or counted), BodyTimeout
-    if it has not all arrived within ``timeout`` seconds, BodyIncomplete if it
-    ends early.
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise EntryTooLarge(f"entry is {declared} bytes: the limit is {limit}")
-    body = bytearray()
+    """The whole request body: EntryTooLarge, BodyTimeout or BodyIncomplete if it
+    is too large, late or cut short (:func:`firmlog.service.http.read_whole`)."""
     try:
-        async with asyncio.timeout(timeout):
-            while chunk := await request.content.read(limit + 1 - len(body)):
-                body += chunk
-                if len(body) > limit:
-                    raise EntryTooLarge(f"entry is more than {limit} bytes: the limit is {limit}")
-    except TimeoutError:
-        raise BodyTimeout(
-            f"the request body did not arrive within {timeout} s ({len(body)} bytes came)"
-        ) from None
-    except (ConnectionResetError, web.RequestPayloadError) as exc:
-        raise BodyIncomplete(
-            f"the request body ended early after {len(body)} bytes ({type(exc).__name__})"
-        ) from exc
-    return bytes(body)
+        return await service_http.read_whole(request, limit, timeout, what="entry")
+    except service_http.BodyTooLarge as exc:
+        raise EntryTooLarge(str(exc)) from None
+    except service_http.BodyTimeout as exc:
+        raise BodyTimeout(str(exc)) from None
+    except service_http.BodyIncomplete as exc:
+        raise BodyIncomplete(str(exc)) from exc.__cause__
 
 
 class _BodyChunks:

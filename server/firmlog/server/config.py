@@ -40,6 +40,8 @@ from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
 from firmlog.client.keys import check_key_name
 from firmlog.server.errors import ConfigError
 from firmlog.server.witnessing import load_witness_policy
+from firmlog.service import cli as service_cli
+from firmlog.service.http import HTTPConfig
 
 CONFIG_FILE = "config.toml"
 LOG_KEY_FILE = "log.key"
@@ -60,25 +62,6 @@ class LimitsConfig:
     max_entries_per_request: int = 1000
     tile_cache_tiles: int = 4096
     max_image_size: int = 4 << 30  # escrowed firmware images, bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPConfig:
-    """How long a client may take, in seconds (slowloris and slow bodies).
-
-    A request's line and headers must arrive within ``header_timeout`` of
-    their first byte, or the server answers 408 and closes the connection; an
-    entry's body must arrive whole within ``body_timeout``; an image upload
-    may not pause longer than that, and must arrive whole within
-    ``body_timeout`` plus its size at ``min_upload_rate`` bytes per second
-    (408); a connection with no request under way is closed after
-    ``idle_timeout``.
-    """
-
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    idle_timeout: float = 75.0
-    min_upload_rate: int = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +152,10 @@ class ServerConfig:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return service_cli.parse_listen(value, "listen")
+    except service_cli.ListenError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _section(cls: type[Any], raw: Any, where: str) -> Any:

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 from firmlog.client.keys import Ed25519Signer, generate_key, parse_signer_key
 from firmlog.server.config import CONFIG_FILE, LOG_KEY_FILE, OPERATOR_KEY_FILE
 from firmlog.server.errors import ConfigError
+from firmlog.service.files import check_writable, write_new
 
 CHECKPOINT_FILE = "checkpoint"
 
@@ -37,75 +36,14 @@ def default_origin() -> str:
     return f"{host}/firmlog"
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the entries of ``directory`` (a new or renamed file) durable."""
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_new(path: Path, text: str, mode: int = 0o600) -> bool:
-    """Create ``path`` atomically with ``text``; never replace an existing file.
-
-    Returns False if another process created it first (several servers may
-    start at once on one data directory): the caller then reads theirs.
-    """
-    tmp = _tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if path exists: a key is never replaced
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-    fsync_dir(path.parent)
-    return True
-
-
-def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably.
-
-    Readers see the old or the new content, never a mix; once this returns the
-    new content survives a crash. Processes sharing the directory each write
-    their own temporary file, so concurrent replacements never mix either.
-    """
-    tmp = _tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def _check_writable(data_dir: Path) -> None:
     """Raise ConfigError unless files can be created in ``data_dir``."""
-    probe = _tmp_name(data_dir / "write-test")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        probe.unlink()
-    except OSError as exc:
+    problem = check_writable(data_dir)
+    if problem is not None:
         raise ConfigError(
-            f"the data dir {data_dir} is not writable ({exc.strerror or exc}); make it writable "
+            f"the data dir {data_dir} is not writable ({problem}); make it writable "
             "for this user, or choose another --data-dir"
-        ) from exc
+        )
 
 
 def _read_key(path: Path) -> Ed25519Signer:

@@ -20,8 +20,8 @@ from typing import BinaryIO
 
 import structlog
 
-from firmlog.server.datadir import fsync_dir
 from firmlog.server.errors import ImageCorrupt, ImageNotLogged, ImageRejected
+from firmlog.service.files import fsync_dir
 
 log = structlog.get_logger("firmlog.escrow")
 

@@ -42,11 +42,11 @@ from firmlog.client.errors import FirmlogError, ProofError
 from firmlog.client.keys import Ed25519Signer
 from firmlog.client.merkle import EMPTY_ROOT, CompactRange, verify_consistency
 from firmlog.client.note import split_note
-from firmlog.server.datadir import replace_file
 from firmlog.server.errors import SigningRefused, WrongLog
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LogReader
 from firmlog.server.storage import Integration, LogIdentity, LogState
+from firmlog.service.files import replace_file
 
 log = structlog.get_logger("firmlog.signing")
 

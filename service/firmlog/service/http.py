@@ -1,12 +1,12 @@
-"""HTTP/1.1 connections below the app: what happens before a handler runs.
+"""HTTP/1.1 for firmlog's services: what happens before a handler runs, and serving.
 
-The log server runs its aiohttp application with :class:`LogRunner` (or
-:func:`serve`, ``web.run_app`` with it), whose connections are
-:class:`LogProtocol`:
+The log server and the monitor run their aiohttp applications with
+:class:`ServiceRunner` (or :func:`serve`), whose connections are
+:class:`ServiceProtocol`:
 
-- request bodies are never decompressed (``auto_decompress=False``): the app
-  refuses any Content-Encoding with 415, and nothing is inflated on the event
-  loop, not even while the rest of a refused body is drained;
+- request bodies are never decompressed (``auto_decompress=False``): nothing
+  is inflated on the event loop, not even while the rest of a refused body is
+  drained;
 - a request line and headers must arrive within ``http.header_timeout`` of
   their first byte, or the client gets 408 and the connection is closed
   (slowloris); a connection waiting for a request is closed after
@@ -15,10 +15,10 @@ The log server runs its aiohttp application with :class:`LogRunner` (or
   framing) is answered in JSON like every other error, without echoing the
   request, and logged in one line without a traceback.
 
-Body timeouts belong to the handlers, which know how large a body may be
-(:mod:`firmlog.server.app`). The same options reach a plain ``web.AppRunner``
-through the app's ``handler_args`` (:func:`protocol_options`), so even that
-never inflates a body.
+Body timeouts belong to the handlers, which know how large a body may be:
+:func:`read_whole` reads a body whole within a deadline. The same connection
+options reach a plain ``web.AppRunner`` through the app's ``handler_args``
+(:func:`protocol_options`), so even that never inflates a body.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import json
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -41,7 +42,18 @@ from aiohttp.http_exceptions import (
     PayloadEncodingError,
 )
 
-from firmlog.server.config import HTTPConfig
+__all__ = [
+    "BodyIncomplete",
+    "BodyTimeout",
+    "BodyTooLarge",
+    "HTTPConfig",
+    "ServiceProtocol",
+    "ServiceRunner",
+    "json_error_bytes",
+    "protocol_options",
+    "read_whole",
+    "serve",
+]
 
 log = structlog.get_logger("firmlog.http")
 
@@ -58,6 +70,65 @@ _MALFORMED: tuple[tuple[type[Exception], str], ...] = (
     (InvalidHeader, "malformed header line: expected NAME: value"),
     (PayloadEncodingError, "malformed body framing (Transfer-Encoding or Content-Length)"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPConfig:
+    """How long a client may take, in seconds (slowloris and slow bodies).
+
+    A request's line and headers must arrive within ``header_timeout`` of
+    their first byte, or the service answers 408 and closes the connection; a
+    body must arrive whole within ``body_timeout``; an upload streamed by a
+    handler may not pause longer than that, and must arrive whole within
+    ``body_timeout`` plus its size at ``min_upload_rate`` bytes per second
+    (408); a connection with no request under way is closed after
+    ``idle_timeout``.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    min_upload_rate: int = 65536
+
+
+class BodyTooLarge(ValueError):
+    """A request body larger than its handler's limit."""
+
+
+class BodyTimeout(TimeoutError):
+    """A request body that did not arrive within its deadline."""
+
+
+class BodyIncomplete(ConnectionError):
+    """A request body that ended before its end (the client went away, or broken framing)."""
+
+
+async def read_whole(request: web.BaseRequest, limit: int, timeout: float, what: str) -> bytes:
+    """The whole request body, however many segments it arrives in.
+
+    BodyTooLarge past ``limit`` bytes (Content-Length or counted), BodyTimeout
+    if it has not all arrived within ``timeout`` seconds, BodyIncomplete if it
+    ends early. ``what`` names the body in the messages ("entry").
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"{what} is {declared} bytes: the limit is {limit}")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge(f"{what} is more than {limit} bytes: the limit is {limit}")
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout} s ({len(body)} bytes came)"
+        ) from None
+    except (ConnectionResetError, web.RequestPayloadError) as exc:
+        raise BodyIncomplete(
+            f"the request body ended early after {len(body)} bytes ({type(exc).__name__})"
+        ) from exc
+    return bytes(body)
 
 
 def protocol_options(http: HTTPConfig) -> dict[str, Any]:
@@ -84,7 +155,7 @@ def json_error_bytes(status: int, reason: str, message: str, kind: str) -> bytes
     return head.encode("ascii") + body
 
 
-class LogProtocol(web.RequestHandler):
+class ServiceProtocol(web.RequestHandler):
     """aiohttp's HTTP/1.1 connection with a deadline for request heads and JSON errors.
 
     It relies on one aiohttp internal, the one aiohttp's own keep-alive timer
@@ -92,9 +163,12 @@ class LogProtocol(web.RequestHandler):
     complete request head.
     """
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web.Server, *, header_timeout: float, name: str, **kwargs: Any
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
+        self._name = name
         self._head_timer: asyncio.TimerHandle | None = None
 
     def _awaiting_head(self) -> bool:
@@ -143,8 +217,10 @@ class LogProtocol(web.RequestHandler):
     ) -> tuple[web.StreamResponse, bool]:
         # aiohttp answers some errors before the app's middleware sees the request
         # (an Expect it does not know: 417 echoing the header): JSON for those too.
+        # Those are HTTPExceptions in plain text; an app's own answers in text (a
+        # tlog-witness 409 in text/x.tlog.size) are left as they are.
         if (
-            isinstance(resp, web.Response)
+            isinstance(resp, web.HTTPException)
             and resp.status >= 400
             and not resp.prepared
             and resp.content_type != "application/json"
@@ -169,7 +245,7 @@ class LogProtocol(web.RequestHandler):
             raise ConnectionError("a response was under way: no error response can follow")
         if status >= 500:
             log.error("request failed outside the app", status=status, exc_info=exc)
-            text, kind = "the log server failed to handle this request", "InternalError"
+            text, kind = f"the {self._name} failed to handle this request", "InternalError"
         else:
             kind = type(exc).__name__ if exc is not None else "BadRequest"
             text = next(
@@ -181,8 +257,8 @@ class LogProtocol(web.RequestHandler):
         return response
 
 
-class _LogServer(web.Server):
-    """aiohttp's connection factory, making :class:`LogProtocol` connections."""
+class _Server(web.Server):
+    """aiohttp's connection factory, making :class:`ServiceProtocol` connections."""
 
     def __init__(
         self,
@@ -192,6 +268,7 @@ class _LogServer(web.Server):
         handler_cancellation: bool,
         loop: asyncio.AbstractEventLoop,
         header_timeout: float,
+        name: str,
         options: dict[str, Any],
     ) -> None:
         super().__init__(
@@ -204,31 +281,39 @@ class _LogServer(web.Server):
         self._protocol_loop = loop
         self._protocol_options = options
         self._header_timeout = header_timeout
+        self._name = name
 
-    def __call__(self) -> LogProtocol:
-        return LogProtocol(
+    def __call__(self) -> ServiceProtocol:
+        return ServiceProtocol(
             self,
             loop=self._protocol_loop,
             header_timeout=self._header_timeout,
+            name=self._name,
             **self._protocol_options,
         )
 
 
-class LogRunner(web.AppRunner):
-    """A ``web.AppRunner`` whose connections are :class:`LogProtocol`."""
+class ServiceRunner(web.AppRunner):
+    """A ``web.AppRunner`` whose connections are :class:`ServiceProtocol`.
 
-    def __init__(self, app: web.Application, http: HTTPConfig, **kwargs: Any) -> None:
+    ``name`` says who failed in the answer to a request that crashed outside
+    the app ("the log server failed to handle this request").
+    """
+
+    def __init__(self, app: web.Application, http: HTTPConfig, *, name: str, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._http = http
+        self._name = name
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # starts the application
-        return _LogServer(
+        return _Server(
             server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=asyncio.get_running_loop(),
             header_timeout=self._http.header_timeout,
+            name=self._name,
             options={**protocol_options(self._http), "access_log": None},
         )
 
@@ -241,8 +326,9 @@ async def _serve(
     sock: Sequence[socket.socket],
     on_listening: Callable[[str], None] | None,
     shutdown_timeout: float,
+    name: str,
 ) -> None:
-    runner = LogRunner(app, http, shutdown_timeout=shutdown_timeout)
+    runner = ServiceRunner(app, http, name=name, shutdown_timeout=shutdown_timeout)
     await runner.setup()  # starts the app: its errors propagate from here
     try:
         sites: list[web.BaseSite] = [web.SockSite(runner, s) for s in sock]
@@ -265,16 +351,18 @@ def serve(
     app: web.Application,
     http: HTTPConfig,
     *,
+    name: str,
     host: str | None = None,
     port: int | None = None,
     sock: Sequence[socket.socket] = (),
     on_listening: Callable[[str], None] | None = None,
     shutdown_timeout: float = 30.0,
 ) -> None:
-    """``web.run_app`` with :class:`LogRunner`: serve ``app`` on ``host:port``, or on
+    """``web.run_app`` with :class:`ServiceRunner`: serve ``app`` on ``host:port``, or on
     the bound sockets ``sock``, until SIGINT or SIGTERM, then stop it gracefully.
+    ``name`` is the service ("the log server"), as answers to a crash name it.
 
     ``on_listening`` is called (with a line naming the addresses) once the app
     has started and every socket listens.
     """
-    asyncio.run(_serve(app, http, host, port, sock, on_listening, shutdown_timeout))
+    asyncio.run(_serve(app, http, host, port, sock, on_listening, shutdown_timeout, name))

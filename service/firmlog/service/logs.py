@@ -1,4 +1,4 @@
-"""structlog set-up for the server's entry point (never called by library code).
+"""structlog set-up for a service's entry point (never called by library code).
 
 JSON lines when stderr is not a terminal, readable console output when it
 is. Keys and firmware bodies are never logged.
@@ -11,25 +11,29 @@ import sys
 
 import structlog
 
+__all__ = ["LEVELS", "configure_logging"]
+
+LEVELS = ("debug", "info", "warning", "error")
+
 
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
     as_json = (not sys.stderr.isatty()) if json is None else json
     numeric = logging.getLevelNamesMapping()[level.upper()]
-    processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
-    ]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # aiohttp's own access log duplicates our one line per request.
+    # aiohttp's own access log duplicates the services' one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""What firmlog's HTTP services, the log server and the monitor, share."""

@@ -230,6 +230,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             max_bundle_size=config.max_bundle_size,
         )
         follower = Follower(watched, fetcher, config)
+        watched.command = follower.command  # split views run the same alert command
         task = asyncio.create_task(follower.run(), name="firmlog-monitor-follower")
         gossiper = Gossiper(watched, follower, session, config)
         gossip_task = asyncio.create_task(gossiper.run(), name="firmlog-monitor-gossip")

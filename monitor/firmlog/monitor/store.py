@@ -295,11 +295,12 @@ class MonitorStore:
 
         return self._transaction(body)
 
-    def save_split_view(self, evidence: SplitViewEvidence) -> None:
-        """Keep the evidence and stop cosigning the log, in one transaction."""
+    def save_split_view(self, evidence: SplitViewEvidence, alert: Alert) -> int:
+        """Keep the evidence and its ``alert``, and stop cosigning the log, in one
+        transaction; returns the evidence's number (its place in ``evidence()``, from 1)."""
 
-        def body(db: sqlite3.Connection) -> None:
-            db.execute(
+        def body(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO evidence (kind, old_note, new_note, proof, smaller_root, detail, "
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -312,9 +313,16 @@ class MonitorStore:
                     int(time.time()),
                 ),
             )
+            number = cur.lastrowid
+            assert number is not None
+            db.execute(
+                "INSERT INTO alerts (idx, kind, detail, created) VALUES (?, ?, ?, ?)",
+                (alert.index, alert.kind, f"{alert.detail} (evidence #{number})", alert.created),
+            )
             db.execute("UPDATE log_state SET split_view = 1")
+            return number
 
-        self._transaction(body)
+        return self._transaction(body)
 
     def alerts(self) -> list[Alert]:
         """Every alert, newest first."""

@@ -185,12 +185,4 @@ class WatchedLog:
             evidence=number,
         )
         if self.command is not None:
-            self.command.submit(
-                {
-                    "origin": self.origin,
-                    **alert.to_json(),
-                    "detail": f"{alert.detail} (evidence #{number})",
-                    "evidence_number": number,
-                    "evidence": evidence.to_json(),
-                }
-            )
+            self.command.wake()

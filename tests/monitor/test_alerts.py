@@ -228,7 +228,7 @@ async def test_an_alert_stored_before_the_command_ran_is_handed_over_at_start(
         )
         await again.start()
         try:
-            await eventually(lambda: out.exists(), what="the alert command")
+            await eventually(out.exists, what="the alert command")
             await caught_up(again, 3)
         finally:
             await again.stop()

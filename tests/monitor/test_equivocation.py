@@ -13,7 +13,8 @@ server, one follows the other (the victim of the split view).
   different sizes (the two notes, and the root at the smaller size and the
   consistency proof, from the monitor's own verified tree). Each monitor
   runs ``--alert-command`` once, with a ``split-view`` alert carrying the
-  evidence, counts it in /metrics and shows it in /healthz.
+  evidence, logs it (critical), counts it in /metrics and shows it in
+  /healthz and /v1/alerts.
 - With witnessing (both servers ``--witness-policy``, 2 of the 3 monitors,
   no gossip): the witnesses alone catch it. Each records evidence when a log
   sends it a validly signed checkpoint that contradicts the one it cosigned;
@@ -143,6 +144,10 @@ async def check_evidence(
     assert "firmlog_monitor_split_views_total 1" in await monitor.metrics(session)
     kinds = [a["kind"] for a in await monitor.alerts(session)]
     assert kinds.count("split-view") == 1, kinds
+    logged = [json.loads(x) for x in monitor.output().splitlines() if x.startswith("{")]
+    assert any(
+        r.get("level") == "critical" and r["event"].startswith("split view: ") for r in logged
+    ), monitor.tail()
     return evidence
 
 

@@ -41,6 +41,7 @@ from firmlog.client.merkle import (
     inclusion_proof_size,
     leaf_hash,
     node_hash,
+    old_root_from_consistency,
     root_hash,
     tree_hash,
     verify_consistency,
@@ -722,3 +723,29 @@ def test_verify_fuzz_raises_only_our_errors(
         verify_inclusion(lh, i, n, proof, root)
     with contextlib.suppress(ProofError, MerkleFormatError):
         verify_consistency(i, n, lh, root, proof)
+
+
+def test_old_root_from_consistency_is_the_larger_trees_root_at_the_old_size() -> None:
+    """What a witness keeps as evidence when a log proves a new tree from another old root."""
+    ours = leaf_hashes(12)
+    theirs = ours[:5] + [hashlib.sha256(b"other %d" % i).digest() for i in range(5, 12)]
+    reader = LevelsReader(theirs)
+    for m, n in [(3, 4), (5, 6), (5, 12), (6, 9), (7, 8), (11, 12)]:
+        proof = consistency_proof(m, n, reader.at(n))
+        new_root = tree_hash(n, reader.at(n))
+        root = old_root_from_consistency(m, n, new_root, proof)
+        assert root == root_hash(theirs[:m])
+        verify_consistency(m, n, root, new_root, proof)
+        if m > 5:  # the trees differ at size m: the proof contradicts our root there
+            assert root != root_hash(ours[:m])
+        if n <= 5:
+            continue
+        with pytest.raises(ConsistencyProofError, match="leads to new root"):
+            old_root_from_consistency(m, n, root_hash(ours[:n]), proof)
+    for m, n in [(4, 6), (1, 3), (8, 12)]:  # powers of 2: the proof does not carry the root
+        proof = consistency_proof(m, n, reader.at(n))
+        with pytest.raises(ConsistencyProofError, match="power of 2"):
+            old_root_from_consistency(m, n, tree_hash(n, reader.at(n)), proof)
+    for m, n in [(0, 3), (5, 5), (6, 5)]:
+        with pytest.raises(ConsistencyProofError, match="no old root"):
+            old_root_from_consistency(m, n, EMPTY_ROOT, [])

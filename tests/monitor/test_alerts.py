@@ -199,6 +199,44 @@ async def test_alert_command_and_alerts_survive_a_restart(
         assert db.execute("SELECT count(*) FROM release_versions").fetchone() == (2,)
 
 
+async def test_an_alert_stored_before_the_command_ran_is_handed_over_at_start(
+    log: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    """The alert command reads the store: an alert kept while no command ran for it
+    (as after a crash right after the commit) reaches it at the next start, once."""
+    await submit(
+        log,
+        session,
+        admission(log.operator),
+        signed(release("1.0")),
+        signed(release("1.0", image=b"again")),  # 2: duplicate
+    )
+    data = tmp_path / "m"
+    monitor = MonitorUnderTest(data, log.base, log.verifier, [log.operator.verifier])
+    await monitor.start()
+    try:
+        await caught_up(monitor, 3)
+    finally:
+        await monitor.stop()
+    with sqlite3.connect(data / "monitor.db") as db:
+        assert db.execute("SELECT idx, notified FROM alerts").fetchall() == [(2, 0)]
+    out = tmp_path / "alerts.jsonl"
+    command = f"cat >> {shlex.quote(str(out))}"
+    for _ in range(2):  # the second start hands over nothing again
+        again = MonitorUnderTest(
+            data, log.base, log.verifier, [log.operator.verifier], alert_command=command
+        )
+        await again.start()
+        try:
+            await eventually(out.exists, what="the alert command")
+            await caught_up(again, 3)
+        finally:
+            await again.stop()
+    assert [json.loads(x)["index"] for x in out.read_text().splitlines()] == [2]
+    with sqlite3.connect(data / "monitor.db") as db:
+        assert db.execute("SELECT idx, notified FROM alerts").fetchall() == [(2, 1)]
+
+
 async def test_a_failing_alert_command_is_not_fatal(
     log: LogUnderTest, session: ClientSession, tmp_path: Path
 ) -> None:

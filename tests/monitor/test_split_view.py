@@ -72,6 +72,40 @@ async def test_same_size_other_root_is_evidence_and_ends_cosigning(
         await again.stop()
 
 
+async def test_a_proof_from_another_root_at_the_cosigned_size_is_evidence(
+    log: LogUnderTest, fork: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    """A witness at size 3 sent the fork's larger checkpoint with the fork's own
+    consistency proof from 3: the proof leads to the fork's root from another root
+    at size 3 than the one cosigned. 422, as tlog-witness says, and evidence kept."""
+    await grow(log, session, 0, 3)
+    await grow(fork, session, 0, 1)  # the same first entry, then others
+    await grow(fork, session, 100, 4)
+    honest, forked = await checkpoint(session, log.base), await checkpoint(session, fork.base)
+    witness = MonitorUnderTest(tmp_path / "monitor", NOWHERE, log.verifier)
+    await witness.start()
+    try:
+        assert (await witness.add_checkpoint(session, 0, [], honest))[0] == 200
+        proof = await consistency(session, fork.base, 3, 5)
+        # A proof that leads nowhere proves nothing: 422, nothing kept.
+        garbage = [bytes(32)] * len(proof)
+        assert (await witness.add_checkpoint(session, 3, garbage, forked))[0] == 422
+        assert await evidence(session, witness.base) == []
+        status, _, body = await witness.add_checkpoint(session, 3, proof, forked)
+        assert status == 422, body
+        (item,) = await evidence(session, witness.base)
+        assert item["kind"] == DIFFERENT_SIZES
+        assert [base64.b64decode(n) for n in item["notes"]] == [honest, forked]
+        (tmp_path / "ev.json").write_text(json.dumps(item))
+        assert (
+            main(["evidence", "verify", str(tmp_path / "ev.json"), "--log-key", log.verifier.vkey])
+            == 0
+        )
+        assert (await witness.add_checkpoint(session, 3, proof, forked))[0] == 403
+    finally:
+        await witness.stop()
+
+
 async def witness_status(
     monitor: MonitorUnderTest, session: ClientSession, note: bytes, proof: list[bytes]
 ) -> int:

@@ -9,6 +9,8 @@ imports the same modules, and no test module imports another.
 - :mod:`support.ledger`: the ledger over HTTP, and the vendor keys its tests use.
 - :mod:`support.livelog`: a log server in a background thread, for synchronous clients.
 - :mod:`support.logcheck`: re-verify a whole log over HTTP.
+- :mod:`support.processes`: real ``firmlog-server`` and ``firmlog-monitor``
+  processes on loopback, stopped whatever happens.
 - :mod:`support.hostile`: hostile inputs (colliding key IDs, extra signature lines).
 - :mod:`support.mutations`: mutations of valid inputs, for fuzzing parsers.
 """

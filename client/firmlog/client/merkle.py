@@ -50,6 +50,7 @@ __all__ = [
     "inclusion_proof_size",
     "leaf_hash",
     "node_hash",
+    "old_root_from_consistency",
     "root_hash",
     "tree_hash",
     "verify_consistency",
@@ -439,7 +440,24 @@ def verify_consistency(
         )
     _check_hash("old root hash", old_root)
     _check_hash("new root hash", new_root)
+    h_old, h_new = _consistency_roots(old_size, new_size, old_root, proof)
+    if h_old != old_root:
+        raise ConsistencyProofError(
+            f"consistency proof from size {old_size} to size {new_size} leads to "
+            f"old root {h_old.hex()}, expected {bytes(old_root).hex()}"
+        )
+    if h_new != new_root:
+        raise ConsistencyProofError(
+            f"consistency proof from size {old_size} to size {new_size} leads to "
+            f"new root {h_new.hex()}, expected {bytes(new_root).hex()}"
+        )
 
+
+def _consistency_roots(
+    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
+) -> tuple[bytes, bytes]:
+    """The old and new roots a consistency proof leads to (RFC 9162 2.1.4.2), for
+    ``0 < old_size < new_size``; ``old_root`` seeds it when ``old_size`` is a power of 2."""
     shift = (old_size & -old_size).bit_length() - 1
     last = old_size - 1
     inner_full = (last ^ (new_size - 1)).bit_length()
@@ -471,16 +489,40 @@ def verify_consistency(
     for p in rest[inner:]:
         h_old = sha(prefix + p + h_old).digest()
         h_new = sha(prefix + p + h_new).digest()
-    if h_old != old_root:
+    return h_old, h_new
+
+
+def old_root_from_consistency(
+    old_size: int, new_size: int, new_root: bytes, proof: Sequence[bytes]
+) -> bytes:
+    """The root at ``old_size`` that ``proof`` proves consistent with ``new_root``.
+
+    For a tree whose signer gave a consistency proof from a size where a
+    verifier trusts another root: if the proof leads to ``new_root``, the root
+    it returns is the larger tree's root at ``old_size``, and (that root,
+    ``proof``) is evidence that the two trees cannot both be true. Raises
+    ConsistencyProofError when the proof does not lead to ``new_root``, or when
+    ``old_size`` is a power of 2 (the proof then does not carry the old root)
+    or not below ``new_size``.
+    """
+    _check_size("old_size", old_size)
+    _check_size("new_size", new_size)
+    if not 0 < old_size < new_size:
         raise ConsistencyProofError(
-            f"consistency proof from size {old_size} to size {new_size} leads to "
-            f"old root {h_old.hex()}, expected {bytes(old_root).hex()}"
+            f"no old root follows from a proof from size {old_size} to size {new_size}"
         )
+    if old_size & (old_size - 1) == 0:
+        raise ConsistencyProofError(
+            f"a consistency proof from size {old_size} (a power of 2) does not carry the old root"
+        )
+    _check_hash("new root hash", new_root)
+    h_old, h_new = _consistency_roots(old_size, new_size, EMPTY_ROOT, proof)
     if h_new != new_root:
         raise ConsistencyProofError(
             f"consistency proof from size {old_size} to size {new_size} leads to "
             f"new root {h_new.hex()}, expected {bytes(new_root).hex()}"
         )
+    return h_old
 
 
 # -- the right edge ---------------------------------------------------------------

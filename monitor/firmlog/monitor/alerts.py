@@ -22,8 +22,11 @@ checking a chunk are pending until :meth:`ContentChecks.commit` (after the
 store saved them, in the transaction that advances ``next_index``) or
 dropped by :meth:`ContentChecks.rollback`.
 
-:class:`AlertCommand` runs ``--alert-command`` for each new alert, the
-alert's JSON on its stdin, off the follower's path; failures are logged.
+:class:`AlertCommand` runs ``--alert-command`` for each alert the store
+holds and has not handed to it yet, the alert's JSON on its stdin, off the
+follower's path; failures are logged. It reads them from the store, so an
+alert stored just before a crash is handed over at the next start (at least
+once; at most twice if the crash falls between the command and its mark).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import structlog
 
 from firmlog.client.entries import KeySet, Release, Revocation
 from firmlog.client.ledger import Applied
-from firmlog.monitor.store import Alert, ContentRows, SecurityRow, VersionRow
+from firmlog.monitor.store import Alert, AsyncStore, ContentRows, SecurityRow, VersionRow
 
 __all__ = [
     "DUPLICATE_VERSION",
@@ -221,24 +224,39 @@ class ContentChecks:
 
 
 class AlertCommand:
-    """Runs ``command`` (a shell command) for each alert, the JSON on its stdin,
-    one at a time in the order given, in a task of its own."""
+    """Runs ``command`` (a shell command) for each alert of ``store`` not handed to it
+    yet, the JSON on its stdin (with the evidence, for a split view), one at a time in
+    the order they were stored, in a task of its own. Call :meth:`wake` after storing
+    alerts, and once at start. Each alert is marked once the command ran for it, whatever
+    its exit status (a failing command is logged, not retried)."""
 
-    def __init__(self, command: str, timeout: float = 60.0) -> None:
+    def __init__(self, command: str, store: AsyncStore, origin: str, timeout: float = 60.0) -> None:
         self.command = command
+        self.store = store
+        self.origin = origin
         self.timeout = timeout
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._again = False
+        self._closed = False
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, message: dict[str, Any]) -> None:
-        self._queue.put_nowait(message)
+    def wake(self) -> None:
+        if self._closed:
+            return  # stopping: what is left is handed over at the next start
+        self._again = True
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._worker(), name="firmlog-monitor-alert-command")
 
     async def _worker(self) -> None:
-        while not self._queue.empty():
-            message = self._queue.get_nowait()
-            await self._run(message)
+        store = self.store.store
+        while self._again:
+            self._again = False
+            while batch := await self.store.run(store.unnotified):
+                for alert_id, alert, evidence in batch:
+                    message: dict[str, Any] = {"origin": self.origin, **alert.to_json()}
+                    if evidence is not None:
+                        message["evidence"] = evidence.to_json()
+                    await self._run(message)
+                    await self.store.run(store.mark_notified, alert_id)
 
     async def _run(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, sort_keys=True).encode("utf-8") + b"\n"
@@ -269,7 +287,8 @@ class AlertCommand:
             log.error("the alert command failed", error=repr(exc), kind=message.get("kind"))
 
     async def close(self, grace: float = 5.0) -> None:
-        """Wait up to ``grace`` seconds for the alerts queued so far, then stop."""
+        """Wait up to ``grace`` seconds for the alerts stored so far, then stop."""
+        self._closed = True
         task = self._task
         if task is None:
             return

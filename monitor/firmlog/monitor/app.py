@@ -262,6 +262,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             max_bundle_size=config.max_bundle_size,
         )
         follower = Follower(watched, fetcher, config)
+        watched.command = follower.command  # split views run the same alert command
+        if follower.command is not None:
+            follower.command.wake()  # the alerts stored before a crash, not handed over yet
         task = asyncio.create_task(follower.run(), name="firmlog-monitor-follower")
         gossiper = Gossiper(watched, follower, session, config)
         gossip_task = asyncio.create_task(gossiper.run(), name="firmlog-monitor-gossip")

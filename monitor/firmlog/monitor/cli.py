@@ -4,6 +4,7 @@
 
     firmlog-monitor run --data-dir DIR --log-url URL --log-key VKEY [--listen HOST:PORT]
         [--peer URL ...] [--operator-key VKEY ...] [--name NAME] [--poll-interval SECONDS]
+        [--gossip-interval SECONDS]
         [--watch-vendor VENDOR --announced FILE ...] [--alert-command CMD]
 
 The first start creates DIR with the monitor's witness key (cosignature/v1)
@@ -57,7 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--listen", default="127.0.0.1:8081", help="HOST:PORT (default 127.0.0.1:8081)")
     r.add_argument("--peer", action="append", default=[], help="a peer monitor's URL")
     r.add_argument("--name", help="the witness key's name on first start")
-    r.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
+    r.add_argument(
+        "--poll-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between polls of the log (default %(default)s)",
+    )
+    r.add_argument(
+        "--gossip-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between exchanges of checkpoints with the peers (default %(default)s)",
+    )
     r.add_argument(
         "--watch-vendor",
         action="append",
@@ -99,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             listen_port=port,
             peers=tuple(args.peer),
             poll_interval=args.poll_interval,
+            gossip_interval=args.gossip_interval,
             watch_vendors=tuple(zip(args.watch_vendor, args.announced, strict=True)),
             alert_command=args.alert_command,
         ).validate()

@@ -118,7 +118,11 @@ class Follower:
         self.cache = TileCache(1024)
         self.failures = 0
         self.checks = ContentChecks.watching(config.watch_vendors)
-        self.command = AlertCommand(config.alert_command) if config.alert_command else None
+        self.command = (
+            AlertCommand(config.alert_command, watched.store, watched.origin)
+            if config.alert_command
+            else None
+        )
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
@@ -313,5 +317,5 @@ class Follower:
                     kind=alert.kind,
                     detail=alert.detail,
                 )
-                if self.command is not None:
-                    self.command.submit({"origin": watched.origin, **alert.to_json()})
+            if alerts and self.command is not None:
+                self.command.wake()

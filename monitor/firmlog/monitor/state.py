@@ -14,8 +14,9 @@ cosigned one.
 Both go through :meth:`WatchedLog.advance` holding :attr:`WatchedLog.lock`:
 the in-memory state and the database (a compare-and-swap on the stored
 tree size) change together or not at all. A proven split view
-(:meth:`WatchedLog.record_split_view`) is kept as evidence and ends
-cosigning for good.
+(:meth:`WatchedLog.record_split_view`) is kept as evidence, with a
+``split-view`` alert, and ends cosigning for good; ``--alert-command`` then
+runs for that alert, with the evidence in its JSON.
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ from firmlog.client.ledger import LedgerState
 from firmlog.client.merkle import CompactRange
 from firmlog.client.note import Signature, add_signatures, split_note
 from firmlog.client.trust import CheckpointNote
+from firmlog.monitor.alerts import AlertCommand
 from firmlog.monitor.metrics import MonitorMetrics
-from firmlog.monitor.store import AsyncStore, Snapshot
+from firmlog.monitor.store import Alert, AsyncStore, Snapshot
 
-__all__ = ["Clock", "EntryProgress", "WatchedLog"]
+__all__ = ["SPLIT_VIEW_ALERT", "Clock", "EntryProgress", "WatchedLog"]
 
 log = structlog.get_logger("firmlog.monitor")
 
 Clock = Callable[[], float]
 MAX_ENTRY_SIZE = 0xFFFF  # what an entry bundle can hold; the log enforces its own limit
+SPLIT_VIEW_ALERT = "split-view"  # the kind of the alert kept with split-view evidence
 
 
 @dataclass(slots=True)
@@ -78,6 +81,7 @@ class WatchedLog:
         self.progress = EntryProgress(0, CompactRange(), LedgerState(()))
         self.last_error: str | None = None
         self.last_poll: float | None = None
+        self.command: AlertCommand | None = None  # --alert-command, shared with the follower
 
     @property
     def origin(self) -> str:
@@ -160,9 +164,16 @@ class WatchedLog:
         return sig
 
     async def record_split_view(self, evidence: SplitViewEvidence) -> None:
-        """Keep the evidence, byte for byte, and stop cosigning this log. Holding :attr:`lock`."""
+        """Keep the evidence, byte for byte, with its alert, stop cosigning this log, and
+        run the alert command (the evidence in its JSON). Holding :attr:`lock`."""
         assert self.lock.locked()
-        await self.store.run(self.store.store.save_split_view, evidence)
+        alert = Alert(
+            None,
+            SPLIT_VIEW_ALERT,
+            f"split view of {self.origin}: {evidence.kind}: {evidence.detail}",
+            int(self.clock()),
+        )
+        number = await self.store.run(self.store.store.save_split_view, evidence, alert)
         self.split_view = True
         self.metrics.split_views.inc()
         log.critical(
@@ -171,4 +182,7 @@ class WatchedLog:
             origin=self.origin,
             kind=evidence.kind,
             detail=evidence.detail,
+            evidence=number,
         )
+        if self.command is not None:
+            self.command.wake()

@@ -13,7 +13,10 @@ What is kept, per log (one row of ``log_state``):
 plus the ledger replay (``vendors``: the key sets the monitor's own replay
 derived; ``entries``: the entries it accepted, for duplicates and
 revocations), ``alerts`` and ``evidence`` (split views, both notes byte for
-byte and the proof).
+byte and the proof). An alert is stored with ``notified = 0`` until
+``--alert-command`` ran for it (firmlog.monitor.alerts), so one stored just
+before a crash is handed to the command at the next start; a split-view
+alert names its ``evidence`` row.
 
 :class:`MonitorStore` is synchronous; :class:`AsyncStore` runs it on one
 thread of its own, off the event loop, so that calls are serialized. Every
@@ -80,7 +83,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     idx INTEGER,
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    notified INTEGER NOT NULL DEFAULT 0,
+    evidence INTEGER
 );
 CREATE TABLE IF NOT EXISTS release_versions (
     vendor TEXT NOT NULL,
@@ -167,6 +172,7 @@ class MonitorStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)  # idempotent
+            _add_alert_columns(db)
             db.execute("BEGIN IMMEDIATE")
             stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
             for key, value in meta.items():
@@ -274,7 +280,7 @@ class MonitorStore:
                 ],
             )
             db.executemany(
-                "INSERT INTO alerts (idx, kind, detail, created) VALUES (?, ?, ?, ?)",
+                "INSERT INTO alerts (idx, kind, detail, created, notified) VALUES (?, ?, ?, ?, 0)",
                 [(a.index, a.kind, a.detail, a.created) for a in alerts],
             )
             versions, security = content
@@ -295,11 +301,12 @@ class MonitorStore:
 
         return self._transaction(body)
 
-    def save_split_view(self, evidence: SplitViewEvidence) -> None:
-        """Keep the evidence and stop cosigning the log, in one transaction."""
+    def save_split_view(self, evidence: SplitViewEvidence, alert: Alert) -> int:
+        """Keep the evidence and its ``alert``, and stop cosigning the log, in one
+        transaction; returns the evidence's number (its place in ``evidence()``, from 1)."""
 
-        def body(db: sqlite3.Connection) -> None:
-            db.execute(
+        def body(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO evidence (kind, old_note, new_note, proof, smaller_root, detail, "
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -312,9 +319,23 @@ class MonitorStore:
                     int(time.time()),
                 ),
             )
+            number = cur.lastrowid
+            assert number is not None
+            db.execute(
+                "INSERT INTO alerts (idx, kind, detail, created, notified, evidence) "
+                "VALUES (?, ?, ?, ?, 0, ?)",
+                (
+                    alert.index,
+                    alert.kind,
+                    f"{alert.detail} (evidence #{number})",
+                    alert.created,
+                    number,
+                ),
+            )
             db.execute("UPDATE log_state SET split_view = 1")
+            return number
 
-        self._transaction(body)
+        return self._transaction(body)
 
     def alerts(self) -> list[Alert]:
         """Every alert, newest first."""
@@ -344,12 +365,55 @@ class MonitorStore:
 
     def evidence(self) -> list[SplitViewEvidence]:
         return [
-            SplitViewEvidence(kind, bytes(old), bytes(new), _split(bytes(proof)), root, detail)
-            for kind, old, new, proof, root, detail in self.db.execute(
+            _evidence(*row)
+            for row in self.db.execute(
                 "SELECT kind, old_note, new_note, proof, smaller_root, detail FROM evidence "
                 "ORDER BY id"
             )
         ]
+
+    def unnotified(self, limit: int = 100) -> list[tuple[int, Alert, SplitViewEvidence | None]]:
+        """The oldest alerts the alert command was not run for yet: (row id, alert, its
+        evidence for a split view)."""
+        out = []
+        for alert_id, idx, kind, detail, created, *ev in self.db.execute(
+            "SELECT a.id, a.idx, a.kind, a.detail, a.created, e.kind, e.old_note, e.new_note, "
+            "e.proof, e.smaller_root, e.detail FROM alerts a LEFT JOIN evidence e "
+            "ON e.id = a.evidence WHERE a.notified = 0 ORDER BY a.id LIMIT ?",
+            (limit,),
+        ):
+            evidence = _evidence(*ev) if ev[0] is not None else None
+            out.append((alert_id, Alert(idx, kind, detail, created), evidence))
+        return out
+
+    def mark_notified(self, alert_id: int) -> None:
+        """The alert command ran for this alert."""
+        self._transaction(
+            lambda db: db.execute("UPDATE alerts SET notified = 1 WHERE id = ?", (alert_id,))
+        )
+
+
+def _evidence(
+    kind: str, old: bytes, new: bytes, proof: bytes, root: bytes | None, detail: str
+) -> SplitViewEvidence:
+    return SplitViewEvidence(
+        kind,
+        bytes(old),
+        bytes(new),
+        _split(bytes(proof)),
+        None if root is None else bytes(root),
+        detail,
+    )
+
+
+def _add_alert_columns(db: sqlite3.Connection) -> None:
+    """Give the alerts table of an older store its ``notified`` and ``evidence`` columns
+    (its alerts were handed to the command already)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+    if "notified" not in columns:
+        db.execute("ALTER TABLE alerts ADD COLUMN notified INTEGER NOT NULL DEFAULT 1")
+    if "evidence" not in columns:
+        db.execute("ALTER TABLE alerts ADD COLUMN evidence INTEGER")
 
 
 class AsyncStore:

@@ -10,7 +10,10 @@ an empty line, then the checkpoint note. Answers, as the spec orders them:
 - 409 (``text/x.tlog.size``, the size it knows) old size is not the size of
   the latest cosigned checkpoint; or same size and another root (a split
   view: the evidence is kept);
-- 422 the consistency proof does not verify;
+- 422 the consistency proof does not verify; if it does lead to the
+  checkpoint's root, but from another root at the old size than the one
+  this witness cosigned, the log signed two trees that cannot both be true:
+  the evidence (both notes, that root and the proof) is kept;
 - 200 the cosignature line.
 
 Checking the old size and storing the new checkpoint are one atomic step
@@ -28,8 +31,8 @@ import structlog
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.errors import FormatError, ProofError, SignatureError, SplitViewError
-from firmlog.client.evidence import SAME_SIZE, SplitViewEvidence
-from firmlog.client.merkle import HASH_SIZE, verify_consistency
+from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE, SplitViewEvidence
+from firmlog.client.merkle import HASH_SIZE, old_root_from_consistency, verify_consistency
 from firmlog.client.note import split_note
 from firmlog.client.trust import CheckpointNote, check_no_fork
 from firmlog.monitor.state import WatchedLog
@@ -153,6 +156,12 @@ async def add_checkpoint(watched: WatchedLog, request: AddCheckpoint) -> bytes:
                         request.proof,
                     )
                 except (ProofError, FormatError) as exc:
+                    evidence = _fork_evidence(trusted, new, request.proof, str(exc))
+                    if evidence is not None:
+                        await watched.record_split_view(evidence)
+                        raise WitnessRefusal(
+                            422, f"consistency proof does not verify: {exc}; split view recorded"
+                        ) from exc
                     log.warning(
                         "add-checkpoint with a consistency proof that does not verify",
                         origin=cp.origin,
@@ -167,3 +176,22 @@ async def add_checkpoint(watched: WatchedLog, request: AddCheckpoint) -> bytes:
     if sig is None:  # the stored state moved: another process shares the data dir
         raise WitnessRefusal(503, "the witness state changed meanwhile; retry")
     return sig.line().encode("utf-8")
+
+
+def _fork_evidence(
+    trusted: CheckpointNote, new: CheckpointNote, proof: tuple[bytes, ...], error: str
+) -> SplitViewEvidence | None:
+    """Evidence from a proof that leads to ``new``'s root from another root at the
+    trusted size than the trusted one; None if the proof proves nothing."""
+    old, cp = trusted.checkpoint, new.checkpoint
+    try:
+        root = old_root_from_consistency(old.tree_size, cp.tree_size, cp.root_hash, proof)
+    except (ProofError, FormatError):
+        return None
+    if root == old.root_hash:
+        return None
+    detail = (
+        f"the log's tree of size {cp.tree_size} has root {root.hex()} at size "
+        f"{old.tree_size}, where it signed root {old.root_hash.hex()} ({error})"
+    )
+    return SplitViewEvidence(DIFFERENT_SIZES, trusted.note, new.note, proof, root, detail)

@@ -146,6 +146,7 @@ async def test_the_entry_page_shows_everything_in_full(client: Client) -> None:
         assert value in text, value
     assert "…" not in text  # no hash is cut short
     assert "Not revoked" in text
+    assert 'id="revoked"' not in text
     # Its downloads: the signed note as logged, and its proof bundle.
     note_href = re.search(r'id="download-note"[^>]*href="([^"]+)"', text, re.DOTALL)
     bundle_href = re.search(r'id="download-bundle"[^>]*href="([^"]+)"', text, re.DOTALL)
@@ -166,6 +167,7 @@ async def test_the_entry_page_shows_everything_in_full(client: Client) -> None:
     )
     rev_index = await client.ok(revocation, R1)
     text = await get_html(client, f"/entry/{index}")
+    assert f'Revoked by its vendor: see <a href="../entry/{rev_index}">' in text
     assert cells(text, "log index") == [str(rev_index)]
     assert cells(text, "reason") == ["bricks <devices>"]
     assert "https://acme.example/sa-1" in text

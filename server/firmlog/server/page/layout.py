@@ -21,7 +21,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-_TYPES = {".js": "text/javascript", ".css": "text/css"}
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
 @functools.cache
@@ -73,6 +73,7 @@ class Site:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} · firmlog {e(self.origin)}</title>
+<link rel="icon" href="{self.url("static/icon.svg")}" type="image/svg+xml">
 <link rel="stylesheet" href="{self.url("static/style.css")}"></head>
 <body>
 <header><a class="brand" href="{self.url("")}">firmlog <code>{e(self.origin)}</code></a>

@@ -57,7 +57,8 @@ def _entry_link(site: Site, index: int) -> str:
 
 
 def _vendor_link(site: Site, vendor: str) -> str:
-    return f'<a href="{site.url("vendor/" + q(vendor))}">{e(vendor)}</a>'
+    name = e(vendor).replace(".", ".<wbr>")  # a long name wraps between its labels
+    return f'<a class="vendor" href="{site.url("vendor/" + q(vendor))}">{name}</a>'
 
 
 def _search_link(site: Site, text: str, **query: str) -> str:
@@ -74,7 +75,7 @@ def _uri(value: str | None) -> str:
 
 def _status(site: Site, revoked_by: Sequence[int]) -> str:
     if not revoked_by:
-        return ""
+        return '<span class="muted">not revoked</span>'
     links = ", ".join(_entry_link(site, i) for i in revoked_by)
     return f'<span class="revoked">revoked</span> by {links}'
 
@@ -92,7 +93,7 @@ def releases_table(site: Site, listed: Sequence[Listed], empty: str) -> str:
             e(r.release.version),
             str(r.release.security_version),
             e(r.release.channel),
-            code(r.release.image.sha256),
+            f'<code class="digest">{e(r.release.image.sha256)}</code>',
             _status(site, r.revoked_by),
         )
         for r in listed
@@ -283,7 +284,11 @@ def render_entry(site: Site, logged: LoggedEntry) -> str:
             ("keys", _keys(body.keys)),
         ]
     items.append(("signed by", "<br>".join(code(s.key) for s in entry.signatures)))
-    parts = [f"<h1>{e(_title(entry))}</h1>", fields(items)]
+    parts = [f"<h1>{e(_title(entry))}</h1>"]
+    if logged.revocations:
+        by = ", ".join(_entry_link(site, i) for i, _ in logged.revocations)
+        parts.append(f'<p class="revoked" id="revoked">Revoked by its vendor: see {by}.</p>')
+    parts.append(fields(items))
     if isinstance(body, Release):
         parts.append('<h2 id="revocations">Revocations</h2>')
         rows = [

@@ -28,10 +28,11 @@ from pathlib import Path
 import structlog
 from aiohttp import ClientSession, web
 
-from firmlog.client.entries import Release, entry_json, parse_entry
+from firmlog.client.entries import entry_json, parse_entry
 from firmlog.client.errors import TilePathError
 from firmlog.client.keys import Ed25519Signer
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
+from firmlog.server import page
 from firmlog.server.acceptance import Acceptance
 from firmlog.server.config import ServerConfig
 from firmlog.server.datadir import CHECKPOINT_FILE
@@ -50,7 +51,6 @@ from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
-from firmlog.server.page import render_page
 from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
@@ -627,38 +627,160 @@ async def get_log(request: web.Request) -> web.Response:
     return web.json_response(request.app[LOG_INFO], headers={"Cache-Control": SHORT})
 
 
-# -- operations -------------------------------------------------------------
+# -- the pages for people (firmlog.server.page) --------------------------------
 
 RECENT_RELEASES = 25
+PageHandler = Callable[[web.Request, page.Site], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-async def get_page(request: web.Request) -> web.Response:
-    """The page for people (firmlog.server.page)."""
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text,
+        status=status,
+        content_type="text/html",
+        headers={"Cache-Control": SHORT, **page.HEADERS},
+    )
+
+
+def _html_page(
+    handler: PageHandler, depth: int = 0
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``handler`` for a page ``depth`` levels below the root; bad input and
+    missing things are answered with an HTML page (their status as in the JSON API)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        site = page.Site(request.app[KEYS].log.name, "../" * depth)
+        try:
+            return await handler(request, site)
+        except (BadRequest, NotFound) as exc:
+            row = answer(exc)
+            return _html(page.render_error(site, row.status, row.message_of(exc)), row.status)
+
+    return handle
+
+
+async def get_page(request: web.Request, site: page.Site) -> web.Response:
     svc = _services(request)
     latest = await svc.reader.latest()
-    size = latest.tree_size if latest else 0
-    found = await svc.storage.search_releases(
-        ReleaseQuery(), MAX_UINT63, RECENT_RELEASES, newest_first=True
+    releases = await page.list_releases(
+        svc.storage, ReleaseQuery(), MAX_UINT63, RECENT_RELEASES, newest_first=True
     )
-    revoked = await svc.storage.revocations_of([i for i, _ in found])
-    releases = []
-    for index, raw in found:
-        body = parse_entry(raw, max_size=1 << 16).body
-        assert isinstance(body, Release)
-        releases.append((index, body, index in revoked))
     key_sets = await svc.storage.key_history(None, -1, 1000)
-    page = render_page(
-        svc.sequencer.origin, latest.note if latest else None, size, releases, key_sets
+    return _html(
+        page.render_home(
+            site,
+            latest.note if latest else None,
+            latest.tree_size if latest else 0,
+            releases,
+            key_sets,
+        )
     )
+
+
+async def get_search_page(request: web.Request, site: page.Site) -> web.Response:
+    form = page.SearchForm.of(request.query)
+    try:
+        query = ReleaseQuery(
+            vendor=_text("the vendor", form.vendor) if form.vendor else None,
+            product=_text("the product", form.product) if form.product else None,
+            version=_text("the version", form.version) if form.version else None,
+            image_sha256=(
+                _text("the image SHA-256", form.image_sha256, _HEX64) if form.image_sha256 else None
+            ),
+            cve=_text("the CVE id", form.cve, _CVE) if form.cve else None,
+        )
+        if form.order not in ("asc", "desc"):
+            raise BadRequest(f"order must be asc or desc, got {_shown(form.order)}")
+        cursor, limit = _page(request, newest_first=form.order == "desc")
+    except BadRequest as exc:
+        return _html(page.render_search(site, form, None, None, str(exc)), 400)
+    found = await page.list_releases(
+        _services(request).storage, query, cursor, limit, newest_first=form.order == "desc"
+    )
+    next_cursor = found[-1].index if len(found) == limit else None
+    return _html(page.render_search(site, form, found, next_cursor))
+
+
+async def _published_entry(request: web.Request) -> page.LoggedEntry:
+    """The entry ``{ref}`` names (index, id or leaf hash), if a published checkpoint has it."""
+    svc = _services(request)
+    ref = request.match_info["ref"]
+    if _HEX64.fullmatch(ref):
+        index = await _find_entry(svc.storage, ref)
+    elif _DECIMAL.fullmatch(ref) and int(ref) <= MAX_UINT63:
+        index = int(ref)
+    else:
+        raise BadRequest(
+            "expected a decimal entry index, or an entry's id or leaf hash (64 lowercase hex "
+            f"digits), got {_shown(ref)}"
+        )
+    latest = await svc.reader.latest()
+    size = latest.tree_size if latest else 0
+    logged = await page.read_entry(svc.storage, index) if index < size else None
+    if logged is None:
+        raise NotFound(f"no entry {index} in the log: its latest checkpoint has {size} entries")
+    return logged
+
+
+async def get_entry_page(request: web.Request, site: page.Site) -> web.Response:
+    return _html(page.render_entry(site, await _published_entry(request)))
+
+
+async def get_entry_note(request: web.Request, site: page.Site) -> web.Response:
+    """The entry's signed note, to save as a file."""
+    logged = await _published_entry(request)
     return web.Response(
-        text=page,
-        content_type="text/html",
+        body=logged.entry.raw,
+        content_type="text/plain",
+        charset="utf-8",
         headers={
-            "Cache-Control": SHORT,
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-            "style-src 'unsafe-inline'",
+            "Cache-Control": IMMUTABLE,
+            "Content-Disposition": f'attachment; filename="firmlog-entry-{logged.index}.note"',
+            **page.HEADERS,
         },
     )
+
+
+async def get_vendor_page(request: web.Request, site: page.Site) -> web.Response:
+    vendor = _text("the vendor name", request.match_info["vendor"])
+    storage = _services(request).storage
+    history = await page.key_history(storage, vendor)
+    if not history:
+        raise NotFound(f"vendor {vendor!r} is not admitted to this log")
+    releases = await page.list_releases(
+        storage, ReleaseQuery(vendor=vendor), MAX_UINT63, RECENT_RELEASES, newest_first=True
+    )
+    return _html(page.render_vendor(site, vendor, history, releases))
+
+
+async def get_keys_page(request: web.Request, site: page.Site) -> web.Response:
+    latest = await _services(request).reader.latest()
+    info: dict[str, object] = request.app[LOG_INFO]
+    return _html(page.render_keys(site, info, latest.note if latest else None))
+
+
+async def get_check_page(request: web.Request, site: page.Site) -> web.Response:
+    return _html(page.render_check(site))
+
+
+async def get_static(request: web.Request) -> web.Response:
+    """The pages' script and style (package data)."""
+    asset = page.static_assets().get(request.match_info["name"])
+    if asset is None:
+        raise NotFound(f"no static file {_shown(request.match_info['name'])}")
+    body, content_type = asset
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": f"{content_type}; charset=utf-8",
+            "Cache-Control": "public, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+# -- operations -------------------------------------------------------------
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -810,7 +932,14 @@ def make_app(
     r.add_get("/v1/vendors/{vendor}", get_vendor)
     r.add_put("/v1/images/sha256/{digest}", put_image)
     r.add_get("/v1/images/sha256/{digest}", get_image)
-    r.add_get("/", get_page)
+    r.add_get("/", _html_page(get_page))
+    r.add_get("/search", _html_page(get_search_page))
+    r.add_get("/check", _html_page(get_check_page))
+    r.add_get("/keys", _html_page(get_keys_page))
+    r.add_get("/entry/{ref}", _html_page(get_entry_page, depth=1))
+    r.add_get("/entry/{ref}/note", _html_page(get_entry_note, depth=2))
+    r.add_get("/vendor/{vendor}", _html_page(get_vendor_page, depth=1))
+    r.add_get("/static/{name}", get_static)
     r.add_get("/healthz", get_healthz)
     r.add_get("/metrics", get_metrics)
     return app

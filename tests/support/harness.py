@@ -133,7 +133,7 @@ class LogUnderTest:
         return int(self.services.metrics.pool.value())
 
     async def start(self) -> None:
-        app = make_app(self.config, self.log_key, self.operator)
+        app = make_app(self.config, self.log_key, [self.operator.verifier])
         self.server = ServiceTestServer(app, self.config.http, "log server")
         with self._injected():
             await self.server.start_server()

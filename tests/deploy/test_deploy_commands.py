@@ -1,5 +1,5 @@
 """Every firmlog-server, firmlog-monitor and firmlog command that the deploy
-files run is accepted by that program's own argparse parser,
+files and OPERATIONS.md run is accepted by that program's own argparse parser,
 so the files cannot drift from the command-line interfaces."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from deployfiles import (
     COMPOSE,
+    OPERATIONS,
     SYSTEMD,
     Invocation,
     compose_invocations,
@@ -15,6 +16,7 @@ from deployfiles import (
     kubernetes_invocations,
     load_all,
     manifests,
+    markdown_invocations,
     parse_problem,
     systemd_invocations,
 )
@@ -25,6 +27,7 @@ def all_invocations() -> list[Invocation]:
         *dockerfile_invocations(),
         *compose_invocations(load_all(COMPOSE)[0]),
         *kubernetes_invocations(manifests()),
+        *markdown_invocations(OPERATIONS),
     ]
     for unit in sorted(SYSTEMD.glob("*.service")):
         found += systemd_invocations(unit)
@@ -47,6 +50,7 @@ def test_each_kind_of_file_is_searched() -> None:
         "StatefulSet firmlog-monitor",
         "firmlog-server.service ExecStart",
         "firmlog-monitor.service ExecStart",
+        "OPERATIONS.md",
     ):
         assert expected in wheres, expected
     programs = {(i.program, i.args[0]) for i in all_invocations() if i.args}

@@ -72,7 +72,9 @@ async def test_a_log_that_is_down_is_retried_and_reported(
 ) -> None:
     await grow(log, session, 0, 2)
     # Another log server for the same log, on a port chosen now and started later.
-    other = TestServer(make_log_app(log.config, log.log_key, log.operator), host="127.0.0.1")
+    other = TestServer(
+        make_log_app(log.config, log.log_key, [log.operator.verifier]), host="127.0.0.1"
+    )
     await other.start_server()
     url = str(other.make_url("")).rstrip("/")
     port = other.port
@@ -90,7 +92,9 @@ async def test_a_log_that_is_down_is_retried_and_reported(
 
         await log.stop()  # the same database, now served on the monitor's port
         revived = TestServer(
-            make_log_app(log.config, log.log_key, log.operator), host="127.0.0.1", port=port
+            make_log_app(log.config, log.log_key, [log.operator.verifier]),
+            host="127.0.0.1",
+            port=port,
         )
         await revived.start_server()
         try:

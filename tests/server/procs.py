@@ -83,7 +83,7 @@ def load_keys(data_dir: Path) -> LogKeys:
     def read(name: str) -> Ed25519Signer:
         return parse_signer_key((data_dir / name).read_text(encoding="utf-8").strip())
 
-    return LogKeys(log=read("log.key").verifier, operator=read("operator.key"))
+    return LogKeys(log=read("log.key").verifier, operator=read("operator.key.MOVE-ME-OFFLINE"))
 
 
 def make_entry(operator: Ed25519Signer, tag: str, i: int) -> bytes:

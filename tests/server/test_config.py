@@ -69,14 +69,12 @@ def test_first_start_creates_keys_once(tmp_path: Path) -> None:
     first = init_data_dir(d, "log.example/fw")
     assert first.created
     assert first.log.name == "log.example/fw"
-    assert first.operator.name == "log.example/fw/operator"
-    for name in ("log.key", "operator.key"):
-        assert stat.S_IMODE((d / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((d / "log.key").stat().st_mode) == 0o600
+    assert (d / "log.pub").read_text() == first.log.verifier.vkey + "\n"
     assert 'origin = "log.example/fw"' in (d / "config.toml").read_text()
     again = init_data_dir(d, None)
     assert not again.created
     assert again.log.skey == first.log.skey
-    assert again.operator.skey == first.operator.skey
     with pytest.raises(ConfigError, match="a log's origin cannot change"):
         init_data_dir(d, "other.example/log")
 
@@ -93,8 +91,10 @@ def test_servers_starting_together_share_one_set_of_keys(tmp_path: Path) -> None
     d = tmp_path / "data"
     code = (
         "import sys; from pathlib import Path; from firmlog.server.datadir import init_data_dir;"
+        "from firmlog.server.datadir import load_operator_keys;"
         "k = init_data_dir(Path(sys.argv[1]), 'race.example/log');"
-        "print(k.log.verifier.vkey, k.operator.verifier.vkey)"
+        "o = load_operator_keys(Path(sys.argv[1]), (), 'race.example/log/operator');"
+        "print(k.log.verifier.vkey, [v.vkey for v in o.verifiers])"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(d)], stdout=subprocess.PIPE, text=True)
@@ -133,6 +133,6 @@ def test_serve_refuses_bad_config_with_exit_2(tmp_path: Path) -> None:
 def test_a_corrupt_key_file_is_reported(tmp_path: Path) -> None:
     d = tmp_path / "data"
     init_data_dir(d, "log.example/fw")
-    (d / "operator.key").write_text("PRIVATE+KEY+garbage\n")
-    with pytest.raises(ConfigError, match=r"operator\.key: not a signer key"):
+    (d / "log.key").write_text("PRIVATE+KEY+garbage\n")
+    with pytest.raises(ConfigError, match=r"log\.key: not a signer key"):
         init_data_dir(d, None)

@@ -571,7 +571,7 @@ sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
 port = sock.getsockname()[1]
 serve(
-    make_app(config, key, operator),
+    make_app(config, key, [operator.verifier]),
     HTTPConfig(header_timeout=0.5),
     name="log server",
     sock=[sock],

@@ -132,9 +132,9 @@ class LogUnderTest:
         """How many submissions wait in the sequencer's pool."""
         return int(self.services.metrics.pool.value())
 
-    async def start(self) -> None:
-        app = make_app(self.config, self.log_key, self.operator)
-        self.server = ServiceTestServer(app, self.config.http, "log server")
+    async def start(self, port: int | None = None) -> None:
+        app = make_app(self.config, self.log_key, [self.operator.verifier])
+        self.server = ServiceTestServer(app, self.config.http, "log server", port)
         with self._injected():
             await self.server.start_server()
 

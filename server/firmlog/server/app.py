@@ -21,7 +21,7 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from aiohttp import ClientSession, web
 
 from firmlog.client.entries import entry_json, parse_entry
 from firmlog.client.errors import TilePathError
-from firmlog.client.keys import Ed25519Signer
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier
 from firmlog.client.tiles import ENTRY_LEVEL, parse_tile_path
 from firmlog.server import page
 from firmlog.server.acceptance import Acceptance
@@ -72,7 +72,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 @dataclass(frozen=True, slots=True)
 class LogKeys:
     log: Ed25519Signer
-    operator: Ed25519Signer
+    operators: tuple[Ed25519Verifier, ...]  # who may admit vendors; never their signer keys
 
 
 @dataclass(slots=True)
@@ -838,7 +838,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         cache_tiles=config.limits.tile_cache_tiles,
         accept=witnesses.cosigned if witnesses is not None else None,
     )
-    operators = [keys.operator.verifier]
+    operators = list(keys.operators)
     vendor_keys = VendorKeyCache()
     sequencer = Sequencer(
         storage,
@@ -892,7 +892,7 @@ async def _log_info_ctx(app: web.Application) -> AsyncIterator[None]:
     info: dict[str, object] = {
         "origin": keys.log.name,
         "log_key": keys.log.verifier.vkey,
-        "operator_keys": [keys.operator.verifier.vkey],
+        "operator_keys": [k.vkey for k in keys.operators],
         "witness_policy": policy,
     }
     app[LOG_INFO] = info
@@ -900,9 +900,14 @@ async def _log_info_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_app(
-    config: ServerConfig, log_key: Ed25519Signer, operator_key: Ed25519Signer
+    config: ServerConfig, log_key: Ed25519Signer, operator_keys: Sequence[Ed25519Verifier]
 ) -> web.Application:
-    """The log server application. Does no I/O until it is started."""
+    """The log server application. Does no I/O until it is started.
+
+    ``operator_keys`` are the operator's verifier keys: the server never needs
+    the operator's signer key."""
+    if not operator_keys:
+        raise ValueError("no operator key: a log needs at least one to admit vendors")
     if log_key.name != config.origin:
         raise ValueError(
             f"the log key is named {log_key.name!r} but the origin is {config.origin!r}"
@@ -913,7 +918,7 @@ def make_app(
         handler_args=protocol_options(config.http),  # for a plain AppRunner too
     )
     app[CONFIG] = config
-    app[KEYS] = LogKeys(log=log_key, operator=operator_key)
+    app[KEYS] = LogKeys(log=log_key, operators=tuple(operator_keys))
     app[METRICS] = ServerMetrics()
     app.cleanup_ctx.append(_services_ctx)
     app.cleanup_ctx.append(_log_info_ctx)

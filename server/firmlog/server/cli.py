@@ -3,10 +3,15 @@
 ::
 
     firmlog-server serve [--data-dir DIR] [--listen HOST:PORT] [--database URL] [--origin NAME]
+        [--operator-key VKEY ...] [--operator-key-out PATH] [--witness-policy FILE]
 
-The first start creates the data directory with fresh log and operator keys
-and prints their verifier keys; the default database is SQLite in the data
-directory.
+The first start creates the data directory with a fresh log key and prints
+the log's and the operator's verifier keys; the default database is SQLite in
+the data directory. The server holds only the operator's *verifier* keys
+(``--operator-key``, config.toml ``operator_keys``, DATA/operator.pub). With
+none configured, the first start generates an operator signer key once, into
+DATA/operator.key.MOVE-ME-OFFLINE (or ``--operator-key-out``), and says how to
+move it off the server; no later start reads it (firmlog.server.datadir).
 
 Start-up, in order: the data dir and config are read (and created), the
 listening sockets are bound, the app starts (the storage opens, and the
@@ -19,12 +24,13 @@ SIGINT and SIGTERM stop the server gracefully.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from firmlog.server.app import make_app
-from firmlog.server.config import load_config
-from firmlog.server.datadir import init_data_dir
+from firmlog.server.config import OPERATOR_KEY_FILE, OPERATOR_KEY_OFFLINE_FILE, load_config
+from firmlog.server.datadir import OperatorKeys, init_data_dir, load_operator_keys
 from firmlog.server.errors import ConfigError, StartupError
 from firmlog.service.cli import (
     ListenError,
@@ -57,12 +63,64 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--origin", help="the log's origin on first start (default <hostname>/firmlog)")
     s.add_argument(
+        "--operator-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="an operator verifier key trusted to admit vendors; repeatable (also "
+        "operator_keys in config.toml and DATA/operator.pub; default: none)",
+    )
+    s.add_argument(
+        "--operator-key-out",
+        type=Path,
+        metavar="PATH",
+        help="where a first start with no operator key configured writes the new operator "
+        "signer key (default DATA/operator.key.MOVE-ME-OFFLINE)",
+    )
+    s.add_argument(
         "--witness-policy",
         help="tlog-policy file whose witness lines carry URLs: publish checkpoints "
         "only once cosigned by its quorum (also witness_policy in config.toml)",
     )
     add_logging_options(s)
     return p
+
+
+def _move_offline(path: Path) -> str:
+    where = shlex.quote(str(path.resolve()))
+    return f"scp -p {where} OFFLINE-HOST:operator.key && shred -u {where}"
+
+
+def _warn_private_operator_keys(data_dir: Path, operators: OperatorKeys) -> None:
+    """Tell the operator to move an operator signer key off this server.
+
+    The banner comes once, at the start that created (or migrated) the key;
+    while a signer key is still in the data dir, every start repeats one line.
+    The files are looked at, never read."""
+    if operators.generated is not None:
+        print(
+            f"MOVE THE OPERATOR KEY OFFLINE: a new operator signer key is in "
+            f"{operators.generated}; it admits vendors (firmlog vendor admit --operator-key), "
+            "this server never reads it again and only needs operator.pub. "
+            f"Move it off this server: {_move_offline(operators.generated)}",
+            file=sys.stderr,
+        )
+    if operators.migrated is not None:
+        print(
+            f"MOVE THE OPERATOR KEY OFFLINE: operator.pub was derived from {operators.migrated}, "
+            "which this server no longer reads; the operator's signer key does not belong on "
+            f"the server. Move it off: {_move_offline(operators.migrated)}",
+            file=sys.stderr,
+        )
+    for name in (OPERATOR_KEY_OFFLINE_FILE, OPERATOR_KEY_FILE):
+        path = data_dir / name
+        if path in (operators.generated, operators.migrated) or not path.exists():
+            continue
+        print(
+            f"warning: {path} is an operator signer key still on this server (not read); "
+            f"move it off: {_move_offline(path)}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen,
             database=args.database,
             witness_policy=args.witness_policy,
+            operator_keys=args.operator_key,
             default_origin=keys.log.name,
         )
         if config.origin != keys.log.name:
@@ -82,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"config.toml origin {config.origin!r} does not match the log key name "
                 f"{keys.log.name!r} in {args.data_dir}"
             )
-        app = make_app(config, keys.log, keys.operator)
+        operators = load_operator_keys(
+            args.data_dir,
+            config.operator_verifiers,
+            f"{keys.log.name}/operator",
+            args.operator_key_out,
+        )
+        app = make_app(config, keys.log, operators.verifiers)
         sockets = bind(config.listen_host, config.listen_port)
     except (ConfigError, ListenError, ValueError, OSError) as exc:
         return refuse(PROGRAM, str(exc))
@@ -95,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         if keys.created:
             print(f"created a new log in {args.data_dir.resolve()}", file=sys.stderr)
         print(f"log key:      {keys.log.verifier.vkey}", file=sys.stderr)
-        print(f"operator key: {keys.operator.verifier.vkey}", file=sys.stderr)
+        for operator in operators.verifiers:
+            print(f"operator key: {operator.vkey}", file=sys.stderr)
+        _warn_private_operator_keys(args.data_dir, operators)
         print(
             f"listening on  {url_of(config.listen_host, sockets[0])}", file=sys.stderr, flush=True
         )

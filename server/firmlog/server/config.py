@@ -10,6 +10,7 @@ names the setting.
     origin = "log.example.com/firmware"   # checkpoint origin = log key name
     listen = "127.0.0.1:8080"
     database = "sqlite:///firmlog-data/firmlog.db"   # or postgresql://...
+    operator_keys = ["log.example.com/firmware/operator+1234abcd+AQ..."]   # with operator.pub
 
     [sequencer]
     batch_interval = 0.01     # seconds an entry waits for others to join its batch (<= 0.5)
@@ -31,13 +32,14 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from firmlog.client.entries import DEFAULT_MAX_ENTRY_SIZE
-from firmlog.client.keys import check_key_name
+from firmlog.client.errors import KeyFormatError
+from firmlog.client.keys import Ed25519Verifier, check_key_name, parse_verifier_key
 from firmlog.server.errors import ConfigError
 from firmlog.server.witnessing import load_witness_policy
 from firmlog.service import cli as service_cli
@@ -45,7 +47,10 @@ from firmlog.service.http import HTTPConfig
 
 CONFIG_FILE = "config.toml"
 LOG_KEY_FILE = "log.key"
-OPERATOR_KEY_FILE = "operator.key"
+LOG_PUB_FILE = "log.pub"
+OPERATOR_PUB_FILE = "operator.pub"
+OPERATOR_KEY_OFFLINE_FILE = "operator.key.MOVE-ME-OFFLINE"  # written once, never read again
+OPERATOR_KEY_FILE = "operator.key"  # where data dirs before operator.pub kept the signer key
 DB_FILE = "firmlog.db"
 
 
@@ -77,6 +82,11 @@ class ServerConfig:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     witness_policy: str = ""  # empty: no witnessing; else a tlog-policy file with witness URLs
     witness_timeout: float = 10.0  # seconds to wait for the quorum of cosignatures
+    operator_keys: tuple[str, ...] = ()  # vkeys that may admit vendors, besides operator.pub
+
+    @property
+    def operator_verifiers(self) -> tuple[Ed25519Verifier, ...]:
+        return tuple(parse_verifier_key(k) for k in self.operator_keys)
 
     @property
     def database_url(self) -> str:
@@ -143,6 +153,14 @@ class ServerConfig:
             raise ConfigError(
                 f"witness_timeout must be 0.1..600 seconds, got {self.witness_timeout}"
             )
+        for vkey in self.operator_keys:
+            try:
+                parse_verifier_key(vkey)
+            except KeyFormatError as exc:
+                raise ConfigError(
+                    f"operator key {vkey!r} is not a verifier key: {exc}; give the "
+                    "operator's vkey (firmlog inspect OPERATOR.key prints it)"
+                ) from exc
         if self.witness_policy:
             try:
                 load_witness_policy(Path(self.witness_policy))
@@ -185,12 +203,14 @@ def load_config(
     database: str | None = None,
     origin: str | None = None,
     witness_policy: str | None = None,
+    operator_keys: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     default_origin: str | None = None,
 ) -> ServerConfig:
     """Read ``<data_dir>/config.toml`` (if present), then environment, then these overrides.
 
     ``default_origin`` (the log key's name) applies when nothing else names one.
+    ``operator_keys`` (``--operator-key``) are trusted together with config.toml's.
     """
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -210,6 +230,7 @@ def load_config(
         "http",
         "witness_policy",
         "witness_timeout",
+        "operator_keys",
     }
     for key in raw:
         if key not in allowed:
@@ -247,6 +268,12 @@ def load_config(
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise ConfigError(f"witness_timeout must be a number of seconds, got {timeout!r}")
         cfg = replace(cfg, witness_timeout=float(timeout))
+    cfg_operators = raw.get("operator_keys", [])
+    if not isinstance(cfg_operators, list) or not all(isinstance(k, str) for k in cfg_operators):
+        raise ConfigError(
+            f"operator_keys must be a list of verifier key strings, got {cfg_operators!r}"
+        )
+    cfg = replace(cfg, operator_keys=tuple(dict.fromkeys([*cfg_operators, *operator_keys])))
     if "sequencer" in raw:
         cfg = replace(cfg, sequencer=_section(SequencerConfig, raw["sequencer"], "sequencer"))
     if "limits" in raw:

@@ -388,7 +388,7 @@ def main() -> int:
         operator = generate_key(f"{ORIGIN}/operator")
         data_dir = workdir / "data"
         limits = {"tile_cache_tiles": args.tile_cache} if args.tile_cache else None
-        write_data_dir(data_dir, log_key.skey, operator.skey, ORIGIN, limits=limits)
+        write_data_dir(data_dir, log_key.skey, operator.verifier.vkey, ORIGIN, limits=limits)
         with database(args.backend, workdir) as url:
             bare = start_bare_server(workdir / "bare.log")
             try:

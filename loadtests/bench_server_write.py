@@ -342,7 +342,7 @@ def run_case(
     write_data_dir(
         data_dir,
         log_key.skey,
-        operator.skey,
+        operator.verifier.vkey,
         ORIGIN,
         sequencer={
             "batch_interval": case.batch_interval,

@@ -78,18 +78,20 @@ def http_get(url: str, timeout: float = 10.0) -> bytes:
 def write_data_dir(
     data_dir: Path,
     log_skey: str,
-    operator_skey: str,
+    operator_vkey: str,
     origin: str,
     sequencer: dict[str, float | int] | None = None,
     limits: dict[str, int] | None = None,
 ) -> None:
-    """A data directory with the given keys and a config.toml (overwritten each time)."""
+    """A data directory with the log key, the operator's verifier key and a
+    config.toml (overwritten each time). The operator's signer key stays with
+    the caller, as it stays off a real server."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    for name, skey in (("log.key", log_skey), ("operator.key", operator_skey)):
-        path = data_dir / name
-        if not path.exists():
-            path.write_text(skey + "\n", encoding="utf-8")
-            path.chmod(0o600)
+    log_path = data_dir / "log.key"
+    if not log_path.exists():
+        log_path.write_text(log_skey + "\n", encoding="utf-8")
+        log_path.chmod(0o600)
+    (data_dir / "operator.pub").write_text(operator_vkey + "\n", encoding="utf-8")
     lines = [f'origin = "{origin}"']
     for section, values in (("sequencer", sequencer), ("limits", limits)):
         if values:

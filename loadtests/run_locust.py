@@ -127,7 +127,7 @@ def main() -> int:
         else:
             database = f"sqlite:///{work / 'data' / 'firmlog.db'}"
         log_key, operator = generate_key(ORIGIN), generate_key("locust.firmlog.example/operator")
-        write_data_dir(work / "data", log_key.skey, operator.skey, ORIGIN)
+        write_data_dir(work / "data", log_key.skey, operator.verifier.vkey, ORIGIN)
         server = start_log_server(work / "data", database, work / "server.log", "warning")
         stack.callback(server.stop)
         print(f"log on {server.base} ({args.backend}); seeding", flush=True)

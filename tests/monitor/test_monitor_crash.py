@@ -162,7 +162,7 @@ async def test_sigkill_loses_nothing_and_never_rolls_back(
     )
     procs.append(monitor)
     log_signer = parse_signer_key((log.data_dir / "log.key").read_text().strip())
-    todo, planted = entries((log.data_dir / "operator.key").read_text().strip(), 400)
+    todo, planted = entries(log.operator.skey, 400)
     w = Witnessing()
     stop = asyncio.Event()
 

@@ -33,6 +33,7 @@ import aiohttp
 
 from firmlog.client.cosignature import parse_witness_verifier_key
 from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, parse_signer_key
+from firmlog.server.config import OPERATOR_KEY_OFFLINE_FILE
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 30.0
@@ -215,7 +216,9 @@ class LogProcess(Process):
 
     @property
     def operator(self) -> Ed25519Signer:
-        return self._key("operator.key")
+        """The operator's signer key, where the first start wrote it (a copied data
+        dir carries it along: both logs then trust one operator)."""
+        return self._key(OPERATOR_KEY_OFFLINE_FILE)
 
     async def submit(self, session: aiohttp.ClientSession, entry: bytes) -> tuple[int, bytes]:
         async with session.post(f"{self.base}/v1/entries", data=entry) as resp:

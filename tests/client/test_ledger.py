@@ -135,6 +135,7 @@ def test_a_vendor_revokes_only_its_own_releases() -> None:
 
 def test_a_revocation_must_name_a_release() -> None:
     state = admitted(RELEASE_KEY)
+    assert isinstance(state.entries, dict)  # the default index
     admission_hash = next(iter(state.entries))
     body = Revocation("acme.example", admission_hash.hex(), "oops")
     with pytest.raises(EntryPolicyError, match="firmlog/vendor/v1 entry, not a firmlog/release/v1"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from firmlog.client.entries import (
     KEYS_V1,
@@ -43,6 +44,7 @@ from firmlog.client.keys import Ed25519Verifier, KeyRing, parse_verifier_key
 __all__ = [
     "OPERATOR_KEYS",
     "Applied",
+    "EntryIndex",
     "LedgerState",
     "UnknownVendorError",
     "VendorKeys",
@@ -200,6 +202,29 @@ class Applied:
     revoked: int | None  # a revocation: the log index of the release it withdraws
 
 
+class EntryIndex(Protocol):
+    """Where a :class:`LedgerState` keeps the entries it accepted, by identity.
+
+    ``get`` answers which log index holds the entry with that identity, with
+    the entry (a revocation needs the release it names), or None if no
+    accepted entry has it; it must see every entry recorded with
+    ``__setitem__``, and answer from the whole log, not a recent part: the
+    one-identity rule and the revocation rule depend on it. A plain
+    ``dict`` is one, and the default; a monitor following a large log uses
+    one backed by its database (:class:`firmlog.monitor.store.StoredEntryIndex`),
+    so that its memory does not grow with the log.
+    """
+
+    def get(self, identity: bytes, /) -> tuple[int, Entry] | None: ...
+
+    def __setitem__(self, identity: bytes, value: tuple[int, Entry], /) -> None: ...
+
+
+def _memory_index() -> EntryIndex:
+    index: dict[bytes, tuple[int, Entry]] = {}
+    return index
+
+
 @dataclass(slots=True)
 class LedgerState:
     """The ledger as of log index ``size``: vendor key sets and the entries it knows.
@@ -209,11 +234,15 @@ class LedgerState:
     what its database holds at the current tree size (the current key sets of
     the batch's vendors, the releases its revocations name) and applies the
     batch's entries in the order they get their indexes.
+
+    ``entries`` holds the accepted entries by identity (:class:`EntryIndex`, a
+    dict unless given): it is asked about one identity at a time, and told
+    about an entry once the entry is accepted.
     """
 
     operator_keys: tuple[Ed25519Verifier, ...]
     vendors: dict[str, VendorKeys] = field(default_factory=dict)
-    entries: dict[bytes, tuple[int, Entry]] = field(default_factory=dict)  # by identity
+    entries: EntryIndex = field(default_factory=_memory_index)  # by identity
     size: int = 0
 
     def apply(self, entry: Entry, *, verified_with: int | None = None) -> Applied:

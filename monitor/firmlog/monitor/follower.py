@@ -59,7 +59,7 @@ from firmlog.monitor.alerts import AlertCommand, ContentChecks
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.fetch import LogFetcher
 from firmlog.monitor.state import MAX_ENTRY_SIZE, WatchedLog
-from firmlog.monitor.store import Alert
+from firmlog.monitor.store import AcceptedRow, Alert, StoredVersions
 
 __all__ = ["ENTRY_REJECTED", "ENTRY_UNPARSEABLE", "Follower", "split_view_evidence"]
 
@@ -119,6 +119,7 @@ class Follower:
         self.failures = 0
         self.checks = ContentChecks.watching(config.watch_vendors)
         self.command = AlertCommand(config.alert_command) if config.alert_command else None
+        self.versions: StoredVersions | None = None
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
@@ -228,11 +229,11 @@ class Follower:
 
     def _replay(
         self, start: int, entries: list[bytes]
-    ) -> tuple[list[tuple[int, bytes]], list[VendorKeys], list[Alert]]:
+    ) -> tuple[list[AcceptedRow], list[VendorKeys], list[Alert]]:
         """Apply the ledger rules to ``entries`` (log indexes from ``start``). Blocking."""
         ledger = self.watched.progress.ledger
         now = int(self.watched.clock())
-        accepted: list[tuple[int, bytes]] = []
+        accepted: list[AcceptedRow] = []
         vendors: dict[str, VendorKeys] = {}
         alerts: list[Alert] = []
         for index, raw in enumerate(entries, start):
@@ -252,7 +253,7 @@ class Follower:
                 alerts.append(Alert(index, ENTRY_REJECTED, detail, now))
                 ledger.size += 1
                 continue
-            accepted.append((index, raw))
+            accepted.append((index, entry.identity, raw))
             alerts += self.checks.check(applied, now)
             if applied.keys is not None:
                 vendors[applied.keys.vendor] = applied.keys
@@ -267,7 +268,11 @@ class Follower:
         size = trusted.checkpoint.tree_size
         fetch = self._fetch()
         if not self.checks.loaded:
-            self.checks.load(await watched.store.run(watched.store.store.content_rows))
+            if self.versions is None:
+                self.versions = watched.store.store.stored_versions()
+            self.versions.clear()
+            rows = await watched.store.run(watched.store.store.content_rows, False)
+            self.checks.load(rows, self.versions)
         while watched.progress.next_index < size:
             progress = watched.progress
             start = progress.next_index
@@ -301,6 +306,7 @@ class Follower:
                 await watched.reload_progress()
                 raise RuntimeError(f"entry progress moved under this process at index {start}")
             self.checks.commit()
+            progress.saved()
             progress.next_index = end
             progress.edge = edge
             watched.metrics.checked.set(end)

@@ -21,7 +21,10 @@ Each poll (:meth:`Follower.poll_once`):
    for each entry the log accepted but the replay rejects, and the content
    alerts of each entry it accepts (:mod:`firmlog.monitor.alerts`); and
    stores all of it in one transaction. Then ``--alert-command`` runs for
-   each new alert.
+   each new alert. The next chunk is downloaded while one is checked; each
+   entry is parsed once and its signatures verified once; what the rules
+   look up in the store (identities, release versions) is read in a few
+   queries per chunk.
 
 A log that is down, slow or serving bad data is retried with exponential
 backoff; the error is logged, counted and shown by ``/healthz``. Nothing
@@ -35,7 +38,7 @@ import time
 
 import structlog
 
-from firmlog.client.entries import parse_entry
+from firmlog.client.entries import Entry, Release, Revocation, parse_entry
 from firmlog.client.errors import (
     FirmlogError,
     FormatError,
@@ -231,17 +234,36 @@ class Follower:
         self, start: int, entries: list[bytes]
     ) -> tuple[list[AcceptedRow], list[VendorKeys], list[Alert]]:
         """Apply the ledger rules to ``entries`` (log indexes from ``start``). Blocking."""
-        ledger = self.watched.progress.ledger
+        progress = self.watched.progress
+        ledger = progress.ledger
         now = int(self.watched.clock())
         accepted: list[AcceptedRow] = []
         vendors: dict[str, VendorKeys] = {}
         alerts: list[Alert] = []
-        for index, raw in enumerate(entries, start):
-            assert ledger.size == index, (ledger.size, index)
+        parsed: list[Entry | FormatError] = []
+        for raw in entries:
             try:
-                entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
+                parsed.append(parse_entry(raw, max_size=MAX_ENTRY_SIZE))
             except FormatError as exc:
-                alerts.append(Alert(index, ENTRY_UNPARSEABLE, str(exc), now))
+                parsed.append(exc)
+        if progress.index is not None:  # what the rules look up, in a few queries
+            wanted = [e.identity for e in parsed if isinstance(e, Entry)]
+            wanted += [
+                bytes.fromhex(e.body.release_id)
+                for e in parsed
+                if isinstance(e, Entry) and isinstance(e.body, Revocation)
+            ]
+            progress.index.prefetch(wanted)
+        if self.versions is not None:
+            self.versions.prefetch(
+                (e.body.vendor, e.body.product, e.body.version)
+                for e in parsed
+                if isinstance(e, Entry) and isinstance(e.body, Release)
+            )
+        for index, (raw, entry) in enumerate(zip(entries, parsed, strict=True), start):
+            assert ledger.size == index, (ledger.size, index)
+            if isinstance(entry, FormatError):
+                alerts.append(Alert(index, ENTRY_UNPARSEABLE, str(entry), now))
                 ledger.size += 1
                 continue
             try:
@@ -273,51 +295,94 @@ class Follower:
             self.versions.clear()
             rows = await watched.store.run(watched.store.store.content_rows, False)
             self.checks.load(rows, self.versions)
-        while watched.progress.next_index < size:
-            progress = watched.progress
-            start = progress.next_index
-            first = start // TILE_WIDTH
-            end = min(size, (first + self.config.chunk_tiles) * TILE_WIDTH)
+        ahead: dict[int, asyncio.Task[list[bytes]]] = {}  # chunk start -> its entries
+        try:
+            while watched.progress.next_index < size:
+                await self._check_chunk(trusted, fetch, ahead)
+        finally:
+            for task in ahead.values():
+                task.cancel()
+            await asyncio.gather(*ahead.values(), return_exceptions=True)
+
+    def _span(self, start: int, size: int) -> tuple[int, int]:
+        """The first entry bundle and the end index of the chunk that starts at ``start``."""
+        first = start // TILE_WIDTH
+        return first, min(size, (first + self.config.chunk_tiles) * TILE_WIDTH)
+
+    def _read_chunk(self, start: int, size: int) -> asyncio.Task[list[bytes]]:
+        first, end = self._span(start, size)
+
+        async def read() -> list[bytes]:
             entries = await self._bundles(first, (end - 1) // TILE_WIDTH, size)
-            chunk = entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
-            edge = progress.edge.copy()
-            for raw in chunk:
-                edge.append(leaf_hash(raw))
-            await asyncio.to_thread(self._prove_prefix, edge, trusted, fetch)
-            self.checks.rollback()
+            return entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
+
+        return asyncio.create_task(read(), name=f"firmlog-monitor-read-{start}")
+
+    def _hash_and_prove(
+        self, edge: CompactRange, chunk: list[bytes], trusted: CheckpointNote, fetch: TileFetcher
+    ) -> None:
+        """Append the chunk's leaves to ``edge`` and prove them the log's (blocking)."""
+        append = edge.append
+        for raw in chunk:
+            append(leaf_hash(raw))
+        self._prove_prefix(edge, trusted, fetch)
+
+    async def _check_chunk(
+        self,
+        trusted: CheckpointNote,
+        fetch: TileFetcher,
+        ahead: dict[int, asyncio.Task[list[bytes]]],
+    ) -> None:
+        """Check and store the next chunk; the one after it is read meanwhile."""
+        watched = self.watched
+        size = trusted.checkpoint.tree_size
+        progress = watched.progress
+        start = progress.next_index
+        _, end = self._span(start, size)
+        chunk = await (ahead.pop(start, None) or self._read_chunk(start, size))
+        if end < size and end not in ahead:
+            ahead[end] = self._read_chunk(end, size)
+        edge = progress.edge.copy()
+        await asyncio.to_thread(self._hash_and_prove, edge, chunk, trusted, fetch)
+        self.checks.rollback()
+        try:
             accepted, vendors, alerts = await asyncio.to_thread(self._replay, start, chunk)
-            content = self.checks.pending()
-            try:
-                saved = await watched.store.run(
-                    watched.store.store.save_entries,
-                    start,
-                    edge,
-                    accepted,
-                    vendors,
-                    alerts,
-                    content,
-                )
-            except BaseException:
-                self.checks.loaded = False
-                await watched.reload_progress()
-                raise
-            if not saved:
-                self.checks.loaded = False
-                await watched.reload_progress()
-                raise RuntimeError(f"entry progress moved under this process at index {start}")
-            self.checks.commit()
-            progress.saved()
-            progress.next_index = end
-            progress.edge = edge
-            watched.metrics.checked.set(end)
-            for alert in alerts:
-                watched.metrics.alerts.inc(1, alert.kind)
-                log.warning(
-                    "entry alert",
-                    origin=watched.origin,
-                    index=alert.index,
-                    kind=alert.kind,
-                    detail=alert.detail,
-                )
-                if self.command is not None:
-                    self.command.submit({"origin": watched.origin, **alert.to_json()})
+        except BaseException:
+            self.checks.loaded = False
+            await watched.reload_progress()
+            raise
+        content = self.checks.pending()
+        try:
+            saved = await watched.store.run(
+                watched.store.store.save_entries,
+                start,
+                edge,
+                accepted,
+                vendors,
+                alerts,
+                content,
+            )
+        except BaseException:
+            self.checks.loaded = False
+            await watched.reload_progress()
+            raise
+        if not saved:
+            self.checks.loaded = False
+            await watched.reload_progress()
+            raise RuntimeError(f"entry progress moved under this process at index {start}")
+        self.checks.commit()
+        progress.saved()
+        progress.next_index = end
+        progress.edge = edge
+        watched.metrics.checked.set(end)
+        for alert in alerts:
+            watched.metrics.alerts.inc(1, alert.kind)
+            log.warning(
+                "entry alert",
+                origin=watched.origin,
+                index=alert.index,
+                kind=alert.kind,
+                detail=alert.detail,
+            )
+            if self.command is not None:
+                self.command.submit({"origin": watched.origin, **alert.to_json()})

@@ -69,6 +69,7 @@ VersionRow = tuple[str, str, str, int, bytes]  # vendor, product, version -> fir
 SecurityRow = tuple[str, str, str, int, int]  # vendor, product, channel -> highest sv, its index
 ContentRows = tuple[Sequence[VersionRow], Sequence[SecurityRow]]
 AcceptedRow = tuple[int, bytes, bytes]  # log index, identity, the entry's bytes
+_QUERY_PARAMS = 900  # per statement: below SQLite's smallest limit (999)
 
 MAX_ENTRY_SIZE = 0xFFFF  # what an entry bundle can hold; the log enforces its own limit
 
@@ -228,7 +229,7 @@ class MonitorStore:
         self.db  # noqa: B018 -- raises if the store is not open
         return StoredEntryIndex(self._reader(), cache_size)
 
-    def stored_versions(self, cache_size: int = 4096) -> StoredVersions:
+    def stored_versions(self, cache_size: int = 16384) -> StoredVersions:
         """The content checks' first release of each version, read from this database."""
         self.db  # noqa: B018 -- raises if the store is not open
         return StoredVersions(self._reader(), cache_size)
@@ -432,7 +433,25 @@ class StoredEntryIndex:
         self._pending: dict[bytes, tuple[int, Entry]] = {}
         self._cache: OrderedDict[bytes, tuple[int, Entry]] = OrderedDict()
         self._cache_size = cache_size
+        self._absent: set[bytes] = set()  # not in the database (prefetch)
         self.reads = 0  # entries read back from the database
+
+    def prefetch(self, identities: Iterable[bytes]) -> None:
+        """Look ``identities`` up in a few queries, so that :meth:`get` answers those
+        not in the database without one each (a chunk's entries: almost all new)."""
+        wanted = [i for i in set(identities) if i not in self._pending and i not in self._cache]
+        present: set[bytes] = set()
+        for k in range(0, len(wanted), _QUERY_PARAMS):
+            part = wanted[k : k + _QUERY_PARAMS]
+            marks = ",".join("?" * len(part))
+            present.update(
+                bytes(row[0])
+                for row in self._db.execute(
+                    f"SELECT identity FROM entry_ids WHERE identity IN ({marks})",  # noqa: S608 -- placeholders only
+                    part,
+                )
+            )
+        self._absent = set(wanted) - present
 
     def get(self, identity: bytes, /) -> tuple[int, Entry] | None:
         found = self._pending.get(identity)
@@ -442,6 +461,8 @@ class StoredEntryIndex:
         if found is not None:
             self._cache.move_to_end(identity)
             return found
+        if identity in self._absent:
+            return None
         row = self._db.execute(
             "SELECT e.idx, e.raw FROM entry_ids AS i JOIN entries AS e ON e.idx = i.idx "
             "WHERE i.identity = ?",
@@ -460,11 +481,13 @@ class StoredEntryIndex:
     def saved(self) -> None:
         self._remember(self._pending.items())
         self._pending = {}
+        self._absent = set()
 
     def discard(self) -> None:
         """Forget what is not known to be stored: the pending entries, and the cache
         (after a failed save, what is stored is read again)."""
         self._pending = {}
+        self._absent = set()
         self._cache.clear()
 
     def _remember(self, items: Iterable[tuple[bytes, tuple[int, Entry]]]) -> None:
@@ -497,12 +520,35 @@ class StoredVersions:
         self._db = db
         self._cache: OrderedDict[VersionKey, tuple[int, bytes]] = OrderedDict()
         self._cache_size = cache_size
+        self._absent: set[VersionKey] = set()
+
+    def prefetch(self, keys: Iterable[VersionKey]) -> None:
+        """Look ``keys`` up in a few queries (a chunk's releases), for :meth:`get`."""
+        wanted = [k for k in set(keys) if k not in self._cache]
+        found: dict[VersionKey, tuple[int, bytes]] = {}
+        step = _QUERY_PARAMS // 3
+        for k in range(0, len(wanted), step):
+            part = wanted[k : k + step]
+            marks = ",".join(["(?,?,?)"] * len(part))
+            query = (
+                "SELECT vendor, product, version, idx, identity FROM release_versions "  # noqa: S608 -- placeholders only
+                f"WHERE (vendor, product, version) IN (VALUES {marks})"
+            )
+            for v, p, ver, idx, ident in self._db.execute(
+                query,
+                [x for key in part for x in key],
+            ):
+                found[(v, p, ver)] = (idx, bytes(ident))
+        self._absent = set(wanted) - found.keys()
+        self.update(found)
 
     def get(self, key: VersionKey, /) -> tuple[int, bytes] | None:
         found = self._cache.get(key)
         if found is not None:
             self._cache.move_to_end(key)
             return found
+        if key in self._absent:
+            return None
         row = self._db.execute(
             "SELECT idx, identity FROM release_versions "
             "WHERE vendor = ? AND product = ? AND version = ?",

@@ -23,7 +23,7 @@ revoked release.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,6 +50,7 @@ __all__ = [
     "VendorKeys",
     "authorize",
     "check_signatures",
+    "verify_ahead",
 ]
 
 
@@ -190,6 +191,32 @@ def authorize(
 OPERATOR_KEYS = -1
 """``verified_with`` of :meth:`LedgerState.apply` for an admission whose operator
 signature was verified already."""
+
+
+def verify_ahead(
+    entry: Entry,
+    operator_keys: KeyRing[Ed25519Verifier],
+    vendors: Mapping[str, VendorKeys],
+) -> int | None:
+    """Verify ``entry``'s signatures before its turn, against the key sets in ``vendors``
+    (the vendors' sets at some earlier point of the replay), as :func:`check_signatures`
+    does; return what to pass as ``verified_with`` to :meth:`LedgerState.apply`.
+
+    None when they do not verify, or the vendor is unknown: ``apply`` then
+    verifies them itself, against the state at the entry's turn, and says
+    why it refuses the entry. ``apply`` also verifies again if the vendor's
+    key set changed in between. Pure, thread-safe: replays verify ahead in
+    worker threads.
+    """
+    body = entry.body
+    current = None if isinstance(body, VendorAdmission) else vendors.get(body.vendor)
+    if current is None and not isinstance(body, VendorAdmission):
+        return None
+    try:
+        check_signatures(entry, operator_keys, current)
+    except Exception:  # whatever it is, apply() meets it again and says what it is
+        return None
+    return OPERATOR_KEYS if current is None else current.since_index
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import structlog
 
@@ -47,7 +49,8 @@ from firmlog.client.errors import (
     TileMismatchError,
 )
 from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE, SplitViewEvidence
-from firmlog.client.ledger import VendorKeys
+from firmlog.client.keys import Ed25519Verifier, KeyRing
+from firmlog.client.ledger import VendorKeys, verify_ahead
 from firmlog.client.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -111,6 +114,38 @@ def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> SplitViewEvi
     return SplitViewEvidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, proof, root, str(exc))
 
 
+VERIFY_THREADS = 2  # Ed25519 verification runs outside the GIL: these use a second core
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Entries from log index ``start``: as read, parsed (or why not), and the
+    ``verified_with`` of each (firmlog.client.ledger.verify_ahead)."""
+
+    start: int
+    raws: list[bytes]
+    parsed: list[Entry | FormatError]
+    verified: list[int | None]
+
+
+def _parse_and_verify(
+    raws: list[bytes], operator_keys: KeyRing[Ed25519Verifier], vendors: dict[str, VendorKeys]
+) -> tuple[list[Entry | FormatError], list[int | None]]:
+    """Parse entries and verify their signatures ahead of the replay (a worker thread)."""
+    parsed: list[Entry | FormatError] = []
+    verified: list[int | None] = []
+    for raw in raws:
+        try:
+            entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
+        except FormatError as exc:
+            parsed.append(exc)
+            verified.append(None)
+            continue
+        parsed.append(entry)
+        verified.append(verify_ahead(entry, operator_keys, vendors))
+    return parsed, verified
+
+
 class Follower:
     """The task that follows one log (see the module docstring). One per log."""
 
@@ -123,12 +158,15 @@ class Follower:
         self.checks = ContentChecks.watching(config.watch_vendors)
         self.command = AlertCommand(config.alert_command) if config.alert_command else None
         self.versions: StoredVersions | None = None
+        self._operator_ring: KeyRing[Ed25519Verifier] | None = None
+        self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, "firmlog-monitor-verify")
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
         try:
             await self._poll_forever()
         finally:
+            self._verifiers.shutdown(wait=False, cancel_futures=True)
             if self.command is not None:
                 await self.command.close()
 
@@ -230,22 +268,15 @@ class Follower:
                 f"of the signed tree of size {cp.tree_size}: {exc}"
             ) from exc
 
-    def _replay(
-        self, start: int, entries: list[bytes]
-    ) -> tuple[list[AcceptedRow], list[VendorKeys], list[Alert]]:
-        """Apply the ledger rules to ``entries`` (log indexes from ``start``). Blocking."""
+    def _replay(self, chunk: _Chunk) -> tuple[list[AcceptedRow], list[VendorKeys], list[Alert]]:
+        """Apply the ledger rules to the chunk's entries. Blocking."""
         progress = self.watched.progress
         ledger = progress.ledger
         now = int(self.watched.clock())
         accepted: list[AcceptedRow] = []
         vendors: dict[str, VendorKeys] = {}
         alerts: list[Alert] = []
-        parsed: list[Entry | FormatError] = []
-        for raw in entries:
-            try:
-                parsed.append(parse_entry(raw, max_size=MAX_ENTRY_SIZE))
-            except FormatError as exc:
-                parsed.append(exc)
+        start, parsed = chunk.start, chunk.parsed
         if progress.index is not None:  # what the rules look up, in a few queries
             wanted = [e.identity for e in parsed if isinstance(e, Entry)]
             wanted += [
@@ -260,14 +291,15 @@ class Follower:
                 for e in parsed
                 if isinstance(e, Entry) and isinstance(e.body, Release)
             )
-        for index, (raw, entry) in enumerate(zip(entries, parsed, strict=True), start):
+        items = zip(chunk.raws, parsed, chunk.verified, strict=True)
+        for index, (raw, entry, verified_with) in enumerate(items, start):
             assert ledger.size == index, (ledger.size, index)
             if isinstance(entry, FormatError):
                 alerts.append(Alert(index, ENTRY_UNPARSEABLE, str(entry), now))
                 ledger.size += 1
                 continue
             try:
-                applied = ledger.apply(entry)
+                applied = ledger.apply(entry, verified_with=verified_with)
             except Exception as exc:  # whatever the log serves, one entry never stops the replay
                 if not isinstance(exc, FirmlogError):
                     log.exception("replaying an entry failed", index=index)
@@ -295,7 +327,7 @@ class Follower:
             self.versions.clear()
             rows = await watched.store.run(watched.store.store.content_rows, False)
             self.checks.load(rows, self.versions)
-        ahead: dict[int, asyncio.Task[list[bytes]]] = {}  # chunk start -> its entries
+        ahead: dict[int, asyncio.Task[_Chunk]] = {}  # chunk start -> its entries
         try:
             while watched.progress.next_index < size:
                 await self._check_chunk(trusted, fetch, ahead)
@@ -309,12 +341,34 @@ class Follower:
         first = start // TILE_WIDTH
         return first, min(size, (first + self.config.chunk_tiles) * TILE_WIDTH)
 
-    def _read_chunk(self, start: int, size: int) -> asyncio.Task[list[bytes]]:
+    def _read_chunk(self, start: int, size: int) -> asyncio.Task[_Chunk]:
+        """Download the chunk from ``start``, parse it and verify its signatures ahead
+        (against the vendor key sets of now: the replay checks they still apply)."""
         first, end = self._span(start, size)
+        ledger = self.watched.progress.ledger
+        if self._operator_ring is None:
+            self._operator_ring = KeyRing.of(ledger.operator_keys)
+        ring = self._operator_ring
 
-        async def read() -> list[bytes]:
+        async def read() -> _Chunk:
             entries = await self._bundles(first, (end - 1) // TILE_WIDTH, size)
-            return entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
+            raws = entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
+            vendors = dict(ledger.vendors)
+            loop = asyncio.get_running_loop()
+            step = -(-len(raws) // VERIFY_THREADS)
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self._verifiers, _parse_and_verify, raws[k : k + step], ring, vendors
+                    )
+                    for k in range(0, len(raws), step)
+                )
+            )
+            chunk = _Chunk(start, raws, [], [])
+            for parsed, verified in parts:
+                chunk.parsed += parsed
+                chunk.verified += verified
+            return chunk
 
         return asyncio.create_task(read(), name=f"firmlog-monitor-read-{start}")
 
@@ -331,7 +385,7 @@ class Follower:
         self,
         trusted: CheckpointNote,
         fetch: TileFetcher,
-        ahead: dict[int, asyncio.Task[list[bytes]]],
+        ahead: dict[int, asyncio.Task[_Chunk]],
     ) -> None:
         """Check and store the next chunk; the one after it is read meanwhile."""
         watched = self.watched
@@ -343,10 +397,10 @@ class Follower:
         if end < size and end not in ahead:
             ahead[end] = self._read_chunk(end, size)
         edge = progress.edge.copy()
-        await asyncio.to_thread(self._hash_and_prove, edge, chunk, trusted, fetch)
+        await asyncio.to_thread(self._hash_and_prove, edge, chunk.raws, trusted, fetch)
         self.checks.rollback()
         try:
-            accepted, vendors, alerts = await asyncio.to_thread(self._replay, start, chunk)
+            accepted, vendors, alerts = await asyncio.to_thread(self._replay, chunk)
         except BaseException:
             self.checks.loaded = False
             await watched.reload_progress()

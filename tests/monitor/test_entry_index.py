@@ -191,3 +191,27 @@ async def test_a_restarted_monitor_checks_a_revocation_of_a_release_it_saw_befor
         assert ENTRY_REJECTED not in {a["kind"] for a in alerts}
     finally:
         await again.stop()
+
+
+def test_release_versions_are_looked_up_by_key_not_by_scanning(tmp_path: Path) -> None:
+    """The content checks' lookups of a chunk stay a few index searches however many
+    releases the log holds (they used to scan the table: quadratic catch-up)."""
+    store = MonitorStore(tmp_path / "monitor.db")
+    store.open(META)
+    rows = [(VENDOR, "router-9000", f"1.{i}", i, bytes(32)) for i in range(20_000)]
+    edge = CompactRange()
+    assert store.save_entries(0, edge, [], [], [], (rows, []))
+    versions = store.stored_versions()
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    versions._db.set_progress_handler(count, 100)  # one call per 100 VM instructions
+    versions.prefetch([(VENDOR, "router-9000", "1.7"), (VENDOR, "router-9000", "9.9")])
+    assert steps < 100, f"{steps * 100} VM instructions for two keys: a table scan"
+    assert versions.get((VENDOR, "router-9000", "1.7")) == (7, bytes(32))
+    assert versions.get((VENDOR, "router-9000", "9.9")) is None
+    store.close()

@@ -530,9 +530,12 @@ class StoredVersions:
         for k in range(0, len(wanted), step):
             part = wanted[k : k + step]
             marks = ",".join(["(?,?,?)"] * len(part))
+            # CROSS JOIN keeps the wanted keys outside, so each is one search of the
+            # primary key (a row-value IN would scan the whole table).
             query = (
-                "SELECT vendor, product, version, idx, identity FROM release_versions "  # noqa: S608 -- placeholders only
-                f"WHERE (vendor, product, version) IN (VALUES {marks})"
+                "SELECT r.vendor, r.product, r.version, r.idx, r.identity "  # noqa: S608 -- placeholders only
+                f"FROM (VALUES {marks}) AS w CROSS JOIN release_versions AS r "
+                "ON r.vendor = w.column1 AND r.product = w.column2 AND r.version = w.column3"
             )
             for v, p, ver, idx, ident in self._db.execute(
                 query,

@@ -15,8 +15,15 @@ from firmlog.client.entries import (
     sign_entry,
 )
 from firmlog.client.errors import EntryPolicyError, SignatureError, SignatureLineError
-from firmlog.client.keys import Ed25519Signer, generate_key
-from firmlog.client.ledger import LedgerState, UnknownVendorError, VendorKeys, authorize
+from firmlog.client.keys import Ed25519Signer, KeyRing, generate_key
+from firmlog.client.ledger import (
+    OPERATOR_KEYS,
+    LedgerState,
+    UnknownVendorError,
+    VendorKeys,
+    authorize,
+    verify_ahead,
+)
 from firmlog.client.note import Signature
 
 OPERATOR = generate_key("log.example/operator")
@@ -135,6 +142,7 @@ def test_a_vendor_revokes_only_its_own_releases() -> None:
 
 def test_a_revocation_must_name_a_release() -> None:
     state = admitted(RELEASE_KEY)
+    assert isinstance(state.entries, dict)  # the default index
     admission_hash = next(iter(state.entries))
     body = Revocation("acme.example", admission_hash.hex(), "oops")
     with pytest.raises(EntryPolicyError, match="firmlog/vendor/v1 entry, not a firmlog/release/v1"):
@@ -255,3 +263,38 @@ def test_an_admission_without_operator_keys_is_refused_not_a_crash() -> None:
     with pytest.raises(EntryPolicyError, match="no operator key is trusted"):
         state.apply(entry(body, OPERATOR))
     assert state.size == 0
+
+
+# --- verifying ahead of the replay (a monitor's worker threads) -----------------------
+
+
+def test_verify_ahead_says_what_apply_may_skip() -> None:
+    state = LedgerState(operator_keys=(OPERATOR.verifier,))
+    ring = KeyRing.of(state.operator_keys)
+    admission = entry(VendorAdmission("acme.example", (RELEASE_KEY.verifier.vkey,), 1), OPERATOR)
+    assert verify_ahead(admission, ring, state.vendors) == OPERATOR_KEYS
+    rel = entry(release(), RELEASE_KEY)
+    assert verify_ahead(rel, ring, state.vendors) is None  # vendor not admitted yet
+    state.apply(admission, verified_with=OPERATOR_KEYS)
+    assert verify_ahead(rel, ring, state.vendors) == 0
+    assert verify_ahead(entry(release("2.0"), SPARE_KEY), ring, state.vendors) is None
+    forged = bytearray(sign_entry(release("3.0"), [RELEASE_KEY]))
+    forged[-5] = ord("A") if forged[-5] != ord("A") else ord("B")
+    assert verify_ahead(parse_entry(bytes(forged)), ring, state.vendors) is None
+    with pytest.raises(SignatureError):
+        state.apply(parse_entry(bytes(forged)), verified_with=None)
+    state.apply(rel, verified_with=0)
+    assert state.size == 2
+
+
+def test_an_entry_verified_ahead_with_keys_rotated_since_is_verified_again() -> None:
+    state = admitted(RELEASE_KEY)
+    ring = KeyRing.of(state.operator_keys)
+    old_keys = dict(state.vendors)
+    late = entry(release("2.0"), RELEASE_KEY)
+    verified_with = verify_ahead(late, ring, old_keys)
+    assert verified_with == 0
+    state.apply(entry(KeySet("acme.example", (SPARE_KEY.verifier.vkey,), 1, 2), RELEASE_KEY))
+    with pytest.raises(SignatureLineError, match="not one of the vendor's keys"):
+        state.apply(late, verified_with=verified_with)
+    assert state.size == 2

@@ -23,8 +23,9 @@ revoked release.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from firmlog.client.entries import (
     KEYS_V1,
@@ -43,11 +44,13 @@ from firmlog.client.keys import Ed25519Verifier, KeyRing, parse_verifier_key
 __all__ = [
     "OPERATOR_KEYS",
     "Applied",
+    "EntryIndex",
     "LedgerState",
     "UnknownVendorError",
     "VendorKeys",
     "authorize",
     "check_signatures",
+    "verify_ahead",
 ]
 
 
@@ -190,6 +193,32 @@ OPERATOR_KEYS = -1
 signature was verified already."""
 
 
+def verify_ahead(
+    entry: Entry,
+    operator_keys: KeyRing[Ed25519Verifier],
+    vendors: Mapping[str, VendorKeys],
+) -> int | None:
+    """Verify ``entry``'s signatures before its turn, against the key sets in ``vendors``
+    (the vendors' sets at some earlier point of the replay), as :func:`check_signatures`
+    does; return what to pass as ``verified_with`` to :meth:`LedgerState.apply`.
+
+    None when they do not verify, or the vendor is unknown: ``apply`` then
+    verifies them itself, against the state at the entry's turn, and says
+    why it refuses the entry. ``apply`` also verifies again if the vendor's
+    key set changed in between. Pure, thread-safe: replays verify ahead in
+    worker threads.
+    """
+    body = entry.body
+    current = None if isinstance(body, VendorAdmission) else vendors.get(body.vendor)
+    if current is None and not isinstance(body, VendorAdmission):
+        return None
+    try:
+        check_signatures(entry, operator_keys, current)
+    except Exception:  # whatever it is, apply() meets it again and says what it is
+        return None
+    return OPERATOR_KEYS if current is None else current.since_index
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What one entry did to the ledger (:meth:`LedgerState.apply`)."""
@@ -198,6 +227,29 @@ class Applied:
     entry: Entry
     keys: VendorKeys | None  # the vendor's new key set: admissions and rotations
     revoked: int | None  # a revocation: the log index of the release it withdraws
+
+
+class EntryIndex(Protocol):
+    """Where a :class:`LedgerState` keeps the entries it accepted, by identity.
+
+    ``get`` answers which log index holds the entry with that identity, with
+    the entry (a revocation needs the release it names), or None if no
+    accepted entry has it; it must see every entry recorded with
+    ``__setitem__``, and answer from the whole log, not a recent part: the
+    one-identity rule and the revocation rule depend on it. A plain
+    ``dict`` is one, and the default; a monitor following a large log uses
+    one backed by its database (:class:`firmlog.monitor.store.StoredEntryIndex`),
+    so that its memory does not grow with the log.
+    """
+
+    def get(self, identity: bytes, /) -> tuple[int, Entry] | None: ...
+
+    def __setitem__(self, identity: bytes, value: tuple[int, Entry], /) -> None: ...
+
+
+def _memory_index() -> EntryIndex:
+    index: dict[bytes, tuple[int, Entry]] = {}
+    return index
 
 
 @dataclass(slots=True)
@@ -209,11 +261,15 @@ class LedgerState:
     what its database holds at the current tree size (the current key sets of
     the batch's vendors, the releases its revocations name) and applies the
     batch's entries in the order they get their indexes.
+
+    ``entries`` holds the accepted entries by identity (:class:`EntryIndex`, a
+    dict unless given): it is asked about one identity at a time, and told
+    about an entry once the entry is accepted.
     """
 
     operator_keys: tuple[Ed25519Verifier, ...]
     vendors: dict[str, VendorKeys] = field(default_factory=dict)
-    entries: dict[bytes, tuple[int, Entry]] = field(default_factory=dict)  # by identity
+    entries: EntryIndex = field(default_factory=_memory_index)  # by identity
     size: int = 0
 
     def apply(self, entry: Entry, *, verified_with: int | None = None) -> Applied:

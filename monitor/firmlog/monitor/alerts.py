@@ -44,7 +44,14 @@ import structlog
 
 from firmlog.client.entries import KeySet, Release, Revocation
 from firmlog.client.ledger import Applied
-from firmlog.monitor.store import Alert, AsyncStore, ContentRows, SecurityRow, VersionRow
+from firmlog.monitor.store import (
+    Alert,
+    AsyncStore,
+    ContentRows,
+    SecurityRow,
+    VersionLookup,
+    VersionRow,
+)
 
 __all__ = [
     "DUPLICATE_VERSION",
@@ -120,12 +127,17 @@ class AnnouncedDigests:
         return frozenset(out)
 
 
+def _no_versions() -> VersionLookup:
+    versions: dict[tuple[str, str, str], tuple[int, bytes]] = {}
+    return versions
+
+
 @dataclass(slots=True)
 class ContentChecks:
     """The content checks over accepted entries, and the little they remember."""
 
     watched: dict[str, AnnouncedDigests] = field(default_factory=dict)
-    versions: dict[tuple[str, str, str], tuple[int, bytes]] = field(default_factory=dict)
+    versions: VersionLookup = field(default_factory=_no_versions)
     security: dict[tuple[str, str, str], tuple[int, int]] = field(default_factory=dict)
     _new_versions: dict[tuple[str, str, str], tuple[int, bytes]] = field(default_factory=dict)
     _new_security: dict[tuple[str, str, str], tuple[int, int]] = field(default_factory=dict)
@@ -135,10 +147,15 @@ class ContentChecks:
     def watching(cls, vendors: tuple[tuple[str, Path], ...]) -> ContentChecks:
         return cls(watched={v: AnnouncedDigests(v, p) for v, p in vendors})
 
-    def load(self, rows: ContentRows) -> None:
-        """The state as stored (drops anything pending)."""
-        versions, security = rows
-        self.versions = {(v, p, ver): (idx, ident) for v, p, ver, idx, ident in versions}
+    def load(self, rows: ContentRows, versions: VersionLookup | None = None) -> None:
+        """The state as stored (drops anything pending); ``versions``, if given, looks
+        the release versions up in the store instead of holding all of ``rows``'."""
+        version_rows, security = rows
+        self.versions = (
+            versions
+            if versions is not None
+            else {(v, p, ver): (idx, ident) for v, p, ver, idx, ident in version_rows}
+        )
         self.security = {(v, p, ch): (sv, idx) for v, p, ch, sv, idx in security}
         self.rollback()
         self.loaded = True

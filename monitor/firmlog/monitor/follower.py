@@ -21,7 +21,10 @@ Each poll (:meth:`Follower.poll_once`):
    for each entry the log accepted but the replay rejects, and the content
    alerts of each entry it accepts (:mod:`firmlog.monitor.alerts`); and
    stores all of it in one transaction. Then ``--alert-command`` runs for
-   each new alert.
+   each new alert. The next chunk is downloaded while one is checked; each
+   entry is parsed once and its signatures verified once; what the rules
+   look up in the store (identities, release versions) is read in a few
+   queries per chunk.
 
 A log that is down, slow or serving bad data is retried with exponential
 backoff; the error is logged, counted and shown by ``/healthz``. Nothing
@@ -32,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import structlog
 
-from firmlog.client.entries import parse_entry
+from firmlog.client.entries import Entry, Release, Revocation, parse_entry
 from firmlog.client.errors import (
     FirmlogError,
     FormatError,
@@ -44,7 +49,8 @@ from firmlog.client.errors import (
     TileMismatchError,
 )
 from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE, SplitViewEvidence
-from firmlog.client.ledger import VendorKeys
+from firmlog.client.keys import Ed25519Verifier, KeyRing
+from firmlog.client.ledger import VendorKeys, verify_ahead
 from firmlog.client.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -59,7 +65,7 @@ from firmlog.monitor.alerts import AlertCommand, ContentChecks
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.fetch import LogFetcher
 from firmlog.monitor.state import MAX_ENTRY_SIZE, WatchedLog
-from firmlog.monitor.store import Alert
+from firmlog.monitor.store import AcceptedRow, Alert, StoredVersions
 
 __all__ = ["ENTRY_REJECTED", "ENTRY_UNPARSEABLE", "Follower", "split_view_evidence"]
 
@@ -108,6 +114,38 @@ def split_view_evidence(exc: SplitViewError, fetch: TileFetcher) -> SplitViewEvi
     return SplitViewEvidence(DIFFERENT_SIZES, exc.old_note, exc.new_note, proof, root, str(exc))
 
 
+VERIFY_THREADS = 2  # Ed25519 verification runs outside the GIL: these use a second core
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Entries from log index ``start``: as read, parsed (or why not), and the
+    ``verified_with`` of each (firmlog.client.ledger.verify_ahead)."""
+
+    start: int
+    raws: list[bytes]
+    parsed: list[Entry | FormatError]
+    verified: list[int | None]
+
+
+def _parse_and_verify(
+    raws: list[bytes], operator_keys: KeyRing[Ed25519Verifier], vendors: dict[str, VendorKeys]
+) -> tuple[list[Entry | FormatError], list[int | None]]:
+    """Parse entries and verify their signatures ahead of the replay (a worker thread)."""
+    parsed: list[Entry | FormatError] = []
+    verified: list[int | None] = []
+    for raw in raws:
+        try:
+            entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
+        except FormatError as exc:
+            parsed.append(exc)
+            verified.append(None)
+            continue
+        parsed.append(entry)
+        verified.append(verify_ahead(entry, operator_keys, vendors))
+    return parsed, verified
+
+
 class Follower:
     """The task that follows one log (see the module docstring). One per log."""
 
@@ -123,12 +161,16 @@ class Follower:
             if config.alert_command
             else None
         )
+        self.versions: StoredVersions | None = None
+        self._operator_ring: KeyRing[Ed25519Verifier] | None = None
+        self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, "firmlog-monitor-verify")
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
         try:
             await self._poll_forever()
         finally:
+            self._verifiers.shutdown(wait=False, cancel_futures=True)
             if self.command is not None:
                 await self.command.close()
 
@@ -230,25 +272,38 @@ class Follower:
                 f"of the signed tree of size {cp.tree_size}: {exc}"
             ) from exc
 
-    def _replay(
-        self, start: int, entries: list[bytes]
-    ) -> tuple[list[tuple[int, bytes]], list[VendorKeys], list[Alert]]:
-        """Apply the ledger rules to ``entries`` (log indexes from ``start``). Blocking."""
-        ledger = self.watched.progress.ledger
+    def _replay(self, chunk: _Chunk) -> tuple[list[AcceptedRow], list[VendorKeys], list[Alert]]:
+        """Apply the ledger rules to the chunk's entries. Blocking."""
+        progress = self.watched.progress
+        ledger = progress.ledger
         now = int(self.watched.clock())
-        accepted: list[tuple[int, bytes]] = []
+        accepted: list[AcceptedRow] = []
         vendors: dict[str, VendorKeys] = {}
         alerts: list[Alert] = []
-        for index, raw in enumerate(entries, start):
+        start, parsed = chunk.start, chunk.parsed
+        if progress.index is not None:  # what the rules look up, in a few queries
+            wanted = [e.identity for e in parsed if isinstance(e, Entry)]
+            wanted += [
+                bytes.fromhex(e.body.release_id)
+                for e in parsed
+                if isinstance(e, Entry) and isinstance(e.body, Revocation)
+            ]
+            progress.index.prefetch(wanted)
+        if self.versions is not None:
+            self.versions.prefetch(
+                (e.body.vendor, e.body.product, e.body.version)
+                for e in parsed
+                if isinstance(e, Entry) and isinstance(e.body, Release)
+            )
+        items = zip(chunk.raws, parsed, chunk.verified, strict=True)
+        for index, (raw, entry, verified_with) in enumerate(items, start):
             assert ledger.size == index, (ledger.size, index)
-            try:
-                entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
-            except FormatError as exc:
-                alerts.append(Alert(index, ENTRY_UNPARSEABLE, str(exc), now))
+            if isinstance(entry, FormatError):
+                alerts.append(Alert(index, ENTRY_UNPARSEABLE, str(entry), now))
                 ledger.size += 1
                 continue
             try:
-                applied = ledger.apply(entry)
+                applied = ledger.apply(entry, verified_with=verified_with)
             except Exception as exc:  # whatever the log serves, one entry never stops the replay
                 if not isinstance(exc, FirmlogError):
                     log.exception("replaying an entry failed", index=index)
@@ -256,7 +311,7 @@ class Follower:
                 alerts.append(Alert(index, ENTRY_REJECTED, detail, now))
                 ledger.size += 1
                 continue
-            accepted.append((index, raw))
+            accepted.append((index, entry.identity, raw))
             alerts += self.checks.check(applied, now)
             if applied.keys is not None:
                 vendors[applied.keys.vendor] = applied.keys
@@ -271,51 +326,121 @@ class Follower:
         size = trusted.checkpoint.tree_size
         fetch = self._fetch()
         if not self.checks.loaded:
-            self.checks.load(await watched.store.run(watched.store.store.content_rows))
-        while watched.progress.next_index < size:
-            progress = watched.progress
-            start = progress.next_index
-            first = start // TILE_WIDTH
-            end = min(size, (first + self.config.chunk_tiles) * TILE_WIDTH)
+            if self.versions is None:
+                self.versions = watched.store.store.stored_versions()
+            self.versions.clear()
+            rows = await watched.store.run(watched.store.store.content_rows, False)
+            self.checks.load(rows, self.versions)
+        ahead: dict[int, asyncio.Task[_Chunk]] = {}  # chunk start -> its entries
+        try:
+            while watched.progress.next_index < size:
+                await self._check_chunk(trusted, fetch, ahead)
+        finally:
+            for task in ahead.values():
+                task.cancel()
+            await asyncio.gather(*ahead.values(), return_exceptions=True)
+
+    def _span(self, start: int, size: int) -> tuple[int, int]:
+        """The first entry bundle and the end index of the chunk that starts at ``start``."""
+        first = start // TILE_WIDTH
+        return first, min(size, (first + self.config.chunk_tiles) * TILE_WIDTH)
+
+    def _read_chunk(self, start: int, size: int) -> asyncio.Task[_Chunk]:
+        """Download the chunk from ``start``, parse it and verify its signatures ahead
+        (against the vendor key sets of now: the replay checks they still apply)."""
+        first, end = self._span(start, size)
+        ledger = self.watched.progress.ledger
+        if self._operator_ring is None:
+            self._operator_ring = KeyRing.of(ledger.operator_keys)
+        ring = self._operator_ring
+
+        async def read() -> _Chunk:
             entries = await self._bundles(first, (end - 1) // TILE_WIDTH, size)
-            chunk = entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
-            edge = progress.edge.copy()
-            for raw in chunk:
-                edge.append(leaf_hash(raw))
-            await asyncio.to_thread(self._prove_prefix, edge, trusted, fetch)
-            self.checks.rollback()
-            accepted, vendors, alerts = await asyncio.to_thread(self._replay, start, chunk)
-            content = self.checks.pending()
-            try:
-                saved = await watched.store.run(
-                    watched.store.store.save_entries,
-                    start,
-                    edge,
-                    accepted,
-                    vendors,
-                    alerts,
-                    content,
+            raws = entries[start - first * TILE_WIDTH : end - first * TILE_WIDTH]
+            vendors = dict(ledger.vendors)
+            loop = asyncio.get_running_loop()
+            step = -(-len(raws) // VERIFY_THREADS)
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self._verifiers, _parse_and_verify, raws[k : k + step], ring, vendors
+                    )
+                    for k in range(0, len(raws), step)
                 )
-            except BaseException:
-                self.checks.loaded = False
-                await watched.reload_progress()
-                raise
-            if not saved:
-                self.checks.loaded = False
-                await watched.reload_progress()
-                raise RuntimeError(f"entry progress moved under this process at index {start}")
-            self.checks.commit()
-            progress.next_index = end
-            progress.edge = edge
-            watched.metrics.checked.set(end)
-            for alert in alerts:
-                watched.metrics.alerts.inc(1, alert.kind)
-                log.warning(
-                    "entry alert",
-                    origin=watched.origin,
-                    index=alert.index,
-                    kind=alert.kind,
-                    detail=alert.detail,
-                )
-            if alerts and self.command is not None:
-                self.command.wake()
+            )
+            chunk = _Chunk(start, raws, [], [])
+            for parsed, verified in parts:
+                chunk.parsed += parsed
+                chunk.verified += verified
+            return chunk
+
+        return asyncio.create_task(read(), name=f"firmlog-monitor-read-{start}")
+
+    def _hash_and_prove(
+        self, edge: CompactRange, chunk: list[bytes], trusted: CheckpointNote, fetch: TileFetcher
+    ) -> None:
+        """Append the chunk's leaves to ``edge`` and prove them the log's (blocking)."""
+        append = edge.append
+        for raw in chunk:
+            append(leaf_hash(raw))
+        self._prove_prefix(edge, trusted, fetch)
+
+    async def _check_chunk(
+        self,
+        trusted: CheckpointNote,
+        fetch: TileFetcher,
+        ahead: dict[int, asyncio.Task[_Chunk]],
+    ) -> None:
+        """Check and store the next chunk; the one after it is read meanwhile."""
+        watched = self.watched
+        size = trusted.checkpoint.tree_size
+        progress = watched.progress
+        start = progress.next_index
+        _, end = self._span(start, size)
+        chunk = await (ahead.pop(start, None) or self._read_chunk(start, size))
+        if end < size and end not in ahead:
+            ahead[end] = self._read_chunk(end, size)
+        edge = progress.edge.copy()
+        await asyncio.to_thread(self._hash_and_prove, edge, chunk.raws, trusted, fetch)
+        self.checks.rollback()
+        try:
+            accepted, vendors, alerts = await asyncio.to_thread(self._replay, chunk)
+        except BaseException:
+            self.checks.loaded = False
+            await watched.reload_progress()
+            raise
+        content = self.checks.pending()
+        try:
+            saved = await watched.store.run(
+                watched.store.store.save_entries,
+                start,
+                edge,
+                accepted,
+                vendors,
+                alerts,
+                content,
+            )
+        except BaseException:
+            self.checks.loaded = False
+            await watched.reload_progress()
+            raise
+        if not saved:
+            self.checks.loaded = False
+            await watched.reload_progress()
+            raise RuntimeError(f"entry progress moved under this process at index {start}")
+        self.checks.commit()
+        progress.saved()
+        progress.next_index = end
+        progress.edge = edge
+        watched.metrics.checked.set(end)
+        for alert in alerts:
+            watched.metrics.alerts.inc(1, alert.kind)
+            log.warning(
+                "entry alert",
+                origin=watched.origin,
+                index=alert.index,
+                kind=alert.kind,
+                detail=alert.detail,
+            )
+        if alerts and self.command is not None:
+            self.command.wake()

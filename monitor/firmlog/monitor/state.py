@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import structlog
 
 from firmlog.client.cosignature import CosignatureSigner
-from firmlog.client.entries import parse_entry
 from firmlog.client.evidence import SplitViewEvidence
 from firmlog.client.keys import Ed25519Verifier
 from firmlog.client.ledger import LedgerState
@@ -38,24 +37,37 @@ from firmlog.client.note import Signature, add_signatures, split_note
 from firmlog.client.trust import CheckpointNote
 from firmlog.monitor.alerts import AlertCommand
 from firmlog.monitor.metrics import MonitorMetrics
-from firmlog.monitor.store import Alert, AsyncStore, Snapshot
+from firmlog.monitor.store import MAX_ENTRY_SIZE, Alert, AsyncStore, Snapshot, StoredEntryIndex
 
-__all__ = ["SPLIT_VIEW_ALERT", "Clock", "EntryProgress", "WatchedLog"]
+__all__ = ["MAX_ENTRY_SIZE", "SPLIT_VIEW_ALERT", "Clock", "EntryProgress", "WatchedLog"]
 
 log = structlog.get_logger("firmlog.monitor")
 
 Clock = Callable[[], float]
-MAX_ENTRY_SIZE = 0xFFFF  # what an entry bundle can hold; the log enforces its own limit
 SPLIT_VIEW_ALERT = "split-view"  # the kind of the alert kept with split-view evidence
 
 
 @dataclass(slots=True)
 class EntryProgress:
-    """How far the entries were checked: owned by the follower."""
+    """How far the entries were checked: owned by the follower.
+
+    ``ledger.entries`` is ``index`` once loaded from the store: the entries
+    stay on disk, what the replay of the chunk in hand accepted is pending in
+    ``index`` until :meth:`saved` (its chunk was stored) or :meth:`discard`.
+    """
 
     next_index: int
     edge: CompactRange  # leaves [0, next_index)
     ledger: LedgerState
+    index: StoredEntryIndex | None = None
+
+    def saved(self) -> None:
+        if self.index is not None:
+            self.index.saved()
+
+    def discard(self) -> None:
+        if self.index is not None:
+            self.index.discard()
 
 
 class WatchedLog:
@@ -106,13 +118,19 @@ class WatchedLog:
         self._load_progress(snap, self.progress.ledger.operator_keys)
 
     def _load_progress(self, snap: Snapshot, operator_keys: tuple[Ed25519Verifier, ...]) -> None:
-        ledger = LedgerState(operator_keys)
-        ledger.vendors = {v.vendor: v for v in snap.vendors}
-        for index, raw in snap.entries:
-            entry = parse_entry(raw, max_size=MAX_ENTRY_SIZE)
-            ledger.entries[entry.identity] = (index, entry)
-        ledger.size = snap.next_index
-        self.progress = EntryProgress(snap.next_index, snap.edge, ledger)
+        """The ledger as stored: the vendor key sets in memory (vendors are few), the
+        entries left in the store (one index per process, reused on reload)."""
+        index = self.progress.index
+        if index is None:
+            index = self.store.store.entry_index()
+        index.discard()
+        ledger = LedgerState(
+            operator_keys,
+            vendors={v.vendor: v for v in snap.vendors},
+            entries=index,
+            size=snap.next_index,
+        )
+        self.progress = EntryProgress(snap.next_index, snap.edge, ledger, index)
         self.metrics.checked.set(snap.next_index)
 
     def cosign(self, note: bytes) -> tuple[bytes, Signature]:

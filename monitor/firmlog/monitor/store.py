@@ -11,12 +11,18 @@ What is kept, per log (one row of ``log_state``):
   cosigns that log again.
 
 plus the ledger replay (``vendors``: the key sets the monitor's own replay
-derived; ``entries``: the entries it accepted, for duplicates and
-revocations), ``alerts`` and ``evidence`` (split views, both notes byte for
-byte and the proof). An alert is stored with ``notified = 0`` until
-``--alert-command`` ran for it (firmlog.monitor.alerts), so one stored just
-before a crash is handed to the command at the next start; a split-view
-alert names its ``evidence`` row.
+derived; ``entries``: the entries it accepted, by log index, and
+``entry_ids``: their identities, for duplicates and revocations), ``alerts``
+and ``evidence`` (split views, both notes byte for byte and the proof). An
+alert is stored with ``notified = 0`` until ``--alert-command`` ran for it
+(firmlog.monitor.alerts), so one stored just before a crash is handed to the
+command at the next start; a split-view alert names its ``evidence`` row.
+
+The entries are never all in memory: the replay asks
+:class:`StoredEntryIndex` about one identity at a time (an indexed read, a
+small cache of recent entries), and the content checks ask
+:class:`StoredVersions` about one release version at a time, so a monitor
+of a log of millions of entries stays small and starts without reading them.
 
 :class:`MonitorStore` is synchronous; :class:`AsyncStore` runs it on one
 thread of its own, off the event loop, so that calls are serialized. Every
@@ -30,24 +36,32 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
+from firmlog.client.entries import Entry, entry_identity, parse_entry
 from firmlog.client.evidence import SplitViewEvidence
 from firmlog.client.ledger import VendorKeys
 from firmlog.client.merkle import HASH_SIZE, CompactRange
+from firmlog.client.note import split_note
 from firmlog.monitor.config import ConfigError
 
 __all__ = [
+    "MAX_ENTRY_SIZE",
+    "AcceptedRow",
     "Alert",
     "AsyncStore",
     "ContentRows",
     "MonitorStore",
     "SecurityRow",
     "Snapshot",
+    "StoredEntryIndex",
+    "StoredVersions",
+    "VersionLookup",
     "VersionRow",
 ]
 
@@ -57,6 +71,10 @@ T = TypeVar("T")
 VersionRow = tuple[str, str, str, int, bytes]  # vendor, product, version -> first index, identity
 SecurityRow = tuple[str, str, str, int, int]  # vendor, product, channel -> highest sv, its index
 ContentRows = tuple[Sequence[VersionRow], Sequence[SecurityRow]]
+AcceptedRow = tuple[int, bytes, bytes]  # log index, identity, the entry's bytes
+_QUERY_PARAMS = 900  # per statement: below SQLite's smallest limit (999)
+
+MAX_ENTRY_SIZE = 0xFFFF  # what an entry bundle can hold; the log enforces its own limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +89,10 @@ CREATE TABLE IF NOT EXISTS log_state (
 );
 INSERT OR IGNORE INTO log_state (id) VALUES (1);
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS entry_ids (
+    identity BLOB PRIMARY KEY,
+    idx INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vendors (
     vendor TEXT PRIMARY KEY,
     keys TEXT NOT NULL,
@@ -139,7 +161,6 @@ class Snapshot:
     edge: CompactRange
     split_view: bool
     vendors: tuple[VendorKeys, ...]
-    entries: tuple[tuple[int, bytes], ...]
 
 
 def _join(hashes: Sequence[bytes]) -> bytes:
@@ -156,6 +177,7 @@ class MonitorStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -183,6 +205,7 @@ class MonitorStore:
                         f"{self.path} watches a log with {key} {stored[key]!r}, not {value!r}: "
                         "use another --data-dir for another log"
                     )
+            _index_identities(db)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -195,6 +218,27 @@ class MonitorStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection of its own for a lookup object that is used off the store's
+        thread (WAL: it reads the last commit while the store writes)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA query_only=ON")
+        self._readers.append(db)
+        return db
+
+    def entry_index(self, cache_size: int = 1024) -> StoredEntryIndex:
+        """The replay's entries by identity, read from this database (open it first)."""
+        self.db  # noqa: B018 -- raises if the store is not open
+        return StoredEntryIndex(self._reader(), cache_size)
+
+    def stored_versions(self, cache_size: int = 16384) -> StoredVersions:
+        """The content checks' first release of each version, read from this database."""
+        self.db  # noqa: B018 -- raises if the store is not open
+        return StoredVersions(self._reader(), cache_size)
 
     def load(self) -> Snapshot:
         db = self.db
@@ -208,10 +252,6 @@ class MonitorStore:
                 "SELECT vendor, keys, threshold, since_index, serial FROM vendors"
             )
         )
-        entries = tuple(
-            (idx, bytes(raw))
-            for idx, raw in db.execute("SELECT idx, raw FROM entries ORDER BY idx")
-        )
         return Snapshot(
             trusted_note=bytes(trusted) if trusted is not None else None,
             cosigned_note=bytes(cosigned) if cosigned is not None else None,
@@ -219,7 +259,6 @@ class MonitorStore:
             edge=CompactRange.from_bytes(next_index, bytes(edge)),
             split_view=bool(split_view),
             vendors=vendors,
-            entries=entries,
         )
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -256,13 +295,14 @@ class MonitorStore:
         self,
         from_index: int,
         edge: CompactRange,
-        accepted: Sequence[tuple[int, bytes]],
+        accepted: Sequence[AcceptedRow],
         vendors: Sequence[VendorKeys],
         alerts: Sequence[Alert],
         content: ContentRows = ((), ()),
     ) -> bool:
         """Record that the entries from ``from_index`` up to ``edge.tree_size`` were
-        checked: the ones the replay accepted, the key sets they set, the alerts,
+        checked: the ones the replay accepted (index, identity, bytes), the key sets
+        they set, the alerts,
         and what the content checks remember (firmlog.monitor.alerts).
         False, changing nothing, if ``next_index`` is not ``from_index``."""
 
@@ -270,7 +310,13 @@ class MonitorStore:
             (next_index,) = db.execute("SELECT next_index FROM log_state").fetchone()
             if next_index != from_index:
                 return False
-            db.executemany("INSERT INTO entries (idx, raw) VALUES (?, ?)", accepted)
+            db.executemany(
+                "INSERT INTO entries (idx, raw) VALUES (?, ?)", [(i, raw) for i, _, raw in accepted]
+            )
+            db.executemany(
+                "INSERT INTO entry_ids (identity, idx) VALUES (?, ?)",
+                [(ident, i) for i, ident, _ in accepted],
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO vendors (vendor, keys, threshold, since_index, serial) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -346,22 +392,28 @@ class MonitorStore:
             )
         ]
 
-    def content_rows(self) -> ContentRows:
-        """What the content checks remember (firmlog.monitor.alerts)."""
+    def content_rows(self, versions: bool = True) -> ContentRows:
+        """What the content checks remember (firmlog.monitor.alerts); without the
+        release versions (one row per release: read them with
+        :meth:`stored_versions` instead) if ``versions`` is False."""
         db = self.db
-        versions = [
-            (v, p, ver, idx, bytes(ident))
-            for v, p, ver, idx, ident in db.execute(
-                "SELECT vendor, product, version, idx, identity FROM release_versions"
-            )
-        ]
+        version_rows = (
+            [
+                (v, p, ver, idx, bytes(ident))
+                for v, p, ver, idx, ident in db.execute(
+                    "SELECT vendor, product, version, idx, identity FROM release_versions"
+                )
+            ]
+            if versions
+            else []
+        )
         security = [
             (v, p, ch, sv, idx)
             for v, p, ch, sv, idx in db.execute(
                 "SELECT vendor, product, channel, security_version, idx FROM security_versions"
             )
         ]
-        return versions, security
+        return version_rows, security
 
     def evidence(self) -> list[SplitViewEvidence]:
         return [
@@ -414,6 +466,177 @@ def _add_alert_columns(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE alerts ADD COLUMN notified INTEGER NOT NULL DEFAULT 1")
     if "evidence" not in columns:
         db.execute("ALTER TABLE alerts ADD COLUMN evidence INTEGER")
+
+
+def _index_identities(db: sqlite3.Connection) -> None:
+    """Fill ``entry_ids`` for a database written before it existed (in the open
+    transaction)."""
+    if db.execute("SELECT 1 FROM entry_ids LIMIT 1").fetchone() is not None:
+        return
+    rows = db.execute("SELECT idx, raw FROM entries").fetchall()
+    db.executemany(
+        "INSERT INTO entry_ids (identity, idx) VALUES (?, ?)",
+        [(entry_identity(split_note(bytes(raw), MAX_ENTRY_SIZE)[0]), idx) for idx, raw in rows],
+    )
+
+
+class StoredEntryIndex:
+    """The entries the replay accepted, by identity, from the store
+    (a :class:`firmlog.client.ledger.EntryIndex`).
+
+    ``get`` answers from the entries recorded since the last :meth:`saved`
+    (the chunk being replayed, not stored yet), a cache of the last
+    ``cache_size`` entries recorded or found, and the database. Only the replay
+    uses it, one call at a time, from whichever thread runs the replay.
+    :meth:`saved` says the recorded entries are committed;
+    :meth:`discard` forgets them (their chunk was not stored).
+    """
+
+    def __init__(self, db: sqlite3.Connection, cache_size: int) -> None:
+        self._db = db
+        self._pending: dict[bytes, tuple[int, Entry]] = {}
+        self._cache: OrderedDict[bytes, tuple[int, Entry]] = OrderedDict()
+        self._cache_size = cache_size
+        self._absent: set[bytes] = set()  # not in the database (prefetch)
+        self.reads = 0  # entries read back from the database
+
+    def prefetch(self, identities: Iterable[bytes]) -> None:
+        """Look ``identities`` up in a few queries, so that :meth:`get` answers those
+        not in the database without one each (a chunk's entries: almost all new)."""
+        wanted = [i for i in set(identities) if i not in self._pending and i not in self._cache]
+        present: set[bytes] = set()
+        for k in range(0, len(wanted), _QUERY_PARAMS):
+            part = wanted[k : k + _QUERY_PARAMS]
+            marks = ",".join("?" * len(part))
+            present.update(
+                bytes(row[0])
+                for row in self._db.execute(
+                    f"SELECT identity FROM entry_ids WHERE identity IN ({marks})",  # noqa: S608 -- placeholders only
+                    part,
+                )
+            )
+        self._absent = set(wanted) - present
+
+    def get(self, identity: bytes, /) -> tuple[int, Entry] | None:
+        found = self._pending.get(identity)
+        if found is not None:
+            return found
+        found = self._cache.get(identity)
+        if found is not None:
+            self._cache.move_to_end(identity)
+            return found
+        if identity in self._absent:
+            return None
+        row = self._db.execute(
+            "SELECT e.idx, e.raw FROM entry_ids AS i JOIN entries AS e ON e.idx = i.idx "
+            "WHERE i.identity = ?",
+            (identity,),
+        ).fetchone()
+        if row is None:
+            return None
+        self.reads += 1
+        found = (row[0], parse_entry(bytes(row[1]), max_size=MAX_ENTRY_SIZE))
+        self._remember([(identity, found)])
+        return found
+
+    def __setitem__(self, identity: bytes, value: tuple[int, Entry], /) -> None:
+        self._pending[identity] = value
+
+    def saved(self) -> None:
+        self._remember(self._pending.items())
+        self._pending = {}
+        self._absent = set()
+
+    def discard(self) -> None:
+        """Forget what is not known to be stored: the pending entries, and the cache
+        (after a failed save, what is stored is read again)."""
+        self._pending = {}
+        self._absent = set()
+        self._cache.clear()
+
+    def _remember(self, items: Iterable[tuple[bytes, tuple[int, Entry]]]) -> None:
+        cache = self._cache
+        for identity, value in items:
+            cache[identity] = value
+            cache.move_to_end(identity)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+
+VersionKey = tuple[str, str, str]  # vendor, product, version
+
+
+class VersionLookup(Protocol):
+    """The first release (index, identity) of each version: a dict, or :class:`StoredVersions`."""
+
+    def get(self, key: VersionKey, /) -> tuple[int, bytes] | None: ...
+
+    def update(self, committed: Mapping[VersionKey, tuple[int, bytes]], /) -> None: ...
+
+
+class StoredVersions:
+    """The first release of each (vendor, product, version), from the store's
+    ``release_versions``: what :class:`firmlog.monitor.alerts.ContentChecks`
+    looks up, one key at a time, with a cache of the last ``cache_size``.
+    ``update`` is told what was just committed."""
+
+    def __init__(self, db: sqlite3.Connection, cache_size: int) -> None:
+        self._db = db
+        self._cache: OrderedDict[VersionKey, tuple[int, bytes]] = OrderedDict()
+        self._cache_size = cache_size
+        self._absent: set[VersionKey] = set()
+
+    def prefetch(self, keys: Iterable[VersionKey]) -> None:
+        """Look ``keys`` up in a few queries (a chunk's releases), for :meth:`get`."""
+        wanted = [k for k in set(keys) if k not in self._cache]
+        found: dict[VersionKey, tuple[int, bytes]] = {}
+        step = _QUERY_PARAMS // 3
+        for k in range(0, len(wanted), step):
+            part = wanted[k : k + step]
+            marks = ",".join(["(?,?,?)"] * len(part))
+            # CROSS JOIN keeps the wanted keys outside, so each is one search of the
+            # primary key (a row-value IN would scan the whole table).
+            query = (
+                "SELECT r.vendor, r.product, r.version, r.idx, r.identity "  # noqa: S608 -- placeholders only
+                f"FROM (VALUES {marks}) AS w CROSS JOIN release_versions AS r "
+                "ON r.vendor = w.column1 AND r.product = w.column2 AND r.version = w.column3"
+            )
+            for v, p, ver, idx, ident in self._db.execute(
+                query,
+                [x for key in part for x in key],
+            ):
+                found[(v, p, ver)] = (idx, bytes(ident))
+        self._absent = set(wanted) - found.keys()
+        self.update(found)
+
+    def get(self, key: VersionKey, /) -> tuple[int, bytes] | None:
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+            return found
+        if key in self._absent:
+            return None
+        row = self._db.execute(
+            "SELECT idx, identity FROM release_versions "
+            "WHERE vendor = ? AND product = ? AND version = ?",
+            key,
+        ).fetchone()
+        if row is None:
+            return None
+        found = (row[0], bytes(row[1]))
+        self.update({key: found})
+        return found
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def update(self, committed: Mapping[VersionKey, tuple[int, bytes]], /) -> None:
+        cache = self._cache
+        for key, value in committed.items():
+            cache[key] = value
+            cache.move_to_end(key)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
 
 
 class AsyncStore:

@@ -259,7 +259,7 @@ def build_log(
     if (where / "complete").exists() and not rebuild:
         return built, None
     shutil.rmtree(where, ignore_errors=True)
-    write_data_dir(built.data_dir, log_key().skey, operator_key().skey, ORIGIN)
+    write_data_dir(built.data_dir, log_key().skey, operator_key().verifier.vkey, ORIGIN)
     workers = max(1, len(os.sched_getaffinity(0)))
     t0 = time.perf_counter()
     asyncio.run(append(built.url, 0, entries, vendors, batch, workers))

@@ -315,7 +315,8 @@ class CheckpointPublisher:
         another process sharing the database recorded a cosigned checkpoint of a
         tree at least as large, that one, and False."""
         stored = await self._storage.latest_cosigned()
-        if stored is not None and self._collector.cosigned(stored):
+        mine = self.published is not None and stored == self.published.note
+        if stored is not None and not mine and self._collector.cosigned(stored):
             cp = checkpoint_of(stored)
             if cp.tree_size >= target.tree_size:
                 return cp, False

@@ -82,8 +82,10 @@ def write_data_dir(
     origin: str,
     sequencer: dict[str, float | int] | None = None,
     limits: dict[str, int] | None = None,
+    settings: dict[str, str | float] | None = None,
 ) -> None:
-    """A data directory with the given keys and a config.toml (overwritten each time)."""
+    """A data directory with the given keys and a config.toml (overwritten each time);
+    ``settings`` are top-level keys of config.toml (witness_policy, ...)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, skey in (("log.key", log_skey), ("operator.key", operator_skey)):
         path = data_dir / name
@@ -91,6 +93,7 @@ def write_data_dir(
             path.write_text(skey + "\n", encoding="utf-8")
             path.chmod(0o600)
     lines = [f'origin = "{origin}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (settings or {}).items()]
     for section, values in (("sequencer", sequencer), ("limits", limits)):
         if values:
             lines.append(f"[{section}]")

@@ -155,7 +155,9 @@ def one_run(
         return run_case(case, args, where, keys, entries, entries_by_hash, run_no)
     log_key, operator = keys
     witnesses = Witnesses(
-        where / f"witnesses-{case.backend}-r{run_no}",
+        # Fresh monitors for every case: a monitor that followed the previous
+        # case's log (same key, another database) would rightly refuse this one.
+        where / f"witnesses-{case.backend}-c{case.connections}-r{run_no}",
         log_key.verifier.vkey,
         operator.verifier.vkey,
     )

@@ -76,6 +76,9 @@ from firmlog.server.witnessing import CheckpointPublisher, WitnessCollector
 
 log = structlog.get_logger("firmlog.sequencer")
 
+_TIMER_SLACK = 0.01
+"""Seconds by which an expiry timer may fire before the deadline it was set for."""
+
 
 @dataclass(frozen=True, slots=True)
 class Integrated:
@@ -291,7 +294,8 @@ class Sequencer:
 
     def _expire(self, all_of_them: bool = False) -> None:
         """Answer 503 to the parked submitters past their deadline (or all of them)."""
-        now = asyncio.get_running_loop().time()
+        # A timer may fire up to the clock's resolution early: allow for that.
+        now = asyncio.get_running_loop().time() + _TIMER_SLACK
         expired = [x for x in self._parked if all_of_them or x.deadline <= now]
         if not expired:
             return

@@ -307,6 +307,7 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
         ),
     ),
     (PoolFull, Answer(503, retry_after=_pool_retry_after)),
+    (NotCosigned, Answer(503, retry_after=1)),
     (ProofUnavailable, Answer(503, retry_after=1)),
     (SequencerStopped, Answer(503, "ShuttingDown", retry_after=5)),
     (

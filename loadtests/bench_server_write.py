@@ -49,8 +49,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,7 +325,12 @@ def run_case(
     entries: list[bytes],
     entries_by_hash: dict[bytes, bytes],
     run_no: int,
+    settings: dict[str, str | float] | None = None,
+    companions: Callable[[list[ServerProcess]], AbstractContextManager[object]] | None = None,
 ) -> Outcome:
+    """One timed case. ``settings``: more top-level config.toml keys; ``companions``:
+    other processes the servers work with (witnesses), entered once the servers
+    are up and left before they stop."""
     log_key, operator = keys
     threads = args.wrk_threads
     files = case.servers * threads
@@ -349,16 +354,19 @@ def run_case(
             "batch_size": case.batch_size,
             "pool_size": max(20000, case.batch_size, 2 * case.connections),
         },
+        settings=settings,
     )
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
-    with database(case.backend, workdir) as url:
+    with database(case.backend, workdir) as url, ExitStack() as around:
         servers: list[ServerProcess] = []
         try:
             for k in range(case.servers):
                 servers.append(
                     start_log_server(data_dir, url, logs / f"{tag}-server{k}.log", args.log_level)
                 )
+            if companions is not None:
+                around.enter_context(companions(servers))
             per_server = case.connections // case.servers
             prefixes = [str(prefix)]
             if case.servers > 1:
@@ -475,6 +483,7 @@ def run_case(
                 profile=profile_top(raw) if args.profile and raw.exists() else [],
             )
         finally:
+            around.close()
             for s in servers:
                 s.stop()
     return outcome

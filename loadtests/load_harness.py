@@ -82,9 +82,11 @@ def write_data_dir(
     origin: str,
     sequencer: dict[str, float | int] | None = None,
     limits: dict[str, int] | None = None,
+    settings: dict[str, str | float] | None = None,
 ) -> None:
     """A data directory with the log key, the operator's verifier key and a
-    config.toml (overwritten each time). The operator's signer key stays with
+    config.toml (overwritten each time); ``settings`` are top-level keys of
+    config.toml (witness_policy, ...). The operator's signer key stays with
     the caller, as it stays off a real server."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "log.key"
@@ -93,6 +95,7 @@ def write_data_dir(
         log_path.chmod(0o600)
     (data_dir / "operator.pub").write_text(operator_vkey + "\n", encoding="utf-8")
     lines = [f'origin = "{origin}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (settings or {}).items()]
     for section, values in (("sequencer", sequencer), ("limits", limits)):
         if values:
             lines.append(f"[{section}]")

@@ -163,8 +163,8 @@ def _drawn() -> dict[str, int | None]:
 def _example(cls: type[Exception]) -> Exception:
     if cls is PoolFull:
         return PoolFull(2.0)
-    if cls is ProofUnavailable:
-        return ProofUnavailable(0, bytes(32))
+    if issubclass(cls, ProofUnavailable):
+        return cls(0, bytes(32))
     if cls is SigningRefused:
         return SigningRefused("x", b"", b"", ())
     return cls("x")

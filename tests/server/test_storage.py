@@ -712,11 +712,76 @@ async def test_newer_schema_version_is_refused(storage_url: str) -> None:
         await storage.open()
     assert str(info.value) == (
         f"the database has schema version 99, made by another firmlog-server; this one needs "
-        f"{SCHEMA_VERSION} and there are no schema migrations before 1.0: start a new log (a "
-        "new data dir or database), or run the firmlog-server version that made it"
+        f"{SCHEMA_VERSION} and upgrades only 2: start a new log (a new data dir or database), "
+        "or run the firmlog-server version that made it"
     )
     with pytest.raises(RuntimeError, match="not open"):
         await storage.read_entries(0, 1)
+
+
+async def test_a_version_2_database_is_upgraded_in_place(storage_url: str) -> None:
+    async with opened(storage_url) as storage:
+        await integrate(storage, 2)
+    # As the firmlog-server before the cosigned record made it.
+    await _execute(storage_url, "DROP TABLE cosigned_checkpoint")
+    await _set_schema_version(storage_url, 2)
+    async with opened(storage_url) as storage:
+        assert await committed_state(storage) == state(2)
+        assert await storage.latest_cosigned() is None
+        await storage.record_cosigned(2, cosigned(2))
+    async with opened(storage_url) as storage:  # recorded as version 3: no second upgrade
+        assert await storage.latest_cosigned() is not None
+    await _set_schema_version(storage_url, 1)
+    with pytest.raises(StorageOpenError, match="schema version 1"):
+        async with opened(storage_url):
+            pass
+
+
+def cosigned(size: int, witness: str = "w") -> bytes:
+    """``note(size)`` with one more signature line, as a witness would add it."""
+    return note(size) + f"\u2014 {witness} cosig\n".encode()
+
+
+async def test_the_latest_cosigned_checkpoint_is_recorded_and_only_grows(
+    storage: Storage,
+) -> None:
+    assert await storage.latest_cosigned() is None
+    for count in (1, 2, 1):
+        await integrate(storage, count)
+    await storage.record_cosigned(3, cosigned(3))
+    assert await storage.latest_cosigned() == cosigned(3)
+    # The history keeps the cosigned note; other sizes keep the log's own.
+    assert await storage.checkpoint_at(3) == cosigned(3)
+    assert await storage.checkpoint_at(4) == note(4)
+    assert await storage.latest_checkpoint() == note(4)  # the integrated tree, as before
+    # An older tree recorded later (another process, slower) does not replace it.
+    await storage.record_cosigned(1, cosigned(1))
+    assert await storage.latest_cosigned() == cosigned(3)
+    assert await storage.checkpoint_at(1) == cosigned(1)
+    await storage.record_cosigned(4, cosigned(4, "w2"))
+    assert await storage.latest_cosigned() == cosigned(4, "w2")
+
+
+async def test_only_a_signed_checkpoint_can_be_recorded_as_cosigned(storage: Storage) -> None:
+    await integrate(storage, 2)
+    with pytest.raises(RuntimeError, match="no checkpoint of tree size 3"):
+        await storage.record_cosigned(3, cosigned(3))
+    with pytest.raises(RuntimeError, match="one size, one checkpoint"):
+        await storage.record_cosigned(2, note(2, "other ") + "\u2014 w cosig\n".encode())
+    with pytest.raises(RuntimeError, match="one size, one checkpoint"):  # the log's signature lost
+        await storage.record_cosigned(
+            2, note(2).split(b"\n\n")[0] + "\n\n\u2014 w cosig\n".encode()
+        )
+    assert await storage.latest_cosigned() is None
+    assert await storage.checkpoint_at(2) == note(2)
+
+
+async def test_a_cosigned_checkpoint_is_seen_by_another_storage(storage_url: str) -> None:
+    async with opened(storage_url) as one, opened(storage_url) as other:
+        await integrate(one, 2)
+        await one.record_cosigned(2, cosigned(2))
+        assert await other.latest_cosigned() == cosigned(2)
+        assert await other.checkpoint_at(2) == cosigned(2)
 
 
 def test_open_storage_rejects_unknown_scheme() -> None:

@@ -1,23 +1,82 @@
 """Witnessing: the log publishes a checkpoint only once a quorum of witnesses
 (real monitors) cosigned it; submitters get 503 meanwhile, a resubmission the
-cosigned bundle."""
+cosigned bundle. The published checkpoint is recorded in the database: a
+restarted server and another server sharing the database serve it. Integration
+never waits for the witnesses."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 from support.harness import ORIGIN, LogUnderTest
-from support.monitor import WITNESS_NAME, MonitorUnderTest, checkpoint, free_port
+from support.monitor import WITNESS_NAME, MonitorUnderTest, checkpoint, eventually, free_port
 
 from firmlog.client.bundle import ProofBundle
+from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.errors import QuorumError
 from firmlog.client.keys import generate_key
+from firmlog.client.note import split_note
 from firmlog.client.policy import Policy, parse_policy
 from firmlog.monitor.datadir import init_data_dir
+
+
+class HeldWitness:
+    """A real HTTP hop in front of a witness that can hold its add-checkpoint
+    requests until the test releases them (passed on, or answered 503)."""
+
+    def __init__(self) -> None:
+        self.target = ""  # the witness's base URL, once it runs
+        self.held = False
+        self.waiting = 0  # requests held now
+        self._release = asyncio.Event()
+        self._fail = False
+        app = web.Application()
+        app.router.add_post("/add-checkpoint", self._add_checkpoint)
+        self.server = TestServer(app, host="127.0.0.1", port=free_port())
+        self._session: ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def start(self) -> None:
+        self._session = ClientSession()
+        await self.server.start_server()
+
+    async def stop(self) -> None:
+        self.release(fail=True)
+        await self.server.close()
+        if self._session is not None:
+            await self._session.close()
+
+    def hold(self) -> None:
+        self.held, self._fail = True, False
+        self._release = asyncio.Event()
+
+    def release(self, *, fail: bool) -> None:
+        self.held, self._fail = False, fail
+        self._release.set()
+
+    async def _add_checkpoint(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.held:
+            self.waiting += 1
+            try:
+                await self._release.wait()
+            finally:
+                self.waiting -= 1
+            if self._fail:
+                return web.Response(status=503, text="held, then failed by the test\n")
+        assert self._session is not None
+        async with self._session.post(f"{self.target}/add-checkpoint", data=body) as resp:
+            headers = {"Content-Type": resp.headers.get("Content-Type", "text/plain")}
+            return web.Response(status=resp.status, body=await resp.read(), headers=headers)
 
 
 @dataclass
@@ -25,21 +84,45 @@ class Witnessed:
     log: LogUnderTest
     monitors: list[MonitorUnderTest]
     device_policy: Policy  # what a device trusts: the log and 2 of the 3 witnesses
+    policy_file: Path
+    held: list[HeldWitness] = field(default_factory=list)  # in front of each monitor, if any
+    logs: list[LogUnderTest] = field(default_factory=list)  # every log server started
+
+    def another_log(self, data_dir: Path) -> LogUnderTest:
+        """A log server with the same keys, database and witnesses (not started)."""
+        log = LogUnderTest(
+            self.log.config.database_url,
+            data_dir,
+            self.log.log_key,
+            self.log.operator,
+            witness_policy=self.policy_file,
+            witness_timeout=self.log.config.witness_timeout,
+        )
+        data_dir.mkdir(exist_ok=True)
+        self.logs.append(log)
+        return log
 
 
-@pytest.fixture
-async def witnessed(database_url: str, tmp_path: Path) -> AsyncIterator[Witnessed]:
+async def start_witnessed(
+    database_url: str, tmp_path: Path, *, held: bool = False, witness_timeout: float = 1.5
+) -> Witnessed:
     log_key = generate_key(ORIGIN)
     ports = [free_port() for _ in range(3)]
+    proxies = [HeldWitness() for _ in ports] if held else []
     lines = []
     for i, port in enumerate(ports):
         vkey = init_data_dir(tmp_path / f"monitor{i}", WITNESS_NAME).signer.verifier.vkey
-        lines.append(f"witness w{i} {vkey} http://127.0.0.1:{port}")
+        url = proxies[i].url if held else f"http://127.0.0.1:{port}"
+        lines.append(f"witness w{i} {vkey} {url}")
     quorum = "group g 2 w0 w1 w2\nquorum g\n"
     policy_file = tmp_path / "witnesses.policy"
     policy_file.write_text("\n".join(lines) + "\n" + quorum)
     log = LogUnderTest(
-        database_url, tmp_path / "log", log_key, witness_policy=policy_file, witness_timeout=1.5
+        database_url,
+        tmp_path / "log",
+        log_key,
+        witness_policy=policy_file,
+        witness_timeout=witness_timeout,
     )
     log.config.data_dir.mkdir()
     await log.start()
@@ -51,18 +134,45 @@ async def witnessed(database_url: str, tmp_path: Path) -> AsyncIterator[Witnesse
     ]
     for m in monitors:
         await m.start()
+    for proxy, m in zip(proxies, monitors, strict=False):
+        proxy.target = m.base
+        await proxy.start()
     device = parse_policy(
         f"log {log.verifier.vkey}\n"
         + "\n".join(line.rsplit(" ", 1)[0] for line in lines)
         + "\n"
         + quorum
     )
-    try:
-        yield Witnessed(log, monitors, device)
-    finally:
-        for m in monitors:
-            await m.stop()
+    return Witnessed(log, monitors, device, policy_file, proxies, [log])
+
+
+async def stop_witnessed(w: Witnessed) -> None:
+    for proxy in w.held:
+        await proxy.stop()
+    for m in w.monitors:
+        await m.stop()
+    for log in w.logs:
         await log.stop()
+
+
+@pytest.fixture
+async def witnessed(database_url: str, tmp_path: Path) -> AsyncIterator[Witnessed]:
+    w = await start_witnessed(database_url, tmp_path)
+    try:
+        yield w
+    finally:
+        await stop_witnessed(w)
+
+
+@pytest.fixture
+async def held_witnesses(database_url: str, tmp_path: Path) -> AsyncIterator[Witnessed]:
+    """Witnesses behind :class:`HeldWitness` hops, and a witness timeout longer than
+    any test waits: a submitter is never answered 503 for being slow here."""
+    w = await start_witnessed(database_url, tmp_path, held=True, witness_timeout=60)
+    try:
+        yield w
+    finally:
+        await stop_witnessed(w)
 
 
 def verify(w: Witnessed, bundle: bytes, entry: bytes) -> ProofBundle:
@@ -151,3 +261,168 @@ def test_config_reads_and_checks_the_witness_policy(tmp_path: Path) -> None:
     cfg = load_config(tmp_path, default_origin=ORIGIN)
     assert cfg.witness_policy == str(policy)
     assert cfg.witness_timeout == 2.0
+
+
+def tree_size_of(note: bytes) -> int:
+    return Checkpoint.parse(split_note(note)[0]).tree_size
+
+
+async def get(session: ClientSession, url: str) -> tuple[int, bytes]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.read()
+
+
+async def cosigned_size(w: Witnessed, session: ClientSession, log: LogUnderTest) -> int | None:
+    """The tree size of ``log``'s /checkpoint, checked against the device policy; None if 404."""
+    status, body = await get(session, f"{log.base}/checkpoint")
+    if status == 404:
+        return None
+    assert status == 200, body
+    return w.device_policy.verify_checkpoint(body).signed.checkpoint.tree_size
+
+
+async def poll(what: str, check: object, timeout: float = 15.0) -> None:
+    """Await ``check()`` (a coroutine function returning bool) until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_the_published_checkpoint_is_shared_and_survives_a_restart(
+    witnessed: Witnessed, session: ClientSession, tmp_path: Path
+) -> None:
+    w = witnessed
+    other = w.another_log(tmp_path / "other")  # a second server on the same database
+    await other.start()
+    assert await cosigned_size(w, session, other) in (None, 0)  # the empty tree at most
+    for i in range(2):
+        status, body = await w.log.submit(session, w.log.entry(i))
+        assert status == 200, body
+
+    async def other_serves_it() -> bool:
+        return await cosigned_size(w, session, other) == 2
+
+    await poll("the other server serves the cosigned checkpoint of size 2", other_serves_it)
+    status, body = await get(session, f"{other.base}/v1/bundle/1")
+    assert status == 200, body
+    verify(w, body, w.log.entry(1))
+
+    # Restarted with no witness reachable: it serves what it published, at once.
+    for m in w.monitors:
+        await m.stop()
+    await w.log.stop()
+    restarted = w.another_log(w.log.config.data_dir)
+    await restarted.start()
+    assert await cosigned_size(w, session, restarted) == 2
+    status, body = await get(session, f"{restarted.base}/v1/bundle/0?tree_size=2")
+    assert status == 200, body
+    verify(w, body, w.log.entry(0))
+
+
+async def test_a_restarted_log_has_its_uncosigned_tree_cosigned(
+    witnessed: Witnessed, session: ClientSession
+) -> None:
+    w = witnessed
+    status, body = await w.log.submit(session, w.log.entry(0))
+    assert status == 200, body
+    ports = [m.server.port for m in w.monitors if m.server is not None]
+    for m in w.monitors[1:]:
+        await m.stop()
+    async with session.post(f"{w.log.base}/v1/entries", data=w.log.entry(1)) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        error = (await resp.json())["error"]
+    assert (
+        "logged at index 1; its checkpoint is not cosigned by a quorum of witnesses yet, retry"
+        in error
+    )
+    # The tree of size 2 is in the database but was never cosigned; nor is it served.
+    status, body = await get(session, f"{w.log.base}/v1/bundle/1?tree_size=2")
+    assert status == 404, body
+    assert await cosigned_size(w, session, w.log) == 1
+
+    await w.log.stop()
+    w.monitors[1].port = ports[1]
+    await w.monitors[1].start()
+    restarted = w.another_log(w.log.config.data_dir)
+    await restarted.start()  # nobody submits anything: the restart alone gets it cosigned
+
+    async def published() -> bool:
+        return await cosigned_size(w, session, restarted) == 2
+
+    await poll("the restarted log publishes the tree of size 2", published)
+
+
+async def test_integration_does_not_wait_for_the_witnesses(
+    held_witnesses: Witnessed, session: ClientSession
+) -> None:
+    w = held_witnesses
+    log = w.log
+    status, body = await log.submit(session, log.entry(0))
+    assert status == 200, body
+    for proxy in w.held:
+        proxy.hold()
+    first = asyncio.create_task(log.submit(session, log.entry(1)))
+    await eventually(
+        lambda: log.services.metrics.tree_size.value() == 2 and sum(p.waiting for p in w.held) >= 2,
+        timeout=10,
+        what="entry 1 integrated and its checkpoint at the witnesses",
+    )
+    # The witnesses hold the checkpoint of size 2: the next batch is integrated anyway.
+    second = asyncio.create_task(log.submit(session, log.entry(2)))
+    await eventually(
+        lambda: log.services.metrics.tree_size.value() == 3,
+        timeout=10,
+        what="entry 2 integrated while the witnesses hold the previous checkpoint",
+    )
+    # Nothing unpublished is served: not at /checkpoint, not in a bundle.
+    assert await cosigned_size(w, session, log) == 1
+    for url in ("/v1/bundle/1", "/v1/bundle/1?tree_size=2", "/v1/bundle/2?tree_size=3"):
+        status, body = await get(session, log.base + url)
+        assert status == 404, (url, body)
+    assert not first.done()
+    assert not second.done()
+
+    before = await metrics(session, log)
+    assert before["firmlog_unpublished_entries"] == 2
+    # The witnesses refuse the checkpoint of size 2. The newer one, of size 3, is
+    # cosigned next, and answers the submitters of both batches.
+    for proxy in w.held:
+        proxy.release(fail=True)
+    (status1, bundle1), (status2, bundle2) = await asyncio.wait_for(
+        asyncio.gather(first, second), timeout=20
+    )
+    assert status1 == 200, bundle1
+    assert status2 == 200, bundle2
+    for i, bundle in ((1, bundle1), (2, bundle2)):
+        parsed = verify(w, bundle, log.entry(i))
+        assert tree_size_of(parsed.checkpoint) == 3
+    assert await cosigned_size(w, session, log) == 3
+
+    after = await metrics(session, log)
+    assert after["firmlog_published_tree_size"] == 3
+    assert after["firmlog_unpublished_entries"] == 0
+    # One publication (size 3): the refused checkpoint of size 2 was superseded.
+    published = "firmlog_checkpoints_published_total"
+    assert after[published] == before[published] + 1
+    failed = 'firmlog_cosigning_seconds_count{outcome="failed"}'
+    assert after[failed] == before.get(failed, 0) + 1
+    for name in ("w0", "w1", "w2"):
+        refused = f'firmlog_witness_requests_total{{witness="{name}",outcome="refused"}}'
+        assert after[refused] == before.get(refused, 0) + 1
+        assert after[f'firmlog_witness_request_seconds_count{{witness="{name}"}}'] > 0
+    assert after["firmlog_published_checkpoint_age_seconds"] >= 0
+
+
+async def metrics(session: ClientSession, log: LogUnderTest) -> dict[str, float]:
+    """The samples of the log's /metrics, by name with labels."""
+    status, text = await get(session, f"{log.base}/metrics")
+    assert status == 200
+    samples = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples

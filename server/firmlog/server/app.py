@@ -338,7 +338,7 @@ async def get_bundle(request: web.Request) -> web.Response:
     if pinned:
         size = _int_param(request, "tree_size")
         note = await svc.storage.checkpoint_at(size)
-        if note is None:
+        if note is None or not svc.reader.servable(note):
             raise NotFound(f"the log published no checkpoint for tree size {size}")
         checkpoint = checkpoint_of(note)
     else:
@@ -832,6 +832,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             witness_session,
             consistency,
             timeout=config.witness_timeout,
+            metrics=metrics,
         )
     reader = LogReader(
         storage,

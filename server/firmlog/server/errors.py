@@ -27,6 +27,7 @@ answers it (:data:`ANSWERS`) and what the caller should do::
         ├── Unavailable              503  nothing wrong with the request: retry after
         │   ├── PoolFull             503  too many entries wait; Retry-After: the pool's
         │   ├── ProofUnavailable     503  logged, not yet proven; resubmit it (same index)
+        │   │   └── NotCosigned      503  logged, its checkpoint awaits the witnesses' quorum
         │   ├── SequencerStopped     503  shutting down (kind ShuttingDown)
         │   └── StorageUnavailable   503  the database cannot be reached or written
         └── StartupError                  never answered: the server refuses to start, exit 2
@@ -65,6 +66,7 @@ __all__ = [
     "ImageRejected",
     "ImageTooLarge",
     "LogServerError",
+    "NotCosigned",
     "NotFound",
     "PoolFull",
     "ProofUnavailable",
@@ -187,6 +189,22 @@ class ProofUnavailable(Unavailable):
         return (type(self), (self.leaf_index, self.leaf_hash))
 
 
+class NotCosigned(ProofUnavailable):
+    """The entry is durably logged, but no checkpoint covering it is cosigned by a
+    quorum of witnesses yet, so none is published. Resubmit it later (it keeps its
+    index and gets the cosigned bundle once there is one)."""
+
+    def __init__(self, leaf_index: int, leaf_hash: bytes) -> None:
+        Unavailable.__init__(
+            self,
+            f"the entry is logged at index {leaf_index}; its checkpoint is not cosigned by a "
+            "quorum of witnesses yet, retry: resubmit it (it keeps its index) or GET "
+            f"/v1/bundle/{leaf_hash.hex()} later",
+        )
+        self.leaf_index = leaf_index
+        self.leaf_hash = leaf_hash
+
+
 class SequencerStopped(Unavailable):
     """The sequencer is shutting down and takes no more entries. Retry at another
     server, or at this one once it is back."""
@@ -289,6 +307,7 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
         ),
     ),
     (PoolFull, Answer(503, retry_after=_pool_retry_after)),
+    (NotCosigned, Answer(503, retry_after=1)),
     (ProofUnavailable, Answer(503, retry_after=1)),
     (SequencerStopped, Answer(503, "ShuttingDown", retry_after=5)),
     (

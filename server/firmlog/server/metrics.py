@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -73,6 +73,20 @@ class Gauge(Counter):
 
     def set(self, value: float, *labels: str) -> None:
         self._values[labels] = value
+
+
+class FunctionGauge(_Metric):
+    """A gauge whose value is computed when the metrics are rendered; None: no sample."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str) -> None:
+        super().__init__(name, help_text)
+        self.function: Callable[[], float | None] = lambda: None
+
+    def render(self) -> list[str]:
+        value = self.function()
+        return [] if value is None else [f"{self.name} {_num(value)}"]
 
 
 class Histogram(_Metric):
@@ -159,5 +173,52 @@ class ServerMetrics:
                 "firmlog_signing_refusals_total",
                 "Trees the log key refused to sign: not provably consistent with the last "
                 "checkpoint this server published. Any is an incident.",
+            )
+        )
+        # Witnessing (with --witness-policy).
+        self.witness_requests = r.add(
+            Counter(
+                "firmlog_witness_requests_total",
+                "add-checkpoint requests to witnesses by witness and outcome: cosigned, "
+                "conflict (409: the witness knows another size), refused (any other answer, "
+                "or no valid cosignature), unreachable (no answer in time), cancelled (the "
+                "quorum was met without it).",
+                ("witness", "outcome"),
+            )
+        )
+        self.witness_request_seconds = r.add(
+            Histogram(
+                "firmlog_witness_request_seconds",
+                "Latency of add-checkpoint requests that got an answer, by witness.",
+                labels=("witness",),
+            )
+        )
+        self.cosigning_seconds = r.add(
+            Histogram(
+                "firmlog_cosigning_seconds",
+                "Time to collect a quorum of cosignatures for one checkpoint (by outcome).",
+                labels=("outcome",),
+            )
+        )
+        self.checkpoints_published = r.add(
+            Counter(
+                "firmlog_checkpoints_published_total",
+                "Checkpoints published with a quorum of cosignatures (newer ones supersede "
+                "older ones still waiting, so fewer than batches).",
+            )
+        )
+        self.published_tree_size = r.add(
+            Gauge("firmlog_published_tree_size", "Tree size of the published checkpoint.")
+        )
+        self.unpublished_entries = r.add(
+            Gauge(
+                "firmlog_unpublished_entries",
+                "Entries integrated but not yet covered by the published (cosigned) checkpoint.",
+            )
+        )
+        self.published_age = r.add(
+            FunctionGauge(
+                "firmlog_published_checkpoint_age_seconds",
+                "Seconds since this process published (or adopted) the checkpoint it serves.",
             )
         )

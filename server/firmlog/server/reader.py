@@ -11,10 +11,12 @@ from three caches before the database:
 - partial hash tiles keyed by width: ``tile/L/N.p/W`` never changes either;
 - full entry bundles.
 
-The latest checkpoint is what this process integrated last, or what another
-process sharing the database integrated: it is re-read from storage at most
+The latest checkpoint is what this process published last, or what another
+process sharing the database published: it is re-read from storage at most
 every ``refresh_interval`` seconds, and at once when a request names a tree
-size beyond it.
+size beyond it. With witnesses that is the latest checkpoint recorded as
+cosigned (never the integrated tree before its quorum), served only if it
+passes ``accept``.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ class LogReader:
         clock: Callable[[], float] = time.monotonic,
         accept: Callable[[bytes], bool] | None = None,
     ) -> None:
-        """``accept``: whether a checkpoint read from storage may be served (with
-        witnesses: only a cosigned one; the sequencer publishes those)."""
+        """``accept``: with witnesses, whether a checkpoint may be served (only one
+        cosigned by the quorum); the latest is then read from the cosigned record."""
         self._storage = storage
         self._accept = accept
         self._expanded = TileCache(cache_tiles)
@@ -116,11 +118,18 @@ class LogReader:
             return latest
         async with self._refresh_lock:
             if self._latest is latest:  # nobody refreshed while we waited
-                note = await self._storage.latest_checkpoint()
+                if self._accept is None:
+                    note = await self._storage.latest_checkpoint()
+                else:
+                    note = await self._storage.latest_cosigned()
                 self._checked_at = self._clock()
-                if note is not None and (self._accept is None or self._accept(note)):
+                if note is not None and self.servable(note):
                     self._offer(checkpoint_of(note))
         return self._latest
+
+    def servable(self, note: bytes) -> bool:
+        """Whether a checkpoint of this log may be shown (with witnesses: cosigned)."""
+        return self._accept is None or self._accept(note)
 
     def publish(self, note: bytes, tree_size: int, root_hash: bytes) -> None:
         """Called by the sequencer after its commit."""

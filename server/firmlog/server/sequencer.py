@@ -22,8 +22,21 @@ Every error while checking an entry is that entry's answer (the gate), and a
 batch whose transaction fails for any other reason than the database being
 unavailable is retried in halves, down to the entry that fails it.
 
+With witnesses (:mod:`firmlog.server.witnessing`) a checkpoint is published
+only once a quorum cosigned it, and integration does not wait for that: after
+the commit the new checkpoint is offered to the :class:`CheckpointPublisher`
+and the run loop goes on with the next batch. Submitters whose entries the
+published checkpoint does not cover yet are parked; once any checkpoint
+covering an entry is published (a newer one supersedes those still waiting
+for witnesses), its submitters get their bundles against it. Past the
+witness timeout a parked submitter gets 503 (:class:`NotCosigned`); its entry
+is logged, and a resubmission gets the cosigned bundle once there is one.
+
 Who owns what: ``_pending`` and ``_wake`` are shared between :meth:`submit`
-(appends) and the run loop (takes); everything else belongs to the run loop.
+(appends) and the run loop (takes); ``_parked`` between the run loop
+(parks), the publisher's task (answers what a publication covers) and the
+expiry timers (answer 503), each taking its items out before it awaits;
+everything else belongs to the run loop.
 The sequencer keeps no tree in memory beyond what one batch needs: the right
 edge is stored with the state and re-read in every transaction.
 """
@@ -47,6 +60,7 @@ from firmlog.client.merkle import EMPTY_ROOT, inclusion_proof_plan
 from firmlog.client.merkle import leaf_hash as merkle_leaf_hash
 from firmlog.server.config import SequencerConfig
 from firmlog.server.errors import (
+    NotCosigned,
     PoolFull,
     ProofUnavailable,
     SequencerStopped,
@@ -55,12 +69,15 @@ from firmlog.server.errors import (
 )
 from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
-from firmlog.server.reader import LogReader
+from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.signing import TreeSigner
 from firmlog.server.storage import EntryRow, Integration, LogState, Storage
-from firmlog.server.witnessing import WitnessCollector, WitnessingFailed
+from firmlog.server.witnessing import CheckpointPublisher, WitnessCollector
 
 log = structlog.get_logger("firmlog.sequencer")
+
+_TIMER_SLACK = 0.01
+"""Seconds by which an expiry timer may fire before the deadline it was set for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +88,22 @@ class Integrated:
     tree_size: int
     bundle: bytes
     duplicate: bool  # the entry was already in the log before this submission
+
+
+@dataclass(frozen=True, slots=True)
+class _Unpublished:
+    """A logged entry whose submitter waits for a published checkpoint covering it."""
+
+    leaf_index: int
+    entry: bytes  # as logged
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class _Parked:
+    pending: _Pending
+    logged: _Unpublished
+    deadline: float  # loop time: past it, 503
 
 
 @dataclass(slots=True)
@@ -108,8 +141,16 @@ class Sequencer:
         self._wake = asyncio.Event()
         self._stopping = False
         # With witnesses, a checkpoint is published only once cosigned by a quorum.
-        self._witnesses = witnesses
-        self._cosigned: tuple[int, bytes] | None = None  # (tree size, cosigned note)
+        self._publisher: CheckpointPublisher | None = None
+        self._witness_timeout = 0.0
+        if witnesses is not None:
+            self._publisher = CheckpointPublisher(
+                witnesses, storage, reader, self._metrics, self._answer_parked
+            )
+            self._witness_timeout = witnesses.timeout
+        self._parked: list[_Parked] = []
+        self._none_parked = asyncio.Event()
+        self._none_parked.set()
 
     @property
     def origin(self) -> str:
@@ -117,7 +158,10 @@ class Sequencer:
 
     async def initialize(self) -> None:
         """Check that the database holds this log (TreeSigner.check_database: raises
-        WrongLog if not); publish a signed checkpoint of the empty tree if it has none yet."""
+        WrongLog if not); publish a signed checkpoint of the empty tree if it has none yet.
+
+        With witnesses, publish the cosigned checkpoint recorded in storage, and
+        offer the stored tree to the witnesses if it is newer (or the first)."""
         async with self._storage.integration() as tx:
             state = await tx.state()
             await self._signer.check_database(tx, state)
@@ -126,7 +170,11 @@ class Sequencer:
                 note = await self._signer.sign(state, 0, EMPTY_ROOT)
                 await tx.write_state(LogState(0, b"", note))
         await self._signer.published(note)
-        if not state.checkpoint:
+        if self._publisher is not None:
+            # Serve what was published before a restart; have a newer tree cosigned.
+            await self._publisher.restore()
+            self._publisher.offer(checkpoint_of(note))
+        elif not state.checkpoint:
             self._reader.publish(note, 0, EMPTY_ROOT)
             log.info("published the empty tree", origin=self.origin)
 
@@ -157,7 +205,22 @@ class Sequencer:
         return await asyncio.shield(future)
 
     async def run(self) -> None:
-        """Integrate batches until :meth:`stop`; then integrate what is left and return."""
+        """Integrate batches until :meth:`stop`; then integrate what is left, wait for
+        the submitters still waiting for cosignatures (at most the witness timeout)
+        and return. With witnesses, the publisher runs as long as this does."""
+        if self._publisher is None:
+            await self._integrate_batches()
+            return
+        publishing = asyncio.create_task(self._publisher.run(), name="firmlog-publisher")
+        try:
+            await self._integrate_batches()
+            await self._none_parked.wait()
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            self._expire(all_of_them=True)
+
+    async def _integrate_batches(self) -> None:
         while True:
             if not self._pending:
                 if self._stopping:
@@ -207,16 +270,97 @@ class Sequencer:
             return
         self._metrics.integrate_seconds.observe(self._clock() - started)
         self._metrics.batch_size.observe(len(batch))
+        parked = False
         for p, result in zip(batch, results, strict=True):
             if p.future.done():
                 continue
-            if isinstance(result, Integrated):
+            if isinstance(result, _Unpublished):
+                deadline = asyncio.get_running_loop().time() + self._witness_timeout
+                self._parked.append(_Parked(p, result, deadline))
+                self._none_parked.clear()
+                parked = True
+            elif isinstance(result, Integrated):
                 self._metrics.submissions.inc(1, "duplicate" if result.duplicate else "integrated")
                 p.future.set_result(result)
             else:
                 outcome = "unproven" if isinstance(result, ProofUnavailable) else "refused"
                 self._metrics.submissions.inc(1, outcome)
                 p.future.set_exception(result)
+        if parked:
+            asyncio.get_running_loop().call_later(self._witness_timeout, self._expire)
+            # A checkpoint covering them may have been published since the commit.
+            if self._publisher is not None and self._publisher.published is not None:
+                await self._answer_parked(self._publisher.published)
+
+    def _expire(self, all_of_them: bool = False) -> None:
+        """Answer 503 to the parked submitters past their deadline (or all of them)."""
+        # A timer may fire up to the clock's resolution early: allow for that.
+        now = asyncio.get_running_loop().time() + _TIMER_SLACK
+        expired = [x for x in self._parked if all_of_them or x.deadline <= now]
+        if not expired:
+            return
+        self._parked = [x for x in self._parked if not (all_of_them or x.deadline <= now)]
+        if not self._parked:
+            self._none_parked.set()
+        for x in expired:
+            if not x.pending.future.done():
+                self._metrics.submissions.inc(1, "unproven")
+                x.pending.future.set_exception(
+                    NotCosigned(x.logged.leaf_index, merkle_leaf_hash(x.logged.entry))
+                )
+
+    async def _answer_parked(self, published: LatestCheckpoint) -> None:
+        """Answer the parked submitters whose entries ``published`` covers, with
+        bundles against it (called by the publisher once it is published)."""
+        covered = [x for x in self._parked if x.logged.leaf_index < published.tree_size]
+        if not covered:
+            return
+        self._parked = [x for x in self._parked if x.logged.leaf_index >= published.tree_size]
+        if not self._parked:
+            self._none_parked.set()
+        entries = {x.logged.leaf_index: x.logged.entry for x in covered}
+        try:
+            bundles = await self._bundles(published, entries)
+        except Exception:  # committed and cosigned: never answer "nothing was stored"
+            log.exception(
+                "proving against a published checkpoint failed", tree_size=published.tree_size
+            )
+            self._metrics.integration_errors.inc()
+            for x in covered:
+                if not x.pending.future.done():
+                    self._metrics.submissions.inc(1, "unproven")
+                    x.pending.future.set_exception(
+                        ProofUnavailable(x.logged.leaf_index, merkle_leaf_hash(x.logged.entry))
+                    )
+            return
+        for x in covered:
+            if x.pending.future.done():
+                continue
+            self._metrics.submissions.inc(1, "duplicate" if x.logged.duplicate else "integrated")
+            x.pending.future.set_result(
+                Integrated(
+                    leaf_index=x.logged.leaf_index,
+                    tree_size=published.tree_size,
+                    bundle=bundles[x.logged.leaf_index],
+                    duplicate=x.logged.duplicate,
+                )
+            )
+
+    async def _bundles(
+        self, against: LatestCheckpoint, entries: dict[int, bytes]
+    ) -> dict[int, bytes]:
+        """A ``.tlog-proof`` bundle against ``against`` for each ``index: entry``."""
+        indexes = sorted(entries)
+        if not indexes:
+            return {}
+        plans = [inclusion_proof_plan(index, against.tree_size) for index in indexes]
+        proofs = await self._reader.prove(against.tree_size, plans)
+        return {
+            index: ProofBundle(
+                index=index, proof=tuple(proof), checkpoint=against.note, extra=entries[index]
+            ).format()
+            for index, proof in zip(indexes, proofs, strict=True)
+        }
 
     async def _gate(
         self, tx: Integration, start_index: int, fresh: list[_Pending]
@@ -243,7 +387,9 @@ class Sequencer:
                 refused[id(p)] = verdict
         return accepted, refused, result
 
-    async def _integrate(self, batch: list[_Pending]) -> list[Integrated | Exception]:
+    async def _integrate(
+        self, batch: list[_Pending]
+    ) -> list[Integrated | _Unpublished | Exception]:
         async with self._storage.integration() as tx:
             state = await tx.state()
             # identity -> (index, the logged entry's bytes): what each submission is answered with
@@ -275,71 +421,52 @@ class Sequencer:
         size = tree.tree_size
         self._reader.remember_tiles(size, tree.tiles)
         await self._signer.published(note)  # the data dir records it before anyone sees it
-        witnessed = True
-        if self._witnesses is None:
+        integrated = LatestCheckpoint(note=note, tree_size=size, root_hash=tree.root_hash)
+        against: LatestCheckpoint | None = integrated
+        if self._publisher is None:
             self._reader.publish(note, size, tree.root_hash)
-        else:
-            try:
-                note = await self._witnessed(note, size)
-            except WitnessingFailed as exc:
-                log.warning("checkpoint not published: no quorum", tree_size=size, error=str(exc))
-                witnessed = False
-            else:
-                self._reader.publish(note, size, tree.root_hash)
+        else:  # published once cosigned; the submitters it does not cover wait for that
+            self._publisher.offer(integrated)
+            against = self._publisher.published
         self._metrics.tree_size.set(size)
         if new_entries:
             log.info("integrated", entries=len(new_entries), tree_size=size)
 
-        indexes = sorted({index for index, _ in logged.values()})
-        proofs: dict[int, list[bytes]] | None
+        covered = {
+            index: raw
+            for index, raw in logged.values()
+            if against is not None and index < against.tree_size
+        }
+        bundles: dict[int, bytes] | None
         try:
-            proofs = {}
-            if not witnessed:
-                proofs = None  # the checkpoint is not published: no bundle against it
-            elif indexes:
-                plans = [inclusion_proof_plan(index, size) for index in indexes]
-                proofs = dict(zip(indexes, await self._reader.prove(size, plans), strict=True))
+            bundles = await self._bundles(against, covered) if against is not None else {}
         except Exception:  # the batch is committed: never answer "nothing was stored"
             log.exception("proving a committed batch failed", tree_size=size)
             self._metrics.integration_errors.inc()
-            proofs = None
+            bundles = None
         new_ids = {e.identity for e in new_entries}
-        bundles: dict[int, bytes] = {}  # one bundle per entry, shared by its submitters
-        results: list[Integrated | Exception] = []
+        results: list[Integrated | _Unpublished | Exception] = []
         for p in batch:
             error = refused.get(id(p))
             if error is not None:
                 results.append(error)
                 continue
             index, raw = logged[p.identity]
-            if proofs is None:
+            duplicate = p.identity not in new_ids or p.entry != raw
+            if against is None or index >= against.tree_size:
+                results.append(_Unpublished(index, raw, duplicate))
+            elif bundles is None:
                 results.append(ProofUnavailable(index, merkle_leaf_hash(raw)))
-                continue
-            bundle = bundles.get(index)
-            if bundle is None:
-                bundle = ProofBundle(
-                    index=index, proof=tuple(proofs[index]), checkpoint=note, extra=raw
-                ).format()
-                bundles[index] = bundle
-            results.append(
-                Integrated(
-                    leaf_index=index,
-                    tree_size=size,
-                    bundle=bundle,
-                    duplicate=p.identity not in new_ids or p.entry != raw,
+            else:
+                results.append(
+                    Integrated(
+                        leaf_index=index,
+                        tree_size=against.tree_size,
+                        bundle=bundles[index],
+                        duplicate=duplicate,
+                    )
                 )
-            )
         return results
-
-    async def _witnessed(self, note: bytes, size: int) -> bytes:
-        """The checkpoint ``note`` of ``size`` cosigned by the policy's quorum
-        (collected once per tree size); WitnessingFailed past the timeout."""
-        assert self._witnesses is not None
-        if self._cosigned is not None and self._cosigned[0] == size:
-            return self._cosigned[1]
-        cosigned = await self._witnesses.collect(note, size)
-        self._cosigned = (size, cosigned)
-        return cosigned
 
 
 def _unavailable(exc: BaseException) -> bool:

@@ -10,12 +10,24 @@ size it knows, and is retried once with a proof from there). It verifies
 each returned cosignature against the witness's key in the policy (others
 are dropped), and returns the note with the valid cosignatures once the
 policy's quorum is met; :class:`WitnessingFailed` past the timeout.
+
+:class:`CheckpointPublisher` is the pipeline around it, so that witnessing
+never holds up integration: the sequencer offers each checkpoint it commits
+and goes on with the next batch; the publisher's own task has one checkpoint
+cosigned at a time, always the newest offered (a newer offer supersedes the
+older ones still waiting; a witness behind is caught up by the 409 above),
+records it in storage (so that a restarted server, or another process
+sharing the database, serves it), then shows it to readers and tells the
+sequencer, which answers every submitter whose entry it covers. It retries
+a checkpoint that did not get its quorum at the next offer, or after a
+backoff; so a server restarted with an uncosigned tree gets it cosigned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -27,8 +39,11 @@ from firmlog.client.errors import FormatError, VerificationError
 from firmlog.client.keys import Ed25519Verifier
 from firmlog.client.note import Signature, add_signatures, split_note
 from firmlog.client.policy import Policy, PolicyLog, PolicyWitness, parse_policy
+from firmlog.server.metrics import ServerMetrics
+from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
+from firmlog.server.storage import Storage
 
-__all__ = ["WitnessCollector", "WitnessingFailed", "load_witness_policy"]
+__all__ = ["CheckpointPublisher", "WitnessCollector", "WitnessingFailed", "load_witness_policy"]
 
 log = structlog.get_logger("firmlog.witnessing")
 
@@ -52,7 +67,9 @@ def load_witness_policy(path: Path) -> Policy:
 
 
 class _Refused(Exception):
-    pass
+    def __init__(self, message: str, outcome: str = "refused") -> None:
+        super().__init__(message)
+        self.outcome = outcome  # for firmlog_witness_requests_total
 
 
 class WitnessCollector:
@@ -64,6 +81,7 @@ class WitnessCollector:
         consistency_proof: ConsistencyProof,
         *,
         timeout: float = 10.0,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         # The policy a checkpoint must meet: this log's key, the file's witnesses and quorum.
         self.policy = Policy((PolicyLog(log_key),), policy.witnesses, policy.groups, policy.quorum)
@@ -71,7 +89,13 @@ class WitnessCollector:
         self._session = session
         self._proof = consistency_proof
         self._timeout = timeout
+        self._metrics = metrics or ServerMetrics()
         self._sizes: dict[str, int] = {}  # witness name -> the size it cosigned last
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a checkpoint is given to get its quorum."""
+        return self._timeout
 
     def cosigned(self, note: bytes) -> bool:
         """Whether ``note`` carries the quorum (and the log's signature)."""
@@ -129,6 +153,15 @@ class WitnessCollector:
     async def _witness(
         self, witness: PolicyWitness, note: bytes, text: str, tree_size: int
     ) -> Signature:
+        try:
+            return await self._ask(witness, note, text, tree_size)
+        except asyncio.CancelledError:
+            self._metrics.witness_requests.inc(1, witness.name, "cancelled")
+            raise
+
+    async def _ask(
+        self, witness: PolicyWitness, note: bytes, text: str, tree_size: int
+    ) -> Signature:
         for attempt in range(2):
             old = self._sizes.get(witness.name, 0)
             if old > tree_size:
@@ -136,10 +169,19 @@ class WitnessCollector:
             proof = await self._proof(old, tree_size) if 0 < old < tree_size else []
             status, ctype, body = await self._post(witness, old, proof, note)
             if status == 200:
-                signature = _cosignature(witness, text, body)
+                try:
+                    signature = _cosignature(witness, text, body)
+                except _Refused:
+                    self._metrics.witness_requests.inc(1, witness.name, "refused")
+                    raise
+                self._metrics.witness_requests.inc(1, witness.name, "cosigned")
                 self._sizes[witness.name] = tree_size
                 return signature
-            if status == 409 and ctype == SIZE_CONTENT_TYPE and attempt == 0:
+            conflict = status == 409 and ctype == SIZE_CONTENT_TYPE
+            self._metrics.witness_requests.inc(
+                1, witness.name, "conflict" if conflict else "refused"
+            )
+            if conflict and attempt == 0:
                 known = _size(body)
                 if known is None or known == old:
                     raise _Refused(f"409 with size {body[:40]!r}")
@@ -154,14 +196,150 @@ class WitnessCollector:
         assert witness.url is not None
         body = f"old {old}\n".encode() + b"".join(base64.b64encode(h) + b"\n" for h in proof)
         url = witness.url.rstrip("/") + "/add-checkpoint"
+        started = time.monotonic()
         try:
             async with self._session.post(
                 url, data=body + b"\n" + note, timeout=ClientTimeout(total=self._timeout)
             ) as resp:
                 data = await resp.content.read(MAX_RESPONSE)
-                return resp.status, resp.content_type, data
         except (ClientError, TimeoutError) as exc:
-            raise _Refused(f"{url}: {type(exc).__name__}: {exc}") from exc
+            self._metrics.witness_requests.inc(1, witness.name, "unreachable")
+            raise _Refused(f"{url}: {type(exc).__name__}: {exc}", "unreachable") from exc
+        self._metrics.witness_request_seconds.observe(time.monotonic() - started, witness.name)
+        return resp.status, resp.content_type, data
+
+
+RETRY_MIN = 0.25
+RETRY_MAX = 5.0
+"""Backoff between attempts at a checkpoint that did not get its quorum, when no
+newer checkpoint is offered meanwhile (a newer offer is tried at once)."""
+
+Published = Callable[[LatestCheckpoint], Awaitable[None]]
+
+
+class CheckpointPublisher:
+    """Publishes the newest checkpoint the sequencer offers once a quorum cosigned it.
+
+    Who owns what: :meth:`offer` is called by the sequencer's run loop,
+    :meth:`run` is this publisher's own task; ``_offered`` and ``_wake`` are
+    shared (offer writes, run reads), everything else belongs to run.
+    ``published`` is only ever replaced by a larger tree. ``on_published`` is
+    awaited after each publication, from the run task.
+    """
+
+    def __init__(
+        self,
+        collector: WitnessCollector,
+        storage: Storage,
+        reader: LogReader,
+        metrics: ServerMetrics,
+        on_published: Published,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._collector = collector
+        self._storage = storage
+        self._reader = reader
+        self._metrics = metrics
+        self._on_published = on_published
+        self._clock = clock
+        self._offered: LatestCheckpoint | None = None  # the newest checkpoint integrated
+        self._wake = asyncio.Event()
+        self.published: LatestCheckpoint | None = None
+        self._published_at: float | None = None
+        metrics.published_age.function = self._age
+
+    def _age(self) -> float | None:
+        return None if self._published_at is None else self._clock() - self._published_at
+
+    def cosigned(self, note: bytes) -> bool:
+        return self._collector.cosigned(note)
+
+    async def restore(self) -> None:
+        """Publish the cosigned checkpoint recorded in storage, if there is one
+        (at start: what this log published before a restart)."""
+        note = await self._storage.latest_cosigned()
+        if note is not None and self._collector.cosigned(note):
+            await self._publish(checkpoint_of(note))
+
+    def offer(self, checkpoint: LatestCheckpoint) -> None:
+        """A checkpoint just committed (or committed earlier, offered again by a
+        resubmission: then it is retried at once if it is not published yet)."""
+        if self._offered is None or checkpoint.tree_size >= self._offered.tree_size:
+            self._offered = checkpoint
+        self._update_backlog()
+        self._wake.set()
+
+    def _update_backlog(self) -> None:
+        integrated = self._offered.tree_size if self._offered is not None else 0
+        published = self.published.tree_size if self.published is not None else 0
+        self._metrics.unpublished_entries.set(max(0, integrated - published))
+
+    def _wanted(self) -> LatestCheckpoint | None:
+        offered, published = self._offered, self.published
+        if offered is None or (published is not None and offered.tree_size <= published.tree_size):
+            return None
+        return offered
+
+    async def run(self) -> None:
+        """Have the newest offered checkpoint cosigned and publish it, until cancelled."""
+        backoff = RETRY_MIN
+        while True:
+            target = self._wanted()
+            if target is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._wake.clear()  # an offer from now on is worth an attempt of its own
+            started = self._clock()
+            try:
+                published, collected = await self._cosign(target)
+            except Exception as exc:  # the loop must outlive any attempt
+                self._metrics.cosigning_seconds.observe(self._clock() - started, "failed")
+                log.warning(
+                    "checkpoint not published: no quorum",
+                    tree_size=target.tree_size,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+                continue
+            backoff = RETRY_MIN
+            if collected:
+                self._metrics.cosigning_seconds.observe(self._clock() - started, "cosigned")
+            await self._publish(published)
+
+    async def _cosign(self, target: LatestCheckpoint) -> tuple[LatestCheckpoint, bool]:
+        """``target`` cosigned by a quorum and recorded in storage, and True; or, if
+        another process sharing the database recorded a cosigned checkpoint of a
+        tree at least as large, that one, and False."""
+        stored = await self._storage.latest_cosigned()
+        mine = self.published is not None and stored == self.published.note
+        if stored is not None and not mine and self._collector.cosigned(stored):
+            cp = checkpoint_of(stored)
+            if cp.tree_size >= target.tree_size:
+                return cp, False
+        note = await self._collector.collect(target.note, target.tree_size)
+        await self._storage.record_cosigned(target.tree_size, note)
+        cosigned = LatestCheckpoint(
+            note=note, tree_size=target.tree_size, root_hash=target.root_hash
+        )
+        return cosigned, True
+
+    async def _publish(self, checkpoint: LatestCheckpoint) -> None:
+        if self.published is not None and checkpoint.tree_size <= self.published.tree_size:
+            return
+        self.published = checkpoint
+        self._published_at = self._clock()
+        self._reader.publish(checkpoint.note, checkpoint.tree_size, checkpoint.root_hash)
+        self._metrics.checkpoints_published.inc()
+        self._metrics.published_tree_size.set(checkpoint.tree_size)
+        self._update_backlog()
+        try:
+            await self._on_published(checkpoint)
+        except Exception:
+            log.exception("answering the submitters of a published checkpoint failed")
 
 
 def _size(body: bytes) -> int | None:

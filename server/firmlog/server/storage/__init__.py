@@ -26,7 +26,10 @@ What is stored:
   grows into, so the stored bytes serve every width up to their own.
 - the log state: tree size, the right edge of the tree
   (:meth:`firmlog.client.merkle.CompactRange.to_bytes`) and the latest signed
-  checkpoint note; plus every checkpoint ever published, by tree size.
+  checkpoint note; plus every checkpoint ever signed, by tree size.
+- the latest checkpoint cosigned by a quorum of witnesses (with witnessing,
+  the one the log publishes), recorded after the integration that signed it;
+  its cosigned note also replaces the log-signed one in the history.
 - the ledger index, derived from the entries and written in the same
   transaction: every vendor key set (admission and rotations) by log index
   and serial,
@@ -264,7 +267,24 @@ class LogStorage(Protocol):
         ...
 
     async def checkpoint_at(self, tree_size: int) -> bytes | None:
-        """The checkpoint published for exactly ``tree_size``, if one was."""
+        """The checkpoint signed for exactly ``tree_size``, if one was (with the
+        witnesses' cosignatures once :meth:`record_cosigned` recorded them)."""
+        ...
+
+    async def latest_cosigned(self) -> bytes | None:
+        """The checkpoint of the largest tree recorded by :meth:`record_cosigned`, or None."""
+        ...
+
+    async def record_cosigned(self, tree_size: int, note: bytes) -> None:
+        """Record ``note``, the checkpoint of ``tree_size`` with witness cosignatures.
+
+        It replaces that size's note in the checkpoint history, and becomes
+        :meth:`latest_cosigned` unless a larger tree is recorded already (so
+        processes recording in any order agree). Durable once it returns; it
+        waits for a running integration, and must not be called inside one.
+        RuntimeError unless an integration recorded a checkpoint of ``tree_size``
+        with the same text, whose signatures ``note`` keeps.
+        """
         ...
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

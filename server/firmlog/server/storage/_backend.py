@@ -36,6 +36,7 @@ from firmlog.server.storage import (
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._checks import (
     check_append_start,
+    check_cosigned,
     check_identity_unset,
     check_state_covers_entries,
     check_state_transition,
@@ -197,6 +198,12 @@ async def _write_state(q: Statements, state: LogState) -> None:
         await q.execute(sql.INSERT_CHECKPOINT, state.tree_size, state.checkpoint)
 
 
+async def _record_cosigned(q: Statements, tree_size: int, note: bytes) -> None:
+    check_cosigned(tree_size, await _checkpoint_at(q, tree_size), note)
+    await q.execute(sql.UPDATE_CHECKPOINT, tree_size, note)
+    await q.execute(sql.UPSERT_COSIGNED, tree_size, note)
+
+
 async def _read_identity(q: Statements) -> LogIdentity | None:
     row = await _first(q, sql.SELECT_IDENTITY)
     return LogIdentity(origin=str(row[0]), vkey=str(row[1])) if row is not None else None
@@ -240,6 +247,11 @@ async def _write_ledger(q: Statements, rows: LedgerRows) -> None:
 async def _latest_checkpoint(q: Statements) -> bytes | None:
     row = await _first(q, sql.SELECT_CHECKPOINT)
     return bytes(row[0]) if row is not None and row[0] else None
+
+
+async def _latest_cosigned(q: Statements) -> bytes | None:
+    row = await _first(q, sql.SELECT_COSIGNED)
+    return bytes(row[0]) if row is not None else None
 
 
 async def _checkpoint_at(q: Statements, tree_size: int) -> bytes | None:
@@ -418,6 +430,15 @@ class SQLStorage(ABC):
 
     async def checkpoint_at(self, tree_size: int) -> bytes | None:
         return await self._committed().run(_checkpoint_at, tree_size)
+
+    async def latest_cosigned(self) -> bytes | None:
+        return await self._committed().run(_latest_cosigned)
+
+    async def record_cosigned(self, tree_size: int, note: bytes) -> None:
+        # Its own short transaction under the integration lock: it waits for a
+        # running integration, never inside one, and commits durably on exit.
+        async with self._locked() as session:
+            await session.run(_record_cosigned, tree_size, note)
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         if not tiles:

@@ -10,8 +10,17 @@ from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.tiles import TILE_WIDTH
 from firmlog.server.storage import LogIdentity, LogState, StorageOpenError
 
-SCHEMA_VERSION = 2
-"""Version of the schema this code writes; stored in ``schema_version``."""
+SCHEMA_VERSION = 3
+"""Version of the schema this code writes; stored in ``schema_version``.
+
+2 -> 3 added the ``cosigned_checkpoint`` table (the latest checkpoint a quorum
+of witnesses cosigned). Its ``CREATE TABLE IF NOT EXISTS`` is part of the
+schema every open runs, so upgrading a version 2 database is only recording
+the new version (:data:`UPGRADABLE`)."""
+
+UPGRADABLE = frozenset({2})
+"""Older versions that opening the database upgrades in place, in the transaction
+that creates the missing tables."""
 
 
 def check_schema_version(version: int) -> None:
@@ -19,9 +28,9 @@ def check_schema_version(version: int) -> None:
     if version != SCHEMA_VERSION:
         raise StorageOpenError(
             f"the database has schema version {version}, made by another firmlog-server; "
-            f"this one needs {SCHEMA_VERSION} and there are no schema migrations before 1.0: "
-            "start a new log (a new data dir or database), or run the firmlog-server "
-            "version that made it"
+            f"this one needs {SCHEMA_VERSION} and upgrades only "
+            f"{', '.join(map(str, sorted(UPGRADABLE)))}: start a new log (a new data dir or "
+            "database), or run the firmlog-server version that made it"
         )
 
 
@@ -96,6 +105,32 @@ def check_state_covers_entries(next_index: int, new: LogState) -> None:
             f"write_state names tree size {new.tree_size} but {next_index} entries are "
             "stored: a checkpoint must cover exactly the stored entries"
         )
+
+
+def check_cosigned(tree_size: int, recorded: bytes | None, note: bytes) -> None:
+    """Raise RuntimeError unless ``note`` is the checkpoint an integration recorded
+    for ``tree_size`` (the same text), with its signatures and maybe more."""
+    if recorded is None:
+        raise RuntimeError(
+            f"record_cosigned: no checkpoint of tree size {tree_size} was recorded by an "
+            "integration; only a checkpoint the log signed can be cosigned"
+        )
+    if _note_text(note) != _note_text(recorded) or not _signature_lines(note).issuperset(
+        _signature_lines(recorded)
+    ):
+        raise RuntimeError(
+            f"record_cosigned: the note for tree size {tree_size} is not the recorded "
+            "checkpoint with added signatures: one size, one checkpoint"
+        )
+
+
+def _note_text(note: bytes) -> bytes:
+    return note.split(b"\n\n", 1)[0]
+
+
+def _signature_lines(note: bytes) -> set[bytes]:
+    parts = note.split(b"\n\n", 1)
+    return set(parts[1].splitlines()) if len(parts) == 2 else set()
 
 
 def check_identity_unset(stored: LogIdentity | None, new: LogIdentity) -> None:

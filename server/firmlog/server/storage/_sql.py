@@ -27,6 +27,7 @@ INSERT_VERSION = (
     "INSERT INTO schema_version (id, version) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
 )
 SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
+UPGRADE_VERSION = "UPDATE schema_version SET version = $1 WHERE id = 1 AND version = $2"
 
 # -- the log: state, checkpoints, entries, tiles, identity ----------------------------
 
@@ -37,6 +38,14 @@ INSERT_CHECKPOINT = (
 )
 SELECT_CHECKPOINT = "SELECT checkpoint FROM log_state WHERE id = 1"
 SELECT_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE tree_size = $1"
+SELECT_COSIGNED = "SELECT note FROM cosigned_checkpoint WHERE id = 1"
+# Only a larger tree replaces the recorded one: processes publishing in any order agree.
+UPSERT_COSIGNED = (
+    "INSERT INTO cosigned_checkpoint (id, tree_size, note) VALUES (1, $1, $2)"
+    " ON CONFLICT (id) DO UPDATE SET tree_size = excluded.tree_size, note = excluded.note"
+    " WHERE cosigned_checkpoint.tree_size < excluded.tree_size"
+)
+UPDATE_CHECKPOINT = "UPDATE checkpoints SET note = $2 WHERE tree_size = $1"
 NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries"
 ENTRY_COLUMNS = ("idx", "identity", "leaf_hash", "data")
 SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"

@@ -41,7 +41,7 @@ import asyncpg
 from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
-from firmlog.server.storage._checks import SCHEMA_VERSION, check_schema_version
+from firmlog.server.storage._checks import SCHEMA_VERSION, UPGRADABLE, check_schema_version
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -101,6 +101,11 @@ CREATE TABLE IF NOT EXISTS log_state (
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     tree_size BIGINT PRIMARY KEY,
+    note BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cosigned_checkpoint (
+    id INT PRIMARY KEY CHECK (id = 1),
+    tree_size BIGINT NOT NULL,
     note BYTEA NOT NULL
 );
 INSERT INTO log_state (id, tree_size, right_edge, checkpoint)
@@ -294,7 +299,11 @@ class PostgresStorage(SQLStorage):
                 await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
                 await conn.execute(_SCHEMA)
                 await conn.execute(sql.INSERT_VERSION, SCHEMA_VERSION)
-                check_schema_version(await conn.fetchval(sql.SELECT_VERSION))
+                version = await conn.fetchval(sql.SELECT_VERSION)
+                if version in UPGRADABLE:  # the missing tables were just created
+                    await conn.execute(sql.UPGRADE_VERSION, SCHEMA_VERSION, version)
+                    version = SCHEMA_VERSION
+                check_schema_version(version)
         except BaseException:
             await pool.close()
             raise

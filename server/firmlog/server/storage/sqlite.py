@@ -44,7 +44,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
-from firmlog.server.storage._checks import SCHEMA_VERSION, check_schema_version
+from firmlog.server.storage._checks import SCHEMA_VERSION, UPGRADABLE, check_schema_version
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -85,6 +85,9 @@ _SCHEMA = (
     " id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL,"
     " right_edge BLOB NOT NULL, checkpoint BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS checkpoints (tree_size INTEGER PRIMARY KEY, note BLOB NOT NULL)",
+    # The latest checkpoint cosigned by a quorum of witnesses (schema version 3).
+    "CREATE TABLE IF NOT EXISTS cosigned_checkpoint ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL, note BLOB NOT NULL)",
     "INSERT INTO log_state (id, tree_size, right_edge, checkpoint)"
     " VALUES (1, 0, x'', x'') ON CONFLICT (id) DO NOTHING",
     # The ledger index (see firmlog.server.storage): derived from the entries.
@@ -166,6 +169,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
         conn.execute(sql.sqlite(sql.INSERT_VERSION), (SCHEMA_VERSION,))
         (version,) = conn.execute(sql.SELECT_VERSION).fetchone()
+        if version in UPGRADABLE:  # the missing tables were just created
+            conn.execute(sql.sqlite(sql.UPGRADE_VERSION), (SCHEMA_VERSION, version))
+            version = SCHEMA_VERSION
         check_schema_version(version)
         conn.execute("COMMIT")
     except BaseException:

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import pytest
 from support.entries import admission
+from support.merkle import LevelsReader
 from support.processes import (
     LogProcess,
     MonitorProcess,
@@ -51,6 +52,7 @@ from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.errors import QuorumError
 from firmlog.client.evidence import DIFFERENT_SIZES, SAME_SIZE, SplitViewEvidence
 from firmlog.client.keys import Ed25519Signer, Ed25519Verifier
+from firmlog.client.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from firmlog.client.policy import Policy, parse_policy
 from firmlog.monitor.datadir import init_data_dir
 
@@ -330,21 +332,22 @@ async def test_witnesses_catch_the_split_view_and_stop_the_quorum(
         assert open_checkpoint(cosigned_b, a.log_key).checkpoint.tree_size == COMMON + 1
         assert await m3.evidence(session) == []
 
-        # Every bundle of B's branch a device can get is refused: B's own, and B's with
-        # m3's cosigned checkpoint in it (the best a split view can offer).
-        bundles = []
+        # B serves no bundle of its uncosigned tree; the best a split view can offer a
+        # device is B's entries proven under m3's cosigned checkpoint, and it is refused.
         for index in range(COMMON + 1):
             status, raw = await b.get(session, f"v1/bundle/{index}?tree_size={COMMON + 1}")
-            assert status == 200, raw
-            bundles.append(raw)
-            parsed = ProofBundle.parse(raw)
-            bundles.append(
-                ProofBundle(parsed.index, parsed.proof, cosigned_b, parsed.extra).format()
-            )
-        for raw in bundles:
-            refused(device, raw)
-        status, _ = await b.get(session, "checkpoint")
-        assert status == 404  # B published nothing past the fork
+            assert status == 404, raw
+        branch_b = [entry(a.operator, "common", i) for i in range(COMMON)]
+        branch_b.append(entry(b.operator, "branch-b", 0))
+        tree = LevelsReader([leaf_hash(e) for e in branch_b]).at(COMMON + 1)
+        root = open_checkpoint(cosigned_b, a.log_key).checkpoint.root_hash
+        for index, raw_entry in enumerate(branch_b):
+            proof = inclusion_proof(index, COMMON + 1, tree)
+            verify_inclusion(leaf_hash(raw_entry), index, COMMON + 1, proof, root)
+            refused(device, ProofBundle(index, proof, cosigned_b, raw_entry).format())
+        status, note = await b.get(session, "checkpoint")
+        assert status == 200  # B published nothing past the fork: the common history
+        assert open_checkpoint(note, a.log_key).checkpoint.tree_size == COMMON
 
         # A grows again: m1 and m2 refuse (they proved a split view), and m3, sent a
         # consistency proof from the size it cosigned that leads from another root,

@@ -43,6 +43,7 @@ from firmlog.client.tiles import (
     Tile,
     TileCache,
     TileHashReader,
+    _ExpandedTile,
     decode_entry_bundle,
     encode_entry_bundle,
     encode_index,
@@ -868,3 +869,37 @@ def test_tessera_log_proofs_verify_against_its_checkpoints() -> None:
             verify_inclusion(leaf_hash(entries[i]), i, n, inclusion_proof(i, n, reader), roots[n])
         for m in range(1, n + 1):
             verify_consistency(m, n, roots[m], roots[n], consistency_proof(m, n, reader))
+
+
+# -- a growing right edge ----------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(widths=st.lists(st.integers(1, TILE_WIDTH), min_size=2, max_size=6))
+def test_a_tile_grown_from_a_narrower_copy_has_the_inner_nodes_of_a_fresh_one(
+    widths: list[int],
+) -> None:
+    """The cache grows a wider partial tile from the narrower one it holds (only the
+    new nodes hashed); every level equals hashing the wider tile from scratch."""
+    hashes = b"".join(hashlib.sha256(bytes([i, i >> 8])).digest() for i in range(TILE_WIDTH))
+    cache = TileCache(16)
+    for width in sorted(set(widths)):
+        data = hashes[: width * 32]
+        expanded = cache._expand(3, 7, data)
+        fresh = _ExpandedTile(data)
+        for r in range(9):
+            assert expanded.level(r) == fresh.level(r), (width, r)
+        cache._put(3, 7, width, expanded)
+
+
+def test_a_tile_that_does_not_extend_the_cached_one_is_expanded_afresh() -> None:
+    """A different tile at the same coordinates (another log's, a corrupted read)
+    never inherits the cached one's inner nodes."""
+    a = b"".join(hashlib.sha256(b"a%d" % i).digest() for i in range(8))
+    b = b"".join(hashlib.sha256(b"b%d" % i).digest() for i in range(16))
+    cache = TileCache(16)
+    narrow = cache._expand(0, 0, a)
+    narrow.level(3)
+    cache._put(0, 0, 8, narrow)
+    wide = cache._expand(0, 0, b)
+    assert wide.level(3) == _ExpandedTile(b).level(3)

@@ -404,15 +404,30 @@ class _ExpandedTile:
     def level(self, r: int) -> bytes:
         levels = self.levels
         while len(levels) <= r:
-            below = memoryview(levels[-1])
-            step = 2 * HASH_SIZE
-            hashes: list[bytes] = []
-            for i in range(0, len(below) // step * step, step):
-                h = _NODE_HASHER.copy()
-                h.update(below[i : i + step])
-                hashes.append(h.digest())
-            levels.append(b"".join(hashes))
+            levels.append(_parents(levels[-1], 0))
         return levels[r]
+
+    def grown(self, data: bytes) -> _ExpandedTile:
+        """The tile ``data``, which begins with this tile's hashes (the same tile at
+        a larger width): the inner levels hashed already are kept, and only the
+        nodes over the new hashes are hashed."""
+        grown = _ExpandedTile(data)
+        for r in range(1, len(self.levels)):
+            known = self.levels[r]
+            grown.levels.append(known + _parents(grown.levels[r - 1], len(known) * 2))
+        return grown
+
+
+def _parents(below: bytes, start: int) -> bytes:
+    """The parents of the complete pairs of hashes in ``below`` from byte ``start``."""
+    view = memoryview(below)
+    step = 2 * HASH_SIZE
+    hashes: list[bytes] = []
+    for i in range(start, len(view) // step * step, step):
+        h = _NODE_HASHER.copy()
+        h.update(view[i : i + step])
+        hashes.append(h.digest())
+    return b"".join(hashes)
 
 
 class TileCache:
@@ -432,6 +447,8 @@ class TileCache:
         self.hits = 0
         self.misses = 0
         self._tiles: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()
+        # The widest partial tile at each (level, index): a wider one grows from it.
+        self._growing: dict[tuple[int, int], tuple[int, _ExpandedTile]] = {}
 
     def __len__(self) -> int:
         return len(self._tiles)
@@ -461,9 +478,28 @@ class TileCache:
         tiles.move_to_end(key)
         while len(tiles) > self.max_tiles:
             tiles.popitem(last=False)
+        growing = self._growing
+        if width == TILE_WIDTH:
+            growing.pop((level, index), None)
+        elif width > growing.get((level, index), (0, tile))[0]:
+            growing[(level, index)] = (width, tile)
+            while len(growing) > self.max_tiles:  # a few per level in practice
+                del growing[next(iter(growing))]
+
+    def _expand(self, level: int, index: int, data: bytes) -> _ExpandedTile:
+        """``data`` (a tile's hashes) expanded, grown from a narrower copy of the
+        same tile when one is cached: the right edge of a growing log changes
+        by a few hashes per batch, and its inner nodes are hashed only once."""
+        found = self._growing.get((level, index))
+        if found is not None:
+            width, narrower = found
+            if width * HASH_SIZE < len(data) and data.startswith(narrower.levels[0]):
+                return narrower.grown(data)
+        return _ExpandedTile(data)
 
     def clear(self) -> None:
         self._tiles.clear()
+        self._growing.clear()
 
 
 class TileHashReader:
@@ -583,7 +619,7 @@ class TileRead:
                 raise MerkleFormatError(
                     f"tile {tile.path} is too short: expected {size} bytes, got {len(tile_data)}"
                 )
-            expanded = _ExpandedTile(bytes(tile_data[:size]))
+            expanded = reader._cache._expand(tile.level, tile.index, bytes(tile_data[:size]))
             key = (tile.level, tile.index)
             reader._cache._put(tile.level, tile.index, tile.width, expanded)
             if not tile.is_full:

@@ -210,7 +210,13 @@ class LogReader:
         computed, with no more I/O. Raises RuntimeError if storage lacks a
         tile of ``tree_size``.
         """
-        nodes = plans[0].nodes if len(plans) == 1 else [n for p in plans for n in p.nodes]
+        # The proofs of one batch share most of their nodes (the upper levels, the
+        # neighbours of consecutive leaves): look each node up once.
+        nodes = (
+            plans[0].nodes
+            if len(plans) == 1
+            else list(dict.fromkeys(n for p in plans for n in p.nodes))
+        )
         read = TileHashReader(tree_size, cache=self._expanded).start(nodes)
         if read.missing:
             got = await self._load_tiles(read.missing)
@@ -221,13 +227,8 @@ class LogReader:
         hashes = read.hashes()
         if len(plans) == 1:
             return [plans[0].proof(hashes)]
-        proofs = []
-        pos = 0
-        for plan in plans:
-            end = pos + len(plan.nodes)
-            proofs.append(plan.proof(hashes[pos:end]))
-            pos = end
-        return proofs
+        by_node = dict(zip(nodes, hashes, strict=True))
+        return [plan.proof([by_node[n] for n in plan.nodes]) for plan in plans]
 
     async def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
         return (await self.prove(tree_size, [inclusion_proof_plan(leaf_index, tree_size)]))[0]

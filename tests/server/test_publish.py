@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import ClientSession
+from support.entries import admission
 from support.harness import LogUnderTest, until
 from support.logcheck import fetch
-from support.processes import script
+from support.processes import LogProcess, script
 from test_witnessing import start_witnessed, stop_witnessed
 
 from firmlog.client.checkpoint import Checkpoint
@@ -54,12 +56,22 @@ async def published(log: LogUnderTest, root: Path, size: int) -> None:
     await until(lambda: dir_size(root) == size, f"the directory's checkpoint at size {size}")
 
 
-async def check_served_alike(log: LogUnderTest, session: ClientSession, root: Path) -> int:
+def missing(root: Path) -> list[str]:
+    """The tiles and bundles the directory's checkpoint needs that are not there."""
+    return [t.path for t in files_of(0, max(0, dir_size(root))) if not (root / t.path).is_file()]
+
+
+async def check_served_alike(
+    log: LogUnderTest | LogProcess, session: ClientSession, root: Path, *, crashed: bool = False
+) -> int:
     """Every file of the directory is byte for byte what the server serves at its
-    path, and the directory has every tile and bundle its checkpoint needs."""
+    path, and the directory has every tile and bundle its checkpoint needs.
+    Temporary files are left only by a writer that ``crashed``."""
     size = dir_size(root)
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert not [f for f in files if Path(f).name.startswith(".")], files  # no temporary left
+    temporary = [f for f in files if Path(f).name.startswith(".")]
+    assert crashed or not temporary, temporary
+    files = [f for f in files if f not in temporary]
     assert (root / "checkpoint").read_bytes() == await fetch(session, log.base, "checkpoint")
     for path in files:
         assert (root / path).read_bytes() == await fetch(session, log.base, path), path
@@ -361,6 +373,73 @@ async def test_with_witnesses_only_cosigned_checkpoints_reach_the_directory(
         await published(log, root, 4)
     finally:
         await stop_witnessed(w)
+
+
+class PublishingProcess(LogProcess):
+    """A real ``firmlog-server serve --publish-dir DIR`` process."""
+
+    def __init__(self, data_dir: Path, origin: str, publish_dir: Path) -> None:
+        super().__init__(data_dir, origin)
+        self.publish_dir = publish_dir
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--publish-dir", str(self.publish_dir)]
+
+
+async def test_a_killed_server_leaves_a_consistent_directory_and_catches_it_up(
+    tmp_path: Path, session: ClientSession
+) -> None:
+    """SIGKILL in the middle of submissions and publications: a reader polling the
+    directory meanwhile never sees a checkpoint whose files are missing, nor does
+    one after the kill; the restarted server completes the directory."""
+    root = tmp_path / "public"
+    server = PublishingProcess(tmp_path / "data", "test.firmlog.example/log", root)
+    await server.start()
+    seen: list[int] = []
+    torn: list[list[str]] = []
+    stop = asyncio.Event()
+
+    async def reader() -> None:  # what a static web server's client could see
+        while not stop.is_set():
+            # The checkpoint is read first, then its files are looked for.
+            lacking = await asyncio.to_thread(missing, root)
+            if lacking:
+                torn.append(lacking)
+            size = dir_size(root)
+            if size >= 0 and (not seen or seen[-1] != size):
+                seen.append(size)
+            await asyncio.sleep(0.001)
+
+    async def submitter(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                await server.submit(session, admission(server.operator, f"c{k}-{i}.example"))
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return  # killed
+            i += 1
+
+    watching = asyncio.ensure_future(reader())
+    submitting = [asyncio.ensure_future(submitter(k)) for k in range(8)]
+    try:
+        await until(lambda: len(seen) >= 4 and seen[-1] >= 300, "publications", timeout=60)
+        server.kill()  # while the submitters go on
+    finally:
+        stop.set()
+        await asyncio.gather(*submitting, return_exceptions=True)
+        await watching
+        server.kill()
+    assert torn == []
+    assert missing(root) == []
+    try:
+        await server.start()  # no submission: the start alone catches up
+        async with session.get(f"{server.base}/checkpoint") as resp:
+            newest = await resp.read()
+        await until(lambda: (root / "checkpoint").read_bytes() == newest, "the catch-up")
+        await check_served_alike(server, session, root, crashed=True)
+    finally:
+        server.stop()
+        server.close()
 
 
 def test_publish_dir_must_be_a_directory(tmp_path: Path) -> None:

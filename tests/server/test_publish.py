@@ -453,3 +453,5 @@ def test_publish_dir_must_be_a_directory(tmp_path: Path) -> None:
         tmp_path, origin="example.com/log", environ={"FIRMLOG_PUBLISH_DIR": str(tmp_path / "d")}
     )
     assert cfg.publish_dir == str(tmp_path / "d")
+    (tmp_path / "config.toml").write_text(f'publish_dir = "{tmp_path / "toml"}"\n')
+    assert load_config(tmp_path, origin="example.com/log").publish_dir == str(tmp_path / "toml")

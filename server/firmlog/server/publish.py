@@ -115,7 +115,7 @@ class StaticDirectory:
             pass
         else:
             return self._same(path, existing, data)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parents(target)
         with self._temporary(target, data) as tmp:
             try:
                 os.link(tmp, target)  # never replaces: a path's content never changes
@@ -123,6 +123,17 @@ class StaticDirectory:
                 return self._same(path, target.read_bytes(), data)
         self._unsynced.add(target.parent)
         return True
+
+    def _make_parents(self, target: Path) -> None:
+        """Create the directories above ``target``; each new one's name is synced too."""
+        new: list[Path] = []
+        parent = target.parent
+        while not parent.is_dir():
+            new.append(parent)
+            parent = parent.parent
+        for directory in reversed(new):
+            directory.mkdir(exist_ok=True)
+            self._unsynced.add(directory.parent)
 
     @staticmethod
     def _same(path: str, existing: bytes, data: bytes) -> bool:

@@ -77,10 +77,11 @@ from load_harness import (
 )
 
 from firmlog.client.bundle import ProofBundle
-from firmlog.client.checkpoint import open_checkpoint
+from firmlog.client.checkpoint import Checkpoint, open_checkpoint
 from firmlog.client.entries import VendorAdmission, sign_entry
 from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.merkle import leaf_hash, root_hash, tree_hash, verify_inclusion
+from firmlog.client.note import split_note
 from firmlog.client.tiles import (
     ENTRY_LEVEL,
     TILE_WIDTH,
@@ -344,6 +345,9 @@ def run_case(
     # A data dir per case: each case starts a new database, and the server records
     # the last checkpoint its key signed in the data dir (it would refuse the new one).
     data_dir = workdir / "data" / tag
+    public = workdir / "public" / tag
+    if args.publish_dir:
+        settings = {**(settings or {}), "publish_dir": str(public)}
     write_data_dir(
         data_dir,
         log_key.skey,
@@ -463,6 +467,9 @@ def run_case(
                 if checked < ok:
                     raise AssertionError(f"{ok} submissions acknowledged but the log has {checked}")
                 verified = True
+            if args.publish_dir:
+                lag = wait_published(public, size)
+                print(f"  publish dir at tree size {size} {lag:.2f} s after the load", flush=True)
             outcome = Outcome(
                 case=case,
                 wrk_ok_per_s=sum(r.ok_per_s for r in results),
@@ -487,6 +494,18 @@ def run_case(
             for s in servers:
                 s.stop()
     return outcome
+
+
+def wait_published(public: Path, size: int, timeout: float = 60.0) -> float:
+    """Seconds until the publish directory's checkpoint is of ``size`` (bounded)."""
+    t0 = time.monotonic()
+    while True:
+        path = public / "checkpoint"
+        if path.exists() and Checkpoint.parse(split_note(path.read_bytes())[0]).tree_size >= size:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"the publish directory did not reach {size} in {timeout} s")
+        time.sleep(0.05)
 
 
 def bare_baseline(
@@ -568,6 +587,11 @@ def main() -> int:
         help="seconds of the bare-handler POST baseline per connection level; 0 skips",
     )
     p.add_argument("--log-level", default="info", help="server --log-level (info)")
+    p.add_argument(
+        "--publish-dir",
+        action="store_true",
+        help="servers also write the tlog-tiles files (publish_dir) into the work dir",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip re-verifying the log")
     p.add_argument("--verify-sample", type=int, default=25, help="bundles fetched and verified")
     p.add_argument("--profile", action="store_true", help="py-spy the server during each case")

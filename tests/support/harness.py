@@ -93,6 +93,7 @@ class LogUnderTest:
         storage: Callable[[Storage], Storage] | None = None,
         witness_policy: Path | None = None,
         witness_timeout: float = 10.0,
+        publish_dir: Path | None = None,
         **sequencer: Any,
     ) -> None:
         """``storage`` wraps the real storage the app opens (support.faults);
@@ -107,6 +108,7 @@ class LogUnderTest:
             limits=LimitsConfig(),
             witness_policy=str(witness_policy) if witness_policy else "",
             witness_timeout=witness_timeout,
+            publish_dir=str(publish_dir) if publish_dir else "",
         ).validate()
         self.server: TestServer | None = None
         self.clock = SequencerClock()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -51,6 +52,7 @@ from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
+from firmlog.server.publish import StaticPublisher
 from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
@@ -93,6 +95,7 @@ CONFIG = web.AppKey("config", ServerConfig)
 KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
 LOG_INFO: web.AppKey[dict[str, object]] = web.AppKey("log_info")  # GET /v1/log, read at start
+PUBLISHER = web.AppKey("publisher", StaticPublisher)  # only with publish_dir
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log
@@ -841,6 +844,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     operators = list(keys.operators)
     vendor_keys = VendorKeyCache()
+    static: StaticPublisher | None = None
+    if config.publish_dir:
+        static = StaticPublisher(Path(config.publish_dir), storage, reader.latest, metrics)
+        app[PUBLISHER] = static
     sequencer = Sequencer(
         storage,
         reader,
@@ -850,6 +857,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         ledger=LedgerGate(operators, vendor_keys),
         checkpoint_file=config.data_dir / CHECKPOINT_FILE,
         witnesses=witnesses,
+        on_public=static.offer if static is not None else None,
     )
     try:
         await sequencer.initialize()  # refuses a database that holds another log
@@ -861,6 +869,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     latest = await reader.latest()
     metrics.tree_size.set(latest.tree_size if latest else 0)
     task = asyncio.create_task(sequencer.run(), name="firmlog-sequencer")
+    # Catches the directory up with the published checkpoint while the log serves.
+    publishing = asyncio.create_task(static.run(), name="firmlog-publish-dir") if static else None
     app[SERVICES] = Services(
         config=config,
         storage=storage,
@@ -878,6 +888,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         try:
             await asyncio.wait_for(task, timeout=30)
         finally:
+            if static is not None and publishing is not None:
+                static.stop()  # the last checkpoint too, if it can be written in time
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(publishing, timeout=30)
             if witness_session is not None:
                 await witness_session.close()
             await storage.close()

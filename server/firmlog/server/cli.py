@@ -4,6 +4,7 @@
 
     firmlog-server serve [--data-dir DIR] [--listen HOST:PORT] [--database URL] [--origin NAME]
         [--operator-key VKEY ...] [--operator-key-out PATH] [--witness-policy FILE]
+        [--publish-dir DIR]
 
 The first start creates the data directory with a fresh log key and prints
 the log's and the operator's verifier keys; the default database is SQLite in
@@ -82,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         help="tlog-policy file whose witness lines carry URLs: publish checkpoints "
         "only once cosigned by its quorum (also witness_policy in config.toml)",
     )
+    s.add_argument(
+        "--publish-dir",
+        metavar="DIR",
+        help="after each published checkpoint, write it and its tiles and entry bundles "
+        "into DIR (tlog-tiles layout) for a static web server or CDN (also publish_dir "
+        "in config.toml)",
+    )
     add_logging_options(s)
     return p
 
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen,
             database=args.database,
             witness_policy=args.witness_policy,
+            publish_dir=args.publish_dir,
             operator_keys=args.operator_key,
             default_origin=keys.log.name,
         )

@@ -11,6 +11,7 @@ names the setting.
     listen = "127.0.0.1:8080"
     database = "sqlite:///firmlog-data/firmlog.db"   # or postgresql://...
     operator_keys = ["log.example.com/firmware/operator+1234abcd+AQ..."]   # with operator.pub
+    publish_dir = "/var/www/firmlog"   # write checkpoint and tiles there (tlog-tiles layout)
 
     [sequencer]
     batch_interval = 0.01     # seconds an entry waits for others to join its batch (<= 0.5)
@@ -83,6 +84,7 @@ class ServerConfig:
     witness_policy: str = ""  # empty: no witnessing; else a tlog-policy file with witness URLs
     witness_timeout: float = 10.0  # seconds to wait for the quorum of cosignatures
     operator_keys: tuple[str, ...] = ()  # vkeys that may admit vendors, besides operator.pub
+    publish_dir: str = ""  # empty: none; else the tlog-tiles files are written there too
 
     @property
     def operator_verifiers(self) -> tuple[Ed25519Verifier, ...]:
@@ -161,6 +163,12 @@ class ServerConfig:
                     f"operator key {vkey!r} is not a verifier key: {exc}; give the "
                     "operator's vkey (firmlog inspect OPERATOR.key prints it)"
                 ) from exc
+        if (
+            self.publish_dir
+            and Path(self.publish_dir).exists()
+            and not Path(self.publish_dir).is_dir()
+        ):
+            raise ConfigError(f"publish_dir {self.publish_dir!r} is not a directory")
         if self.witness_policy:
             try:
                 load_witness_policy(Path(self.witness_policy))
@@ -204,6 +212,7 @@ def load_config(
     origin: str | None = None,
     witness_policy: str | None = None,
     operator_keys: Sequence[str] = (),
+    publish_dir: str | None = None,
     environ: Mapping[str, str] | None = None,
     default_origin: str | None = None,
 ) -> ServerConfig:
@@ -231,6 +240,7 @@ def load_config(
         "witness_policy",
         "witness_timeout",
         "operator_keys",
+        "publish_dir",
     }
     for key in raw:
         if key not in allowed:
@@ -263,6 +273,11 @@ def load_config(
         if not isinstance(cfg_policy, str):
             raise ConfigError(f"witness_policy must be a string path, got {cfg_policy!r}")
         cfg = replace(cfg, witness_policy=cfg_policy)
+    cfg_publish = publish_dir or env.get("FIRMLOG_PUBLISH_DIR") or raw.get("publish_dir")
+    if cfg_publish is not None:
+        if not isinstance(cfg_publish, str):
+            raise ConfigError(f"publish_dir must be a string path, got {cfg_publish!r}")
+        cfg = replace(cfg, publish_dir=cfg_publish)
     if "witness_timeout" in raw:
         timeout = raw["witness_timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):

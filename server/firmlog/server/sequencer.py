@@ -128,8 +128,12 @@ class Sequencer:
         ledger: LedgerGate | None = None,
         checkpoint_file: Path | None = None,
         witnesses: WitnessCollector | None = None,
+        on_public: Callable[[LatestCheckpoint], None] | None = None,
     ) -> None:
+        """``on_public`` is called with each checkpoint once it is public (with
+        witnesses: cosigned), after readers see it (firmlog.server.publish)."""
         self._storage = storage
+        self._on_public = on_public
         self._ledger = ledger
         self._reader = reader
         self._config = config
@@ -145,7 +149,7 @@ class Sequencer:
         self._witness_timeout = 0.0
         if witnesses is not None:
             self._publisher = CheckpointPublisher(
-                witnesses, storage, reader, self._metrics, self._answer_parked
+                witnesses, storage, reader, self._metrics, self._cosigned
             )
             self._witness_timeout = witnesses.timeout
         self._parked: list[_Parked] = []
@@ -309,6 +313,12 @@ class Sequencer:
                     NotCosigned(x.logged.leaf_index, merkle_leaf_hash(x.logged.entry))
                 )
 
+    async def _cosigned(self, published: LatestCheckpoint) -> None:
+        """Called by the publisher once a cosigned checkpoint is published."""
+        if self._on_public is not None:
+            self._on_public(published)
+        await self._answer_parked(published)
+
     async def _answer_parked(self, published: LatestCheckpoint) -> None:
         """Answer the parked submitters whose entries ``published`` covers, with
         bundles against it (called by the publisher once it is published)."""
@@ -425,6 +435,8 @@ class Sequencer:
         against: LatestCheckpoint | None = integrated
         if self._publisher is None:
             self._reader.publish(note, size, tree.root_hash)
+            if self._on_public is not None and new_entries:
+                self._on_public(integrated)
         else:  # published once cosigned; the submitters it does not cover wait for that
             self._publisher.offer(integrated)
             against = self._publisher.published

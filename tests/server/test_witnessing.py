@@ -407,11 +407,13 @@ async def test_integration_does_not_wait_for_the_witnesses(
     # One publication (size 3): the refused checkpoint of size 2 was superseded.
     published = "firmlog_checkpoints_published_total"
     assert after[published] == before[published] + 1
+    # At least one round failed, refused by every witness: once the newer checkpoint
+    # superseded the held one, its request may have been held and refused too.
     failed = 'firmlog_cosigning_seconds_count{outcome="failed"}'
-    assert after[failed] == before.get(failed, 0) + 1
+    assert after[failed] >= before.get(failed, 0) + 1
     for name in ("w0", "w1", "w2"):
         refused = f'firmlog_witness_requests_total{{witness="{name}",outcome="refused"}}'
-        assert after[refused] == before.get(refused, 0) + 1
+        assert after[refused] >= before.get(refused, 0) + 1
         assert after[f'firmlog_witness_request_seconds_count{{witness="{name}"}}'] > 0
     assert after["firmlog_published_checkpoint_age_seconds"] >= 0
 

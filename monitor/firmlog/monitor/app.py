@@ -47,6 +47,7 @@ from firmlog.service.http import (
     read_whole,
 )
 from firmlog.service.metrics import metrics_handler
+from firmlog.service.request_ids import request_id_middleware
 
 __all__ = ["Services", "make_app"]
 
@@ -91,7 +92,9 @@ async def count_middleware(
     """Count every request once, and log the ones that fail or change state.
 
     The one log line of a request carries, if it failed, what failed (``kind``:
-    the HTTP error raised, else the answer's reason phrase)."""
+    the HTTP error raised, else the answer's reason phrase), and the request id
+    and client address bound by
+    :func:`firmlog.service.request_ids.request_id_middleware`."""
     started = time.perf_counter()
     response: web.StreamResponse
     try:
@@ -297,7 +300,7 @@ def make_app(
 ) -> web.Application:
     """The monitor application. Does no I/O until it is started."""
     app = web.Application(
-        middlewares=[count_middleware],
+        middlewares=[request_id_middleware, count_middleware],
         client_max_size=config.max_request_size,
         handler_args=protocol_options(config.http),  # for a plain AppRunner too
     )

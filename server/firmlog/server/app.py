@@ -57,6 +57,7 @@ from firmlog.server.witnessing import WitnessCollector, load_witness_policy
 from firmlog.service import http as service_http
 from firmlog.service.http import HTTPConfig, protocol_options
 from firmlog.service.metrics import metrics_handler
+from firmlog.service.request_ids import request_id_middleware
 
 log = structlog.get_logger("firmlog.http")
 
@@ -162,7 +163,8 @@ async def error_middleware(
     """Map errors to status codes, and log and count every request once.
 
     The one log line of a request that fails or changes state carries the kind
-    of error it was answered with (its ``kind``)."""
+    of error it was answered with (its ``kind``), and the request id and client
+    address bound by :func:`firmlog.service.request_ids.request_id_middleware`."""
     started = time.perf_counter()
     kind: str | None = None
     response: web.StreamResponse
@@ -925,7 +927,7 @@ def make_app(
             f"the log key is named {log_key.name!r} but the origin is {config.origin!r}"
         )
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[request_id_middleware, error_middleware],
         client_max_size=config.limits.max_entry_size + 1,
         handler_args=protocol_options(config.http),  # for a plain AppRunner too
     )

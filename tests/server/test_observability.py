@@ -91,9 +91,12 @@ async def test_each_app_has_its_own_registry(
 async def test_rejected_submissions_are_counted_by_reason(
     log: LogUnderTest, session: ClientSession
 ) -> None:
-    forged = bytearray(log.entry(0))
-    forged[-10] ^= 0x01  # the operator's signature no longer verifies
-    async with session.post(f"{log.base}/v1/entries", data=bytes(forged)) as resp:
+    text, signatures = split_note(log.entry(0))
+    bad = bytearray(signatures[0].signature)
+    bad[0] ^= 0x01  # the operator's signature no longer verifies
+    forged = Signature(signatures[0].name, signatures[0].key_id, bytes(bad))
+    entry = (text + "\n" + "".join(s.line() for s in [forged, *signatures[1:]])).encode()
+    async with session.post(f"{log.base}/v1/entries", data=entry) as resp:
         assert resp.status == 403
         assert (await resp.json())["kind"] == "SignatureError"
     async with session.post(f"{log.base}/v1/entries", data=b"not an entry") as resp:
@@ -137,7 +140,7 @@ async def test_a_cosigned_checkpoint_is_as_old_as_its_newest_cosignature(
         cosignatures.append(Signature(witness.name, witness.key_id, signature))
     reader = LogReader(log.services.storage)
     assert reader.checkpoint_age() is None
-    reader.publish(add_signatures(note, cosignatures), 1, EMPTY_ROOT)
+    reader.publish(add_signatures(note, cosignatures), 0, EMPTY_ROOT)
     age = reader.checkpoint_age()
     assert age is not None
     assert 400 <= age < 460, age

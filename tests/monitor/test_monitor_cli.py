@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import ClientSession
 from support.harness import LogUnderTest
@@ -15,6 +17,7 @@ from support.monitor import grow
 
 from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.cosignature import parse_witness_verifier_key
+from firmlog.monitor.datadir import init_data_dir
 
 
 def free_port() -> int:
@@ -24,25 +27,39 @@ def free_port() -> int:
         return port
 
 
-async def start(args: list[str]) -> tuple[asyncio.subprocess.Process, list[str]]:
-    """Start the monitor; return it and its stderr lines up to "listening on"."""
+async def start(
+    args: list[str], log_json: str = "--log-json"
+) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """Start the monitor; return it and its stderr lines up to the one that says it
+    listens (the event "listening" when it logs JSON, else "listening on ...")."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "firmlog.monitor.cli",
         "run",
         *args,
-        "--log-json",
+        log_json,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     lines: list[str] = []
     async with asyncio.timeout(30):
-        while not lines or not lines[-1].startswith("listening on"):
+        while not lines or not _listening(lines[-1], json_lines=log_json == "--log-json"):
             line = await proc.stderr.readline()
             assert line, f"the monitor exited: {lines}"
             lines.append(line.decode().rstrip("\n"))
     return proc, lines
+
+
+def _listening(line: str, json_lines: bool) -> bool:
+    if not json_lines:
+        return line.startswith("listening on")
+    return bool(json.loads(line)["event"] == "listening")
+
+
+def events(lines: list[str], name: str) -> list[dict[str, Any]]:
+    """The log events called ``name`` (every line must be JSON)."""
+    return [e for e in map(json.loads, lines) if e["event"] == name]
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
@@ -77,9 +94,12 @@ async def test_run_creates_its_key_follows_and_restarts(
     ]
     proc, lines = await start(args)
     try:
-        assert any(line.startswith("created a new monitor in") for line in lines), lines
-        (vkey_line,) = [line for line in lines if line.startswith("witness key:")]
-        witness = parse_witness_verifier_key(vkey_line.split()[-1])
+        (created,) = events(lines, "monitor created")
+        assert created["data_dir"] == str(data.resolve())
+        (keys,) = events(lines, "keys")
+        witness = parse_witness_verifier_key(keys["witness_key"])
+        (listening,) = events(lines, "listening")
+        assert listening["url"] == f"http://127.0.0.1:{port}"
         assert witness.name == "cli.test/witness"
         assert (data / "witness.key").stat().st_mode & 0o777 == 0o600
         health: dict[str, object] = {}
@@ -100,8 +120,8 @@ async def test_run_creates_its_key_follows_and_restarts(
 
     proc, lines = await start(args)
     try:
-        assert not any(line.startswith("created") for line in lines), lines
-        assert f"witness key:  {witness.vkey}" in lines
+        assert not events(lines, "monitor created"), lines
+        assert [e["witness_key"] for e in events(lines, "keys")] == [witness.vkey]
         path = hashlib.sha256(log.log_key.name.encode()).hexdigest()
         async with session.get(f"http://127.0.0.1:{port}/{path}/checkpoint") as resp:
             assert resp.status == 200
@@ -128,3 +148,23 @@ async def test_run_refuses_bad_options(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert err.decode().startswith("firmlog-monitor: --log-key: ")
+
+
+async def test_run_on_a_terminal_says_what_it_listens_on_in_plain_lines(
+    log: LogUnderTest, tmp_path: Path
+) -> None:
+    """Without JSON logging the banner is the lines a person reads, as it always was."""
+    data, port = tmp_path / "monitor", free_port()
+    args = ["--data-dir", str(data), "--log-url", log.base, "--log-key", log.verifier.vkey]
+    args += ["--listen", f"127.0.0.1:{port}", "--name", "plain.test/witness"]
+    proc, lines = await start(args, "--no-log-json")
+    try:
+        vkey = init_data_dir(data).signer.verifier.vkey  # the key it created
+        assert lines[-4:] == [
+            f"created a new monitor in {data.resolve()}",
+            f"witness key:  {vkey}",
+            f"watching      {log.log_key.name} at {log.base}",
+            f"listening on  http://127.0.0.1:{port}",
+        ], lines
+    finally:
+        assert await stop(proc) == 0

@@ -9,7 +9,9 @@ whole process), with no FIRMLOG_* settings from the environment.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,8 +68,11 @@ def closed_port() -> int:
 
 
 def test_it_listens_when_it_says_so_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Its stderr is not a terminal: it logs JSON, and says where it listens in the
+    event "listening", after the event "keys"."""
+    data = tmp_path / "data"
     proc = subprocess.Popen(
-        _command(tmp_path / "data", "--listen", "127.0.0.1:0"),
+        _command(data, "--listen", "127.0.0.1:0"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -78,19 +83,62 @@ def test_it_listens_when_it_says_so_and_stops_on_sigterm(tmp_path: Path) -> None
         assert proc.stderr is not None
         seen = []
         for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("listening on"):
+            seen.append(json.loads(line))  # every line, the banner too
+            if seen[-1]["event"] == "listening":
                 break
         else:
-            raise AssertionError(f"serve exited without listening:\n{''.join(seen)}")
-        url = line.split()[-1]
+            raise AssertionError(f"serve exited without listening:\n{seen}")
+        url = seen[-1]["url"]
         assert not url.endswith(":0"), url  # the port it is bound to
+        (keys,) = [e for e in seen if e["event"] == "keys"]
+        assert keys["log_key"] == (data / "log.pub").read_text().strip()
+        assert len(keys["operator_keys"]) == 1
+        assert [e["data_dir"] for e in seen if e["event"] == "log created"] == [str(data.resolve())]
+        (move,) = [e for e in seen if e["event"] == "operator signer key on this server"]
+        assert move["level"] == "warning"
+        assert move["message"].startswith("MOVE THE OPERATOR KEY OFFLINE: a new operator signer")
 
         async def health() -> int:
             async with aiohttp.ClientSession() as s, s.get(f"{url}/healthz") as resp:
                 return resp.status
 
         assert asyncio.run(health()) == 200  # at once: it listened before saying so
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT_S) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_on_a_terminal_it_says_so_in_plain_lines(tmp_path: Path) -> None:
+    """Without JSON logging the banner is the lines a person reads, as it always was."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        _command(data, "--listen", "127.0.0.1:0", "--no-log-json"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        for line in proc.stderr:
+            seen.append(line.rstrip("\n"))
+            if line.startswith("listening on"):
+                break
+        else:
+            raise AssertionError(f"serve exited without listening:\n{seen}")
+        operator = (data / "operator.pub").read_text().split()
+        assert seen[-5:-1] == [
+            f"created a new log in {data.resolve()}",
+            f"log key:      {(data / 'log.pub').read_text().strip()}",
+            *(f"operator key: {vkey}" for vkey in operator),
+            seen[-2],
+        ], seen
+        assert seen[-2].startswith("MOVE THE OPERATOR KEY OFFLINE: a new operator signer key")
+        assert re.fullmatch(r"listening on  http://127\.0\.0\.1:[1-9][0-9]*", seen[-1]), seen
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=TIMEOUT_S) == 0
     finally:

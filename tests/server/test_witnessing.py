@@ -15,6 +15,7 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 from support.harness import ORIGIN, LogUnderTest
+from support.metrics import Samples
 from support.monitor import WITNESS_NAME, MonitorUnderTest, checkpoint, eventually, free_port
 
 from firmlog.client.bundle import ProofBundle
@@ -366,14 +367,14 @@ async def test_integration_does_not_wait_for_the_witnesses(
         proxy.hold()
     first = asyncio.create_task(log.submit(session, log.entry(1)))
     await eventually(
-        lambda: log.services.metrics.tree_size.value() == 2 and sum(p.waiting for p in w.held) >= 2,
+        lambda: log.sample("firmlog_tree_size") == 2 and sum(p.waiting for p in w.held) >= 2,
         timeout=10,
         what="entry 1 integrated and its checkpoint at the witnesses",
     )
     # The witnesses hold the checkpoint of size 2: the next batch is integrated anyway.
     second = asyncio.create_task(log.submit(session, log.entry(2)))
     await eventually(
-        lambda: log.services.metrics.tree_size.value() == 3,
+        lambda: log.sample("firmlog_tree_size") == 3,
         timeout=10,
         what="entry 2 integrated while the witnesses hold the previous checkpoint",
     )
@@ -418,13 +419,8 @@ async def test_integration_does_not_wait_for_the_witnesses(
     assert after["firmlog_published_checkpoint_age_seconds"] >= 0
 
 
-async def metrics(session: ClientSession, log: LogUnderTest) -> dict[str, float]:
-    """The samples of the log's /metrics, by name with labels."""
+async def metrics(session: ClientSession, log: LogUnderTest) -> Samples:
+    """The samples of the log's /metrics, by name with labels (in any order)."""
     status, text = await get(session, f"{log.base}/metrics")
     assert status == 200
-    samples = {}
-    for line in text.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+    return Samples(text.decode())

@@ -132,7 +132,12 @@ class LogUnderTest:
     @property
     def pending(self) -> int:
         """How many submissions wait in the sequencer's pool."""
-        return int(self.services.metrics.pool.value())
+        return int(self.sample("firmlog_pool_entries"))
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The value of one sample of the running app's metrics (0 if it has none yet)."""
+        value = self.services.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
 
     async def start(self, port: int | None = None) -> None:
         app = make_app(self.config, self.log_key, [self.operator.verifier])

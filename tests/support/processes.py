@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -273,13 +274,13 @@ class MonitorProcess(Process):
 
     @property
     def witness_vkey(self) -> str:
-        """The witness verifier key the monitor printed at its first start."""
+        """The witness verifier key the monitor logged at its first start (event "keys")."""
         for line in self.output().splitlines():
-            if line.startswith("witness key:"):
-                vkey = line.split()[-1]
+            if line.startswith("{") and (event := json.loads(line))["event"] == "keys":
+                vkey: str = event["witness_key"]
                 parse_witness_verifier_key(vkey)
                 return vkey
-        raise AssertionError(f"{self.data_dir.name} printed no witness key:\n{self.tail()}")
+        raise AssertionError(f"{self.data_dir.name} logged no witness key:\n{self.tail()}")
 
     async def get_json(self, session: aiohttp.ClientSession, path: str) -> Any:
         async with session.get(f"{self.base}/{path.lstrip('/')}") as resp:

@@ -35,7 +35,6 @@ from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.fetch import LogFetcher
 from firmlog.monitor.follower import Follower
 from firmlog.monitor.gossip import Gossiper, GossipRefusal, receive
-from firmlog.monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.monitor.metrics import MonitorMetrics
 from firmlog.monitor.state import Clock, WatchedLog
 from firmlog.monitor.store import AsyncStore, MonitorStore
@@ -47,6 +46,8 @@ from firmlog.service.http import (
     protocol_options,
     read_whole,
 )
+from firmlog.service.metrics import metrics_handler
+from firmlog.service.request_ids import request_id_middleware
 
 __all__ = ["Services", "make_app"]
 
@@ -88,13 +89,18 @@ def _route_name(request: web.Request) -> str:
 async def count_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Count every request once, and log the ones that fail or change state."""
+    """Count every request once, and log the ones that fail or change state.
+
+    The one log line of a request carries, if it failed, what failed (``kind``:
+    the HTTP error raised, else the answer's reason phrase), and the request id
+    and client address bound by
+    :func:`firmlog.service.request_ids.request_id_middleware`."""
     started = time.perf_counter()
     response: web.StreamResponse
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        _count(request, exc.status, started)
+        _count(request, exc.status, started, type(exc).__name__)
         raise
     except Exception:
         log.exception("request failed", method=request.method, path=request.path[:200])
@@ -102,12 +108,14 @@ async def count_middleware(
             {"error": "the monitor failed to handle this request", "kind": "InternalError"},
             status=500,
         )
-    _count(request, response.status, started)
+        _count(request, response.status, started, "InternalError")
+        return response
+    _count(request, response.status, started, response.reason)
     return response
 
 
-def _count(request: web.Request, status: int, started: float) -> None:
-    request.app[METRICS].requests.inc(1, _route_name(request), str(status))
+def _count(request: web.Request, status: int, started: float, kind: str) -> None:
+    request.app[METRICS].requests.labels(_route_name(request), str(status)).inc()
     if status >= 400 or request.method != "GET":
         log.info(
             "request",
@@ -115,6 +123,7 @@ def _count(request: web.Request, status: int, started: float) -> None:
             path=request.path[:200],
             status=status,
             ms=round((time.perf_counter() - started) * 1000, 2),
+            **({"kind": kind} if status >= 400 else {}),
         )
 
 
@@ -147,10 +156,10 @@ async def post_add_checkpoint(request: web.Request) -> web.Response:
         body = await _body(request)
         result = await add_checkpoint(watched, AddCheckpoint.parse(body))
     except web.HTTPRequestEntityTooLarge:
-        watched.metrics.witness_refusals.inc(1, "413")
+        watched.metrics.witness_refusals.labels("413").inc()
         raise
     except WitnessRefusal as exc:
-        watched.metrics.witness_refusals.inc(1, str(exc.status))
+        watched.metrics.witness_refusals.labels(str(exc.status)).inc()
         text = exc.message if exc.message.endswith("\n") else exc.message + "\n"
         return web.Response(
             status=exc.status,
@@ -225,13 +234,6 @@ async def get_healthz(request: web.Request) -> web.Response:
     )
 
 
-async def get_metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        text=request.app[METRICS].render(),
-        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": NO_STORE},
-    )
-
-
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config, signer, metrics = app[CONFIG], app[SIGNER], app[METRICS]
     raw = MonitorStore(config.database_path)
@@ -298,13 +300,13 @@ def make_app(
 ) -> web.Application:
     """The monitor application. Does no I/O until it is started."""
     app = web.Application(
-        middlewares=[count_middleware],
+        middlewares=[request_id_middleware, count_middleware],
         client_max_size=config.max_request_size,
         handler_args=protocol_options(config.http),  # for a plain AppRunner too
     )
     app[CONFIG] = config
     app[SIGNER] = signer
-    app[METRICS] = MonitorMetrics()
+    app[METRICS] = metrics = MonitorMetrics()
     app[CLOCK] = clock
     app.cleanup_ctx.append(_services_ctx)
     r = app.router
@@ -313,6 +315,6 @@ def make_app(
     r.add_get("/v1/evidence", get_evidence)
     r.add_get("/v1/alerts", get_alerts)
     r.add_get("/healthz", get_healthz)
-    r.add_get("/metrics", get_metrics)
+    r.add_get("/metrics", metrics_handler(metrics))
     r.add_get("/{log:[0-9a-f]{64}}/checkpoint", get_cosigned_checkpoint)
     return app

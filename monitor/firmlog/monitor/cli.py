@@ -25,6 +25,7 @@ from firmlog.monitor.app import make_app
 from firmlog.monitor.config import ConfigError, MonitorConfig
 from firmlog.monitor.datadir import init_data_dir
 from firmlog.service.cli import (
+    Banner,
     ListenError,
     add_logging_options,
     add_version_option,
@@ -99,7 +100,7 @@ def _key(value: str, option: str) -> Ed25519Verifier:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_json)
+    banner = Banner(configure_logging(args.log_level, args.log_json), "firmlog.monitor")
     try:
         host, port = parse_listen(args.listen)
         if len(args.watch_vendor) != len(args.announced):
@@ -128,11 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         """Called once the app has started and its sockets listen."""
         nonlocal started
         started = True
+        data_dir = str(args.data_dir.resolve())
         if key.created:
-            print(f"created a new monitor in {args.data_dir.resolve()}", file=sys.stderr)
-        print(f"witness key:  {key.signer.verifier.vkey}", file=sys.stderr)
-        print(f"watching      {config.origin} at {config.log_url}", file=sys.stderr)
-        print(f"listening on  {url_of(host, sockets[0])}", file=sys.stderr, flush=True)
+            banner.say(f"created a new monitor in {data_dir}", "monitor created", data_dir=data_dir)
+        vkey = key.signer.verifier.vkey
+        banner.say(f"witness key:  {vkey}", "keys", witness_key=vkey)
+        banner.say(
+            f"watching      {config.origin} at {config.log_url}",
+            "watching",
+            origin=config.origin,
+            log_url=config.log_url,
+        )
+        url = url_of(host, sockets[0])
+        banner.say(f"listening on  {url}", "listening", url=url)
 
     try:
         serve(app, config.http, name="monitor", sock=sockets, on_listening=listening)

@@ -184,7 +184,7 @@ class Follower:
             except Exception as exc:
                 self.failures += 1
                 watched.last_error = f"{type(exc).__name__}: {exc}"
-                metrics.polls.inc(1, type(exc).__name__)
+                metrics.polls.labels(type(exc).__name__).inc()
                 metrics.log_up.set(0)
                 if isinstance(exc, FirmlogError):
                     log.warning(
@@ -198,7 +198,7 @@ class Follower:
             else:
                 self.failures = 0
                 watched.last_error = None
-                metrics.polls.inc(1, "ok")
+                metrics.polls.labels("ok").inc()
                 metrics.log_up.set(1)
             watched.last_poll = time.time()
             delay = config.poll_interval
@@ -434,7 +434,7 @@ class Follower:
         progress.edge = edge
         watched.metrics.checked.set(end)
         for alert in alerts:
-            watched.metrics.alerts.inc(1, alert.kind)
+            watched.metrics.alerts.labels(alert.kind).inc()
             log.warning(
                 "entry alert",
                 origin=watched.origin,

@@ -135,7 +135,7 @@ async def receive(
                 if watched.split_view:
                     return GossipResult(NOT_CHECKED, watched.tree_size, "split view already proven")
                 await watched.record_split_view(evidence)
-            watched.metrics.gossip.inc(1, "received", SPLIT_VIEW)
+            watched.metrics.gossip.labels("received", SPLIT_VIEW).inc()
             log.critical(
                 "split view caught by gossip",
                 origin=watched.origin,
@@ -146,16 +146,16 @@ async def receive(
     except FirmlogError as exc:
         # The log's tiles could not prove it either way (not served yet, bad data,
         # log down): nothing is proven, nothing is kept.
-        watched.metrics.gossip.inc(1, "received", "unchecked")
+        watched.metrics.gossip.labels("received", "unchecked").inc()
         raise GossipRefusal(
             503, f"cannot check this checkpoint against the log now: {type(exc).__name__}: {exc}"
         ) from exc
     if new.checkpoint.tree_size <= expected.checkpoint.tree_size:
-        watched.metrics.gossip.inc(1, "received", CONSISTENT)
+        watched.metrics.gossip.labels("received", CONSISTENT).inc()
         return GossipResult(CONSISTENT, watched.tree_size)
     async with watched.lock:
         sig = await watched.advance(expected, new, "gossip")
-    watched.metrics.gossip.inc(1, "received", ADVANCED if sig else CONSISTENT)
+    watched.metrics.gossip.labels("received", ADVANCED if sig else CONSISTENT).inc()
     return GossipResult(ADVANCED if sig else CONSISTENT, watched.tree_size)
 
 
@@ -196,10 +196,10 @@ class Gossiper:
             except asyncio.CancelledError:
                 raise
             except GossipRefusal as exc:
-                self.watched.metrics.gossip.inc(1, what, str(exc.status))
+                self.watched.metrics.gossip.labels(what, str(exc.status)).inc()
                 log.info("gossip: peer's checkpoint not taken", peer=peer, error=exc.message)
             except (TimeoutError, aiohttp.ClientError, OSError, FirmlogError) as exc:
-                self.watched.metrics.gossip.inc(1, what, "unreachable")
+                self.watched.metrics.gossip.labels(what, "unreachable").inc()
                 log.warning(
                     "gossip: peer unreachable",
                     peer=peer,
@@ -207,7 +207,7 @@ class Gossiper:
                     error=f"{type(exc).__name__}: {exc}",
                 )
             except Exception:
-                self.watched.metrics.gossip.inc(1, what, "error")
+                self.watched.metrics.gossip.labels(what, "error").inc()
                 log.exception("gossip failed", peer=peer, step=what)
 
     def _url(self, peer: str, path: str) -> str:
@@ -226,7 +226,7 @@ class Gossiper:
         ) as resp:
             body = await resp.content.read(4096)
         outcome = str(resp.status)
-        self.watched.metrics.gossip.inc(1, "push", outcome)
+        self.watched.metrics.gossip.labels("push", outcome).inc()
         if resp.status == 409:
             log.warning(
                 "gossip: peer recorded a split view from our checkpoint",
@@ -258,7 +258,7 @@ class Gossiper:
         except HTTPStatusError as exc:
             if exc.status != 404:
                 raise
-            self.watched.metrics.gossip.inc(1, "pull", "none")
+            self.watched.metrics.gossip.labels("pull", "none").inc()
             return  # the peer has cosigned nothing of this log yet
         result = await receive(self.watched, self.follower, note, f"pull {peer}")
-        self.watched.metrics.gossip.inc(1, "pull", result.result)
+        self.watched.metrics.gossip.labels("pull", result.result).inc()

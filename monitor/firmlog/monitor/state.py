@@ -178,7 +178,7 @@ class WatchedLog:
             )
         self.trusted, self.cosigned_note = new, cosigned
         self.metrics.tree_size.set(new.checkpoint.tree_size)
-        self.metrics.cosignatures.inc(1, via)
+        self.metrics.cosignatures.labels(via).inc()
         return sig
 
     async def record_split_view(self, evidence: SplitViewEvidence) -> None:

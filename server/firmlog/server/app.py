@@ -50,7 +50,6 @@ from firmlog.server.errors import (
 )
 from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
-from firmlog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.publish import StaticPublisher
 from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
@@ -59,6 +58,8 @@ from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storag
 from firmlog.server.witnessing import WitnessCollector, load_witness_policy
 from firmlog.service import http as service_http
 from firmlog.service.http import HTTPConfig, protocol_options
+from firmlog.service.metrics import metrics_handler
+from firmlog.service.request_ids import request_id_middleware
 
 log = structlog.get_logger("firmlog.http")
 
@@ -124,27 +125,26 @@ def _codings(request: web.Request, header: str) -> list[str]:
     return [c.strip().lower() for h in values for c in h.split(",") if c.strip()]
 
 
-def _refused_codings(request: web.Request) -> web.Response | None:
-    """415 for a compressed body, 501 for a transfer coding other than chunked."""
+def _refused_codings(request: web.Request) -> tuple[web.Response, str] | None:
+    """415 for a compressed body, 501 for a transfer coding other than chunked; and its kind."""
     if any(c != "identity" for c in _codings(request, "Content-Encoding")):
         found = _shown(", ".join(request.headers.getall("Content-Encoding")))
-        return _json_error(
-            415,
-            f"request bodies must not be compressed: expected no Content-Encoding, got {found}",
-            "UnsupportedContentEncoding",
+        kind = "UnsupportedContentEncoding"
+        message = (
+            f"request bodies must not be compressed: expected no Content-Encoding, got {found}"
         )
+        return _json_error(415, message, kind), kind
     if any(c != "chunked" for c in _codings(request, "Transfer-Encoding")):
         found = _shown(", ".join(request.headers.getall("Transfer-Encoding")))
-        return _json_error(
-            501,
-            f"the only transfer coding understood is chunked, got {found}",
-            "UnsupportedTransferEncoding",
-        )
+        kind = "UnsupportedTransferEncoding"
+        message = f"the only transfer coding understood is chunked, got {found}"
+        return _json_error(501, message, kind), kind
     return None
 
 
-def _error_response(request: web.Request, exc: Exception) -> web.Response:
-    """The answer to ``exc`` from the one table of answers (firmlog.server.errors)."""
+def _error_response(request: web.Request, exc: Exception) -> tuple[web.Response, str]:
+    """The answer to ``exc`` from the one table of answers (firmlog.server.errors), and
+    its kind."""
     row = answer(exc)
     if row.traceback:
         log.exception("request failed", method=request.method, path=request.path[:_LOGGED_PATH])
@@ -152,32 +152,44 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
         log.warning(
             row.warn, method=request.method, path=request.path[:_LOGGED_PATH], error=str(exc)
         )
-    response = _json_error(row.status, row.message_of(exc), row.kind_of(exc), **row.headers_of(exc))
+    kind = row.kind_of(exc)
+    response = _json_error(row.status, row.message_of(exc), kind, **row.headers_of(exc))
     if row.close:
         response.force_close()
-    return response
+    return response, kind
 
 
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Map errors to status codes, and log and count every request once."""
+    """Map errors to status codes, and log and count every request once.
+
+    The one log line of a request that fails or changes state carries the kind
+    of error it was answered with (its ``kind``), and the request id and client
+    address bound by :func:`firmlog.service.request_ids.request_id_middleware`."""
     started = time.perf_counter()
+    kind: str | None = None
+    response: web.StreamResponse
     try:
         refused = _refused_codings(request)
-        response = refused if refused is not None else await handler(request)
+        if refused is not None:
+            response, kind = refused
+        else:
+            response = await handler(request)
     except web.HTTPException as exc:
         response = exc
-        if exc.status >= 400 and exc.content_type != "application/json":
-            response = _json_error(exc.status, exc.reason, type(exc).__name__)
+        if exc.status >= 400:
+            kind = type(exc).__name__
+            if exc.content_type != "application/json":
+                response = _json_error(exc.status, exc.reason, kind)
     except Exception as exc:
-        response = _error_response(request, exc)
+        response, kind = _error_response(request, exc)
     elapsed = time.perf_counter() - started
     metrics = request.app[METRICS]
     route = _route_name(request)
-    metrics.requests.inc(1, route, str(response.status))
-    metrics.request_seconds.observe(elapsed, route)
+    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.request_seconds.labels(route).observe(elapsed)
     if response.status >= 400 or request.method != "GET":
         log.info(
             "request",
@@ -185,6 +197,7 @@ async def error_middleware(
             path=request.path[:_LOGGED_PATH],
             status=response.status,
             ms=round(elapsed * 1000, 2),
+            **({"kind": kind} if kind is not None else {}),
         )
     return response
 
@@ -274,8 +287,14 @@ class _BodyChunks:
 async def post_entry(request: web.Request) -> web.Response:
     svc = _services(request)
     limit = svc.acceptance.max_entry_size
-    raw = await _read_whole(request, limit, svc.config.http.body_timeout)
-    candidate = await svc.acceptance.check(raw)
+    try:
+        raw = await _read_whole(request, limit, svc.config.http.body_timeout)
+        candidate = await svc.acceptance.check(raw)
+    except Exception as exc:
+        row = answer(exc)
+        if row.status < 500:  # refused before the pool: counted here, by its kind
+            svc.metrics.submitted("rejected", row.kind_of(exc))
+        raise
     entry = candidate.entry
     result = await svc.sequencer.submit(entry.raw, entry.leaf_hash, candidate)
     return web.Response(
@@ -805,13 +824,6 @@ async def get_healthz(request: web.Request) -> web.Response:
     )
 
 
-async def get_metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        text=request.app[METRICS].registry.render(),
-        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": NO_STORE},
-    )
-
-
 # -- the application --------------------------------------------------------
 
 
@@ -868,6 +880,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         raise
     latest = await reader.latest()
     metrics.tree_size.set(latest.tree_size if latest else 0)
+    metrics.checkpoint_age.function = reader.checkpoint_age
     task = asyncio.create_task(sequencer.run(), name="firmlog-sequencer")
     # Catches the directory up with the published checkpoint while the log serves.
     publishing = asyncio.create_task(static.run(), name="firmlog-publish-dir") if static else None
@@ -928,13 +941,13 @@ def make_app(
             f"the log key is named {log_key.name!r} but the origin is {config.origin!r}"
         )
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[request_id_middleware, error_middleware],
         client_max_size=config.limits.max_entry_size + 1,
         handler_args=protocol_options(config.http),  # for a plain AppRunner too
     )
     app[CONFIG] = config
     app[KEYS] = LogKeys(log=log_key, operators=tuple(operator_keys))
-    app[METRICS] = ServerMetrics()
+    app[METRICS] = metrics = ServerMetrics()
     app.cleanup_ctx.append(_services_ctx)
     app.cleanup_ctx.append(_log_info_ctx)
     r = app.router
@@ -961,5 +974,5 @@ def make_app(
     r.add_get("/vendor/{vendor}", _html_page(get_vendor_page, depth=1))
     r.add_get("/static/{name}", get_static)
     r.add_get("/healthz", get_healthz)
-    r.add_get("/metrics", get_metrics)
+    r.add_get("/metrics", metrics_handler(metrics))
     return app

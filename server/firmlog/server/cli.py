@@ -34,6 +34,7 @@ from firmlog.server.config import OPERATOR_KEY_FILE, OPERATOR_KEY_OFFLINE_FILE, 
 from firmlog.server.datadir import OperatorKeys, init_data_dir, load_operator_keys
 from firmlog.server.errors import ConfigError, StartupError
 from firmlog.service.cli import (
+    Banner,
     ListenError,
     add_logging_options,
     add_version_option,
@@ -99,41 +100,43 @@ def _move_offline(path: Path) -> str:
     return f"scp -p {where} OFFLINE-HOST:operator.key && shred -u {where}"
 
 
-def _warn_private_operator_keys(data_dir: Path, operators: OperatorKeys) -> None:
+def _warn_private_operator_keys(banner: Banner, data_dir: Path, operators: OperatorKeys) -> None:
     """Tell the operator to move an operator signer key off this server.
 
     The banner comes once, at the start that created (or migrated) the key;
     while a signer key is still in the data dir, every start repeats one line.
-    The files are looked at, never read."""
+    The files are looked at, never read. As log events (warnings), each has the
+    line as its ``message`` and the key's ``path``."""
+    event = "operator signer key on this server"
     if operators.generated is not None:
-        print(
+        line = (
             f"MOVE THE OPERATOR KEY OFFLINE: a new operator signer key is in "
             f"{operators.generated}; it admits vendors (firmlog vendor admit --operator-key), "
             "this server never reads it again and only needs operator.pub. "
-            f"Move it off this server: {_move_offline(operators.generated)}",
-            file=sys.stderr,
+            f"Move it off this server: {_move_offline(operators.generated)}"
         )
+        banner.say(line, event, warning=True, message=line, path=str(operators.generated))
     if operators.migrated is not None:
-        print(
+        line = (
             f"MOVE THE OPERATOR KEY OFFLINE: operator.pub was derived from {operators.migrated}, "
             "which this server no longer reads; the operator's signer key does not belong on "
-            f"the server. Move it off: {_move_offline(operators.migrated)}",
-            file=sys.stderr,
+            f"the server. Move it off: {_move_offline(operators.migrated)}"
         )
+        banner.say(line, event, warning=True, message=line, path=str(operators.migrated))
     for name in (OPERATOR_KEY_OFFLINE_FILE, OPERATOR_KEY_FILE):
         path = data_dir / name
         if path in (operators.generated, operators.migrated) or not path.exists():
             continue
-        print(
+        line = (
             f"warning: {path} is an operator signer key still on this server (not read); "
-            f"move it off: {_move_offline(path)}",
-            file=sys.stderr,
+            f"move it off: {_move_offline(path)}"
         )
+        banner.say(line, event, warning=True, message=line, path=str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_json)
+    banner = Banner(configure_logging(args.log_level, args.log_json), "firmlog.server")
     try:
         keys = init_data_dir(args.data_dir, args.origin)
         config = load_config(
@@ -166,15 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         """run_app calls this once the app has started and its sockets listen."""
         nonlocal started
         started = True
+        data_dir = str(args.data_dir.resolve())
         if keys.created:
-            print(f"created a new log in {args.data_dir.resolve()}", file=sys.stderr)
-        print(f"log key:      {keys.log.verifier.vkey}", file=sys.stderr)
-        for operator in operators.verifiers:
-            print(f"operator key: {operator.vkey}", file=sys.stderr)
-        _warn_private_operator_keys(args.data_dir, operators)
-        print(
-            f"listening on  {url_of(config.listen_host, sockets[0])}", file=sys.stderr, flush=True
-        )
+            banner.say(f"created a new log in {data_dir}", "log created", data_dir=data_dir)
+        log_key, vkeys = keys.log.verifier.vkey, [k.vkey for k in operators.verifiers]
+        lines = [f"log key:      {log_key}", *(f"operator key: {v}" for v in vkeys)]
+        banner.say("\n".join(lines), "keys", log_key=log_key, operator_keys=vkeys)
+        _warn_private_operator_keys(banner, args.data_dir, operators)
+        url = url_of(config.listen_host, sockets[0])
+        banner.say(f"listening on  {url}", "listening", url=url)
 
     try:
         serve(

@@ -30,6 +30,7 @@ from typing import Generic, TypeVar
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
+from firmlog.client.cosignature import COSIGNATURE_SIZE, cosignature_timestamp
 from firmlog.client.merkle import (
     HASH_SIZE,
     ProofPlan,
@@ -105,6 +106,7 @@ class LogReader:
         self._refresh_interval = refresh_interval
         self._clock = clock
         self._latest: LatestCheckpoint | None = None
+        self._latest_since = 0.0  # Unix time this process signed or first read it
         self._checked_at = -float("inf")
         self._refresh_lock = asyncio.Lock()
 
@@ -138,6 +140,22 @@ class LogReader:
     def _offer(self, cp: LatestCheckpoint) -> None:
         if self._latest is None or cp.tree_size > self._latest.tree_size:
             self._latest = cp
+            self._latest_since = time.time()
+
+    def checkpoint_age(self) -> float | None:
+        """Seconds since the latest checkpoint was signed: since the newest of its
+        cosignatures (their timestamps), else since this process signed it or first
+        read it. None while there is none."""
+        latest = self._latest
+        if latest is None:
+            return None
+        _, signatures = split_note(latest.note)
+        cosigned = [
+            cosignature_timestamp(s.signature)
+            for s in signatures
+            if len(s.signature) == COSIGNATURE_SIZE
+        ]
+        return max(0.0, time.time() - (max(cosigned) if cosigned else self._latest_since))
 
     def remember_tiles(self, tree_size: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Cache hash tiles just committed (their widths follow from the bytes)."""

@@ -66,6 +66,7 @@ from firmlog.server.errors import (
     SequencerStopped,
     SigningRefused,
     Unavailable,
+    answer,
 )
 from firmlog.server.gate import Candidate, GateResult, LedgerGate
 from firmlog.server.metrics import ServerMetrics
@@ -199,7 +200,7 @@ class Sequencer:
         if self._stopping:
             raise SequencerStopped("the log is shutting down")
         if len(self._pending) >= self._config.pool_size:
-            self._metrics.submissions.inc(1, "pool_full")
+            self._metrics.submitted("pool_full")
             raise PoolFull(retry_after=max(1.0, self._config.batch_interval * 2))
         future: asyncio.Future[Integrated] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(entry, leaf_hash, identity, future, self._clock(), candidate))
@@ -284,11 +285,13 @@ class Sequencer:
                 self._none_parked.clear()
                 parked = True
             elif isinstance(result, Integrated):
-                self._metrics.submissions.inc(1, "duplicate" if result.duplicate else "integrated")
+                self._metrics.submitted("duplicate" if result.duplicate else "integrated")
                 p.future.set_result(result)
             else:
-                outcome = "unproven" if isinstance(result, ProofUnavailable) else "refused"
-                self._metrics.submissions.inc(1, outcome)
+                if isinstance(result, ProofUnavailable):
+                    self._metrics.submitted("unproven")
+                else:
+                    self._metrics.submitted("refused", answer(result).kind_of(result))
                 p.future.set_exception(result)
         if parked:
             asyncio.get_running_loop().call_later(self._witness_timeout, self._expire)
@@ -308,7 +311,7 @@ class Sequencer:
             self._none_parked.set()
         for x in expired:
             if not x.pending.future.done():
-                self._metrics.submissions.inc(1, "unproven")
+                self._metrics.submitted("unproven")
                 x.pending.future.set_exception(
                     NotCosigned(x.logged.leaf_index, merkle_leaf_hash(x.logged.entry))
                 )
@@ -338,7 +341,7 @@ class Sequencer:
             self._metrics.integration_errors.inc()
             for x in covered:
                 if not x.pending.future.done():
-                    self._metrics.submissions.inc(1, "unproven")
+                    self._metrics.submitted("unproven")
                     x.pending.future.set_exception(
                         ProofUnavailable(x.logged.leaf_index, merkle_leaf_hash(x.logged.entry))
                     )
@@ -346,7 +349,7 @@ class Sequencer:
         for x in covered:
             if x.pending.future.done():
                 continue
-            self._metrics.submissions.inc(1, "duplicate" if x.logged.duplicate else "integrated")
+            self._metrics.submitted("duplicate" if x.logged.duplicate else "integrated")
             x.pending.future.set_result(
                 Integrated(
                     leaf_index=x.logged.leaf_index,

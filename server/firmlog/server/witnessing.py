@@ -156,7 +156,7 @@ class WitnessCollector:
         try:
             return await self._ask(witness, note, text, tree_size)
         except asyncio.CancelledError:
-            self._metrics.witness_requests.inc(1, witness.name, "cancelled")
+            self._metrics.witness_requests.labels(witness.name, "cancelled").inc()
             raise
 
     async def _ask(
@@ -172,15 +172,15 @@ class WitnessCollector:
                 try:
                     signature = _cosignature(witness, text, body)
                 except _Refused:
-                    self._metrics.witness_requests.inc(1, witness.name, "refused")
+                    self._metrics.witness_requests.labels(witness.name, "refused").inc()
                     raise
-                self._metrics.witness_requests.inc(1, witness.name, "cosigned")
+                self._metrics.witness_requests.labels(witness.name, "cosigned").inc()
                 self._sizes[witness.name] = tree_size
                 return signature
             conflict = status == 409 and ctype == SIZE_CONTENT_TYPE
-            self._metrics.witness_requests.inc(
-                1, witness.name, "conflict" if conflict else "refused"
-            )
+            self._metrics.witness_requests.labels(
+                witness.name, "conflict" if conflict else "refused"
+            ).inc()
             if conflict and attempt == 0:
                 known = _size(body)
                 if known is None or known == old:
@@ -203,9 +203,11 @@ class WitnessCollector:
             ) as resp:
                 data = await resp.content.read(MAX_RESPONSE)
         except (ClientError, TimeoutError) as exc:
-            self._metrics.witness_requests.inc(1, witness.name, "unreachable")
+            self._metrics.witness_requests.labels(witness.name, "unreachable").inc()
             raise _Refused(f"{url}: {type(exc).__name__}: {exc}", "unreachable") from exc
-        self._metrics.witness_request_seconds.observe(time.monotonic() - started, witness.name)
+        self._metrics.witness_request_seconds.labels(witness.name).observe(
+            time.monotonic() - started
+        )
         return resp.status, resp.content_type, data
 
 
@@ -295,7 +297,7 @@ class CheckpointPublisher:
             try:
                 published, collected = await self._cosign(target)
             except Exception as exc:  # the loop must outlive any attempt
-                self._metrics.cosigning_seconds.observe(self._clock() - started, "failed")
+                self._metrics.cosigning_seconds.labels("failed").observe(self._clock() - started)
                 log.warning(
                     "checkpoint not published: no quorum",
                     tree_size=target.tree_size,
@@ -307,7 +309,7 @@ class CheckpointPublisher:
                 continue
             backoff = RETRY_MIN
             if collected:
-                self._metrics.cosigning_seconds.observe(self._clock() - started, "cosigned")
+                self._metrics.cosigning_seconds.labels("cosigned").observe(self._clock() - started)
             await self._publish(published)
 
     async def _cosign(self, target: LatestCheckpoint) -> tuple[LatestCheckpoint, bool]:

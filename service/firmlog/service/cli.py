@@ -12,10 +12,13 @@ import socket
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+import structlog
+
 from firmlog.service.logs import LEVELS
 
 __all__ = [
     "EXIT_REFUSED",
+    "Banner",
     "ListenError",
     "add_logging_options",
     "add_version_option",
@@ -30,6 +33,25 @@ EXIT_REFUSED = 2
 
 class ListenError(ValueError):
     """The service cannot listen where it was told to; the message says what to do."""
+
+
+class Banner:
+    """What a service says once it listens (its keys, its address): plain lines on
+    stderr for a person at a terminal, or, when it logs JSON, log events, so that
+    its stderr stays one JSON object a line."""
+
+    def __init__(self, as_json: bool, logger: str) -> None:
+        self.as_json = as_json
+        self._log = structlog.get_logger(logger)
+
+    def say(self, line: str, event: str, *, warning: bool = False, **fields: object) -> None:
+        """``line`` (or lines) on stderr, or the log event ``event`` with ``fields``."""
+        if not self.as_json:
+            print(line, file=sys.stderr, flush=True)
+        elif warning:
+            self._log.warning(event, **fields)
+        else:
+            self._log.info(event, **fields)
 
 
 def refuse(program: str, problem: str) -> int:

@@ -42,6 +42,8 @@ from aiohttp.http_exceptions import (
     PayloadEncodingError,
 )
 
+from firmlog.service.request_ids import REQUEST_ID_HEADER
+
 __all__ = [
     "BodyIncomplete",
     "BodyTimeout",
@@ -227,6 +229,8 @@ class ServiceProtocol(web.RequestHandler):
         ):
             kind = type(resp).__name__ if isinstance(resp, web.HTTPException) else "HTTPError"
             answer = web.json_response({"error": resp.reason, "kind": kind}, status=resp.status)
+            if REQUEST_ID_HEADER in resp.headers:  # set by the app's middleware
+                answer.headers[REQUEST_ID_HEADER] = resp.headers[REQUEST_ID_HEADER]
             if resp.keep_alive is False:
                 answer.force_close()
             resp = answer

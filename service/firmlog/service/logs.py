@@ -16,7 +16,8 @@ __all__ = ["LEVELS", "configure_logging"]
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure_logging(level: str = "info", json: bool | None = None) -> None:
+def configure_logging(level: str = "info", json: bool | None = None) -> bool:
+    """Configure structlog for the whole process; whether it logs JSON lines."""
     as_json = (not sys.stderr.isatty()) if json is None else json
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer: structlog.typing.Processor = (
@@ -37,3 +38,4 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     )
     # aiohttp's own access log duplicates the services' one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return as_json

@@ -150,6 +150,25 @@ class ServerMetrics(ServiceMetrics):
             r,
         )
 
+        # The publish directory (with --publish-dir).
+        self.publish_failures = Counter(
+            "firmlog_publish_failures_total",
+            "Attempts to write a checkpoint and its tiles to the publish directory "
+            "that failed (retried at the next checkpoint).",
+            registry=r,
+        )
+        self.publish_files = Counter(
+            "firmlog_publish_files_total", "Tiles and bundles written to the directory.", registry=r
+        )
+        self.publish_tree_size = Gauge(
+            "firmlog_publish_tree_size",
+            "Tree size of the publish directory's checkpoint.",
+            registry=r,
+        )
+        self.publish_seconds = Counter(
+            "firmlog_publish_seconds_total", "Seconds spent writing the directory.", registry=r
+        )
+
     def submitted(self, outcome: str, reason: str = "") -> None:
         """Count one submission's outcome (a refused or rejected one with its reason)."""
         self.submissions.labels(outcome, reason).inc()

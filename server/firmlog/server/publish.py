@@ -52,7 +52,7 @@ from firmlog.client.errors import FormatError
 from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.note import split_note
 from firmlog.client.tiles import ENTRY_LEVEL, TILE_WIDTH, Tile, encode_entry_bundle, tiles_touched
-from firmlog.server.metrics import Counter, Gauge, ServerMetrics
+from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LatestCheckpoint
 from firmlog.server.storage import Storage
 
@@ -239,23 +239,10 @@ class StaticPublisher:
         self._stopping = False
         self._wake = asyncio.Event()
         self.published_size = -1  # the tree size of the directory's checkpoint, once known
-        r = metrics.registry
-        self.failures = r.add(
-            Counter(
-                "firmlog_publish_failures_total",
-                "Attempts to write a checkpoint and its tiles to the publish directory "
-                "that failed (retried at the next checkpoint).",
-            )
-        )
-        self.files = r.add(
-            Counter("firmlog_publish_files_total", "Tiles and bundles written to the directory.")
-        )
-        self.tree_size = r.add(
-            Gauge("firmlog_publish_tree_size", "Tree size of the publish directory's checkpoint.")
-        )
-        self.seconds = r.add(
-            Counter("firmlog_publish_seconds_total", "Seconds spent writing the directory.")
-        )
+        self.failures = metrics.publish_failures
+        self.files = metrics.publish_files
+        self.tree_size = metrics.publish_tree_size
+        self.seconds = metrics.publish_seconds
 
     def offer(self, checkpoint: LatestCheckpoint) -> None:
         """A checkpoint just made public (never one waiting for cosignatures)."""

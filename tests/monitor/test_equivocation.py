@@ -60,7 +60,7 @@ pytestmark = pytest.mark.timeout(60)
 
 ORIGIN = "equivocation.firmlog.example/log"
 GOSSIP_S = 1.0  # --gossip-interval of the gossip runs
-TWO_ROUNDS_S = 2 * GOSSIP_S + 3.0  # two rounds, and time to check what they brought on a busy machine
+TWO_ROUNDS_S = 2 * GOSSIP_S + 3.0  # two rounds, and time to check what they brought (busy CI)
 COMMON = 2  # entries both servers share
 
 

@@ -206,8 +206,9 @@ class Kill:
     recovered_size: int  # tree size after the restart
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_killed_server_loses_no_acknowledged_entry(
-    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]], seed: int
+    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]], seed: int, workers: int
 ) -> None:
     database = await new_database()
     rng = random.Random(seed)
@@ -216,7 +217,9 @@ async def test_killed_server_loses_no_acknowledged_entry(
     write_config(data_dir, batch_interval=0.02, batch_size=16)
     started = time.monotonic()
     with running_servers() as servers:
-        server = ServerProcess("server", data_dir, tmp_path / "server.log", database)
+        server = ServerProcess(
+            "server", data_dir, tmp_path / "server.log", database, workers=workers
+        )
         servers.append(server)
         await server.start()
         keys = load_keys(data_dir)
@@ -315,8 +318,9 @@ async def test_killed_server_loses_no_acknowledged_entry(
         assert_no_errors(servers)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_restarted_server_answers_resubmissions_from_many_tiles(
-    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]]
+    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]], workers: int
 ) -> None:
     """One batch of old entries from different tiles, right after a crash: same indexes.
 
@@ -327,7 +331,9 @@ async def test_a_restarted_server_answers_resubmissions_from_many_tiles(
     data_dir = tmp_path / "firmlog-data"
     write_config(data_dir, batch_interval=0.2, batch_size=1024)
     with running_servers() as servers:
-        server = ServerProcess("server", data_dir, tmp_path / "server.log", database)
+        server = ServerProcess(
+            "server", data_dir, tmp_path / "server.log", database, workers=workers
+        )
         servers.append(server)
         await server.start()
         keys = load_keys(data_dir)

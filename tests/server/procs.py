@@ -191,15 +191,18 @@ class ServerProcess:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
 
-    def wait_stopped(self, deadline: float) -> None:
-        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it."""
+    def wait_stopped(self, deadline: float) -> int | None:
+        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it; its exit
+        status (None: it was killed)."""
         if self._proc is None:
-            return
+            return None
         try:
-            self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            self._note(f"stopped (status {self._proc.returncode})")
+            code = self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.kill()
+            return None
+        self._note(f"stopped (status {code})")
+        return code
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, then SIGKILL if the process has not exited after ``timeout`` seconds."""

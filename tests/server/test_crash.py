@@ -79,21 +79,6 @@ RUN_TIMEOUT_S = 60.0  # the kills and restarts; a safety bound
 
 
 @pytest.fixture
-def new_database(
-    backend: str, request: pytest.FixtureRequest
-) -> Callable[[], Awaitable[str | None]]:
-    """Makes the database: None is SQLite in the data directory (the server's default)."""
-    if backend == "sqlite":
-
-        async def sqlite() -> None:
-            return None
-
-        return sqlite
-    pg_factory: Callable[[], Awaitable[str]] = request.getfixturevalue("pg_factory")
-    return pg_factory
-
-
-@pytest.fixture
 def seed() -> int:
     value = os.environ.get("FIRMLOG_CRASH_SEED")
     chosen = int(value) if value else random.SystemRandom().randrange(2**32)

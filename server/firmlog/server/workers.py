@@ -12,9 +12,14 @@ Workers share nothing but the database and the data dir. Integration is
 serialized by the storage's lock (PostgreSQL: the state row; SQLite: ``BEGIN
 IMMEDIATE``), so each worker's sequencer integrates its own batches in turn
 and the log never forks; what each worker caches is either immutable (tiles,
-entry bundles) or re-checked against the database (the latest checkpoint,
-vendor key sets): see :mod:`firmlog.server.reader` and
-:mod:`firmlog.server.gate`.
+entry bundles) or re-checked against the database: the latest checkpoint is
+re-read when older than the reader's ``refresh_interval`` (0.25 s) or when a
+request names a larger tree (:mod:`firmlog.server.reader`); a vendor key set
+missing from the cache, or one a signature fails against, is re-read at
+submission, and the integration decides against the key sets committed
+(:mod:`firmlog.server.gate`); the cosigned checkpoint is kept in the database
+(:mod:`firmlog.server.witnessing`); the data dir's checkpoint record only
+moves forward (:mod:`firmlog.server.signing`).
 
 The parent (:class:`Supervisor`) only supervises, in one thread with no event
 loop:

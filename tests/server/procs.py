@@ -38,6 +38,7 @@ from typing import IO
 
 import aiohttp
 from support.entries import admission
+from support.processes import children_of, kill_group
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
@@ -239,39 +240,6 @@ class ServerProcess:
                 key = _TIMESTAMP.sub("", line)
                 counts[key] = counts.get(key, 0) + 1
         return "\n".join(f"{n} x {line}" for line, n in list(counts.items())[-kinds:])
-
-
-def _stat(pid: str) -> tuple[str, int, int] | None:
-    """State, parent pid and process group of a process, from /proc (Linux)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def _processes() -> Iterator[tuple[int, str, int, int]]:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(entry)) is not None:
-            yield (int(entry), *stat)
-
-
-def children_of(parent: int) -> set[int]:
-    """Live (not zombie) children of ``parent``."""
-    return {pid for pid, state, ppid, _ in _processes() if ppid == parent and state != "Z"}
-
-
-def kill_group(leader: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGKILL the process group ``leader`` leads, and wait until none of it runs (a
-    killed process holds its sockets until it is dead)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(leader, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while any(pgrp == leader and state != "Z" for _, state, _, pgrp in _processes()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"process group {leader} still runs {timeout} s after SIGKILL")
-        time.sleep(0.01)
 
 
 _TIMESTAMP = re.compile(r', "timestamp": "[^"]*"')

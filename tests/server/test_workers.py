@@ -108,14 +108,17 @@ async def pinned_sessions(base: str, count: int) -> AsyncIterator[list[aiohttp.C
 
 
 def log_records(server: ServerProcess) -> list[dict[str, object]]:
+    """The JSON lines of the server's log; each whole, though several workers write it."""
     records = []
     for line in server.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue  # the banner, the test's notes
         try:
             record = json.loads(line)
         except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
+            raise AssertionError(f"a log line is not one JSON object: {line[:300]}") from None
+        assert isinstance(record, dict), line
+        records.append(record)
     return records
 
 
@@ -378,3 +381,25 @@ def test_a_start_the_workers_refuse_is_one_line_and_status_2(tmp_path: Path, wor
         + stderr.split(f"({url}): ", 1)[1].rstrip("\n")
     ], stderr
     assert "; start PostgreSQL there, or fix the host and port" in stderr
+
+
+async def test_workers_never_mix_their_log_lines(tmp_path: Path) -> None:
+    """Two workers log at once into one file: every line stays one JSON object."""
+    data_dir = tmp_path / "firmlog-data"
+    with running_servers() as servers:
+        server = ServerProcess("server", data_dir, tmp_path / "server.log", workers=2)
+        servers.append(server)
+        await server.start()
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def miss(i: int) -> None:
+                async with session.get(f"{server.base}/v1/bundle/{10**6 + i}") as resp:
+                    assert resp.status == 404  # logged: every answer >= 400 is
+
+            async with asyncio.timeout(120), asyncio.TaskGroup() as tg:
+                for i in range(3000):
+                    tg.create_task(miss(i))
+        records = [r for r in log_records(server) if r.get("status") == 404]
+        assert len(records) == 3000
+        assert {r.get("worker") for r in records} == {0, 1}

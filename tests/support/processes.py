@@ -219,7 +219,11 @@ class Process:
 
 
 class LogProcess(Process):
-    """``firmlog-server serve`` over SQLite in its data dir, with short batches."""
+    """``firmlog-server serve`` over SQLite in its data dir, with short batches.
+
+    One worker process unless told otherwise: the tests that use it submit a
+    few entries at once and expect them logged in the order sent, which one
+    sequencer keeps and several workers integrating in turn do not."""
 
     def __init__(
         self,
@@ -229,10 +233,12 @@ class LogProcess(Process):
         port: int | None = None,
         witness_policy: Path | None = None,
         witness_timeout: float = 3.0,
+        workers: int = 1,
     ) -> None:
         super().__init__(data_dir, port)
         self.origin = origin
         self.witness_policy = witness_policy
+        self.workers = workers
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "config.toml"
         if not config.exists():  # the first start keeps it
@@ -245,6 +251,7 @@ class LogProcess(Process):
     def command(self) -> list[str]:
         cmd = [script("firmlog-server"), "serve", "--data-dir", str(self.data_dir)]
         cmd += ["--listen", f"127.0.0.1:{self.port}", "--origin", self.origin, "--log-json"]
+        cmd += ["--workers", str(self.workers)]
         if self.witness_policy is not None:
             cmd += ["--witness-policy", str(self.witness_policy)]
         return cmd

@@ -76,6 +76,7 @@ DOWN_PAUSE_S = 0.1  # after a connection error: the server is down
 PUSHBACK_PAUSE_S = 0.05  # after a 503
 POLL_INTERVAL_S = 0.01
 RUN_TIMEOUT_S = 60.0  # the kills and restarts; a safety bound
+READER_REFRESH_S = 0.25  # LogReader's refresh_interval: how long a worker may lag a commit
 
 
 @pytest.fixture
@@ -184,6 +185,26 @@ async def poller(
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
+async def settled_checkpoint(base: str) -> bytes:
+    """The checkpoint every worker serves once the log is quiet.
+
+    A worker re-reads the latest checkpoint at most READER_REFRESH_S after
+    another one's commit: the checkpoint is settled once it was the answer on
+    new connections (to any worker) for longer than that."""
+    deadline = time.monotonic() + 30
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        note, since = b"", time.monotonic()
+        while True:
+            got = await fetch(fresh, base, "/checkpoint")
+            if got != note:
+                note, since = got, time.monotonic()
+            elif time.monotonic() - since > 2 * READER_REFRESH_S:
+                return note
+            assert time.monotonic() < deadline, "the served checkpoint never settled"
+            await asyncio.sleep(0.01)
+
+
 @dataclass(frozen=True)
 class Kill:
     after: float  # seconds after /healthz answered
@@ -252,7 +273,7 @@ async def test_killed_server_loses_no_acknowledged_entry(
                     body = await resp.read()
                     assert resp.status == 200, f"after the run: {resp.status} {body[:300]!r}"
                 clients.acknowledged(entry, body)
-            newest_note = await fetch(session, server.base, "/checkpoint")
+            newest_note = await settled_checkpoint(server.base)
             newest = open_cp(newest_note, keys.log)
 
             # Every acknowledged entry is where its bundle said, provably in the newest tree.

@@ -11,7 +11,8 @@ with synthetic entries of about the size of a real one (the read path never
 parses entries). ``--bulk-mode direct`` (default) writes each batch in one
 storage integration exactly as the Sequencer does, minus the bundle it
 proves and formats for every entry; ``--bulk-mode sequencer`` drives the
-Sequencer itself. Then ``firmlog-server serve`` is started on that database
+Sequencer itself. Then ``firmlog-server serve --workers W`` is started on
+that database, once for each W in ``--workers`` (default 1: one process),
 and measured with wrk, ``--runs`` times, each run measuring in turn:
 
 - ``GET /v1/proof/inclusion?index=I&tree_size=N``, I uniform at random;
@@ -22,7 +23,9 @@ and measured with wrk, ``--runs`` times, each run measuring in turn:
 - proof latency with one connection (``-c1``): the service time, without queueing.
 
 Each measurement follows a short unrecorded warm-up. The server's VmRSS
-(/proc/<pid>/status) is sampled every 0.5 s during the read load. A sample
+(/proc/<pid>/status; with workers, the sum of the supervisor's and its
+workers') is sampled every 0.5 s during the read load, and its CPU is theirs
+together. A sample
 of proofs is verified against the signed checkpoint. Growth stops early
 when the next size would take more than ``--max-bulk-seconds`` to load
 (estimated from the rate so far); what it would take is printed.
@@ -171,6 +174,7 @@ async def grow_direct(url: str, log_key: Ed25519Signer, start: int, end: int, ba
 class SizeResult:
     size: int
     bulk_s: float
+    workers: int = 1  # serve --workers
     proof_rps: list[float] = field(default_factory=list)
     tile_rps: list[float] = field(default_factory=list)
     bare_rps: list[float] = field(default_factory=list)
@@ -243,7 +247,8 @@ def measure_size(
     tile_mode = ["tile", str(tiles)]
     bare_mode = ["get", "/bare"]
     check_proofs(server.port, log_key, size, 20)
-    res.rss_start_mib = vm_rss_mib(server.pid) or 0.0
+    pids = server.pids()  # with --workers: the supervisor and its workers
+    res.rss_start_mib = sum(vm_rss_mib(p) or 0.0 for p in pids)
     rss = RssSampler(server.pid)
     rss.start()
     spy: subprocess.Popen[bytes] | None = None
@@ -277,7 +282,7 @@ def measure_size(
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            cpu0 = cpu_seconds(server.pid)
+            cpu0 = sum(cpu_seconds(p) for p in pids)
             t0 = time.monotonic()
             rps, p50, p99, err, wrk_cpu = wrk_once(server.base, args, proof_mode, args.duration, c)
             elapsed = time.monotonic() - t0
@@ -287,7 +292,7 @@ def measure_size(
             res.proof_rps.append(rps)
             res.proof_p50_ms.append(p50)
             res.proof_p99_ms.append(p99)
-            res.server_cores.append((cpu_seconds(server.pid) - cpu0) / elapsed)
+            res.server_cores.append((sum(cpu_seconds(p) for p in pids) - cpu0) / elapsed)
             res.wrk_cores.append(wrk_cpu / elapsed)
             res.errors += err
             if tiles:
@@ -302,12 +307,13 @@ def measure_size(
             res.c1_p99_ms.append(p99)
             res.errors += err
             print(
-                f"  N={size:,} run {run + 1}: proofs {res.proof_rps[-1]:,.0f}/s "
+                f"  N={size:,} workers={res.workers} run {run + 1}: "
+                f"proofs {res.proof_rps[-1]:,.0f}/s "
                 f"(p50 {res.proof_p50_ms[-1]:.1f} ms, p99 {res.proof_p99_ms[-1]:.1f} ms), "
                 f"tiles {res.tile_rps[-1] if tiles else float('nan'):,.0f}/s, "
                 f"bare {res.bare_rps[-1]:,.0f}/s, c=1 proof p50 {res.c1_p50_ms[-1]:.2f} ms "
                 f"p99 {res.c1_p99_ms[-1]:.2f} ms, server {res.server_cores[-1]:.2f} cores, "
-                f"RSS {vm_rss_mib(server.pid) or 0:.0f} MiB",
+                f"RSS {sum(vm_rss_mib(p) or 0.0 for p in pids):.0f} MiB",
                 flush=True,
             )
     finally:
@@ -373,10 +379,16 @@ def main() -> int:
         help="run servers from the live tree, not from a copy taken at start",
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir (server logs, DB)")
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="serve --workers list: each size is measured with each (1)",
+    )
     p.add_argument("--json-out", type=Path, help="write the results as JSON here")
     args = p.parse_args()
     need_wrk()
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
 
     workdir = Path(tempfile.mkdtemp(prefix="firmlog-bench-read-"))
     results: list[SizeResult] = []
@@ -412,15 +424,21 @@ def main() -> int:
                         flush=True,
                     )
                     have = size
-                    res = SizeResult(size=size, bulk_s=bulk_s)
-                    server = start_log_server(data_dir, url, workdir / f"server-{size}.log")
-                    try:
-                        measure_size(res, server, bare, args, log_key, workdir)
-                    finally:
-                        server.stop()
-                    results.append(res)
-                    for line in res.profile:
-                        print("   ", line)
+                    for workers in worker_counts:
+                        res = SizeResult(size=size, bulk_s=bulk_s, workers=workers)
+                        server = start_log_server(
+                            data_dir,
+                            url,
+                            workdir / f"server-{size}-w{workers}.log",
+                            workers=workers,
+                        )
+                        try:
+                            measure_size(res, server, bare, args, log_key, workdir)
+                        finally:
+                            server.stop()
+                        results.append(res)
+                        for line in res.profile:
+                            print("   ", line)
             finally:
                 bare.stop()
 
@@ -431,6 +449,7 @@ def main() -> int:
             rows.append(
                 [
                     f"{r.size:,}",
+                    r.workers,
                     len(r.proof_rps),
                     proof,
                     tile,
@@ -454,6 +473,7 @@ def main() -> int:
             f"{args.connections} connections (c=1 rows: one connection)",
             [
                 "entries",
+                "workers",
                 "runs",
                 "proofs/s",
                 "tiles/s",

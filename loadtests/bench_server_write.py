@@ -12,8 +12,10 @@ processes x wrk connections, ``--runs`` times:
    them to files; each is POSTed exactly once (loadtests/load_wrk.lua);
 2. creates a fresh database (a SQLite file, or a throwaway PostgreSQL
    database dropped afterwards), writes config.toml with the knobs, starts
-   ``firmlog-server serve`` (one process, or two sharing one PostgreSQL,
-   each given half of the connections by its own wrk process);
+   ``firmlog-server serve --workers W`` (``--workers``, default 1: one
+   process; W worker processes share its port), one server, or two sharing
+   one PostgreSQL, each given half of the connections by its own wrk
+   process; the server's CPU is its supervisor's and its workers';
 3. runs wrk for ``--duration`` seconds; the server answers each POST only
    after the batch holding it is committed, so wrk's latency is
    submit-to-bundle latency; meanwhile samples the tree size once a second
@@ -213,12 +215,13 @@ class Case:
     batch_interval: float
     batch_size: int
     connections: int
+    workers: int = 1  # serve --workers, per server
 
     @property
     def label(self) -> str:
         return (
-            f"{self.backend} x{self.servers} interval={self.batch_interval} "
-            f"size={self.batch_size} c={self.connections}"
+            f"{self.backend} x{self.servers} workers={self.workers} "
+            f"interval={self.batch_interval} size={self.batch_size} c={self.connections}"
         )
 
 
@@ -339,8 +342,8 @@ def run_case(
     if not Path(f"{prefix}.0").exists():
         write_entry_files(entries, prefix, files)
     tag = (
-        f"{case.backend}-s{case.servers}-i{case.batch_interval}-b{case.batch_size}"
-        f"-c{case.connections}-r{run_no}"
+        f"{case.backend}-s{case.servers}-w{case.workers}-i{case.batch_interval}"
+        f"-b{case.batch_size}-c{case.connections}-r{run_no}"
     )
     # A data dir per case: each case starts a new database, and the server records
     # the last checkpoint its key signed in the data dir (it would refuse the new one).
@@ -367,7 +370,13 @@ def run_case(
         try:
             for k in range(case.servers):
                 servers.append(
-                    start_log_server(data_dir, url, logs / f"{tag}-server{k}.log", args.log_level)
+                    start_log_server(
+                        data_dir,
+                        url,
+                        logs / f"{tag}-server{k}.log",
+                        args.log_level,
+                        workers=case.workers,
+                    )
                 )
             if companions is not None:
                 around.enter_context(companions(servers))
@@ -394,7 +403,7 @@ def run_case(
                 for k, s in enumerate(servers)
             ]
             groups = {
-                "server": [s.pid for s in servers],
+                "server": [p for s in servers for p in s.pids()],  # with their workers
                 "postgres": postgres_pids(url) if case.backend == "postgres" else [],
             }
             sampler = SizeSampler(servers[0].port)
@@ -568,6 +577,11 @@ def main() -> int:
         help="server processes list; 2 = two processes "
         "on one PostgreSQL, each with half the connections (postgres only)",
     )
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="serve --workers list: worker processes per server, sharing its port (1)",
+    )
     p.add_argument("--runs", type=int, default=1, help="repetitions of every case (medians)")
     p.add_argument("--wrk-threads", type=int, default=1, help="threads per wrk process (1)")
     p.add_argument("--wrk-timeout", type=float, default=30, help="wrk request timeout (30 s)")
@@ -608,9 +622,10 @@ def main() -> int:
 
     backends = parse_list(str, args.backends)
     cases = [
-        Case(b, s, i, bs, c)
+        Case(b, s, i, bs, c, w)
         for b in backends
         for s in parse_list(int, args.servers)
+        for w in parse_list(int, args.workers)
         for i in parse_list(float, args.batch_interval)
         for bs in parse_list(int, args.batch_size)
         for c in parse_list(int, args.connections)
@@ -691,6 +706,7 @@ def main() -> int:
                     rate / bare_rate,
                     rate / verify_rate,
                     "yes" if all(o.verified for o in mine) else "no",
+                    case.workers,
                 ]
             )
         print_table(
@@ -717,6 +733,7 @@ def main() -> int:
                 "vs bare",
                 "vs verify",
                 "log ok",
+                "workers",
             ],
             rows,
         )

@@ -166,6 +166,10 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def pids(self) -> list[int]:
+        """The process and its children: with ``--workers``, the supervisor and its workers."""
+        return family(self.proc.pid)
+
     @property
     def base(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
@@ -199,8 +203,10 @@ class ServerProcess:
 
 
 def start_log_server(
-    data_dir: Path, database_url: str, log_path: Path, log_level: str = "info"
+    data_dir: Path, database_url: str, log_path: Path, log_level: str = "info", workers: int = 1
 ) -> ServerProcess:
+    """``firmlog-server serve`` with ``--workers`` (1: one process, as before the flag),
+    ready once every worker listens."""
     port = free_port()
     argv = [
         str(VENV_BIN / "firmlog-server"),
@@ -214,17 +220,32 @@ def start_log_server(
         "--log-level",
         log_level,
         "--log-json",
+        "--workers",
+        str(workers),
     ]
     server = ServerProcess(argv, port, log_path, "/healthz")
     try:
         server.wait_ready()
+        _wait_workers(server, workers)
     except RuntimeError as exc:  # e.g. the free port was taken meanwhile: one more try
         print(f"  server did not start, retrying: {exc}", file=sys.stderr, flush=True)
         port = free_port()
         argv[argv.index("--listen") + 1] = f"{LOOPBACK}:{port}"
         server = ServerProcess(argv, port, log_path, "/healthz")
         server.wait_ready()
+        _wait_workers(server, workers)
     return server
+
+
+def _wait_workers(server: ServerProcess, workers: int, timeout: float = 60.0) -> None:
+    """Until the supervisor printed its banner (every worker listens)."""
+    if workers == 1:
+        return
+    deadline = time.monotonic() + timeout
+    while "listening on" not in server.log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers on port {server.port} not ready")
+        time.sleep(0.1)
 
 
 def start_bare_server(log_path: Path) -> ServerProcess:
@@ -301,6 +322,21 @@ def postgres_pids(database_url: str) -> list[int]:
     return asyncio.run(query())
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its live children (from /proc)."""
+    found = [pid]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def vm_rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -346,9 +382,9 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            rss = vm_rss_mib(self.pid)
-            if rss is not None:
-                self.samples.append(rss)
+            found = [vm_rss_mib(p) for p in family(self.pid)]  # with its workers, if any
+            if found and found[0] is not None:
+                self.samples.append(sum(r for r in found if r is not None))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:

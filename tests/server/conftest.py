@@ -1,9 +1,10 @@
 """Fixtures of the server tests: a running log on each backend (database_url, from
-tests/conftest.py), an HTTP session, a ledger client."""
+tests/conftest.py), an HTTP session, a ledger client, and the database of a
+server process (new_database)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,18 @@ async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
 def client(log: LogUnderTest, session: ClientSession) -> Client:
     """The ledger over HTTP, on ``log``."""
     return Client(log, session)
+
+
+@pytest.fixture
+def new_database(
+    backend: str, request: pytest.FixtureRequest
+) -> Callable[[], Awaitable[str | None]]:
+    """Makes the database: None is SQLite in the data directory (the server's default)."""
+    if backend == "sqlite":
+
+        async def sqlite() -> None:
+            return None
+
+        return sqlite
+    pg_factory: Callable[[], Awaitable[str]] = request.getfixturevalue("pg_factory")
+    return pg_factory

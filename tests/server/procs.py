@@ -4,9 +4,11 @@ Used by test_multiprocess.py (three servers on one PostgreSQL database) and
 test_crash.py (one server killed with SIGKILL and restarted, on both
 backends). Everything runs on loopback.
 
-- :class:`ServerProcess` runs ``python -m firmlog.server.cli serve`` with its
-  output appended to a log file, waits for ``/healthz``, kills it (SIGKILL: a
-  crash) or stops it (SIGTERM, then SIGKILL after a timeout).
+- :class:`ServerProcess` runs ``python -m firmlog.server.cli serve --workers N``
+  in a session of its own, with its output appended to a log file, waits for
+  ``/healthz``, kills it (SIGKILL to its whole process group: a crash of the
+  supervisor and of every worker) or stops it (SIGTERM to the supervisor,
+  which stops its workers; SIGKILL to the group after a timeout).
 - :func:`running_servers` stops every server it handed out, even when the
   test fails, and then prints the tail of each server's log (pytest shows it
   for failed tests only).
@@ -36,6 +38,7 @@ from typing import IO
 
 import aiohttp
 from support.entries import admission
+from support.processes import children_of, kill_group
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
@@ -95,11 +98,18 @@ class ServerProcess:
     """One ``firmlog-server serve`` process at a time, restartable on the same port."""
 
     def __init__(
-        self, name: str, data_dir: Path, log_path: Path, database: str | None = None
+        self,
+        name: str,
+        data_dir: Path,
+        log_path: Path,
+        database: str | None = None,
+        *,
+        workers: int = 1,
     ) -> None:
         self.name = name
         self.data_dir = data_dir
         self.database = database
+        self.workers = workers
         self.log_path = log_path
         self.port = free_port()
         self.starts = 0
@@ -117,7 +127,7 @@ class ServerProcess:
     def _command(self) -> list[str]:
         cmd = [sys.executable, "-m", "firmlog.server.cli", "serve"]
         cmd += ["--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"]
-        cmd += ["--origin", ORIGIN, "--log-json"]
+        cmd += ["--origin", ORIGIN, "--log-json", "--workers", str(self.workers)]
         if self.database is not None:
             cmd += ["--database", self.database]
         return cmd
@@ -139,6 +149,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,  # its workers share its process group
         )
         deadline = time.monotonic() + timeout
         timeouts = aiohttp.ClientTimeout(total=2)
@@ -163,25 +174,36 @@ class ServerProcess:
                 await asyncio.sleep(0.05)
 
     def kill(self) -> None:
-        """SIGKILL: the process dies at once, in the middle of whatever it was doing."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait()
+        """SIGKILL to the process group: the supervisor and its workers die at once, in
+        the middle of whatever they were doing; returns once none of them holds the port."""
+        if self._proc is None:
+            return
+        alive = self._proc.poll() is None
+        kill_group(self._proc.pid)
+        self._proc.wait()
+        if alive:
             self._note(f"killed with SIGKILL (status {self._proc.returncode})")
+
+    def children(self) -> set[int]:
+        """The pids of the supervisor's live child processes (its workers)."""
+        return children_of(self._proc.pid) if self._proc is not None else set()
 
     def terminate(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
 
-    def wait_stopped(self, deadline: float) -> None:
-        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it."""
+    def wait_stopped(self, deadline: float) -> int | None:
+        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it; its exit
+        status (None: it was killed)."""
         if self._proc is None:
-            return
+            return None
         try:
-            self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            self._note(f"stopped (status {self._proc.returncode})")
+            code = self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.kill()
+            return None
+        self._note(f"stopped (status {code})")
+        return code
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, then SIGKILL if the process has not exited after ``timeout`` seconds."""
@@ -189,6 +211,8 @@ class ServerProcess:
         self.wait_stopped(time.monotonic() + timeout)
 
     def close(self) -> None:
+        if self._proc is not None:
+            kill_group(self._proc.pid)  # nothing it started outlives the test
         if self._log is not None:
             self._log.close()
             self._log = None

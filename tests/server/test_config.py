@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -40,6 +41,18 @@ def test_the_key_names_the_origin_when_the_file_does_not(tmp_path: Path) -> None
     assert cfg.sequencer.batch_interval == 0.5
 
 
+def test_workers_file_env_flag_and_one_per_core(tmp_path: Path) -> None:
+    write(tmp_path, 'origin = "o/log"\n')
+    assert load_config(tmp_path, environ={}).worker_count == (os.cpu_count() or 1)
+    write(tmp_path, 'origin = "o/log"\nworkers = 3\n')
+    assert load_config(tmp_path, environ={}).worker_count == 3
+    assert load_config(tmp_path, environ={"FIRMLOG_WORKERS": "5"}).worker_count == 5
+    cfg = load_config(tmp_path, workers=1, environ={"FIRMLOG_WORKERS": "5"})
+    assert cfg.worker_count == 1
+    with pytest.raises(ConfigError, match="FIRMLOG_WORKERS must be an integer, got 'many'"):
+        load_config(tmp_path, environ={"FIRMLOG_WORKERS": "many"})
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -55,6 +68,8 @@ def test_the_key_names_the_origin_when_the_file_does_not(tmp_path: Path) -> None
         ('origin = "bad origin"\n', "not a valid key name"),
         ("origin = \n", "config.toml"),
         ("[sequencer]\n", "no origin configured"),
+        ('origin = "o/log"\nworkers = "4"\n', "workers must be an integer"),
+        ('origin = "o/log"\nworkers = 1000\n', "workers must be 1..256 (or 0: one per core)"),
     ],
 )
 def test_bad_config_fails_fast_naming_the_setting(tmp_path: Path, text: str, message: str) -> None:

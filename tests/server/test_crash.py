@@ -76,21 +76,7 @@ DOWN_PAUSE_S = 0.1  # after a connection error: the server is down
 PUSHBACK_PAUSE_S = 0.05  # after a 503
 POLL_INTERVAL_S = 0.01
 RUN_TIMEOUT_S = 60.0  # the kills and restarts; a safety bound
-
-
-@pytest.fixture
-def new_database(
-    backend: str, request: pytest.FixtureRequest
-) -> Callable[[], Awaitable[str | None]]:
-    """Makes the database: None is SQLite in the data directory (the server's default)."""
-    if backend == "sqlite":
-
-        async def sqlite() -> None:
-            return None
-
-        return sqlite
-    pg_factory: Callable[[], Awaitable[str]] = request.getfixturevalue("pg_factory")
-    return pg_factory
+READER_REFRESH_S = 0.25  # LogReader's refresh_interval: how long a worker may lag a commit
 
 
 @pytest.fixture
@@ -199,6 +185,26 @@ async def poller(
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
+async def settled_checkpoint(base: str) -> bytes:
+    """The checkpoint every worker serves once the log is quiet.
+
+    A worker re-reads the latest checkpoint at most READER_REFRESH_S after
+    another one's commit: the checkpoint is settled once it was the answer on
+    new connections (to any worker) for longer than that."""
+    deadline = time.monotonic() + 30
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        note, since = b"", time.monotonic()
+        while True:
+            got = await fetch(fresh, base, "/checkpoint")
+            if got != note:
+                note, since = got, time.monotonic()
+            elif time.monotonic() - since > 2 * READER_REFRESH_S:
+                return note
+            assert time.monotonic() < deadline, "the served checkpoint never settled"
+            await asyncio.sleep(0.01)
+
+
 @dataclass(frozen=True)
 class Kill:
     after: float  # seconds after /healthz answered
@@ -206,8 +212,9 @@ class Kill:
     recovered_size: int  # tree size after the restart
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_killed_server_loses_no_acknowledged_entry(
-    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]], seed: int
+    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]], seed: int, workers: int
 ) -> None:
     database = await new_database()
     rng = random.Random(seed)
@@ -216,7 +223,9 @@ async def test_killed_server_loses_no_acknowledged_entry(
     write_config(data_dir, batch_interval=0.02, batch_size=16)
     started = time.monotonic()
     with running_servers() as servers:
-        server = ServerProcess("server", data_dir, tmp_path / "server.log", database)
+        server = ServerProcess(
+            "server", data_dir, tmp_path / "server.log", database, workers=workers
+        )
         servers.append(server)
         await server.start()
         keys = load_keys(data_dir)
@@ -264,7 +273,7 @@ async def test_killed_server_loses_no_acknowledged_entry(
                     body = await resp.read()
                     assert resp.status == 200, f"after the run: {resp.status} {body[:300]!r}"
                 clients.acknowledged(entry, body)
-            newest_note = await fetch(session, server.base, "/checkpoint")
+            newest_note = await settled_checkpoint(server.base)
             newest = open_cp(newest_note, keys.log)
 
             # Every acknowledged entry is where its bundle said, provably in the newest tree.
@@ -315,8 +324,9 @@ async def test_killed_server_loses_no_acknowledged_entry(
         assert_no_errors(servers)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_restarted_server_answers_resubmissions_from_many_tiles(
-    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]]
+    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]], workers: int
 ) -> None:
     """One batch of old entries from different tiles, right after a crash: same indexes.
 
@@ -327,7 +337,9 @@ async def test_a_restarted_server_answers_resubmissions_from_many_tiles(
     data_dir = tmp_path / "firmlog-data"
     write_config(data_dir, batch_interval=0.2, batch_size=1024)
     with running_servers() as servers:
-        server = ServerProcess("server", data_dir, tmp_path / "server.log", database)
+        server = ServerProcess(
+            "server", data_dir, tmp_path / "server.log", database, workers=workers
+        )
         servers.append(server)
         await server.start()
         keys = load_keys(data_dir)

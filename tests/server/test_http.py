@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -298,7 +299,7 @@ async def test_metrics_and_health(log: LogUnderTest, session: ClientSession) -> 
     assert 'firmlog_submissions_total{outcome="integrated"} 1' in text
     assert "firmlog_integrate_seconds_count 1" in text
     async with session.get(f"{log.base}/healthz") as resp:
-        assert (await resp.json()) == {"status": "ok", "tree_size": 1}
+        assert (await resp.json()) == {"status": "ok", "tree_size": 1, "pid": os.getpid()}
 
 
 async def test_a_tree_with_level_one_tiles_verifies(database_url: str, tmp_path: Path) -> None:

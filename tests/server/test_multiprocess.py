@@ -1,6 +1,7 @@
 """No forks, ever: three server processes share one PostgreSQL database (DESIGN.md 4).
 
-Three real ``firmlog-server serve`` processes, one data directory (same keys)
+Three real ``firmlog-server serve`` processes (each with one worker, or with
+two: six processes integrating), one data directory (same keys)
 and one fresh database. Clients submit distinct entries to all three at
 once, and the same entries to different servers at the same moment, while
 pollers record every checkpoint each server serves. Then:
@@ -136,8 +137,9 @@ async def drive(servers: list[ServerProcess], keys: LogKeys) -> Observed:
     return seen
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_three_servers_sharing_one_database_never_fork(
-    tmp_path: Path, pg_factory: Callable[[], Awaitable[str]]
+    tmp_path: Path, pg_factory: Callable[[], Awaitable[str]], workers: int
 ) -> None:
     database = await pg_factory()
     data_dir = tmp_path / "firmlog-data"
@@ -145,7 +147,9 @@ async def test_three_servers_sharing_one_database_never_fork(
     started = time.monotonic()
     with running_servers() as servers:
         servers += [
-            ServerProcess(f"server{n}", data_dir, tmp_path / f"server{n}.log", database)
+            ServerProcess(
+                f"server{n}", data_dir, tmp_path / f"server{n}.log", database, workers=workers
+            )
             for n in range(SERVERS)
         ]
         await servers[0].start()  # the first start creates the keys; the others reuse them

@@ -305,3 +305,24 @@ async def test_the_guard_signs_no_other_root_for_the_stored_size(tmp_path: Path)
             await signer.sign(LogState(1, b"\0" * 32, b""), 0, hashlib.sha256(b"").digest())
     finally:
         await storage.close()
+
+
+async def test_the_record_never_goes_back(tmp_path: Path) -> None:
+    """Worker processes publish in turn and record after their commits, in any order:
+    one that records later a checkpoint older than the record leaves the record as is."""
+    from firmlog.server.reader import LogReader
+    from firmlog.server.signing import TreeSigner
+
+    reader = LogReader(open_storage(f"sqlite:///{tmp_path / 'log.db'}"))  # never opened
+    key = generate_key(ORIGIN)
+    older, newer = (
+        sign_checkpoint(Checkpoint(ORIGIN, size, hashlib.sha256(b"%d" % size).digest()), key)
+        for size in (2, 3)
+    )
+    slow, fast = (TreeSigner(key, reader, tmp_path / RECORD) for _ in range(2))
+    await fast.published(newer)
+    await slow.published(older)  # committed before the other's, recorded after it
+    assert (tmp_path / RECORD).read_bytes() == newer
+    (tmp_path / RECORD).write_bytes(b"not a checkpoint")
+    await slow.published(newer)
+    assert (tmp_path / RECORD).read_bytes() == newer

@@ -12,6 +12,7 @@ failed tests only).
 - :func:`running`: a list to put processes in; on exit every one is stopped
   (SIGTERM, then SIGKILL), whatever happened.
 - :func:`until`: poll an async condition until a deadline.
+- :func:`kill_group`, :func:`children_of`: a server's process group and workers.
 """
 
 from __future__ import annotations
@@ -69,8 +70,42 @@ async def until(
     return time.monotonic() - started
 
 
+def _stat(pid: str) -> tuple[str, int, int] | None:
+    """State, parent pid and process group of a process, from /proc (Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(entry)) is not None:
+            yield (int(entry), *stat)
+
+
+def children_of(parent: int) -> set[int]:
+    """Live (not zombie) children of ``parent``."""
+    return {pid for pid, state, ppid, _ in _processes() if ppid == parent and state != "Z"}
+
+
+def kill_group(leader: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGKILL the process group ``leader`` leads, and wait until none of it runs (a
+    killed process holds its sockets until it is dead)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(pgrp == leader and state != "Z" for _, state, _, pgrp in _processes()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process group {leader} still runs {timeout} s after SIGKILL")
+        time.sleep(0.01)
+
+
 class Process:
-    """One subprocess at a time, restartable on the same port."""
+    """One subprocess at a time, restartable on the same port, in a session of its own
+    (a server's worker processes are in its process group)."""
 
     name = "process"
 
@@ -108,6 +143,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -130,10 +166,14 @@ class Process:
                 await asyncio.sleep(0.05)
 
     def kill(self) -> None:
-        """SIGKILL: the process dies at once, in the middle of whatever it was doing."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait()
+        """SIGKILL to the process group: it and its workers die at once, in the middle of
+        whatever they were doing; returns once none of them holds its port."""
+        if self._proc is None:
+            return
+        alive = self._proc.poll() is None
+        kill_group(self._proc.pid)
+        self._proc.wait()
+        if alive:
             self._note("killed with SIGKILL")
 
     def terminate(self) -> None:
@@ -158,6 +198,8 @@ class Process:
         return self.wait_stopped(time.monotonic() + timeout)
 
     def close(self) -> None:
+        if self._proc is not None:
+            kill_group(self._proc.pid)  # nothing it started outlives the test
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -178,7 +220,11 @@ class Process:
 
 
 class LogProcess(Process):
-    """``firmlog-server serve`` over SQLite in its data dir, with short batches."""
+    """``firmlog-server serve`` over SQLite in its data dir, with short batches.
+
+    One worker process unless told otherwise: the tests that use it submit a
+    few entries at once and expect them logged in the order sent, which one
+    sequencer keeps and several workers integrating in turn do not."""
 
     def __init__(
         self,
@@ -188,10 +234,12 @@ class LogProcess(Process):
         port: int | None = None,
         witness_policy: Path | None = None,
         witness_timeout: float = 3.0,
+        workers: int = 1,
     ) -> None:
         super().__init__(data_dir, port)
         self.origin = origin
         self.witness_policy = witness_policy
+        self.workers = workers
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "config.toml"
         if not config.exists():  # the first start keeps it
@@ -204,6 +252,7 @@ class LogProcess(Process):
     def command(self) -> list[str]:
         cmd = [script("firmlog-server"), "serve", "--data-dir", str(self.data_dir)]
         cmd += ["--listen", f"127.0.0.1:{self.port}", "--origin", self.origin, "--log-json"]
+        cmd += ["--workers", str(self.workers)]
         if self.witness_policy is not None:
             cmd += ["--witness-policy", str(self.witness_policy)]
         return cmd

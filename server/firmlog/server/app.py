@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -806,20 +807,26 @@ async def get_static(request: web.Request) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
-    """Ok only if the database answers and could take a write now; 503 naming the problem."""
+    """Ok only if the database answers and could take a write now; 503 naming the problem.
+    ``pid`` is the server process that answered (with ``--workers``, one of several)."""
     svc = _services(request)
     try:
         await svc.storage.check_writable()
     except StorageUnavailable as exc:
         log.warning("health check failed", error=str(exc))
         return web.json_response(
-            {"status": "unavailable", "error": str(exc), "kind": "StorageUnavailable"},
+            {
+                "status": "unavailable",
+                "error": str(exc),
+                "kind": "StorageUnavailable",
+                "pid": os.getpid(),
+            },
             status=503,
             headers={"Retry-After": "5", "Cache-Control": NO_STORE},
         )
     latest = await svc.reader.latest()
     return web.json_response(
-        {"status": "ok", "tree_size": latest.tree_size if latest else 0},
+        {"status": "ok", "tree_size": latest.tree_size if latest else 0, "pid": os.getpid()},
         headers={"Cache-Control": NO_STORE},
     )
 

@@ -5,6 +5,7 @@
     firmlog-server serve [--data-dir DIR] [--listen HOST:PORT] [--database URL] [--origin NAME]
         [--operator-key VKEY ...] [--operator-key-out PATH] [--witness-policy FILE]
         [--publish-dir DIR]
+        [--workers N]
 
 The first start creates the data directory with a fresh log key and prints
 the log's and the operator's verifier keys; the default database is SQLite in
@@ -20,19 +21,35 @@ sequencer checks that the database holds this log), the sockets listen, and
 only then is "listening on" printed. A failure of any step prints one line,
 ``firmlog-server: <problem>; <what to do>``, and exits with status 2.
 SIGINT and SIGTERM stop the server gracefully.
+
+With ``--workers N`` (config.toml ``workers``; default one per core) the
+sockets are bound once and N worker processes serve them, each starting the
+app as above; "listening on" is printed once all of them listen, and a worker
+that refuses to start makes the whole command refuse, in one line
+(firmlog.server.workers). ``--workers 1`` serves in this one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from aiohttp import web
+
 from firmlog.server.app import make_app
-from firmlog.server.config import OPERATOR_KEY_FILE, OPERATOR_KEY_OFFLINE_FILE, load_config
+from firmlog.server.config import (
+    OPERATOR_KEY_FILE,
+    OPERATOR_KEY_OFFLINE_FILE,
+    ServerConfig,
+    load_config,
+)
 from firmlog.server.datadir import OperatorKeys, init_data_dir, load_operator_keys
 from firmlog.server.errors import ConfigError, StartupError
+from firmlog.server.workers import Supervisor, WorkerRefused, WorkersRefused
 from firmlog.service.cli import (
     Banner,
     ListenError,
@@ -91,8 +108,58 @@ def _parser() -> argparse.ArgumentParser:
         "into DIR (tlog-tiles layout) for a static web server or CDN (also publish_dir "
         "in config.toml)",
     )
+    s.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="server processes sharing the listening port and the database (also workers "
+        "in config.toml; default: one per core; 1: serve in this process)",
+    )
     add_logging_options(s)
     return p
+
+
+def _worker_count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1, got {value!r}")
+    return int(value)
+
+
+def _serve(
+    app: web.Application,
+    config: ServerConfig,
+    sockets: list[socket.socket],
+    on_listening: Callable[[], None],
+) -> str | None:
+    """Serve ``app`` until SIGTERM or SIGINT. The problem, in one line, if it does not
+    start (the config, the database or the log's identity); errors once it started
+    propagate."""
+    started = False
+
+    def listening(_banner: str) -> None:
+        """run_app calls this once the app has started and its sockets listen."""
+        nonlocal started
+        started = True
+        on_listening()
+
+    try:
+        serve(
+            app,
+            config.http,
+            name="log server",
+            sock=sockets,
+            on_listening=listening,
+            shutdown_timeout=30,
+        )
+    except StartupError as exc:
+        if started:
+            raise
+        return str(exc)
+    except OSError as exc:
+        if started:
+            raise
+        return f"cannot start: {exc}; check the data dir, config.toml and --database"
+    return None
 
 
 def _move_offline(path: Path) -> str:
@@ -146,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             witness_policy=args.witness_policy,
             publish_dir=args.publish_dir,
             operator_keys=args.operator_key,
+            workers=args.workers,
             default_origin=keys.log.name,
         )
         if config.origin != keys.log.name:
@@ -163,12 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         sockets = bind(config.listen_host, config.listen_port)
     except (ConfigError, ListenError, ValueError, OSError) as exc:
         return refuse(PROGRAM, str(exc))
-    started = False
 
-    def listening(_banner: str) -> None:
-        """run_app calls this once the app has started and its sockets listen."""
-        nonlocal started
-        started = True
+    def listening() -> None:
+        """Once the app has started and its sockets listen (in every worker)."""
         data_dir = str(args.data_dir.resolve())
         if keys.created:
             banner.say(f"created a new log in {data_dir}", "log created", data_dir=data_dir)
@@ -179,29 +244,22 @@ def main(argv: list[str] | None = None) -> int:
         url = url_of(config.listen_host, sockets[0])
         banner.say(f"listening on  {url}", "listening", url=url)
 
+    def worker(ready: Callable[[], None]) -> None:
+        """One worker process: a fresh app, started after the fork."""
+        problem = _serve(make_app(config, keys.log, operators.verifiers), config, sockets, ready)
+        if problem is not None:
+            raise WorkerRefused(problem)
+
     try:
-        serve(
-            app,
-            config.http,
-            name="log server",
-            sock=sockets,
-            on_listening=listening,
-            shutdown_timeout=30,
-        )
-    except StartupError as exc:  # the config, the database or the log's identity
-        if started:
-            raise
+        if config.worker_count == 1:
+            problem = _serve(app, config, sockets, listening)
+            return 0 if problem is None else refuse(PROGRAM, problem)
+        return Supervisor(config.worker_count, worker, on_ready=listening).run()
+    except WorkersRefused as exc:
         return refuse(PROGRAM, str(exc))
-    except OSError as exc:
-        if started:
-            raise
-        return refuse(
-            PROGRAM, f"cannot start: {exc}; check the data dir, config.toml and --database"
-        )
     finally:
         for sock in sockets:
             sock.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ names the setting.
 
     origin = "log.example.com/firmware"   # checkpoint origin = log key name
     listen = "127.0.0.1:8080"
+    workers = 2               # server processes on the listening port (default: one per core)
     database = "sqlite:///firmlog-data/firmlog.db"   # or postgresql://...
     operator_keys = ["log.example.com/firmware/operator+1234abcd+AQ..."]   # with operator.pub
     publish_dir = "/var/www/firmlog"   # write checkpoint and tiles there (tlog-tiles layout)
@@ -53,6 +54,7 @@ OPERATOR_PUB_FILE = "operator.pub"
 OPERATOR_KEY_OFFLINE_FILE = "operator.key.MOVE-ME-OFFLINE"  # written once, never read again
 OPERATOR_KEY_FILE = "operator.key"  # where data dirs before operator.pub kept the signer key
 DB_FILE = "firmlog.db"
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,11 @@ class ServerConfig:
     witness_timeout: float = 10.0  # seconds to wait for the quorum of cosignatures
     operator_keys: tuple[str, ...] = ()  # vkeys that may admit vendors, besides operator.pub
     publish_dir: str = ""  # empty: none; else the tlog-tiles files are written there too
+    workers: int = 0  # worker processes serving the listening sockets; 0: one per core
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     @property
     def operator_verifiers(self) -> tuple[Ed25519Verifier, ...]:
@@ -107,6 +114,10 @@ class ServerConfig:
             check_key_name(self.origin)
         except ValueError as exc:
             raise ConfigError(f"origin {self.origin!r} is not a valid key name: {exc}") from exc
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(
+                f"workers must be 1..{MAX_WORKERS} (or 0: one per core), got {self.workers}"
+            )
         if not 0 <= self.listen_port <= 65535:
             raise ConfigError(f"listen port must be 0..65535, got {self.listen_port}")
         if self.database and not self.database.startswith(
@@ -213,6 +224,7 @@ def load_config(
     witness_policy: str | None = None,
     operator_keys: Sequence[str] = (),
     publish_dir: str | None = None,
+    workers: int | None = None,
     environ: Mapping[str, str] | None = None,
     default_origin: str | None = None,
 ) -> ServerConfig:
@@ -241,6 +253,7 @@ def load_config(
         "witness_timeout",
         "operator_keys",
         "publish_dir",
+        "workers",
     }
     for key in raw:
         if key not in allowed:
@@ -259,6 +272,20 @@ def load_config(
             raise ConfigError(f"listen must be a string HOST:PORT, got {cfg_listen!r}")
         host, port = parse_listen(cfg_listen)
         cfg = replace(cfg, listen_host=host, listen_port=port)
+    cfg_workers: object = workers
+    if cfg_workers is None and "FIRMLOG_WORKERS" in env:
+        try:
+            cfg_workers = int(env["FIRMLOG_WORKERS"])
+        except ValueError:
+            raise ConfigError(
+                f"FIRMLOG_WORKERS must be an integer, got {env['FIRMLOG_WORKERS']!r}"
+            ) from None
+    if cfg_workers is None:
+        cfg_workers = raw.get("workers")
+    if cfg_workers is not None:
+        if isinstance(cfg_workers, bool) or not isinstance(cfg_workers, int):
+            raise ConfigError(f"workers must be an integer, got {cfg_workers!r}")
+        cfg = replace(cfg, workers=cfg_workers)
     cfg_db = database or env.get("FIRMLOG_DATABASE") or raw.get("database")
     if cfg_db is not None:
         if not isinstance(cfg_db, str):

@@ -11,8 +11,10 @@ two records of which log its key signs for and refuses whatever contradicts them
 - The data dir's ``checkpoint`` file: the last checkpoint note this server
   published. It is replaced atomically after each integration commits and
   before anyone is shown the new checkpoint, so it never names a tree the
-  database does not hold. Processes sharing one data dir and one database may
-  make it lag behind the database, never lead it.
+  database does not hold. Processes sharing one data dir and one database
+  (``--workers``, or several servers) may make it lag behind the database,
+  never lead it, and never go back: each replaces it under an exclusive lock
+  of ``.checkpoint.lock`` and only with a larger tree than it names.
 
 Before the key signs a tree that extends the stored tree, the last checkpoint
 published (size m, root r: the data dir's, or this process's if that is
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +89,23 @@ def _read_record(path: Path) -> bytes | None:
             return f.read(MAX_RECORD_SIZE + 1)
     except FileNotFoundError:
         return None
+
+
+def _advance_record(path: Path, note: bytes) -> None:
+    """Replace the record with ``note`` unless it already names a tree at least as
+    large (another process published a newer checkpoint meanwhile). Under an
+    exclusive lock, so that the record never goes back."""
+    size = _parse(note).tree_size
+    with (path.parent / f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        current = _read_record(path)
+        if current is not None and len(current) <= MAX_RECORD_SIZE:
+            try:
+                if _parse(current).tree_size >= size:
+                    return
+            except FirmlogError:
+                pass  # not a checkpoint: replaced (the next signing checks the new one)
+        replace_file(path, note)
 
 
 class TreeSigner:
@@ -216,7 +236,7 @@ class TreeSigner:
         if self._published is None or self._published[0] != note:
             self._published = (note, _parse(note))
         if self._record is not None and self._record_holds != note:
-            await asyncio.to_thread(replace_file, self._record, note)
+            await asyncio.to_thread(_advance_record, self._record, note)
             self._record_holds = note
 
     # -- the check ----------------------------------------------------------------

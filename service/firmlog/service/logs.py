@@ -33,7 +33,8 @@ def configure_logging(level: str = "info", json: bool | None = None) -> bool:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line: worker processes sharing stderr never mix their lines.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # aiohttp's own access log duplicates the services' one line per request.

@@ -10,9 +10,9 @@ stdlib :mod:`sqlite3` module. What it guarantees:
 - Serialization: integrations of one storage queue on an :class:`asyncio.Lock`;
   across connections and processes each runs in a ``BEGIN IMMEDIATE``
   transaction, which holds SQLite's single write lock from its first statement
-  (waiting up to :data:`BUSY_TIMEOUT_S` for it). Two writers sharing the file
-  can never fork the log. A killed writer's lock is released by the operating
-  system and its uncommitted writes are discarded.
+  (waiting up to :data:`BUSY_TIMEOUT_S` for it, trying every millisecond). Two
+  writers sharing the file can never fork the log. A killed writer's lock is
+  released by the operating system and its uncommitted writes are discarded.
 - The event loop never blocks: writes run on one dedicated writer thread with
   its own connection, reads on one reader thread with another. The reader sees
   only committed data and is not blocked by a running integration.
@@ -51,6 +51,9 @@ P = ParamSpec("P")
 
 BUSY_TIMEOUT_S = 60.0
 """How long a connection waits for SQLite's write lock before it fails."""
+
+LOCK_POLL_S = 0.001
+"""How often a writer waiting for another process's write lock tries again."""
 
 HEALTH_TIMEOUT_S = 5.0
 """How long a health check waits for the write lock before it says the log cannot write."""
@@ -193,10 +196,29 @@ def _close(conn: sqlite3.Connection) -> None:
     conn.close()
 
 
-def _begin(conn: sqlite3.Connection) -> None:
+def _begin(conn: sqlite3.Connection, timeout: float | None = None) -> None:
+    """``BEGIN IMMEDIATE``, waiting at most ``timeout`` seconds (BUSY_TIMEOUT_S) for the
+    write lock.
+
+    SQLite's own busy handler sleeps up to 100 ms between attempts, so a writer
+    in another process (``--workers``) would wait long after the lock is free:
+    this tries again every LOCK_POLL_S instead."""
     if conn.in_transaction:  # left behind by a caller cancelled mid-rollback; never committed
         conn.execute("ROLLBACK")
-    conn.execute("BEGIN IMMEDIATE")
+    deadline = time.monotonic() + (BUSY_TIMEOUT_S if timeout is None else timeout)
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(LOCK_POLL_S)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _commit(conn: sqlite3.Connection) -> None:
@@ -210,12 +232,8 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _check_writable(conn: sqlite3.Connection) -> None:
     """Take the write lock and let it go, waiting at most HEALTH_TIMEOUT_S for it."""
-    conn.execute(f"PRAGMA busy_timeout = {int(HEALTH_TIMEOUT_S * 1000)}")
-    try:
-        _begin(conn)
-        conn.execute("ROLLBACK")
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    _begin(conn, HEALTH_TIMEOUT_S)
+    conn.execute("ROLLBACK")
 
 
 class _SQLiteStatements:

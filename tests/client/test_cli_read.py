@@ -477,3 +477,30 @@ def test_mirror_json_and_verify(logged: Logged, tmp_path: Path) -> None:
         1,
         "checkpoint: missing",
     )
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``firmlog ... | head``: when nobody reads stdout any more, the command stops
+    with the status of a SIGPIPE and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    key = tmp_path / "k.key"
+    key.write_text(generate_key("acme.example/release").skey + "\n")
+    firmlog = str(Path(sys.executable).parent / "firmlog")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader: the first write fails
+    try:
+        done = subprocess.run(
+            [firmlog, "inspect", str(key), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr

@@ -1427,6 +1427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     error: Exception
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        return _reader_went_away()
     except UsageError as exc:
         code, message, error = EXIT_USAGE, str(exc), exc
     except UpdateRefused as exc:
@@ -1445,7 +1447,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     _err(message)
-    return _json_failure(args, code, message, type(error).__name__, **extra)
+    try:
+        return _json_failure(args, code, message, type(error).__name__, **extra)
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """What a command does when the reader of its output went away (``| head``): stop
+    quietly, as Unix tools do, with the status of a SIGPIPE (141)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush of stdout cannot fail
+    os.close(devnull)
+    return 128 + 13
 
 
 if __name__ == "__main__":

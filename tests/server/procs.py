@@ -5,10 +5,10 @@ test_crash.py (one server killed with SIGKILL and restarted, on both
 backends). Everything runs on loopback.
 
 - :class:`ServerProcess` runs ``python -m firmlog.server.cli serve --workers N``
-  in a session of its own, with its output appended to a log file, waits for
-  ``/healthz``, kills it (SIGKILL to its whole process group: a crash of the
-  supervisor and of every worker) or stops it (SIGTERM to the supervisor,
-  which stops its workers; SIGKILL to the group after a timeout).
+  on SQLite or PostgreSQL; starting, killing (SIGKILL to its whole process
+  group: a crash of the supervisor and of every worker) and stopping it
+  (SIGTERM to the supervisor, which stops its workers; SIGKILL to the group
+  after a timeout) is :class:`support.processes.Process`'s.
 - :func:`running_servers` stops every server it handed out, even when the
   test fails, and then prints the tail of each server's log (pytest shows it
   for failed tests only).
@@ -20,25 +20,17 @@ backends). Everything runs on loopback.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 from support.entries import admission
-from support.processes import children_of, kill_group
+from support.processes import Process, stop_all
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint
@@ -47,15 +39,6 @@ from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, ver
 
 ORIGIN = "robust.firmlog.example/log"
 PUSHBACK = ("PoolFull", "ShuttingDown")  # kinds of 503 a healthy log may answer
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(data_dir: Path, *, batch_interval: float, batch_size: int) -> None:
@@ -94,8 +77,10 @@ def make_entry(operator: Ed25519Signer, tag: str, i: int) -> bytes:
     return admission(operator, f"{tag}-{i}.example")
 
 
-class ServerProcess:
-    """One ``firmlog-server serve`` process at a time, restartable on the same port."""
+class ServerProcess(Process):
+    """``python -m firmlog.server.cli serve`` with ``--workers N`` and :data:`ORIGIN`, on
+    SQLite in its data dir or on the PostgreSQL ``database``; its output appended to
+    ``log_path``."""
 
     def __init__(
         self,
@@ -106,156 +91,17 @@ class ServerProcess:
         *,
         workers: int = 1,
     ) -> None:
-        self.name = name
-        self.data_dir = data_dir
+        super().__init__(data_dir, name=name, log_path=log_path)
         self.database = database
         self.workers = workers
-        self.log_path = log_path
-        self.port = free_port()
-        self.starts = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "firmlog.server.cli", "serve"]
         cmd += ["--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"]
         cmd += ["--origin", ORIGIN, "--log-json", "--workers", str(self.workers)]
         if self.database is not None:
             cmd += ["--database", self.database]
         return cmd
-
-    async def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Start the process and wait until ``/healthz`` answers 200."""
-        if self._proc is not None and self._proc.poll() is None:
-            raise RuntimeError(f"{self.name} is already running (pid {self._proc.pid})")
-        self.starts += 1
-        if self._log is None:
-            self._log = self.log_path.open("ab")
-        self._log.write(f"=== {self.name}: start #{self.starts} on {self.base} ===\n".encode())
-        self._log.flush()
-        # The servers get only the flags above: no FIRMLOG_* settings from the environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIRMLOG_")}
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its workers share its process group
-        )
-        deadline = time.monotonic() + timeout
-        timeouts = aiohttp.ClientTimeout(total=2)
-        async with aiohttp.ClientSession(timeout=timeouts) as session:
-            while True:
-                code = self._proc.poll()
-                if code is not None:
-                    raise RuntimeError(
-                        f"{self.name} exited with status {code} during start #{self.starts}:\n"
-                        f"{self.tail()}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"{self.base}/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError(
-                        f"{self.name} did not answer /healthz within {timeout} s "
-                        f"(start #{self.starts}):\n{self.tail()}"
-                    )
-                await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL to the process group: the supervisor and its workers die at once, in
-        the middle of whatever they were doing; returns once none of them holds the port."""
-        if self._proc is None:
-            return
-        alive = self._proc.poll() is None
-        kill_group(self._proc.pid)
-        self._proc.wait()
-        if alive:
-            self._note(f"killed with SIGKILL (status {self._proc.returncode})")
-
-    def children(self) -> set[int]:
-        """The pids of the supervisor's live child processes (its workers)."""
-        return children_of(self._proc.pid) if self._proc is not None else set()
-
-    def terminate(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-
-    def wait_stopped(self, deadline: float) -> int | None:
-        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it; its exit
-        status (None: it was killed)."""
-        if self._proc is None:
-            return None
-        try:
-            code = self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-        self._note(f"stopped (status {code})")
-        return code
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM, then SIGKILL if the process has not exited after ``timeout`` seconds."""
-        self.terminate()
-        self.wait_stopped(time.monotonic() + timeout)
-
-    def close(self) -> None:
-        if self._proc is not None:
-            kill_group(self._proc.pid)  # nothing it started outlives the test
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _note(self, message: str) -> None:
-        if self._log is not None and not self._log.closed:
-            self._log.write(f"=== {self.name}: {message} ===\n".encode())
-            self._log.flush()
-
-    def _lines(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return [f"({self.log_path} does not exist)"]
-        return [_compact(line) for line in text.splitlines()]
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self._lines()[-lines:])
-
-    def errors(self, kinds: int = 5) -> str:
-        """Log lines at level error or above: the last ``kinds`` distinct ones, with counts."""
-        counts: dict[str, int] = {}
-        for line in self._lines():
-            if '"level": "error"' in line or '"level": "critical"' in line:
-                key = _TIMESTAMP.sub("", line)
-                counts[key] = counts.get(key, 0) + 1
-        return "\n".join(f"{n} x {line}" for line, n in list(counts.items())[-kinds:])
-
-
-_TIMESTAMP = re.compile(r', "timestamp": "[^"]*"')
-
-
-def _compact(line: str, limit: int = 500) -> str:
-    """A server log line for a test report: a JSON line's traceback cut to its last line."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return line[:limit]
-    if not isinstance(record, dict):
-        return line[:limit]
-    if isinstance(record.get("exception"), str):
-        record["exception"] = record["exception"].strip().splitlines()[-1]
-    return json.dumps(record)[:limit]
 
 
 def assert_no_errors(servers: Iterable[ServerProcess]) -> None:
@@ -268,25 +114,13 @@ def assert_no_errors(servers: Iterable[ServerProcess]) -> None:
 
 @contextlib.contextmanager
 def running_servers() -> Iterator[list[ServerProcess]]:
-    """A list to put servers in; on exit every one is stopped and its log tail printed.
-
-    All get SIGTERM at once and share one :data:`STOP_TIMEOUT_S`, after which
-    the stragglers get SIGKILL.
-    """
+    """A list to put servers in; on exit every one is stopped and its log tail printed
+    (:func:`support.processes.stop_all`)."""
     servers: list[ServerProcess] = []
     try:
         yield servers
     finally:
-        for s in servers:
-            s.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for s in servers:
-            s.wait_stopped(deadline)
-            s.close()
-        for s in servers:
-            print(f"\n--- last lines of {s.name}'s log ({s.log_path}) ---\n{s.tail()}")
-            if errors := s.errors():
-                print(f"--- errors in {s.name}'s log ---\n{errors}")
+        stop_all(servers)
 
 
 # -- checks -----------------------------------------------------------------------

@@ -35,8 +35,8 @@ class Server(ServerProcess):
         super().__init__("server", data_dir, log_path)
         self.extra = list(extra)
 
-    def _command(self) -> list[str]:
-        return [*super()._command(), *self.extra]
+    def command(self) -> list[str]:
+        return [*super().command(), *self.extra]
 
 
 async def submit(base: str, note: bytes) -> int:

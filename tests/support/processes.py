@@ -9,8 +9,11 @@ failed tests only).
 - :class:`LogProcess`: a log server; ``start`` waits for ``/healthz``.
 - :class:`MonitorProcess`: a monitor; ``start`` waits for ``/healthz`` and
   reads the witness key it prints.
-- :func:`running`: a list to put processes in; on exit every one is stopped
-  (SIGTERM, then SIGKILL), whatever happened.
+- :class:`Process`: what they share, and tests/server/procs.py's
+  ``ServerProcess`` too: start and wait for ``/healthz``, kill the process
+  group, stop (SIGTERM, then SIGKILL), the log's tail and errors.
+- :func:`running`, :func:`stop_all`: a list to put processes in; on exit
+  every one is stopped (SIGTERM, then SIGKILL), whatever happened.
 - :func:`until`: poll an async condition until a deadline.
 - :func:`kill_group`, :func:`children_of`: a server's process group and workers.
 """
@@ -22,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,14 +109,24 @@ def kill_group(leader: int, timeout: float = STOP_TIMEOUT_S) -> None:
 
 class Process:
     """One subprocess at a time, restartable on the same port, in a session of its own
-    (a server's worker processes are in its process group)."""
+    (a server's worker processes are in its process group), with its output appended to
+    ``log_path`` (by default ``<data dir>.out`` beside the data dir).
 
-    name = "process"
+    Subclasses give the :meth:`command`; every message about the process, in its log and
+    in exceptions, is headed by ``name`` (by default the data dir's name)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        name: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.name = name or data_dir.name
         self.port = port or free_port()
-        self.log_path = data_dir.parent / f"{data_dir.name}.out"
+        self.log_path = log_path or data_dir.parent / f"{data_dir.name}.out"
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -120,6 +134,10 @@ class Process:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -130,12 +148,13 @@ class Process:
 
     async def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start the process and wait until ``/healthz`` answers 200."""
-        if self.running:
-            raise RuntimeError(f"{self.data_dir.name} is already running")
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError(f"{self.name} is already running (pid {self._proc.pid})")
         self.starts += 1
         if self._log is None:
             self._log = self.log_path.open("ab")
         self._note(f"start #{self.starts} on {self.base}")
+        # The process gets only its flags: no FIRMLOG_* settings from the environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIRMLOG_")}
         self._proc = subprocess.Popen(
             self.command(),
@@ -143,7 +162,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,
+            start_new_session=True,  # its workers share its process group
         )
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -151,7 +170,8 @@ class Process:
                 code = self._proc.poll()
                 if code is not None:
                     raise RuntimeError(
-                        f"{self.data_dir.name} exited with status {code}:\n{self.tail()}"
+                        f"{self.name} exited with status {code} during start #{self.starts}:\n"
+                        f"{self.tail()}"
                     )
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with session.get(f"{self.base}/healthz") as resp:
@@ -160,8 +180,8 @@ class Process:
                 if time.monotonic() > deadline:
                     self.kill()
                     raise RuntimeError(
-                        f"{self.data_dir.name} did not answer /healthz in {timeout} s:\n"
-                        f"{self.tail()}"
+                        f"{self.name} did not answer /healthz within {timeout} s "
+                        f"(start #{self.starts}):\n{self.tail()}"
                     )
                 await asyncio.sleep(0.05)
 
@@ -174,14 +194,19 @@ class Process:
         kill_group(self._proc.pid)
         self._proc.wait()
         if alive:
-            self._note("killed with SIGKILL")
+            self._note(f"killed with SIGKILL (status {self._proc.returncode})")
+
+    def children(self) -> set[int]:
+        """The pids of the process's live children (a server's workers)."""
+        return children_of(self._proc.pid) if self._proc is not None else set()
 
     def terminate(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
 
     def wait_stopped(self, deadline: float) -> int | None:
-        """Wait until ``deadline`` (monotonic), then SIGKILL; the exit status."""
+        """Wait for the process until ``deadline`` (monotonic), then SIGKILL it; its exit
+        status (None: it was killed)."""
         if self._proc is None:
             return None
         try:
@@ -206,17 +231,48 @@ class Process:
 
     def _note(self, message: str) -> None:
         if self._log is not None and not self._log.closed:
-            self._log.write(f"=== {self.data_dir.name}: {message} ===\n".encode())
+            self._log.write(f"=== {self.name}: {message} ===\n".encode())
             self._log.flush()
 
     def output(self) -> str:
+        """Everything the process wrote, over all its starts ("": nothing yet)."""
         try:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(line[:400] for line in self.output().splitlines()[-lines:])
+    def _lines(self) -> list[str]:
+        if not self.log_path.exists():
+            return [f"({self.log_path} does not exist)"]
+        return [_compact(line) for line in self.output().splitlines()]
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self._lines()[-lines:])
+
+    def errors(self, kinds: int = 5) -> str:
+        """Log lines at level error or above: the last ``kinds`` distinct ones, with counts."""
+        counts: dict[str, int] = {}
+        for line in self._lines():
+            if '"level": "error"' in line or '"level": "critical"' in line:
+                key = _TIMESTAMP.sub("", line)
+                counts[key] = counts.get(key, 0) + 1
+        return "\n".join(f"{n} x {line}" for line, n in list(counts.items())[-kinds:])
+
+
+_TIMESTAMP = re.compile(r', "timestamp": "[^"]*"')
+
+
+def _compact(line: str, limit: int = 500) -> str:
+    """A log line for a test report: a JSON line's traceback cut to its last line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line[:limit]
+    if not isinstance(record, dict):
+        return line[:limit]
+    if isinstance(record.get("exception"), str):
+        record["exception"] = record["exception"].strip().splitlines()[-1]
+    return json.dumps(record)[:limit]
 
 
 class LogProcess(Process):
@@ -362,21 +418,32 @@ class MonitorProcess(Process):
             return await resp.read()
 
 
+def stop_all(procs: Sequence[Process]) -> None:
+    """Stop every process and print its output's tail and errors (pytest shows them for
+    failed tests only).
+
+    All get SIGTERM at once and share one :data:`STOP_TIMEOUT_S`, after which the
+    stragglers get SIGKILL."""
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for p in procs:
+        p.wait_stopped(deadline)
+        p.close()
+    for p in procs:
+        print(f"\n--- last lines of {p.name}'s log ({p.log_path}) ---\n{p.tail()}")
+        if errors := p.errors():
+            print(f"--- errors in {p.name}'s log ---\n{errors}")
+
+
 @contextlib.contextmanager
 def running() -> Iterator[list[Process]]:
-    """A list to put processes in; on exit every one is stopped and its output's tail printed."""
+    """A list to put processes in; on exit every one is stopped (:func:`stop_all`)."""
     procs: list[Process] = []
     try:
         yield procs
     finally:
-        for p in procs:
-            p.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for p in procs:
-            p.wait_stopped(deadline)
-            p.close()
-        for p in procs:
-            print(f"\n--- last lines of {p.log_path.name} ---\n{p.tail()}")
+        stop_all(procs)
 
 
 def firmlog_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:

@@ -168,3 +168,14 @@ async def test_run_on_a_terminal_says_what_it_listens_on_in_plain_lines(
         ], lines
     finally:
         assert await stop(proc) == 0
+
+
+def test_max_backoff_must_be_positive(tmp_path: Path) -> None:
+    """--max-backoff bounds the wait between polls of a failing log; zero is refused."""
+    from firmlog.client.keys import generate_key
+    from firmlog.monitor.cli import main
+
+    vkey = generate_key("log.example/log").verifier.vkey
+    argv = ["run", "--data-dir", str(tmp_path / "m"), "--log-url", "http://127.0.0.1:9"]
+    argv += ["--log-key", vkey, "--max-backoff", "0"]
+    assert main(argv) == 2

@@ -367,6 +367,7 @@ class MonitorProcess(Process):
         cmd += ["--log-url", self.log_url, "--log-key", self.log_key.vkey]
         cmd += ["--listen", f"127.0.0.1:{self.port}", "--name", self.witness_name]
         cmd += ["--poll-interval", str(self.poll_interval), "--log-json"]
+        cmd += ["--max-backoff", "1"]  # a failed poll never delays a test for long
         for key in self.operator_keys:
             cmd += ["--operator-key", key.vkey]
         for peer in self.peers:

@@ -67,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between polls of the log (default %(default)s)",
     )
     r.add_argument(
+        "--max-backoff",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="the longest wait between polls of a log that fails, doubling from the poll "
+        "interval (default %(default)s)",
+    )
+    r.add_argument(
         "--gossip-interval",
         type=float,
         default=30.0,
@@ -114,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             listen_port=port,
             peers=tuple(args.peer),
             poll_interval=args.poll_interval,
+            max_backoff=args.max_backoff,
             gossip_interval=args.gossip_interval,
             watch_vendors=tuple(zip(args.watch_vendor, args.announced, strict=True)),
             alert_command=args.alert_command,

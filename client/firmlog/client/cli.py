@@ -1426,7 +1426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra: dict[str, Any] = {}
     error: Exception
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a reader that went away is caught
+        return code
     except BrokenPipeError:
         return _reader_went_away()
     except UsageError as exc:
@@ -1448,7 +1450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     _err(message)
     try:
-        return _json_failure(args, code, message, type(error).__name__, **extra)
+        code = _json_failure(args, code, message, type(error).__name__, **extra)
+        sys.stdout.flush()
+        return code
     except BrokenPipeError:
         return _reader_went_away()
 

@@ -1174,27 +1174,29 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=30.0, metavar="S", help="seconds per request"
         )
 
-    def log_url(sp: argparse.ArgumentParser, help_text: str, required: bool = True) -> None:
-        env = _env(ENV_LOG)
+    def from_env(
+        sp: argparse.ArgumentParser,
+        flag: str,
+        metavar: str,
+        name: str,
+        help_text: str,
+        required: bool,
+    ) -> None:
+        """An option whose default is the environment variable ``name``."""
+        env = _env(name)
         sp.add_argument(
-            "--log",
-            metavar="URL",
+            flag,
+            metavar=metavar,
             default=env,
             required=required and env is None,
-            help=f"{help_text} (default: ${ENV_LOG}"
-            + (", required when unset)" if required else ")"),
+            help=f"{help_text} (default: ${name}" + (", required when unset)" if required else ")"),
         )
 
+    def log_url(sp: argparse.ArgumentParser, help_text: str, required: bool = True) -> None:
+        from_env(sp, "--log", "URL", ENV_LOG, help_text, required)
+
     def log_key(sp: argparse.ArgumentParser, help_text: str, required: bool = True) -> None:
-        env = _env(ENV_LOG_KEY)
-        sp.add_argument(
-            "--log-key",
-            metavar="VKEY",
-            default=env,
-            required=required and env is None,
-            help=f"{help_text} (default: ${ENV_LOG_KEY}"
-            + (", required when unset)" if required else ")"),
-        )
+        from_env(sp, "--log-key", "VKEY", ENV_LOG_KEY, help_text, required)
 
     def signing_keys(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(

@@ -345,18 +345,21 @@ async def get_tile(request: web.Request) -> web.Response:
 # -- JSON API ---------------------------------------------------------------
 
 
+async def _entry_index(storage: Storage, ref: str) -> int:
+    """The log index ``ref`` names: a decimal index, or an entry's id or leaf hash."""
+    if _HEX64.fullmatch(ref):
+        return await _find_entry(storage, ref)
+    if _DECIMAL.fullmatch(ref) and int(ref) <= MAX_UINT63:
+        return int(ref)
+    raise BadRequest(
+        "expected a decimal entry index, or an entry's id or leaf hash (64 lowercase hex "
+        f"digits), got {_shown(ref)}"
+    )
+
+
 async def get_bundle(request: web.Request) -> web.Response:
     svc = _services(request)
-    ref = request.match_info["ref"]
-    if _HEX64.fullmatch(ref):
-        index = await _find_entry(svc.storage, ref)
-    elif _DECIMAL.fullmatch(ref) and int(ref) <= MAX_UINT63:
-        index = int(ref)
-    else:
-        raise BadRequest(
-            "expected a decimal entry index, or an entry's id or leaf hash (64 lowercase hex "
-            f"digits), got {_shown(ref)}"
-        )
+    index = await _entry_index(svc.storage, request.match_info["ref"])
     pinned = "tree_size" in request.query
     if pinned:
         size = _int_param(request, "tree_size")
@@ -728,16 +731,7 @@ async def get_search_page(request: web.Request, site: page.Site) -> web.Response
 async def _published_entry(request: web.Request) -> page.LoggedEntry:
     """The entry ``{ref}`` names (index, id or leaf hash), if a published checkpoint has it."""
     svc = _services(request)
-    ref = request.match_info["ref"]
-    if _HEX64.fullmatch(ref):
-        index = await _find_entry(svc.storage, ref)
-    elif _DECIMAL.fullmatch(ref) and int(ref) <= MAX_UINT63:
-        index = int(ref)
-    else:
-        raise BadRequest(
-            "expected a decimal entry index, or an entry's id or leaf hash (64 lowercase hex "
-            f"digits), got {_shown(ref)}"
-        )
+    index = await _entry_index(svc.storage, request.match_info["ref"])
     latest = await svc.reader.latest()
     size = latest.tree_size if latest else 0
     logged = await page.read_entry(svc.storage, index) if index < size else None

@@ -11,6 +11,9 @@ talk to two different workers keeps one keep-alive connection to each.
 - what one worker commits binds the other at once: an admission through
   one worker lets another accept the vendor's release, and a key rotation
   through one makes another refuse the old keys it has cached;
+- a client reads its writes through any worker: once given a bundle under
+  tree size N, it is never shown a smaller checkpoint, nor a bundle or proof
+  against a smaller tree, by another worker;
 - SIGTERM stops every worker gracefully and the supervisor exits 0;
 - a worker killed with SIGKILL is replaced, and no acknowledged entry is lost;
 - a start that fails in the workers is refused in one line, with status 2.
@@ -42,12 +45,14 @@ from procs import (
     is_pushback,
     load_keys,
     make_entry,
+    open_cp,
     running_servers,
     write_config,
 )
 from support.entries import admission, release
 from support.logcheck import VerifiedLog, fetch, verify_whole_log
 
+from firmlog.client.bundle import ProofBundle
 from firmlog.client.entries import KeySet, sign_entry
 from firmlog.client.keys import Ed25519Signer
 
@@ -249,6 +254,43 @@ async def test_what_one_worker_commits_binds_the_other(
                 b, server.base, sign_entry(release("2.0", vendor), [new_key])
             )
             assert status == 200, f"b refused the rotated key: {status} {text}"
+        assert_no_errors(servers)
+
+
+async def test_a_client_reads_its_writes_through_another_worker(
+    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]]
+) -> None:
+    # Each worker re-reads the latest checkpoint from storage only every 0.25 s on
+    # its own; without the tree size the workers share, the other worker answers
+    # with the tree before the submission most of the time.
+    rounds = 24
+    database = await new_database()
+    data_dir = tmp_path / "firmlog-data"
+    write_config(data_dir, batch_interval=0.01, batch_size=16)
+    with running_servers() as servers:
+        server = ServerProcess("server", data_dir, tmp_path / "server.log", database, workers=2)
+        servers.append(server)
+        await server.start()
+        keys = load_keys(data_dir)
+        async with pinned_sessions(server.base, 2) as pinned:
+            for i in range(rounds):
+                writer, reader = pinned[i % 2], pinned[(i + 1) % 2]
+                entry = make_entry(keys.operator, "ryw", i)
+                async with writer.post(f"{server.base}/v1/entries", data=entry) as resp:
+                    body = await resp.read()
+                    assert resp.status == 200, body
+                bundle = check_bundle(body, entry, keys.log)
+                size = open_cp(bundle.checkpoint, keys.log).tree_size
+                shown = open_cp(await fetch(reader, server.base, "/checkpoint"), keys.log)
+                assert shown.tree_size >= size, (
+                    f"round {i}: one worker answered a submission under tree size {size}, "
+                    f"then the other served the checkpoint of size {shown.tree_size}"
+                )
+                path = f"/v1/bundle/{bundle.index}"
+                again = ProofBundle.parse(await fetch(reader, server.base, path))
+                assert open_cp(again.checkpoint, keys.log).tree_size >= size
+                path = f"/v1/proof/inclusion?index={bundle.index}&tree_size={size}"
+                assert json.loads(await fetch(reader, server.base, path))["tree_size"] == size
         assert_no_errors(servers)
 
 

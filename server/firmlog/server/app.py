@@ -53,7 +53,7 @@ from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.publish import StaticPublisher
-from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
+from firmlog.server.reader import HostTreeSize, LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 from firmlog.server.witnessing import WitnessCollector, load_witness_policy
@@ -98,6 +98,7 @@ KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
 LOG_INFO: web.AppKey[dict[str, object]] = web.AppKey("log_info")  # GET /v1/log, read at start
 PUBLISHER = web.AppKey("publisher", StaticPublisher)  # only with publish_dir
+HOST = web.AppKey("host", HostTreeSize)  # only in a worker of serve --workers N
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log
@@ -854,6 +855,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         storage,
         cache_tiles=config.limits.tile_cache_tiles,
         accept=witnesses.cosigned if witnesses is not None else None,
+        host=app.get(HOST),
     )
     operators = list(keys.operators)
     vendor_keys = VendorKeyCache()
@@ -929,12 +931,17 @@ async def _log_info_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_app(
-    config: ServerConfig, log_key: Ed25519Signer, operator_keys: Sequence[Ed25519Verifier]
+    config: ServerConfig,
+    log_key: Ed25519Signer,
+    operator_keys: Sequence[Ed25519Verifier],
+    *,
+    host: HostTreeSize | None = None,
 ) -> web.Application:
     """The log server application. Does no I/O until it is started.
 
     ``operator_keys`` are the operator's verifier keys: the server never needs
-    the operator's signer key."""
+    the operator's signer key. ``host``: in a worker of ``serve --workers N``,
+    what the workers of this host share (firmlog.server.reader)."""
     if not operator_keys:
         raise ValueError("no operator key: a log needs at least one to admit vendors")
     if log_key.name != config.origin:
@@ -949,6 +956,8 @@ def make_app(
     app[CONFIG] = config
     app[KEYS] = LogKeys(log=log_key, operators=tuple(operator_keys))
     app[METRICS] = metrics = ServerMetrics()
+    if host is not None:
+        app[HOST] = host
     app.cleanup_ctx.append(_services_ctx)
     app.cleanup_ctx.append(_log_info_ctx)
     r = app.router

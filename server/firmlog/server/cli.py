@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker(ready: Callable[[], None]) -> None:
         """One worker process: a fresh app, started after the fork."""
-        problem = _serve(make_app(config, keys.log, operators.verifiers), config, sockets, ready)
+        worker_app = make_app(config, keys.log, operators.verifiers, host=supervisor.board)
+        problem = _serve(worker_app, config, sockets, ready)
         if problem is not None:
             raise WorkerRefused(problem)
 
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.worker_count == 1:
             problem = _serve(app, config, sockets, listening)
             return 0 if problem is None else refuse(PROGRAM, problem)
-        return Supervisor(config.worker_count, worker, on_ready=listening).run()
+        supervisor = Supervisor(config.worker_count, worker, on_ready=listening)
+        return supervisor.run()
     except WorkersRefused as exc:
         return refuse(PROGRAM, str(exc))
     finally:

@@ -17,6 +17,15 @@ every ``refresh_interval`` seconds, and at once when a request names a tree
 size beyond it. With witnesses that is the latest checkpoint recorded as
 cosigned (never the integrated tree before its quorum), served only if it
 passes ``accept``.
+
+The workers of one host (``serve --workers N``) read their own writes through
+a :class:`HostTreeSize`: every checkpoint a worker publishes or serves raises
+it (after its commit), and every :meth:`LogReader.latest` compares it with the
+worker's own, re-reading storage at once when another worker of the host has
+shown a larger tree. So a client that was shown tree size N, in a bundle or a
+checkpoint, is never shown a smaller one by another worker of the same server.
+Servers on other hosts sharing a PostgreSQL database catch up within
+``refresh_interval``.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
@@ -85,6 +94,20 @@ def checkpoint_of(note: bytes) -> LatestCheckpoint:
     return LatestCheckpoint(note=note, tree_size=cp.tree_size, root_hash=cp.root_hash)
 
 
+class HostTreeSize(Protocol):
+    """The largest tree size the log's processes on this host published or served
+    (:class:`firmlog.server.workers.TreeSizeBoard`)."""
+
+    def largest(self) -> int:
+        """The largest tree size any of them was shown so far (0: none)."""
+        ...
+
+    def raise_to(self, tree_size: int) -> None:
+        """Record that this process shows ``tree_size`` (committed, and cosigned if
+        witnessed), before any client sees it."""
+        ...
+
+
 class LogReader:
     def __init__(
         self,
@@ -94,11 +117,14 @@ class LogReader:
         refresh_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         accept: Callable[[bytes], bool] | None = None,
+        host: HostTreeSize | None = None,
     ) -> None:
         """``accept``: with witnesses, whether a checkpoint may be served (only one
-        cosigned by the quorum); the latest is then read from the cosigned record."""
+        cosigned by the quorum); the latest is then read from the cosigned record.
+        ``host``: shared with the other workers of this host (module docstring)."""
         self._storage = storage
         self._accept = accept
+        self._host = host
         self._expanded = TileCache(cache_tiles)
         self._full_raw: _LRU[tuple[int, int], bytes] = _LRU(cache_tiles)
         self._partial_raw: _LRU[tuple[int, int, int], bytes] = _LRU(1024)
@@ -113,18 +139,25 @@ class LogReader:
     # -- the latest checkpoint ------------------------------------------------
 
     async def latest(self, at_least: int = 0) -> LatestCheckpoint | None:
-        """The newest checkpoint known; re-read when stale or smaller than ``at_least``."""
+        """The newest checkpoint known; re-read when stale, smaller than ``at_least``,
+        or smaller than another worker of this host has shown (``host``)."""
         latest = self._latest
+        # Read before storage is: whatever another worker had shown by now is committed.
+        shown = self._host.largest() if self._host is not None else 0
         fresh = self._clock() - self._checked_at < self._refresh_interval
-        if latest is not None and fresh and latest.tree_size >= at_least:
+        if latest is not None and fresh and latest.tree_size >= max(at_least, shown):
             return latest
         async with self._refresh_lock:
-            if self._latest is latest:  # nobody refreshed while we waited
+            current = self._latest
+            # Re-read unless somebody did while we waited; and then too if that read
+            # may have started before the tree another worker showed was committed.
+            if current is latest or current is None or current.tree_size < shown:
+                started = self._clock()
                 if self._accept is None:
                     note = await self._storage.latest_checkpoint()
                 else:
                     note = await self._storage.latest_cosigned()
-                self._checked_at = self._clock()
+                self._checked_at = started
                 if note is not None and self.servable(note):
                     self._offer(checkpoint_of(note))
         return self._latest
@@ -139,6 +172,8 @@ class LogReader:
 
     def _offer(self, cp: LatestCheckpoint) -> None:
         if self._latest is None or cp.tree_size > self._latest.tree_size:
+            if self._host is not None:
+                self._host.raise_to(cp.tree_size)  # before anyone is shown it
             self._latest = cp
             self._latest_since = time.time()
 

@@ -21,6 +21,13 @@ submission, and the integration decides against the key sets committed
 (:mod:`firmlog.server.witnessing`); the data dir's checkpoint record only
 moves forward (:mod:`firmlog.server.signing`).
 
+One thing is shared in memory: :class:`TreeSizeBoard`, mapped by the parent
+before it forks, where each worker writes the largest tree size it has shown
+(a checkpoint it published, or read from storage and served) and every worker
+reads the largest of all. A worker whose own latest checkpoint is smaller
+re-reads it from storage before it answers (:mod:`firmlog.server.reader`): a
+client shown tree size N by one worker is never shown less by another.
+
 The parent (:class:`Supervisor`) only supervises, in one thread with no event
 loop:
 
@@ -44,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import mmap
 import os
 import selectors
 import signal
@@ -56,7 +64,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-__all__ = ["Supervisor", "WorkerRefused", "WorkersRefused", "default_workers"]
+__all__ = ["Supervisor", "TreeSizeBoard", "WorkerRefused", "WorkersRefused", "default_workers"]
 
 log = structlog.get_logger("firmlog.workers")
 
@@ -78,6 +86,41 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def default_workers() -> int:
     """One worker per core."""
     return os.cpu_count() or 1
+
+
+class TreeSizeBoard:
+    """The largest tree size each worker slot has shown, in memory shared by the
+    parent and every worker it forks (:class:`firmlog.server.reader.HostTreeSize`).
+
+    One aligned 64-bit word per slot, each written only by the worker running in
+    that slot (:meth:`claim`), and only ever raised: no lock is needed, and no
+    worker that dies holding one can block the others. A worker restarted in a
+    slot takes it over as it was (tree sizes never go back). Readers take the
+    largest word; an aligned 64-bit store or load is one instruction on the
+    platforms this runs on, so it is never read half-written.
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"a tree size board needs at least one slot, got {slots}")
+        # An anonymous shared mapping: the same memory in every process forked later.
+        self._memory = mmap.mmap(-1, 8 * slots, flags=mmap.MAP_SHARED)
+        self._words = (ctypes.c_int64 * slots).from_buffer(self._memory)
+        self._slot: int | None = None
+
+    def claim(self, slot: int) -> None:
+        """In a worker: this process writes ``slot`` from now on."""
+        if not 0 <= slot < len(self._words):
+            raise ValueError(f"slot {slot} is not on a board of {len(self._words)}")
+        self._slot = slot
+
+    def largest(self) -> int:
+        return int(max(self._words))
+
+    def raise_to(self, tree_size: int) -> None:
+        if self._slot is None:
+            raise RuntimeError("only a worker that claimed a slot writes the board")
+        self._words[self._slot] = max(self._words[self._slot], tree_size)
 
 
 class WorkerRefused(Exception):
@@ -142,7 +185,8 @@ class Supervisor:
 
     ``on_ready`` runs in the parent, once, when every worker listens. Create
     and :meth:`run` it in the main thread of a process with no event loop and
-    no other thread running.
+    no other thread running. ``board`` is shared by the workers; in each, it is
+    claimed for the worker's slot before ``main`` runs.
     """
 
     def __init__(
@@ -164,6 +208,7 @@ class Supervisor:
         self._restart_min = restart_min
         self._restart_max = restart_max
         self._workers: dict[int, _Worker] = {}  # by pid
+        self.board = TreeSizeBoard(count)
         self._restarts: dict[int, float] = {}  # slot -> when (monotonic)
         self._backoff: dict[int, float] = {}  # slot -> the next wait
         self._selector = selectors.DefaultSelector()
@@ -392,6 +437,7 @@ class Supervisor:
 
     def _work(self, slot: int, status: int) -> int:
         structlog.contextvars.bind_contextvars(worker=slot)
+        self.board.claim(slot)
 
         def ready() -> None:
             _write_all(status, _READY + b"\n")

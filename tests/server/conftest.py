@@ -1,15 +1,22 @@
 """Fixtures of the server tests: a running log on each backend (database_url, from
 tests/conftest.py), an HTTP session, a ledger client, and the database of a
-server process (new_database)."""
+server process (new_database).
+
+``log`` is the app in the test's process, for tests that look inside it (its
+services, its clock, its storage wrapped with faults). ``http_log`` is for the
+tests of the HTTP contract alone: each runs twice on each backend, against the
+app in the test's process and against a real ``serve --workers 2`` process
+whose two workers share the port (support.harness)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from support.harness import LogUnderTest
+from support.harness import BlackBoxLog, LogProcessUnderTest, LogUnderTest
 from support.ledger import Client
 
 
@@ -24,10 +31,44 @@ async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
         await server.stop()
 
 
+SERVED_BY = ["in-process", "2-workers"]
+
+
+def make_log(served_by: str, database_url: str, data_dir: Path, **options: Any) -> BlackBoxLog:
+    """A log served in this process or by a ``serve --workers 2`` process; not started."""
+    if served_by == "in-process":
+        return LogUnderTest(database_url, data_dir, **options)
+    assert served_by == "2-workers", served_by
+    return LogProcessUnderTest(database_url, data_dir, workers=2, **options)
+
+
+@pytest.fixture(params=SERVED_BY)
+def served_by(request: pytest.FixtureRequest) -> str:
+    """How a black-box test's log is served: in this process, or by two workers."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def http_log(served_by: str, database_url: str, tmp_path: Path) -> AsyncIterator[BlackBoxLog]:
+    """A log on ``database_url`` served as ``served_by`` says, stopped after the test."""
+    server = make_log(served_by, database_url, tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
 @pytest.fixture
 def client(log: LogUnderTest, session: ClientSession) -> Client:
     """The ledger over HTTP, on ``log``."""
     return Client(log, session)
+
+
+@pytest.fixture
+def http_client(http_log: BlackBoxLog, session: ClientSession) -> Client:
+    """The ledger over HTTP, on ``http_log``."""
+    return Client(http_log, session)
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from aiohttp import ClientSession
 from support.faults import WatchedStorage
-from support.harness import LogUnderTest, until
+from support.harness import BlackBoxLog, LogUnderTest, until
 from support.logcheck import verify_whole_log
 
 from firmlog.client.bundle import ProofBundle
@@ -27,102 +26,106 @@ from firmlog.server.storage import open_storage
 
 
 async def test_a_new_log_publishes_the_empty_tree(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    checked = await verify_whole_log(log.base, log.verifier)
+    checked = await verify_whole_log(http_log.base, http_log.verifier)
     assert checked.checkpoint.tree_size == 0
     assert checked.checkpoint.root_hash == EMPTY_ROOT
-    async with session.get(f"{log.base}/healthz") as resp:
+    async with session.get(f"{http_log.base}/healthz") as resp:
         assert resp.status == 200
         assert (await resp.json())["tree_size"] == 0
 
 
-async def test_submission_answers_with_a_proof(log: LogUnderTest, session: ClientSession) -> None:
-    entries = [log.entry(i) for i in range(5)]
+async def test_submission_answers_with_a_proof(
+    http_log: BlackBoxLog, session: ClientSession
+) -> None:
+    entries = [http_log.entry(i) for i in range(5)]
     for i, entry in enumerate(entries):
-        status, body = await log.submit(session, entry)
+        status, body = await http_log.submit(session, entry)
         assert status == 200, body
-        bundle = log.check_bundle(body, entry)
+        bundle = http_log.check_bundle(body, entry)
         assert bundle.index == i
-    checked = await verify_whole_log(log.base, log.verifier)
+    checked = await verify_whole_log(http_log.base, http_log.verifier)
     assert checked.entries == entries
 
 
 async def test_resubmission_gets_the_original_index(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    first = [log.entry(i) for i in range(3)]
+    first = [http_log.entry(i) for i in range(3)]
     for e in first:
-        assert (await log.submit(session, e))[0] == 200
-    status, body = await log.submit(session, first[1])
+        assert (await http_log.submit(session, e))[0] == 200
+    status, body = await http_log.submit(session, first[1])
     assert status == 200
-    assert log.check_bundle(body, first[1]).index == 1
+    assert http_log.check_bundle(body, first[1]).index == 1
     # and twice in the same batch
-    results = await asyncio.gather(*(log.submit(session, log.entry(99)) for _ in range(4)))
-    indexes = {log.check_bundle(b, log.entry(99)).index for s, b in results if s == 200}
+    results = await asyncio.gather(
+        *(http_log.submit(session, http_log.entry(99)) for _ in range(4))
+    )
+    indexes = {http_log.check_bundle(b, http_log.entry(99)).index for s, b in results if s == 200}
     assert indexes == {3}
-    assert (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size == 4
+    assert (await verify_whole_log(http_log.base, http_log.verifier)).checkpoint.tree_size == 4
 
 
 async def test_concurrent_submissions_are_batched(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    entries = [log.entry(i) for i in range(300)]  # crosses the first tile boundary
-    results = await asyncio.gather(*(log.submit(session, e) for e in entries))
+    entries = [http_log.entry(i) for i in range(300)]  # crosses the first tile boundary
+    results = await asyncio.gather(*(http_log.submit(session, e) for e in entries))
     sizes = set()
     indexes = set()
     for (status, body), entry in zip(results, entries, strict=True):
         assert status == 200, body
-        bundle = log.check_bundle(body, entry)
+        bundle = http_log.check_bundle(body, entry)
         indexes.add(bundle.index)
-        sizes.add(open_checkpoint(bundle.checkpoint, log.verifier).checkpoint.tree_size)
+        sizes.add(open_checkpoint(bundle.checkpoint, http_log.verifier).checkpoint.tree_size)
     assert indexes == set(range(300))
     assert len(sizes) < 100, f"{len(sizes)} checkpoints for 300 concurrent entries: no batching"
-    checked = await verify_whole_log(log.base, log.verifier)
+    checked = await verify_whole_log(http_log.base, http_log.verifier)
     assert checked.checkpoint.tree_size == 300
     assert sorted(checked.entries) == sorted(entries)
 
 
-async def _size(log: LogUnderTest) -> int:
+async def _size(log: BlackBoxLog) -> int:
     return (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "message"),
-    [
-        (b"", 400, "note"),
-        (b"not a note at all", 400, "note"),
-        (b"firmlog/vendor/v1\n{}\n\n\xe2\x80\x94 x AAAA\n", 400, ""),
-        ("\xff".encode("latin-1"), 400, ""),
-        (b"x" * 20000, 413, "limit is 16384"),
-    ],
-)
+MALFORMED = [  # (body, status, a part of the error message)
+    (b"", 400, "note"),
+    (b"not a note at all", 400, "note"),
+    (b"firmlog/vendor/v1\n{}\n\n\xe2\x80\x94 x AAAA\n", 400, ""),
+    ("\xff".encode("latin-1"), 400, ""),
+    (b"x" * 20000, 413, "limit is 16384"),
+]
+
+
 async def test_malformed_submissions_are_rejected_and_nothing_is_stored(
-    log: LogUnderTest, session: ClientSession, body: bytes, status: int, message: str
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    assert (await log.submit(session, log.entry(0)))[0] == 200
-    async with session.post(f"{log.base}/v1/entries", data=body) as resp:
-        assert resp.status == status
-        err = await resp.json()
-        assert message in err["error"]
-        assert err["kind"]
-    assert await _size(log) == 1
+    assert (await http_log.submit(session, http_log.entry(0)))[0] == 200
+    for body, status, message in MALFORMED:
+        async with session.post(f"{http_log.base}/v1/entries", data=body) as resp:
+            assert resp.status == status, body[:40]
+            err = await resp.json()
+            assert message in err["error"]
+            assert err["kind"]
+        assert await _size(http_log) == 1
 
 
 async def test_entries_not_signed_by_the_operator_are_forbidden(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
     stranger = generate_key("stranger.example")
     body = VendorAdmission(vendor="evil.example", keys=(stranger.verifier.vkey,), threshold=1)
-    status, resp = await log.submit(session, sign_entry(body, [stranger]))
+    status, resp = await http_log.submit(session, sign_entry(body, [stranger]))
     assert status == 400, resp  # a signature line by a key the rule does not require
     assert b"not one of the operator's keys" in resp
     # a forged signature under the operator's name and key id is also refused
-    forged = bytearray(log.entry(7))
+    forged = bytearray(http_log.entry(7))
     forged[-10] ^= 0x01
-    status, resp = await log.submit(session, bytes(forged))
+    status, resp = await http_log.submit(session, bytes(forged))
     assert status in (400, 403), resp
-    assert await _size(log) == 0  # still empty
+    assert await _size(http_log) == 0  # still empty
 
 
 async def test_full_pool_answers_503_with_retry_after(
@@ -164,18 +167,18 @@ async def test_full_pool_answers_503_with_retry_after(
         await log.stop()
 
 
-async def test_read_api_proofs_verify(log: LogUnderTest, session: ClientSession) -> None:
-    entries = [log.entry(i) for i in range(20)]
+async def test_read_api_proofs_verify(http_log: BlackBoxLog, session: ClientSession) -> None:
+    entries = [http_log.entry(i) for i in range(20)]
     checkpoints = {}
     for e in entries:
-        status, body = await log.submit(session, e)
+        status, body = await http_log.submit(session, e)
         assert status == 200
         cp_note = ProofBundle.parse(body).checkpoint
-        cp = open_checkpoint(cp_note, log.verifier).checkpoint
+        cp = open_checkpoint(cp_note, http_log.verifier).checkpoint
         checkpoints[cp.tree_size] = cp
     for size, cp in checkpoints.items():
         for index in range(size):
-            url = f"{log.base}/v1/proof/inclusion?index={index}&tree_size={size}"
+            url = f"{http_log.base}/v1/proof/inclusion?index={index}&tree_size={size}"
             async with session.get(url) as resp:
                 assert resp.status == 200
                 assert "immutable" in resp.headers["Cache-Control"]
@@ -186,7 +189,9 @@ async def test_read_api_proofs_verify(log: LogUnderTest, session: ClientSession)
         for old, old_cp in checkpoints.items():
             if old > size:
                 continue
-            async with session.get(f"{log.base}/v1/proof/consistency?old={old}&new={size}") as r:
+            async with session.get(
+                f"{http_log.base}/v1/proof/consistency?old={old}&new={size}"
+            ) as r:
                 assert r.status == 200
                 got = await r.json()
             proof = [base64.b64decode(h) for h in got["hashes"]]
@@ -194,74 +199,74 @@ async def test_read_api_proofs_verify(log: LogUnderTest, session: ClientSession)
     # bundles by index and by leaf hash, latest and pinned to a tree size
     for index in (0, 7, 19):
         for ref in (str(index), leaf_hash(entries[index]).hex()):
-            async with session.get(f"{log.base}/v1/bundle/{ref}") as resp:
+            async with session.get(f"{http_log.base}/v1/bundle/{ref}") as resp:
                 assert resp.status == 200
-                assert log.check_bundle(await resp.read(), entries[index]).index == index
-        async with session.get(f"{log.base}/v1/bundle/{index}?tree_size={index + 1}") as resp:
+                assert http_log.check_bundle(await resp.read(), entries[index]).index == index
+        async with session.get(f"{http_log.base}/v1/bundle/{index}?tree_size={index + 1}") as resp:
             assert resp.status == 200
             assert "immutable" in resp.headers["Cache-Control"]
-            pinned = log.check_bundle(await resp.read(), entries[index])
-            assert open_checkpoint(pinned.checkpoint, log.verifier).checkpoint.tree_size == (
+            pinned = http_log.check_bundle(await resp.read(), entries[index])
+            assert open_checkpoint(pinned.checkpoint, http_log.verifier).checkpoint.tree_size == (
                 index + 1
             )
-    async with session.get(f"{log.base}/v1/entries?start=5&end=8") as resp:
+    async with session.get(f"{http_log.base}/v1/entries?start=5&end=8") as resp:
         got = await resp.json()
         assert [base64.b64decode(e["entry"]) for e in got["entries"]] == entries[5:8]
         assert [e["index"] for e in got["entries"]] == [5, 6, 7]
 
 
-@pytest.mark.parametrize(
-    ("path", "status"),
-    [
-        ("/v1/proof/inclusion?index=5&tree_size=3", 400),
-        ("/v1/proof/inclusion?index=0&tree_size=99", 404),
-        ("/v1/proof/inclusion?index=x&tree_size=3", 400),
-        ("/v1/proof/inclusion?tree_size=3", 400),
-        ("/v1/proof/consistency?old=3&new=2", 400),
-        ("/v1/proof/consistency?old=0&new=2", 400),
-        ("/v1/proof/consistency?old=1&new=50", 404),
-        ("/v1/proof/inclusion?index=01&tree_size=3", 400),
-        ("/v1/bundle/3", 404),
-        ("/v1/bundle/" + "ab" * 32, 404),
-        ("/v1/bundle/-1", 400),
-        ("/v1/bundle/0?tree_size=7", 404),
-        ("/v1/entries?start=a", 400),
-        ("/tile/0/000.p/4", 404),
-        ("/tile/0/000", 404),
-        ("/tile/0/0", 404),
-        ("/tile/entries/000.p/4", 404),
-        ("/tile/9/000.p/1", 404),
-    ],
-)
-async def test_bad_reads_say_what_was_wrong(
-    log: LogUnderTest, session: ClientSession, path: str, status: int
-) -> None:
+BAD_READS = [  # (path, status) on a log of 3 entries
+    ("/v1/proof/inclusion?index=5&tree_size=3", 400),
+    ("/v1/proof/inclusion?index=0&tree_size=99", 404),
+    ("/v1/proof/inclusion?index=x&tree_size=3", 400),
+    ("/v1/proof/inclusion?tree_size=3", 400),
+    ("/v1/proof/consistency?old=3&new=2", 400),
+    ("/v1/proof/consistency?old=0&new=2", 400),
+    ("/v1/proof/consistency?old=1&new=50", 404),
+    ("/v1/proof/inclusion?index=01&tree_size=3", 400),
+    ("/v1/bundle/3", 404),
+    ("/v1/bundle/" + "ab" * 32, 404),
+    ("/v1/bundle/-1", 400),
+    ("/v1/bundle/0?tree_size=7", 404),
+    ("/v1/entries?start=a", 400),
+    ("/tile/0/000.p/4", 404),
+    ("/tile/0/000", 404),
+    ("/tile/0/0", 404),
+    ("/tile/entries/000.p/4", 404),
+    ("/tile/9/000.p/1", 404),
+]
+
+
+async def test_bad_reads_say_what_was_wrong(http_log: BlackBoxLog, session: ClientSession) -> None:
     for i in range(3):
-        assert (await log.submit(session, log.entry(i)))[0] == 200
-    async with session.get(f"{log.base}{path}") as resp:
-        assert resp.status == status
-        assert (await resp.json())["error"]
+        assert (await http_log.submit(session, http_log.entry(i)))[0] == 200
+    for path, status in BAD_READS:
+        async with session.get(f"{http_log.base}{path}") as resp:
+            assert resp.status == status, path
+            assert (await resp.json())["error"], path
 
 
-async def test_tiles_and_caching_headers(log: LogUnderTest, session: ClientSession) -> None:
-    results = await asyncio.gather(*(log.submit(session, log.entry(i)) for i in range(260)))
+async def test_tiles_and_caching_headers(http_log: BlackBoxLog, session: ClientSession) -> None:
+    results = await asyncio.gather(
+        *(http_log.submit(session, http_log.entry(i)) for i in range(260))
+    )
     assert all(s == 200 for s, _ in results)
-    size = await _size(log)
-    async with session.get(f"{log.base}/tile/0/000") as resp:
+    size = await _size(http_log)
+    async with session.get(f"{http_log.base}/tile/0/000") as resp:
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
         assert len(await resp.read()) == 256 * 32
-    async with session.get(f"{log.base}/tile/0/001.p/{size - 256}") as resp:
+    async with session.get(f"{http_log.base}/tile/0/001.p/{size - 256}") as resp:
         assert resp.status == 200
-    async with session.get(f"{log.base}/tile/entries/000") as resp:
+    async with session.get(f"{http_log.base}/tile/entries/000") as resp:
         assert resp.status == 200
         assert "immutable" in resp.headers["Cache-Control"]
-    async with session.get(f"{log.base}/checkpoint") as resp:
+    async with session.get(f"{http_log.base}/checkpoint") as resp:
         assert "max-age=1" in resp.headers["Cache-Control"]
     # a narrower partial tile is a prefix of the wider one
-    async with session.get(f"{log.base}/tile/0/000.p/10") as resp:
+    async with session.get(f"{http_log.base}/tile/0/000.p/10") as resp:
         narrow = await resp.read()
-    async with session.get(f"{log.base}/tile/0/000") as resp:
+    async with session.get(f"{http_log.base}/tile/0/000") as resp:
         assert (await resp.read()).startswith(narrow)
 
 

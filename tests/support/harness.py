@@ -1,20 +1,30 @@
 """A log server under test: the real app on a real loopback port, on either backend.
 
-Where the order of events matters, a test synchronizes on what the server
-does, never on a sleep: it holds the sequencer's clock (:class:`SequencerClock`)
-so that what it submits is one batch, wraps the real storage to observe or
-fail it (support.faults), and waits with :func:`until` for the pool to hold
-what it submitted.
+- :class:`LogUnderTest` runs the app in the test's own process and event loop.
+  Where the order of events matters, a test synchronizes on what the server
+  does, never on a sleep: it holds the sequencer's clock
+  (:class:`SequencerClock`) so that what it submits is one batch, wraps the
+  real storage to observe or fail it (support.faults), and waits with
+  :func:`until` for the pool to hold what it submitted.
+- :class:`LogProcessUnderTest` is the same log served by a real
+  ``firmlog-server serve --workers N`` process (two workers by default): the
+  kernel hands each connection to one of the workers, so a test of the HTTP
+  contract alone runs against both (tests/server/conftest.py ``http_log``).
+
+What both offer, and all a black-box test may use, is :class:`BlackBoxLog`'s:
+the base URL, the log's and the operator's keys, its config, valid entries,
+submission and full verification of a bundle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +38,18 @@ from firmlog.client.checkpoint import open_checkpoint
 from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key
 from firmlog.client.merkle import leaf_hash, verify_inclusion
 from firmlog.server.app import SERVICES, Services, make_app
-from firmlog.server.config import LimitsConfig, SequencerConfig, ServerConfig
+from firmlog.server.config import (
+    CONFIG_FILE,
+    LOG_KEY_FILE,
+    OPERATOR_PUB_FILE,
+    LimitsConfig,
+    SequencerConfig,
+    ServerConfig,
+)
 from firmlog.server.storage import Storage
 from firmlog.service.http import HTTPConfig, ServiceRunner
 from support.entries import admission
+from support.processes import Process, script, stop_all
 
 ORIGIN = "test.firmlog.example/log"
 
@@ -83,7 +101,71 @@ class ServiceTestServer(TestServer):
         return ServiceRunner(self.app, self.http, name=self.name, **kwargs)
 
 
-class LogUnderTest:
+class BlackBoxLog:
+    """A log server seen from outside: what a test of the HTTP contract alone uses.
+
+    ``log_key`` and ``operator`` are the log's and the operator's signer keys
+    (fresh unless given); ``config`` is the server's, with ``sequencer`` setting
+    fields of its SequencerConfig."""
+
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        log_key: Ed25519Signer | None = None,
+        operator: Ed25519Signer | None = None,
+        witness_policy: Path | None = None,
+        witness_timeout: float = 10.0,
+        publish_dir: Path | None = None,
+        **sequencer: Any,
+    ) -> None:
+        self.log_key = log_key or generate_key(ORIGIN)
+        self.operator = operator or generate_key("operator.example")
+        self.config = ServerConfig(
+            data_dir=data_dir,
+            origin=self.log_key.name,
+            database=database_url,
+            sequencer=replace(SequencerConfig(batch_interval=0.05), **sequencer),
+            limits=LimitsConfig(),
+            witness_policy=str(witness_policy) if witness_policy else "",
+            witness_timeout=witness_timeout,
+            publish_dir=str(publish_dir) if publish_dir else "",
+        ).validate()
+
+    @property
+    def verifier(self) -> Ed25519Verifier:
+        return self.log_key.verifier
+
+    @property
+    def base(self) -> str:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def entry(self, i: int) -> bytes:
+        """A distinct valid entry (an operator-signed vendor admission)."""
+        return admission(self.operator, f"v{i}.example")
+
+    async def submit(self, session: ClientSession, entry: bytes) -> tuple[int, bytes]:
+        async with session.post(f"{self.base}/v1/entries", data=entry) as resp:
+            return resp.status, await resp.read()
+
+    def check_bundle(self, bundle: bytes, entry: bytes) -> ProofBundle:
+        """Verify a bundle fully: checkpoint signature, inclusion of the entry."""
+        parsed = ProofBundle.parse(bundle)
+        assert parsed.extra == entry
+        cp = open_checkpoint(parsed.checkpoint, self.verifier).checkpoint
+        verify_inclusion(leaf_hash(entry), parsed.index, cp.tree_size, parsed.proof, cp.root_hash)
+        return parsed
+
+
+class LogUnderTest(BlackBoxLog):
+    """The app in this process, on a loopback port (module docstring)."""
+
     def __init__(
         self,
         database_url: str,
@@ -98,25 +180,19 @@ class LogUnderTest:
     ) -> None:
         """``storage`` wraps the real storage the app opens (support.faults);
         ``sequencer`` sets fields of its SequencerConfig."""
-        self.log_key = log_key or generate_key(ORIGIN)
-        self.operator = operator or generate_key("operator.example")
-        self.config = ServerConfig(
-            data_dir=data_dir,
-            origin=self.log_key.name,
-            database=database_url,
-            sequencer=replace(SequencerConfig(batch_interval=0.05), **sequencer),
-            limits=LimitsConfig(),
-            witness_policy=str(witness_policy) if witness_policy else "",
-            witness_timeout=witness_timeout,
-            publish_dir=str(publish_dir) if publish_dir else "",
-        ).validate()
+        super().__init__(
+            database_url,
+            data_dir,
+            log_key,
+            operator,
+            witness_policy,
+            witness_timeout,
+            publish_dir,
+            **sequencer,
+        )
         self.server: TestServer | None = None
         self.clock = SequencerClock()
         self._wrap_storage = storage
-
-    @property
-    def verifier(self) -> Ed25519Verifier:
-        return self.log_key.verifier
 
     @property
     def base(self) -> str:
@@ -168,18 +244,84 @@ class LogUnderTest:
             await self.server.close()
             self.server = None
 
-    def entry(self, i: int) -> bytes:
-        """A distinct valid entry (an operator-signed vendor admission)."""
-        return admission(self.operator, f"v{i}.example")
 
-    async def submit(self, session: ClientSession, entry: bytes) -> tuple[int, bytes]:
-        async with session.post(f"{self.base}/v1/entries", data=entry) as resp:
-            return resp.status, await resp.read()
+class LogProcessUnderTest(BlackBoxLog):
+    """The same log served by ``firmlog-server serve --workers N`` (module docstring).
 
-    def check_bundle(self, bundle: bytes, entry: bytes) -> ProofBundle:
-        """Verify a bundle fully: checkpoint signature, inclusion of the entry."""
-        parsed = ProofBundle.parse(bundle)
-        assert parsed.extra == entry
-        cp = open_checkpoint(parsed.checkpoint, self.verifier).checkpoint
-        verify_inclusion(leaf_hash(entry), parsed.index, cp.tree_size, parsed.proof, cp.root_hash)
-        return parsed
+    Its data dir is made to hold this log's key, the operator's verifier key and
+    a config.toml from :attr:`config`; its output goes to ``<data dir>/server.out``,
+    whose tail is printed when it stops (pytest shows it for failed tests)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        log_key: Ed25519Signer | None = None,
+        operator: Ed25519Signer | None = None,
+        witness_policy: Path | None = None,
+        witness_timeout: float = 10.0,
+        publish_dir: Path | None = None,
+        *,
+        workers: int = 2,
+        **sequencer: Any,
+    ) -> None:
+        super().__init__(
+            database_url,
+            data_dir,
+            log_key,
+            operator,
+            witness_policy,
+            witness_timeout,
+            publish_dir,
+            **sequencer,
+        )
+        self.workers = workers
+        self.process = _ServeProcess(self)
+
+    @property
+    def base(self) -> str:
+        return self.process.base
+
+    async def start(self) -> None:
+        self._write_data_dir()
+        await self.process.start()
+
+    async def stop(self) -> None:
+        stop_all([self.process])
+
+    def _write_data_dir(self) -> None:
+        data_dir = self.config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / LOG_KEY_FILE).write_text(self.log_key.skey + "\n", encoding="utf-8")
+        (data_dir / OPERATOR_PUB_FILE).write_text(
+            self.operator.verifier.vkey + "\n", encoding="utf-8"
+        )
+        (data_dir / CONFIG_FILE).write_text(_config_toml(self.config), encoding="utf-8")
+
+
+def _config_toml(config: ServerConfig) -> str:
+    """config.toml for ``config``'s origin, sequencer, witnessing and publish dir."""
+    lines = [f"origin = {json.dumps(config.origin)}"]
+    if config.witness_policy:
+        lines.append(f"witness_policy = {json.dumps(config.witness_policy)}")
+    lines.append(f"witness_timeout = {config.witness_timeout!r}")
+    if config.publish_dir:
+        lines.append(f"publish_dir = {json.dumps(config.publish_dir)}")
+    lines.append("\n[sequencer]")
+    lines += [f"{f.name} = {getattr(config.sequencer, f.name)!r}" for f in fields(config.sequencer)]
+    return "\n".join(lines) + "\n"
+
+
+class _ServeProcess(Process):
+    def __init__(self, log: LogProcessUnderTest) -> None:
+        data_dir = log.config.data_dir
+        super().__init__(data_dir, name=f"{data_dir.name} ({log.workers} workers)")
+        self.log_path = data_dir / "server.out"
+        self._log_under_test = log
+
+    def command(self) -> list[str]:
+        log = self._log_under_test
+        cmd = [script("firmlog-server"), "serve", "--data-dir", str(self.data_dir)]
+        cmd += ["--listen", f"127.0.0.1:{self.port}", "--log-json"]
+        cmd += ["--database", log.config.database_url, "--workers", str(log.workers)]
+        return cmd

@@ -9,7 +9,7 @@ from aiohttp import ClientSession
 
 from firmlog.client.entries import EntryBody, VendorAdmission, sign_entry
 from firmlog.client.keys import Ed25519Signer, generate_key
-from support.harness import LogUnderTest
+from support.harness import BlackBoxLog
 from support.logcheck import verify_whole_log
 
 R1 = generate_key("acme.example/release")
@@ -22,7 +22,7 @@ class Client:
     """Posts entries to ``log``: an accepted one's bundle is verified, a refused one
     must leave the whole log as it was."""
 
-    def __init__(self, log: LogUnderTest, session: ClientSession) -> None:
+    def __init__(self, log: BlackBoxLog, session: ClientSession) -> None:
         self.log, self.session = log, session
 
     async def post(self, body: EntryBody, *signers: Ed25519Signer) -> tuple[int, dict[str, object]]:

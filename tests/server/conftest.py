@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from support.harness import BlackBoxLog, LogProcessUnderTest, LogUnderTest
+from support.harness import SERVED_BY, BlackBoxLog, LogUnderTest, make_log
 from support.ledger import Client
 
 
@@ -29,17 +28,6 @@ async def log(database_url: str, tmp_path: Path) -> AsyncIterator[LogUnderTest]:
         yield server
     finally:
         await server.stop()
-
-
-SERVED_BY = ["in-process", "2-workers"]
-
-
-def make_log(served_by: str, database_url: str, data_dir: Path, **options: Any) -> BlackBoxLog:
-    """A log served in this process or by a ``serve --workers 2`` process; not started."""
-    if served_by == "in-process":
-        return LogUnderTest(database_url, data_dir, **options)
-    assert served_by == "2-workers", served_by
-    return LogProcessUnderTest(database_url, data_dir, workers=2, **options)
 
 
 @pytest.fixture(params=SERVED_BY)

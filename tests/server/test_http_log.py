@@ -6,15 +6,16 @@ import socket
 from pathlib import Path
 
 from aiohttp import ClientSession
-from support.harness import LogUnderTest
+from support.harness import BlackBoxLog, make_log
 
 from firmlog.client.cosignature import generate_witness_key
 from firmlog.client.policy import parse_policy
 
 
 async def test_log_info_names_the_origin_and_keys(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
+    log = http_log
     async with session.get(f"{log.base}/v1/log") as resp:
         assert resp.status == 200
         assert resp.content_type == "application/json"
@@ -35,7 +36,7 @@ def _closed_port() -> int:
 
 
 async def test_log_info_carries_the_witness_policy_text(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
     witness = generate_witness_key("w1.witness.example")
     text = (
@@ -45,7 +46,9 @@ async def test_log_info_carries_the_witness_policy_text(
     )
     policy = tmp_path / "witness.policy"
     policy.write_text(text)
-    log = LogUnderTest(database_url, tmp_path / "log", witness_policy=policy, witness_timeout=0.5)
+    log = make_log(
+        served_by, database_url, tmp_path / "log", witness_policy=policy, witness_timeout=0.5
+    )
     (tmp_path / "log").mkdir()
     await log.start()
     try:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession
 from support.entries import IMAGE
 from support.entries import release as any_release
-from support.harness import LogUnderTest, until
+from support.harness import LogUnderTest, make_log, until
 from support.ledger import OTHER, R1, R2, R3, Client
 from support.logcheck import verify_whole_log
 
@@ -34,72 +34,76 @@ def release(version: str = "1.0", **changes: Any) -> Release:
     return any_release(version, **{"fixes": fixes, **changes})
 
 
-async def test_admission_needs_the_operator_and_happens_once(client: Client) -> None:
+async def test_admission_needs_the_operator_and_happens_once(http_client: Client) -> None:
     body = VendorAdmission("acme.example", (R1.verifier.vkey,), 1)
-    await client.refused(400, "not one of the operator's keys", body, R1)
-    index = await client.admit(R1)
-    assert await client.ok(body, client.log.operator) == index  # the same entry again
+    await http_client.refused(400, "not one of the operator's keys", body, R1)
+    index = await http_client.admit(R1)
+    assert await http_client.ok(body, http_client.log.operator) == index  # the same entry again
     other = VendorAdmission("acme.example", (R3.verifier.vkey,), 1)
-    await client.refused(403, "already admitted", other, client.log.operator)
+    await http_client.refused(403, "already admitted", other, http_client.log.operator)
 
 
-async def test_releases_need_the_current_keys_at_threshold(client: Client) -> None:
-    await client.refused(403, "acme.example is not admitted", release(), R1)
-    await client.admit(R1, R2, R3, threshold=2)
-    await client.refused(403, "signed by 1 of the vendor's keys: threshold is 2", release(), R1)
-    await client.refused(400, "not one of the vendor's keys", release(), OTHER)
-    await client.refused(400, "not one of the vendor's keys", release(), client.log.operator)
-    await client.refused(400, "each key signs once", release(), R1, R1, R3)
-    await client.ok(release(), R1, R3)
+async def test_releases_need_the_current_keys_at_threshold(http_client: Client) -> None:
+    await http_client.refused(403, "acme.example is not admitted", release(), R1)
+    await http_client.admit(R1, R2, R3, threshold=2)
+    await http_client.refused(
+        403, "signed by 1 of the vendor's keys: threshold is 2", release(), R1
+    )
+    await http_client.refused(400, "not one of the vendor's keys", release(), OTHER)
+    await http_client.refused(
+        400, "not one of the vendor's keys", release(), http_client.log.operator
+    )
+    await http_client.refused(400, "each key signs once", release(), R1, R1, R3)
+    await http_client.ok(release(), R1, R3)
 
 
-async def test_rotation(client: Client) -> None:
-    await client.admit(R1)
-    old = await client.ok(release("1.0"), R1)
+async def test_rotation(http_client: Client) -> None:
+    await http_client.admit(R1)
+    old = await http_client.ok(release("1.0"), R1)
     rotate = KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 2)
-    await client.refused(400, "not one of the vendor's keys", rotate, R2, R3)  # new keys can't
+    await http_client.refused(400, "not one of the vendor's keys", rotate, R2, R3)  # new keys can't
     stale = KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 3)
-    await client.refused(403, "carries serial 3, but the current key set", stale, R1)
-    rotated_at = await client.ok(rotate, R1)
-    await client.refused(400, f"serial 2, from log index {rotated_at}", release("2.0"), R1)
-    await client.refused(403, "threshold is 2", release("2.0"), R2)
-    await client.ok(release("2.0"), R2, R3)
+    await http_client.refused(403, "carries serial 3, but the current key set", stale, R1)
+    rotated_at = await http_client.ok(rotate, R1)
+    await http_client.refused(400, f"serial 2, from log index {rotated_at}", release("2.0"), R1)
+    await http_client.refused(403, "threshold is 2", release("2.0"), R2)
+    await http_client.ok(release("2.0"), R2, R3)
     # an entry logged under the old keys is still answered with its index
-    assert await client.ok(release("1.0"), R1) == old
-    await client.refused(
+    assert await http_client.ok(release("1.0"), R1) == old
+    await http_client.refused(
         403, "not admitted", KeySet("nobody.example", (R1.verifier.vkey,), 1, 2), R1
     )
 
 
-async def test_revocations(client: Client) -> None:
-    await client.admit(R1)
-    await client.admit(OTHER, vendor="other.example")
+async def test_revocations(http_client: Client) -> None:
+    await http_client.admit(R1)
+    await http_client.admit(OTHER, vendor="other.example")
     raw = sign_entry(release(), [R1])
-    index = await client.ok(release(), R1)
+    index = await http_client.ok(release(), R1)
     leaf = parse_entry(raw).leaf_hash.hex()
     release_id = parse_entry(raw).identity.hex()
-    await client.refused(
+    await http_client.refused(
         403, "not in this log", Revocation("acme.example", "ab" * 32, "bricks devices"), R1
     )
-    await client.refused(
+    await http_client.refused(
         403, "revokes only its own", Revocation("other.example", release_id, "hostile"), OTHER
     )
-    await client.refused(
+    await http_client.refused(
         400, "not one of the vendor's keys", Revocation("acme.example", release_id, "x"), OTHER
     )
-    await client.refused(  # a leaf hash does not name a release
+    await http_client.refused(  # a leaf hash does not name a release
         403, "not in this log", Revocation("acme.example", leaf, "by leaf hash"), R1
     )
-    revocation = await client.ok(
+    revocation = await http_client.ok(
         Revocation("acme.example", release_id, "bricks devices", "ADV-1"), R1
     )
-    status, got = await client.get("/v1/releases?vendor=acme.example")
+    status, got = await http_client.get("/v1/releases?vendor=acme.example")
     assert status == 200
     assert got["releases"][0]["index"] == index  # type: ignore[index]
     assert got["releases"][0]["revoked_by"] == [revocation]  # type: ignore[index]
     assert got["releases"][0]["id"] == release_id  # type: ignore[index]
     for ref in (release_id, leaf):  # by identity, or by the logged leaf hash
-        status, got = await client.get(f"/v1/revocations/{ref}")
+        status, got = await http_client.get(f"/v1/revocations/{ref}")
         assert status == 200
         assert got["release_index"] == index  # type: ignore[index]
         [rev] = got["revocations"]  # type: ignore[index]
@@ -107,8 +111,8 @@ async def test_revocations(client: Client) -> None:
         revoking = parse_entry(base64.b64decode(rev["entry"])).body
         assert isinstance(revoking, Revocation)
         assert revoking.release_id == release_id
-    assert (await client.get(f"/v1/revocations/{'cd' * 32}"))[0] == 404
-    assert (await client.get("/v1/revocations/xyz"))[0] == 400
+    assert (await http_client.get(f"/v1/revocations/{'cd' * 32}"))[0] == 404
+    assert (await http_client.get("/v1/revocations/xyz"))[0] == 400
 
 
 async def test_the_ledger_is_authoritative_in_log_order(
@@ -137,32 +141,34 @@ async def test_the_ledger_is_authoritative_in_log_order(
         await log.stop()
 
 
-async def test_malformed_and_oversized(client: Client) -> None:
-    await client.admit(R1)
+async def test_malformed_and_oversized(http_client: Client) -> None:
+    await http_client.admit(R1)
     text = sign_entry(release(), [R1]).replace(b'"channel":"stable"', b'"channel":""')
-    status, resp = await client.log.submit(client.session, text)
+    status, resp = await http_client.log.submit(http_client.session, text)
     assert status == 400
     assert b"release.channel" in resp
     big = release(changelog="x" * 8000, fixes=tuple(f"CVE-2026-{i:05d}" for i in range(500)))
     with pytest.raises(ValueError, match="limit"):
         sign_entry(big, [R1])  # the client refuses to build it
-    status, resp = await client.log.submit(client.session, b"firmlog/release/v1\n" + b"x" * 17000)
+    status, resp = await http_client.log.submit(
+        http_client.session, b"firmlog/release/v1\n" + b"x" * 17000
+    )
     assert status == 413
 
 
-async def test_search(client: Client) -> None:
-    await client.admit(R1)
-    await client.admit(OTHER, vendor="other.example")
+async def test_search(http_client: Client) -> None:
+    await http_client.admit(R1)
+    await http_client.admit(OTHER, vendor="other.example")
     other_image = b"other image"
     indexes = {}
     for v in ("1.0", "1.1", "2.0", "2.1"):
-        indexes[v] = await client.ok(release(v), R1)
-    indexes["o"] = await client.ok(
+        indexes[v] = await http_client.ok(release(v), R1)
+    indexes["o"] = await http_client.ok(
         release("1.0", vendor="other.example", product="cam", image=other_image), OTHER
     )
 
     async def found(query: str) -> list[int]:
-        status, got = await client.get(f"/v1/releases?{query}")
+        status, got = await http_client.get(f"/v1/releases?{query}")
         assert status == 200, got
         return [r["index"] for r in got["releases"]]  # type: ignore[index]
 
@@ -177,7 +183,7 @@ async def test_search(client: Client) -> None:
     seen: list[int] = []
     cursor = ""
     while True:
-        status, got = await client.get(f"/v1/releases?limit=2&cursor={cursor}")
+        status, got = await http_client.get(f"/v1/releases?limit=2&cursor={cursor}")
         assert status == 200
         seen += [r["index"] for r in got["releases"]]  # type: ignore[index]
         if got["next_cursor"] is None:  # type: ignore[index]
@@ -187,94 +193,96 @@ async def test_search(client: Client) -> None:
     newest: list[int] = []
     cursor = ""
     while True:
-        status, got = await client.get(f"/v1/releases?order=desc&limit=3&cursor={cursor}")
+        status, got = await http_client.get(f"/v1/releases?order=desc&limit=3&cursor={cursor}")
         assert status == 200
         newest += [r["index"] for r in got["releases"]]  # type: ignore[index]
         if got["next_cursor"] is None:  # type: ignore[index]
             break
         cursor = got["next_cursor"]  # type: ignore[index,assignment]
     assert newest == sorted(indexes.values(), reverse=True)
-    status, got = await client.get("/v1/releases?version=2.0")
+    status, got = await http_client.get("/v1/releases?version=2.0")
     release_json = got["releases"][0]["release"]  # type: ignore[index]
     assert release_json["fixes"] == ["CVE-2026-1234"]
     assert release_json["build"]["source_commit"] == "9f1c2e7"
     for bad in ("cve=CVE-1", "image_sha256=xyz", "limit=0", "limit=5000", "cursor=abc", "order=up"):
-        status, got = await client.get(f"/v1/releases?{bad}")
+        status, got = await http_client.get(f"/v1/releases?{bad}")
         assert status == 400, bad
         assert got["error"]  # type: ignore[index]
 
 
-async def test_vendor_history_is_derived_from_the_log(client: Client) -> None:
-    await client.admit(R1)
-    await client.ok(KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 2), R1)
-    await client.admit(OTHER, vendor="other.example")
-    status, got = await client.get("/v1/vendors/acme.example")
+async def test_vendor_history_is_derived_from_the_log(http_client: Client) -> None:
+    await http_client.admit(R1)
+    await http_client.ok(KeySet("acme.example", (R2.verifier.vkey, R3.verifier.vkey), 2, 2), R1)
+    await http_client.admit(OTHER, vendor="other.example")
+    status, got = await http_client.get("/v1/vendors/acme.example")
     assert status == 200
     assert got["keys"] == [R2.verifier.vkey, R3.verifier.vkey]  # type: ignore[index]
     assert got["threshold"] == 2  # type: ignore[index]
     assert [h["index"] for h in got["history"]] == [0, 1]  # type: ignore[index]
     assert [h["serial"] for h in got["history"]] == [1, 2]  # type: ignore[index]
     assert got["serial"] == 2  # type: ignore[index]
-    status, got = await client.get("/v1/vendors")
+    status, got = await http_client.get("/v1/vendors")
     assert [(k["vendor"], k["index"]) for k in got["key_sets"]] == [  # type: ignore[index]
         ("acme.example", 0),
         ("acme.example", 1),
         ("other.example", 2),
     ]
-    assert (await client.get("/v1/vendors/nobody.example"))[0] == 404
+    assert (await http_client.get("/v1/vendors/nobody.example"))[0] == 404
     # replaying the log alone reaches the same key sets
-    checked = await verify_whole_log(client.log.base, client.log.verifier)
-    state = LedgerState(operator_keys=(client.log.operator.verifier,))
+    checked = await verify_whole_log(http_client.log.base, http_client.log.verifier)
+    state = LedgerState(operator_keys=(http_client.log.operator.verifier,))
     state.apply_all(parse_entry(e) for e in checked.entries)
     assert state.vendors["acme.example"].keys == (R2.verifier.vkey, R3.verifier.vkey)
     assert state.vendors["other.example"].since_index == 2
 
 
-async def test_escrow(client: Client, tmp_path: Path) -> None:
-    await client.admit(R1)
+async def test_escrow(http_client: Client, tmp_path: Path) -> None:
+    await http_client.admit(R1)
     sha = hashlib.sha256(IMAGE).hexdigest()
-    url = f"{client.log.base}/v1/images/sha256/{sha}"
-    async with client.session.put(url, data=IMAGE) as resp:
+    url = f"{http_client.log.base}/v1/images/sha256/{sha}"
+    async with http_client.session.put(url, data=IMAGE) as resp:
         assert resp.status == 404  # no logged release names it yet
-    await client.ok(release(), R1)
-    async with client.session.put(url, data=IMAGE[:-1] + b"!") as resp:
+    await http_client.ok(release(), R1)
+    async with http_client.session.put(url, data=IMAGE[:-1] + b"!") as resp:
         assert resp.status == 400
         assert "does not match its release" in (await resp.json())["error"]
-    async with client.session.put(url, data=IMAGE + b"extra") as resp:
+    async with http_client.session.put(url, data=IMAGE + b"extra") as resp:
         assert resp.status == 400
-    async with client.session.put(url, data=IMAGE) as resp:
+    async with http_client.session.put(url, data=IMAGE) as resp:
         assert resp.status == 201
-    async with client.session.put(url, data=IMAGE) as resp:
+    async with http_client.session.put(url, data=IMAGE) as resp:
         assert resp.status == 200
-    async with client.session.get(url) as resp:
+    async with http_client.session.get(url) as resp:
         assert resp.status == 200
         assert await resp.read() == IMAGE
         assert resp.headers["Repr-Digest"].startswith("sha-256=:")
     # corrupt the stored file: it is reported, quarantined, never served
-    stored = client.log.config.escrow_path / "sha256" / sha
+    stored = http_client.log.config.escrow_path / "sha256" / sha
     stored.write_bytes(b"rotten" + IMAGE[6:])
-    async with client.session.get(url) as resp:
+    async with http_client.session.get(url) as resp:
         assert resp.status == 500
         assert "failed its digest check" in (await resp.json())["error"]
-    assert list((client.log.config.escrow_path / "corrupt").iterdir())
-    async with client.session.get(url) as resp:
+    assert list((http_client.log.config.escrow_path / "corrupt").iterdir())
+    async with http_client.session.get(url) as resp:
         assert resp.status == 404
-    async with client.session.put(url, data=IMAGE) as resp:
+    async with http_client.session.put(url, data=IMAGE) as resp:
         assert resp.status == 201
-    async with client.session.get(f"{client.log.base}/v1/images/sha256/XYZ") as resp:
+    async with http_client.session.get(f"{http_client.log.base}/v1/images/sha256/XYZ") as resp:
         assert resp.status == 400
 
 
-async def test_the_index_survives_a_restart(database_url: str, tmp_path: Path) -> None:
-    first = LogUnderTest(database_url, tmp_path)
+async def test_the_index_survives_a_restart(
+    served_by: str, database_url: str, tmp_path: Path
+) -> None:
+    first = make_log(served_by, database_url, tmp_path)
     await first.start()
     async with ClientSession() as session:
         client = Client(first, session)
         await client.admit(R1)
         await client.ok(release(), R1)
         await first.stop()
-        second = LogUnderTest(
-            database_url, tmp_path, log_key=first.log_key, operator=first.operator
+        second = make_log(
+            served_by, database_url, tmp_path, log_key=first.log_key, operator=first.operator
         )
         await second.start()
         try:
@@ -286,15 +294,15 @@ async def test_the_index_survives_a_restart(database_url: str, tmp_path: Path) -
             await second.stop()
 
 
-async def test_the_page_for_people(client: Client) -> None:
-    await client.admit(R1)
-    await client.ok(release("1.0", product="<b>thermo</b>"), R1)
-    async with client.session.get(f"{client.log.base}/") as resp:
+async def test_the_page_for_people(http_client: Client) -> None:
+    await http_client.admit(R1)
+    await http_client.ok(release("1.0", product="<b>thermo</b>"), R1)
+    async with http_client.session.get(f"{http_client.log.base}/") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/html"
         page = await resp.text()
     assert "&lt;b&gt;thermo&lt;/b&gt;" in page  # escaped, never markup
     assert "<b>thermo" not in page
     assert "acme.example" in page
-    assert client.log.log_key.name in page
+    assert http_client.log.log_key.name in page
     assert "2 entries" in page

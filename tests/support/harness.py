@@ -325,3 +325,16 @@ class _ServeProcess(Process):
         cmd += ["--listen", f"127.0.0.1:{self.port}", "--log-json"]
         cmd += ["--database", log.config.database_url, "--workers", str(log.workers)]
         return cmd
+
+
+SERVED_BY = ["in-process", "2-workers"]
+"""How a black-box test's log is served (tests/server/conftest.py ``served_by``)."""
+
+
+def make_log(served_by: str, database_url: str, data_dir: Path, **options: Any) -> BlackBoxLog:
+    """A log served in this process or by a ``serve --workers 2`` process; not started."""
+    if served_by == "in-process":
+        return LogUnderTest(database_url, data_dir, **options)
+    if served_by == "2-workers":
+        return LogProcessUnderTest(database_url, data_dir, workers=2, **options)
+    raise ValueError(f"served_by must be one of {SERVED_BY}, got {served_by!r}")

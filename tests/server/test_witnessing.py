@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
-from support.harness import ORIGIN, LogUnderTest
+from support.harness import ORIGIN, BlackBoxLog, LogUnderTest, make_log
 from support.metrics import Samples
 from support.monitor import WITNESS_NAME, MonitorUnderTest, checkpoint, eventually, free_port
 
@@ -82,16 +82,19 @@ class HeldWitness:
 
 @dataclass
 class Witnessed:
-    log: LogUnderTest
+    log: BlackBoxLog  # a LogUnderTest if served_by is "in-process"
+    served_by: str  # support.harness.SERVED_BY
     monitors: list[MonitorUnderTest]
     device_policy: Policy  # what a device trusts: the log and 2 of the 3 witnesses
     policy_file: Path
     held: list[HeldWitness] = field(default_factory=list)  # in front of each monitor, if any
-    logs: list[LogUnderTest] = field(default_factory=list)  # every log server started
+    logs: list[BlackBoxLog] = field(default_factory=list)  # every log server started
 
-    def another_log(self, data_dir: Path) -> LogUnderTest:
-        """A log server with the same keys, database and witnesses (not started)."""
-        log = LogUnderTest(
+    def another_log(self, data_dir: Path) -> BlackBoxLog:
+        """A log server with the same keys, database and witnesses, served the same
+        way (not started)."""
+        log = make_log(
+            self.served_by,
             self.log.config.database_url,
             data_dir,
             self.log.log_key,
@@ -105,7 +108,12 @@ class Witnessed:
 
 
 async def start_witnessed(
-    database_url: str, tmp_path: Path, *, held: bool = False, witness_timeout: float = 1.5
+    served_by: str,
+    database_url: str,
+    tmp_path: Path,
+    *,
+    held: bool = False,
+    witness_timeout: float = 1.5,
 ) -> Witnessed:
     log_key = generate_key(ORIGIN)
     ports = [free_port() for _ in range(3)]
@@ -118,7 +126,8 @@ async def start_witnessed(
     quorum = "group g 2 w0 w1 w2\nquorum g\n"
     policy_file = tmp_path / "witnesses.policy"
     policy_file.write_text("\n".join(lines) + "\n" + quorum)
-    log = LogUnderTest(
+    log = make_log(
+        served_by,
         database_url,
         tmp_path / "log",
         log_key,
@@ -144,7 +153,7 @@ async def start_witnessed(
         + "\n"
         + quorum
     )
-    return Witnessed(log, monitors, device, policy_file, proxies, [log])
+    return Witnessed(log, served_by, monitors, device, policy_file, proxies, [log])
 
 
 async def stop_witnessed(w: Witnessed) -> None:
@@ -157,8 +166,9 @@ async def stop_witnessed(w: Witnessed) -> None:
 
 
 @pytest.fixture
-async def witnessed(database_url: str, tmp_path: Path) -> AsyncIterator[Witnessed]:
-    w = await start_witnessed(database_url, tmp_path)
+async def witnessed(served_by: str, database_url: str, tmp_path: Path) -> AsyncIterator[Witnessed]:
+    """A log served as ``served_by`` says, and its three witnesses (real monitors)."""
+    w = await start_witnessed(served_by, database_url, tmp_path)
     try:
         yield w
     finally:
@@ -169,7 +179,7 @@ async def witnessed(database_url: str, tmp_path: Path) -> AsyncIterator[Witnesse
 async def held_witnesses(database_url: str, tmp_path: Path) -> AsyncIterator[Witnessed]:
     """Witnesses behind :class:`HeldWitness` hops, and a witness timeout longer than
     any test waits: a submitter is never answered 503 for being slow here."""
-    w = await start_witnessed(database_url, tmp_path, held=True, witness_timeout=60)
+    w = await start_witnessed("in-process", database_url, tmp_path, held=True, witness_timeout=60)
     try:
         yield w
     finally:
@@ -283,7 +293,7 @@ async def get(session: ClientSession, url: str) -> tuple[int, bytes]:
         return resp.status, await resp.read()
 
 
-async def cosigned_size(w: Witnessed, session: ClientSession, log: LogUnderTest) -> int | None:
+async def cosigned_size(w: Witnessed, session: ClientSession, log: BlackBoxLog) -> int | None:
     """The tree size of ``log``'s /checkpoint, checked against the device policy; None if 404."""
     status, body = await get(session, f"{log.base}/checkpoint")
     if status == 404:
@@ -371,6 +381,7 @@ async def test_integration_does_not_wait_for_the_witnesses(
 ) -> None:
     w = held_witnesses
     log = w.log
+    assert isinstance(log, LogUnderTest)  # its metrics are read in this process
     status, body = await log.submit(session, log.entry(0))
     assert status == 200, body
     for proxy in w.held:
@@ -429,7 +440,7 @@ async def test_integration_does_not_wait_for_the_witnesses(
     assert after["firmlog_published_checkpoint_age_seconds"] >= 0
 
 
-async def metrics(session: ClientSession, log: LogUnderTest) -> Samples:
+async def metrics(session: ClientSession, log: BlackBoxLog) -> Samples:
     """The samples of the log's /metrics, by name with labels (in any order)."""
     status, text = await get(session, f"{log.base}/metrics")
     assert status == 200

@@ -331,10 +331,18 @@ SERVED_BY = ["in-process", "2-workers"]
 """How a black-box test's log is served (tests/server/conftest.py ``served_by``)."""
 
 
-def make_log(served_by: str, database_url: str, data_dir: Path, **options: Any) -> BlackBoxLog:
-    """A log served in this process or by a ``serve --workers 2`` process; not started."""
+def make_log(
+    served_by: str,
+    database_url: str,
+    data_dir: Path,
+    log_key: Ed25519Signer | None = None,
+    operator: Ed25519Signer | None = None,
+    **options: Any,
+) -> BlackBoxLog:
+    """A log served in this process or by a ``serve --workers 2`` process; not started.
+    ``options`` are the other arguments of :class:`BlackBoxLog`."""
     if served_by == "in-process":
-        return LogUnderTest(database_url, data_dir, **options)
+        return LogUnderTest(database_url, data_dir, log_key, operator, **options)
     if served_by == "2-workers":
-        return LogProcessUnderTest(database_url, data_dir, workers=2, **options)
+        return LogProcessUnderTest(database_url, data_dir, log_key, operator, workers=2, **options)
     raise ValueError(f"served_by must be one of {SERVED_BY}, got {served_by!r}")

@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 from support.entries import admission
-from support.harness import LogUnderTest, until
+from support.harness import BlackBoxLog, LogUnderTest, make_log, until
 from support.logcheck import fetch
+from support.metrics import Samples
 from support.processes import LogProcess, script
 from test_witnessing import start_witnessed, stop_witnessed
 
@@ -45,19 +46,25 @@ def failures(log: LogUnderTest) -> float:
     return log.sample("firmlog_publish_failures_total")
 
 
+async def served_failures(log: BlackBoxLog, session: ClientSession) -> float:
+    """How many publications to the directory failed, from the log's /metrics."""
+    samples = Samples((await fetch(session, log.base, "metrics")).decode())
+    return samples.get("firmlog_publish_failures_total", 0.0)
+
+
 def publisher(log: LogUnderTest) -> StaticPublisher:
     assert log.server is not None
     return log.server.app[PUBLISHER]
 
 
-async def submit_all(log: LogUnderTest, session: ClientSession, start: int, count: int) -> None:
+async def submit_all(log: BlackBoxLog, session: ClientSession, start: int, count: int) -> None:
     results = await asyncio.gather(
         *(log.submit(session, log.entry(i)) for i in range(start, start + count))
     )
     assert all(status == 200 for status, _ in results), results[:3]
 
 
-async def published(log: LogUnderTest, root: Path, size: int) -> None:
+async def published(log: BlackBoxLog, root: Path, size: int) -> None:
     await until(lambda: dir_size(root) == size, f"the directory's checkpoint at size {size}")
 
 
@@ -67,7 +74,7 @@ def missing(root: Path) -> list[str]:
 
 
 async def check_served_alike(
-    log: LogUnderTest | LogProcess, session: ClientSession, root: Path, *, crashed: bool = False
+    log: BlackBoxLog | LogProcess, session: ClientSession, root: Path, *, crashed: bool = False
 ) -> int:
     """Every file of the directory is byte for byte what the server serves at its
     path, and the directory has every tile and bundle its checkpoint needs.
@@ -86,10 +93,10 @@ async def check_served_alike(
 
 
 async def test_the_directory_holds_what_the_server_serves(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
     root = tmp_path / "public"
-    log = LogUnderTest(database_url, tmp_path / "data", publish_dir=root)
+    log = make_log(served_by, database_url, tmp_path / "data", publish_dir=root)
     log.config.data_dir.mkdir()
     await log.start()
     try:
@@ -104,7 +111,7 @@ async def test_the_directory_holds_what_the_server_serves(
         assert (root / "tile/0/000.p/5").is_file()  # kept: a reader of size 5 may want it
         assert (root / "tile/entries/001.p/60").is_file()
         assert (root / "tile/1/000.p/1").is_file()
-        assert failures(log) == 0
+        assert await served_failures(log, session) == 0
     finally:
         await log.stop()
 
@@ -140,10 +147,10 @@ def firmlog(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_a_mirror_of_the_directory_served_by_http_server_verifies(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
     root = tmp_path / "public"
-    log = LogUnderTest(database_url, tmp_path / "data", publish_dir=root)
+    log = make_log(served_by, database_url, tmp_path / "data", publish_dir=root)
     log.config.data_dir.mkdir()
     await log.start()
     try:
@@ -331,7 +338,7 @@ async def test_two_servers_publish_to_one_directory(
 async def test_with_witnesses_only_cosigned_checkpoints_reach_the_directory(
     database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    w = await start_witnessed(database_url, tmp_path, held=True, witness_timeout=60)
+    w = await start_witnessed("in-process", database_url, tmp_path, held=True, witness_timeout=60)
     root = tmp_path / "public"
     log = w.another_log(tmp_path / "log2")  # the same log, publishing to the directory
     log.config = replace(log.config, publish_dir=str(root))
@@ -383,22 +390,23 @@ async def test_with_witnesses_only_cosigned_checkpoints_reach_the_directory(
 class PublishingProcess(LogProcess):
     """A real ``firmlog-server serve --publish-dir DIR`` process."""
 
-    def __init__(self, data_dir: Path, origin: str, publish_dir: Path) -> None:
-        super().__init__(data_dir, origin)
+    def __init__(self, data_dir: Path, origin: str, publish_dir: Path, workers: int) -> None:
+        super().__init__(data_dir, origin, workers=workers)
         self.publish_dir = publish_dir
 
     def command(self) -> list[str]:
         return [*super().command(), "--publish-dir", str(self.publish_dir)]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_killed_server_leaves_a_consistent_directory_and_catches_it_up(
-    tmp_path: Path, session: ClientSession
+    tmp_path: Path, session: ClientSession, workers: int
 ) -> None:
     """SIGKILL in the middle of submissions and publications: a reader polling the
     directory meanwhile never sees a checkpoint whose files are missing, nor does
     one after the kill; the restarted server completes the directory."""
     root = tmp_path / "public"
-    server = PublishingProcess(tmp_path / "data", "test.firmlog.example/log", root)
+    server = PublishingProcess(tmp_path / "data", "test.firmlog.example/log", root, workers)
     await server.start()
     seen: list[int] = []
     torn: list[list[str]] = []

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import http.server
+import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,7 +30,13 @@ from test_witnessing import start_witnessed, stop_witnessed
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.note import split_note
 from firmlog.server.app import PUBLISHER
-from firmlog.server.publish import StaticDirectory, StaticPublisher, files_of
+from firmlog.server.publish import (
+    HOST_ID,
+    STALE_AFTER,
+    StaticDirectory,
+    StaticPublisher,
+    files_of,
+)
 
 CLI_TIMEOUT_S = 120
 
@@ -444,15 +452,51 @@ async def test_a_killed_server_leaves_a_consistent_directory_and_catches_it_up(
         server.kill()
     assert torn == []
     assert missing(root) == []
+    # What a writer killed between writing a temporary file and linking it leaves.
+    dead = server.pid
+    assert dead is not None
+    (root / "tile" / "0" / f".000.{HOST_ID}.{dead}.0badf00d.tmp").write_bytes(b"torn")
     try:
         await server.start()  # no submission: the start alone catches up
         async with session.get(f"{server.base}/checkpoint") as resp:
             newest = await resp.read()
         await until(lambda: (root / "checkpoint").read_bytes() == newest, "the catch-up")
-        await check_served_alike(server, session, root, crashed=True)
+        # and removes the temporary files of the processes killed
+        await check_served_alike(server, session, root)
     finally:
         server.stop()
         server.close()
+
+
+def test_only_the_temporary_files_nobody_will_put_in_place_are_removed(tmp_path: Path) -> None:
+    dead = _exited_pid()
+    names = {
+        "dead writer": f".000.{HOST_ID}.{dead}.00000001.tmp",
+        "live writer": f".000.{HOST_ID}.{os.getpid()}.00000002.tmp",
+        "other host": f".000.0123abcd.{dead}.00000003.tmp",
+        "other host, old": f".001.0123abcd.{dead}.00000004.tmp",
+        "not a temporary": ".keep",
+        "a tile": "002",
+    }
+    level = tmp_path / "tile" / "0"
+    level.mkdir(parents=True)
+    for name in names.values():
+        (level / name).write_bytes(b"x")
+    old = time.time() - STALE_AFTER - 1
+    os.utime(level / names["other host, old"], (old, old))
+    removed = StaticDirectory(tmp_path).remove_stale()
+    assert sorted(p.name for p in removed) == sorted(
+        [names["dead writer"], names["other host, old"]]
+    )
+    left = {p.name for p in level.iterdir()}
+    assert left == {names[k] for k in ("live writer", "other host", "not a temporary", "a tile")}
+
+
+def _exited_pid() -> int:
+    """The pid of a child process that has exited and been reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_publish_dir_must_be_a_directory(tmp_path: Path) -> None:

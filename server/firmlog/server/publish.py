@@ -13,6 +13,9 @@ What the directory promises a reader, whatever happens to the writers:
 
 - No torn files: each file is written under a temporary name in its own
   directory, fsynced, and then put in place by one atomic link or rename.
+  A temporary name says whose it is (``.<name>.<host>.<pid>.<random>.tmp``);
+  those a crash left behind are removed when a publisher starts: a process
+  of this host that no longer runs, or any left for ``STALE_AFTER`` seconds.
 - ``checkpoint`` is written last: only after every tile and bundle of its
   tree is in place (and the directories holding them are fsynced), so a
   reader never sees a checkpoint whose tiles are missing. A crash leaves the
@@ -39,8 +42,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -63,6 +68,11 @@ log = structlog.get_logger("firmlog.publish")
 CHECKPOINT = "checkpoint"
 TILES_PER_READ = 64  # hash tiles read from storage in one query
 BUNDLES_PER_READ = 4  # entry bundles (of up to 256 entries each) read in one query
+STALE_AFTER = 3600.0
+"""Seconds after which a temporary file is removed whoever wrote it (a live writer
+holds one for the time of one write and fsync)."""
+HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+"""This host, in the names of temporary files (a short hash of its name)."""
 
 
 class PublishConflict(Exception):
@@ -144,6 +154,39 @@ class StaticDirectory:
             )
         return False
 
+    def remove_stale(self, now: float | None = None) -> list[Path]:
+        """Remove the temporary files that nobody will ever put in place (a crash
+        left them): those of a process of this host that no longer runs, and any
+        older than :data:`STALE_AFTER`; the paths removed."""
+        now = time.time() if now is None else now
+        removed: list[Path] = []
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(directory, name)
+                if name.startswith(".") and name.endswith(".tmp") and self._stale(path, now):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed.append(path)
+        return removed
+
+    @staticmethod
+    def _stale(path: Path, now: float) -> bool:
+        try:
+            if now - path.stat().st_mtime > STALE_AFTER:
+                return True
+        except FileNotFoundError:
+            return False  # put in place, or removed, meanwhile
+        parts = path.name.rsplit(".", 4)  # [".<name>", host, pid, random, "tmp"]
+        if len(parts) != 5 or parts[1] != HOST_ID or not parts[2].isdigit():
+            return False  # another host's (or not ours): only by age
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # it runs, as another user
+            return False
+        return False
+
     def sync(self) -> None:
         """Make the names of what :meth:`put` wrote durable (fsync their directories)."""
         for directory in sorted(self._unsynced):
@@ -175,7 +218,8 @@ class StaticDirectory:
     def _temporary(self, target: Path, data: bytes) -> Iterator[Path]:
         """A fsynced file with ``data`` beside ``target``, removed afterwards if
         still there. Its name is this process's own, and starts with a dot."""
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        unique = f"{HOST_ID}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = target.with_name(f".{target.name}.{unique}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
@@ -256,8 +300,10 @@ class StaticPublisher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Publish the newest public checkpoint, at start and after each offer,
-        until :meth:`stop`; never raises but CancelledError."""
+        """Remove the temporary files a crash left; publish the newest public
+        checkpoint, at start and after each offer, until :meth:`stop`; never
+        raises but CancelledError."""
+        await self._remove_stale()
         recheck = True  # at start: the newest public checkpoint (a catch-up)
         while True:
             self._wake.clear()
@@ -281,6 +327,24 @@ class StaticPublisher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._retry_interval)
             recheck = not self._wake.is_set()
+
+    async def _remove_stale(self) -> None:
+        """Remove the temporary files a crash left in the directory (logged)."""
+        try:
+            removed = await asyncio.to_thread(self.directory.remove_stale)
+        except OSError as exc:  # not fatal: they are only clutter
+            log.warning(
+                "publish: removing stale temporary files failed",
+                directory=str(self.directory.root),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return
+        if removed:
+            log.info(
+                "publish: removed temporary files a crash left",
+                directory=str(self.directory.root),
+                files=len(removed),
+            )
 
     async def _newest(self) -> LatestCheckpoint | None:
         try:

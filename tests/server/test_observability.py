@@ -9,13 +9,23 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import ClientSession
-from support.harness import LogUnderTest
+from procs import (
+    ServerProcess,
+    assert_no_errors,
+    load_keys,
+    make_entry,
+    running_servers,
+    write_config,
+)
+from support.harness import BlackBoxLog, LogUnderTest
 from support.metrics import Samples
 from support.processes import LogProcess, running
 from support.rawhttp import exchange
+from test_workers import pinned_sessions
 
 from firmlog.client.checkpoint import Checkpoint, sign_checkpoint
 from firmlog.client.cosignature import generate_witness_key
@@ -47,10 +57,10 @@ async def scrape(session: ClientSession, base: str) -> Samples:
 
 
 async def test_the_exposition_parses_and_keeps_every_metric(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    assert (await log.submit(session, log.entry(0)))[0] == 200
-    samples = await scrape(session, log.base)
+    assert (await http_log.submit(session, http_log.entry(0)))[0] == 200
+    samples = await scrape(session, http_log.base)
     for name, (kind, labels) in CONTRACT.items():
         family = samples.families[name]
         assert family.type == kind, name
@@ -68,6 +78,42 @@ async def test_the_exposition_parses_and_keeps_every_metric(
     assert build.labels["service"] == "firmlog-server"
     assert build.labels["version"]
     assert build.value == 1
+    assert samples["firmlog_workers"] == (2 if http_log.served_by_workers else 1)
+
+
+async def test_with_workers_a_scrape_counts_what_every_worker_did(
+    tmp_path: Path, new_database: Callable[[], Awaitable[str | None]]
+) -> None:
+    database = await new_database()
+    data_dir = tmp_path / "firmlog-data"
+    write_config(data_dir, batch_interval=0.01, batch_size=16)
+    with running_servers() as servers:
+        server = ServerProcess("server", data_dir, tmp_path / "server.log", database, workers=2)
+        servers.append(server)
+        await server.start()
+        keys = load_keys(data_dir)
+        per_worker = 3
+        async with pinned_sessions(server.base, 2) as pinned:
+            for k, session in enumerate(pinned):  # each worker takes its own submissions
+                for i in range(per_worker):
+                    entry = make_entry(keys.operator, f"w{k}", i)
+                    async with session.post(f"{server.base}/v1/entries", data=entry) as resp:
+                        assert resp.status == 200, await resp.text()
+            total = 2 * per_worker
+            for session in pinned:  # whichever worker is asked, it answers for both
+                samples = await scrape(session, server.base)
+                assert samples["firmlog_workers"] == 2
+                assert samples['firmlog_submissions_total{outcome="integrated"}'] == total
+                assert samples['firmlog_http_requests_total{route="/v1/entries",status="200"}'] == (
+                    total
+                )
+                assert samples["firmlog_tree_size"] == total
+                assert samples["firmlog_batch_entries_sum"] == total
+                assert samples["firmlog_pool_entries"] == 0
+                assert samples["process_resident_memory_bytes"] > 0
+                starts = [p.value for p in samples.families["process_start_time_seconds"].samples]
+                assert len(starts) == 1  # one sample: the oldest worker's start
+        assert_no_errors(servers)
 
 
 async def test_each_app_has_its_own_registry(

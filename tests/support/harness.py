@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,6 +133,9 @@ class BlackBoxLog:
             publish_dir=str(publish_dir) if publish_dir else "",
         ).validate()
 
+    served_by_workers = False
+    """Whether worker processes serve it (``serve --workers N``), not this process."""
+
     @property
     def verifier(self) -> Ed25519Verifier:
         return self.log_key.verifier
@@ -144,6 +148,10 @@ class BlackBoxLog:
         raise NotImplementedError
 
     async def stop(self) -> None:
+        raise NotImplementedError
+
+    def pids(self) -> set[int]:
+        """The processes that answer its requests."""
         raise NotImplementedError
 
     def entry(self, i: int) -> bytes:
@@ -244,6 +252,9 @@ class LogUnderTest(BlackBoxLog):
             await self.server.close()
             self.server = None
 
+    def pids(self) -> set[int]:
+        return {os.getpid()}
+
 
 class LogProcessUnderTest(BlackBoxLog):
     """The same log served by ``firmlog-server serve --workers N`` (module docstring).
@@ -276,6 +287,7 @@ class LogProcessUnderTest(BlackBoxLog):
             **sequencer,
         )
         self.workers = workers
+        self.served_by_workers = workers > 1
         self.process = _ServeProcess(self)
 
     @property
@@ -288,6 +300,11 @@ class LogProcessUnderTest(BlackBoxLog):
 
     async def stop(self) -> None:
         stop_all([self.process])
+
+    def pids(self) -> set[int]:
+        """Its workers (or, with one, the server process itself)."""
+        pid = self.process.pid
+        return self.process.children() if self.workers > 1 else ({pid} if pid else set())
 
     def _write_data_dir(self) -> None:
         data_dir = self.config.data_dir

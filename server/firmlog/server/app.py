@@ -51,12 +51,13 @@ from firmlog.server.errors import (
 )
 from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
-from firmlog.server.metrics import ServerMetrics
+from firmlog.server.metrics import ServerMetrics, WorkerMetrics
 from firmlog.server.publish import StaticPublisher
-from firmlog.server.reader import HostTreeSize, LatestCheckpoint, LogReader, checkpoint_of
+from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 from firmlog.server.witnessing import WitnessCollector, load_witness_policy
+from firmlog.server.workers import WorkerHost
 from firmlog.service import http as service_http
 from firmlog.service.http import HTTPConfig, protocol_options
 from firmlog.service.metrics import metrics_handler
@@ -98,7 +99,8 @@ KEYS = web.AppKey("keys", LogKeys)
 METRICS = web.AppKey("metrics", ServerMetrics)
 LOG_INFO: web.AppKey[dict[str, object]] = web.AppKey("log_info")  # GET /v1/log, read at start
 PUBLISHER = web.AppKey("publisher", StaticPublisher)  # only with publish_dir
-HOST = web.AppKey("host", HostTreeSize)  # only in a worker of serve --workers N
+HOST = web.AppKey("host", WorkerHost)  # only in a worker of serve --workers N
+WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)  # only with HOST
 
 
 _LOGGED_PATH = 200  # characters of a request path that go into the log
@@ -855,7 +857,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         storage,
         cache_tiles=config.limits.tile_cache_tiles,
         accept=witnesses.cosigned if witnesses is not None else None,
-        host=app.get(HOST),
+        host=app[HOST].board if HOST in app else None,
     )
     operators = list(keys.operators)
     vendor_keys = VendorKeyCache()
@@ -914,6 +916,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("log stopped")
 
 
+async def _worker_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Listens for the other workers, which ask for this one's metrics."""
+    worker_metrics = app[WORKER_METRICS]
+    await worker_metrics.start()
+    try:
+        yield
+    finally:
+        await worker_metrics.stop()
+
+
 async def _log_info_ctx(app: web.Application) -> AsyncIterator[None]:
     """Reads the witness policy file once, for GET /v1/log."""
     config, keys = app[CONFIG], app[KEYS]
@@ -935,7 +947,7 @@ def make_app(
     log_key: Ed25519Signer,
     operator_keys: Sequence[Ed25519Verifier],
     *,
-    host: HostTreeSize | None = None,
+    host: WorkerHost | None = None,
 ) -> web.Application:
     """The log server application. Does no I/O until it is started.
 
@@ -956,8 +968,12 @@ def make_app(
     app[CONFIG] = config
     app[KEYS] = LogKeys(log=log_key, operators=tuple(operator_keys))
     app[METRICS] = metrics = ServerMetrics()
+    exposition = None
     if host is not None:
         app[HOST] = host
+        app[WORKER_METRICS] = worker_metrics = WorkerMetrics(metrics, host)
+        app.cleanup_ctx.append(_worker_metrics_ctx)
+        exposition = worker_metrics.exposition
     app.cleanup_ctx.append(_services_ctx)
     app.cleanup_ctx.append(_log_info_ctx)
     r = app.router
@@ -984,5 +1000,5 @@ def make_app(
     r.add_get("/vendor/{vendor}", _html_page(get_vendor_page, depth=1))
     r.add_get("/static/{name}", get_static)
     r.add_get("/healthz", get_healthz)
-    r.add_get("/metrics", metrics_handler(metrics))
+    r.add_get("/metrics", metrics_handler(metrics, exposition))
     return app

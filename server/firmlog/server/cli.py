@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker(ready: Callable[[], None]) -> None:
         """One worker process: a fresh app, started after the fork."""
-        worker_app = make_app(config, keys.log, operators.verifiers, host=supervisor.board)
+        worker_app = make_app(config, keys.log, operators.verifiers, host=supervisor.host)
         problem = _serve(worker_app, config, sockets, ready)
         if problem is not None:
             raise WorkerRefused(problem)

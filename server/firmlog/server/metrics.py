@@ -3,26 +3,56 @@
 What every service exports (process, platform, ``firmlog_build_info``) and
 ``GET /metrics`` are in :mod:`firmlog.service.metrics`. Updated from the event
 loop; ``/metrics`` reads them there too.
+
+With ``serve --workers N`` each worker counts in its own registry, and
+:class:`WorkerMetrics` answers ``/metrics`` for the whole server: the worker a
+scrape reaches asks every other worker for its exposition, on the Unix socket
+each listens on in the workers' private directory
+(:class:`firmlog.server.workers.WorkerHost`), and merges them with its own
+(:func:`firmlog.service.metrics.merge_expositions`): counters and histograms
+add up, and so do the pool and the processes' memory and CPU; the tree sizes
+are the largest any worker knows, the checkpoint ages the smallest.
+``firmlog_workers`` says how many workers the scrape includes: fewer than N
+while one is being restarted (its counts are missing from that scrape).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
+import structlog
+from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from firmlog.server.workers import WorkerHost
 from firmlog.service.metrics import (
     CONTENT_TYPE,
     LATENCY_BUCKETS,
     SIZE_BUCKETS,
     ScrapedGauge,
     ServiceMetrics,
+    merge_expositions,
 )
 
-__all__ = ["CONTENT_TYPE", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE", "ServerMetrics", "WorkerMetrics"]
+
+log = structlog.get_logger("firmlog.metrics")
+
+LARGEST = frozenset(
+    {
+        "firmlog_tree_size",
+        "firmlog_published_tree_size",
+        "firmlog_publish_tree_size",
+        "firmlog_unpublished_entries",
+    }
+)
+"""Gauges merged across workers by their largest value: what the server is at."""
+SMALLEST = frozenset({"firmlog_checkpoint_age_seconds", "firmlog_published_checkpoint_age_seconds"})
+"""Gauges merged by their smallest value: the age of the newest checkpoint served."""
 
 
 class _EmptyLabelsOmitted(Collector):
@@ -54,6 +84,13 @@ class ServerMetrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("firmlog-server", "firmlog-server")
         r = self.registry
+        self.workers = Gauge(
+            "firmlog_workers",
+            "Server processes whose metrics this scrape adds up (serve --workers N: N, "
+            "fewer while one is restarted).",
+            registry=r,
+        )
+        self.workers.set(1)
         self.requests = Counter(
             "firmlog_http_requests_total",
             "HTTP requests by route and status.",
@@ -172,3 +209,67 @@ class ServerMetrics(ServiceMetrics):
     def submitted(self, outcome: str, reason: str = "") -> None:
         """Count one submission's outcome (a refused or rejected one with its reason)."""
         self.submissions.labels(outcome, reason).inc()
+
+
+class WorkerMetrics:
+    """``/metrics`` for every worker of this server (module docstring).
+
+    :meth:`start` listens on this worker's socket, where the others ask for its
+    exposition; :meth:`exposition` is the merged one. A worker that does not
+    answer within ``timeout`` seconds (being restarted) is left out, and logged.
+    """
+
+    PATH = "/metrics/worker"
+
+    def __init__(self, metrics: ServerMetrics, host: WorkerHost, timeout: float = 2.0) -> None:
+        self._metrics = metrics
+        self._host = host
+        self._timeout = timeout
+        self._runner: web.AppRunner | None = None
+        self._peers: dict[int, ClientSession] = {}
+
+    async def start(self) -> None:
+        if self._host.slot is None:
+            raise RuntimeError("worker metrics run in a worker that claimed its slot")
+        app = web.Application()
+        app.router.add_get(self.PATH, self._own)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.UnixSite(self._runner, str(self._host.socket_of(self._host.slot))).start()
+        timeout = ClientTimeout(total=self._timeout)
+        for slot in range(self._host.count):
+            if slot != self._host.slot:
+                connector = UnixConnector(path=str(self._host.socket_of(slot)))
+                self._peers[slot] = ClientSession(connector=connector, timeout=timeout)
+
+    async def stop(self) -> None:
+        for session in self._peers.values():
+            await session.close()
+        self._peers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _own(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.exposition(), content_type="text/plain")
+
+    async def exposition(self) -> bytes:
+        """This worker's metrics and every other worker's that answers, merged."""
+        own = self._metrics.exposition().decode("utf-8")
+        peers = await asyncio.gather(*(self._fetch(s, c) for s, c in self._peers.items()))
+        texts = [own, *(text for text in peers if text is not None)]
+        return merge_expositions(texts, largest=LARGEST, smallest=SMALLEST)
+
+    async def _fetch(self, slot: int, session: ClientSession) -> str | None:
+        try:
+            async with session.get(f"http://worker-{slot}{self.PATH}") as resp:
+                if resp.status != 200:
+                    raise ClientError(f"status {resp.status}")
+                return await resp.text()
+        except (ClientError, OSError, TimeoutError) as exc:
+            log.warning(
+                "metrics: a worker did not answer; its metrics are left out of this scrape",
+                slot=slot,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return None

@@ -21,12 +21,19 @@ submission, and the integration decides against the key sets committed
 (:mod:`firmlog.server.witnessing`); the data dir's checkpoint record only
 moves forward (:mod:`firmlog.server.signing`).
 
-One thing is shared in memory: :class:`TreeSizeBoard`, mapped by the parent
-before it forks, where each worker writes the largest tree size it has shown
-(a checkpoint it published, or read from storage and served) and every worker
-reads the largest of all. A worker whose own latest checkpoint is smaller
-re-reads it from storage before it answers (:mod:`firmlog.server.reader`): a
-client shown tree size N by one worker is never shown less by another.
+What the workers of one server share besides is a :class:`WorkerHost`, made
+by the parent before it forks:
+
+- its :class:`TreeSizeBoard`, in shared memory, where each worker writes the
+  largest tree size it has shown (a checkpoint it published, or read from
+  storage and served) and every worker reads the largest of all. A worker
+  whose own latest checkpoint is smaller re-reads it from storage before it
+  answers (:mod:`firmlog.server.reader`): a client shown tree size N by one
+  worker is never shown less by another;
+- a private directory, made when the supervisor starts and removed when it
+  stops, where each worker listens on a Unix socket of its own
+  (``worker-<slot>.sock``) for the other workers: ``/metrics`` is answered
+  with the metrics of every worker, merged (:mod:`firmlog.server.metrics`).
 
 The parent (:class:`Supervisor`) only supervises, in one thread with no event
 loop:
@@ -54,17 +61,27 @@ import errno
 import mmap
 import os
 import selectors
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
-__all__ = ["Supervisor", "TreeSizeBoard", "WorkerRefused", "WorkersRefused", "default_workers"]
+__all__ = [
+    "Supervisor",
+    "TreeSizeBoard",
+    "WorkerHost",
+    "WorkerRefused",
+    "WorkersRefused",
+    "default_workers",
+]
 
 log = structlog.get_logger("firmlog.workers")
 
@@ -121,6 +138,29 @@ class TreeSizeBoard:
         if self._slot is None:
             raise RuntimeError("only a worker that claimed a slot writes the board")
         self._words[self._slot] = max(self._words[self._slot], tree_size)
+
+
+class WorkerHost:
+    """What the ``count`` workers of one server share (module docstring): the
+    :attr:`board`, and the :attr:`directory` of their sockets (set by
+    :meth:`Supervisor.run` before it forks). In a worker, :attr:`slot` is its own."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.board = TreeSizeBoard(count)
+        self.directory: Path | None = None
+        self.slot: int | None = None
+
+    def claim(self, slot: int) -> None:
+        """In a worker: it runs in ``slot``."""
+        self.board.claim(slot)
+        self.slot = slot
+
+    def socket_of(self, slot: int) -> Path:
+        """Where the worker in ``slot`` listens for the other workers."""
+        if self.directory is None:
+            raise RuntimeError("the workers' directory exists only while the supervisor runs")
+        return self.directory / f"worker-{slot}.sock"
 
 
 class WorkerRefused(Exception):
@@ -185,8 +225,8 @@ class Supervisor:
 
     ``on_ready`` runs in the parent, once, when every worker listens. Create
     and :meth:`run` it in the main thread of a process with no event loop and
-    no other thread running. ``board`` is shared by the workers; in each, it is
-    claimed for the worker's slot before ``main`` runs.
+    no other thread running. :attr:`host` is shared by the workers; in each,
+    it is claimed for the worker's slot before ``main`` runs.
     """
 
     def __init__(
@@ -208,7 +248,7 @@ class Supervisor:
         self._restart_min = restart_min
         self._restart_max = restart_max
         self._workers: dict[int, _Worker] = {}  # by pid
-        self.board = TreeSizeBoard(count)
+        self.host = WorkerHost(count)
         self._restarts: dict[int, float] = {}  # slot -> when (monotonic)
         self._backoff: dict[int, float] = {}  # slot -> the next wait
         self._selector = selectors.DefaultSelector()
@@ -233,6 +273,7 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (*_STOP_SIGNALS, signal.SIGCHLD)
         }
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self.host.directory = Path(tempfile.mkdtemp(prefix="firmlog-workers-"))
         try:
             for slot in range(self._count):
                 self._spawn(slot)
@@ -244,6 +285,7 @@ class Supervisor:
                 self._enforce_stop_deadline()
         finally:
             self._kill_all()
+            shutil.rmtree(self.host.directory, ignore_errors=True)
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -437,7 +479,7 @@ class Supervisor:
 
     def _work(self, slot: int, status: int) -> int:
         structlog.contextvars.bind_contextvars(worker=slot)
-        self.board.claim(slot)
+        self.host.claim(slot)
 
         def ready() -> None:
             _write_all(status, _READY + b"\n")

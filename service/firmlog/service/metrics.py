@@ -14,11 +14,16 @@ The log server and the monitor subclass it and define their own metrics on
 
 Counters carry no ``_created`` samples (prometheus_client's switch for that
 is process-wide; these programs own their process).
+
+A service run as several processes answers ``/metrics`` for all of them:
+:func:`merge_expositions` merges their expositions into one, as if one process
+had counted everything (counters and histograms add up; each gauge is summed,
+or its largest or smallest value is taken, as its meaning asks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -32,7 +37,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 __all__ = [
     "CONTENT_TYPE",
@@ -40,6 +47,7 @@ __all__ = [
     "SIZE_BUCKETS",
     "ScrapedGauge",
     "ServiceMetrics",
+    "merge_expositions",
     "metrics_handler",
 ]
 
@@ -102,14 +110,93 @@ class ScrapedGauge(Collector):
         yield family
 
 
+PROCESS_GAUGES_MAX = frozenset({"process_max_fds", "python_info", "firmlog_build_info"})
+"""Gauges of every service whose merged value is the largest of the processes'."""
+PROCESS_GAUGES_MIN = frozenset({"process_start_time_seconds"})
+"""Gauges of every service whose merged value is the smallest (the oldest process)."""
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def merge_expositions(
+    texts: Iterable[str], *, largest: Collection[str] = (), smallest: Collection[str] = ()
+) -> bytes:
+    """The expositions (text format 0.0.4) of several processes of one service as
+    one, in the same format, families in the order they first appear.
+
+    A sample of a counter or histogram is the sum of the processes' samples of
+    its name and labels, and so is a gauge's, unless its family is named in
+    ``largest`` or ``smallest`` (with :data:`PROCESS_GAUGES_MAX` and
+    :data:`PROCESS_GAUGES_MIN`): then it is the largest or smallest value. A
+    family must have one type and help text in every exposition (ValueError)."""
+    largest = PROCESS_GAUGES_MAX | frozenset(largest)
+    smallest = PROCESS_GAUGES_MIN | frozenset(smallest)
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+                values[family.name] = {}
+            elif (merged.type, merged.documentation) != (family.type, family.documentation):
+                raise ValueError(
+                    f"metric {family.name} is a {merged.type} in one exposition and a "
+                    f"{family.type} in another"
+                )
+            pick = _pick(family, largest, smallest)
+            samples = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                seen = samples.get(key)
+                samples[key] = sample.value if seen is None else pick(seen, sample.value)
+    for name, merged in families.items():
+        merged.samples = [
+            Sample(sample, dict(labels), value) for (sample, labels), value in values[name].items()
+        ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
+def _pick(
+    family: Metric, largest: Collection[str], smallest: Collection[str]
+) -> Callable[[float, float], float]:
+    if family.type == "gauge" and family.name in largest:
+        return max
+    if family.type == "gauge" and family.name in smallest:
+        return min
+    if family.type in ("counter", "gauge", "histogram", "summary", "gaugehistogram", "unknown"):
+        return _add
+    raise ValueError(f"metric {family.name} is of type {family.type}: no way to merge it")
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
+Exposition = Callable[[], Awaitable[bytes]]
+"""What ``GET /metrics`` answers with: the exposition, in the text format 0.0.4."""
+
+
 def metrics_handler(
-    metrics: ServiceMetrics,
+    metrics: ServiceMetrics, exposition: Exposition | None = None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The ``GET /metrics`` handler of an app whose metrics are ``metrics``."""
+    """The ``GET /metrics`` handler of an app whose metrics are ``metrics``; with
+    ``exposition``, what that returns (the metrics of several processes, merged)."""
 
     async def get_metrics(_request: web.Request) -> web.Response:
+        body = metrics.exposition() if exposition is None else await exposition()
         return web.Response(
-            body=metrics.exposition(),
+            body=body,
             headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
         )
 

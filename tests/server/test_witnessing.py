@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
-from support.harness import ORIGIN, BlackBoxLog, LogUnderTest, make_log
+from support.harness import ORIGIN, BlackBoxLog, LogProcessUnderTest, LogUnderTest, make_log
 from support.metrics import Samples
 from support.monitor import WITNESS_NAME, MonitorUnderTest, checkpoint, eventually, free_port
+from test_workers import log_records, pinned_sessions
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint
@@ -33,6 +34,7 @@ class HeldWitness:
 
     def __init__(self) -> None:
         self.target = ""  # the witness's base URL, once it runs
+        self.sizes: list[int] = []  # the tree size of each request, in the order they came
         self.held = False
         self.waiting = 0  # requests held now
         self._release = asyncio.Event()
@@ -66,6 +68,8 @@ class HeldWitness:
 
     async def _add_checkpoint(self, request: web.Request) -> web.Response:
         body = await request.read()
+        note = body.split(b"\n\n", 1)[1]  # after the old size and the proof
+        self.sizes.append(int(note.split(b"\n")[1]))
         if self.held:
             self.waiting += 1
             try:
@@ -438,6 +442,40 @@ async def test_integration_does_not_wait_for_the_witnesses(
         assert after[refused] >= before.get(refused, 0) + 1
         assert after[f'firmlog_witness_request_seconds_count{{witness="{name}"}}'] > 0
     assert after["firmlog_published_checkpoint_age_seconds"] >= 0
+
+
+async def test_with_workers_one_of_them_talks_to_the_witnesses(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Both workers integrate batches; only the cosigner (worker 0) has trees cosigned,
+    # one round at a time, so each witness is asked for ever larger trees, as by one
+    # server. The other worker's submitters get the cosigned bundles all the same.
+    w = await start_witnessed("2-workers", database_url, tmp_path, held=True, witness_timeout=60)
+    try:
+        log = w.log
+        assert isinstance(log, LogProcessUnderTest)
+        async with pinned_sessions(log.base, 2) as pinned:
+
+            async def submit_all(k: int, session: ClientSession) -> None:
+                for i in range(6):
+                    entry = log.entry(100 * k + i)
+                    status, body = await log.submit(session, entry)
+                    assert status == 200, body
+                    verify(w, body, entry)
+
+            await asyncio.gather(*(submit_all(k, s) for k, s in enumerate(pinned)))
+            cp = await checkpoint(pinned[0], log.base)
+            assert w.device_policy.verify_checkpoint(cp).signed.checkpoint.tree_size == 12
+        records = log_records(log.process)
+        integrated_by = {r.get("worker") for r in records if r.get("event") == "integrated"}
+        assert integrated_by == {0, 1}, f"batches integrated by workers {integrated_by}"
+        cosigned_by = {r.get("worker") for r in records if r.get("event") == "checkpoint cosigned"}
+        assert cosigned_by == {0}, f"checkpoints were cosigned by workers {cosigned_by}"
+        for proxy in w.held:
+            assert proxy.sizes, "a witness was never asked"
+            assert proxy.sizes == sorted(proxy.sizes), f"asked out of order: {proxy.sizes}"
+    finally:
+        await stop_witnessed(w)
 
 
 async def metrics(session: ClientSession, log: BlackBoxLog) -> Samples:

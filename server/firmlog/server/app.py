@@ -833,6 +833,7 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config, keys, metrics = app[CONFIG], app[KEYS], app[METRICS]
+    host = app.get(HOST)  # in a worker of serve --workers N
     storage = open_storage(config.database_url)
     await storage.open()
     images = ImageStore(config.escrow_path)
@@ -852,12 +853,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             consistency,
             timeout=config.witness_timeout,
             metrics=metrics,
+            host=host,
         )
     reader = LogReader(
         storage,
         cache_tiles=config.limits.tile_cache_tiles,
         accept=witnesses.cosigned if witnesses is not None else None,
-        host=app[HOST].board if HOST in app else None,
+        host=host.board if host is not None else None,
     )
     operators = list(keys.operators)
     vendor_keys = VendorKeyCache()

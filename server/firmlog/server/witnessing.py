@@ -21,6 +21,18 @@ sharing the database, serves it), then shows it to readers and tells the
 sequencer, which answers every submitter whose entry it covers. It retries
 a checkpoint that did not get its quorum at the next offer, or after a
 backoff; so a server restarted with an uncosigned tree gets it cosigned.
+
+With ``serve --workers N`` (a :class:`~firmlog.server.workers.WorkerHost`),
+one worker, the cosigner, talks to the witnesses for the whole host, so that
+they get one server's requests whatever N is (one round at a time, each
+witness's size known from the last round), not N: each other worker wakes it
+after its commits, and it then has the newest tree in storage cosigned. The
+other workers' publishers follow: while a submitter of theirs waits, they
+watch the tree size the workers have shown (shared memory), and once it
+grows, publish the cosigned checkpoint recorded in storage, which answers
+their submitters. Only a checkpoint carrying the quorum is ever published, by
+any worker. While the cosigner is being restarted, the others' submitters
+wait (503 past the witness timeout, as when the witnesses are away).
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from firmlog.client.policy import Policy, PolicyLog, PolicyWitness, parse_policy
 from firmlog.server.metrics import ServerMetrics
 from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
 from firmlog.server.storage import Storage
+from firmlog.server.workers import WorkerHost
 
 __all__ = ["CheckpointPublisher", "WitnessCollector", "WitnessingFailed", "load_witness_policy"]
 
@@ -82,7 +95,11 @@ class WitnessCollector:
         *,
         timeout: float = 10.0,
         metrics: ServerMetrics | None = None,
+        host: WorkerHost | None = None,
     ) -> None:
+        """``host``: in a worker of ``serve --workers N``, what the workers share (then
+        only the cosigner among them calls :meth:`collect`; module docstring)."""
+        self.host = host
         # The policy a checkpoint must meet: this log's key, the file's witnesses and quorum.
         self.policy = Policy((PolicyLog(log_key),), policy.witnesses, policy.groups, policy.quorum)
         self._witnesses: tuple[PolicyWitness, ...] = tuple(w for w in policy.witnesses if w.url)
@@ -215,6 +232,9 @@ RETRY_MIN = 0.25
 RETRY_MAX = 5.0
 """Backoff between attempts at a checkpoint that did not get its quorum, when no
 newer checkpoint is offered meanwhile (a newer offer is tried at once)."""
+FOLLOW_INTERVAL = 0.005
+"""Seconds between looks at the workers' shared tree size, in a worker that is not
+the cosigner, while a submitter of its waits for a cosigned checkpoint."""
 
 Published = Callable[[LatestCheckpoint], Awaitable[None]]
 
@@ -226,7 +246,8 @@ class CheckpointPublisher:
     :meth:`run` is this publisher's own task; ``_offered`` and ``_wake`` are
     shared (offer writes, run reads), everything else belongs to run.
     ``published`` is only ever replaced by a larger tree. ``on_published`` is
-    awaited after each publication, from the run task.
+    awaited after each publication, from the run task. In a worker that is not
+    its host's cosigner, run only follows (module docstring).
     """
 
     def __init__(
@@ -247,6 +268,8 @@ class CheckpointPublisher:
         self._clock = clock
         self._offered: LatestCheckpoint | None = None  # the newest checkpoint integrated
         self._wake = asyncio.Event()
+        self._host = collector.host
+        self._others_committed = False  # the cosigner was woken by another worker
         self.published: LatestCheckpoint | None = None
         self._published_at: float | None = None
         metrics.published_age.function = self._age
@@ -271,6 +294,8 @@ class CheckpointPublisher:
             self._offered = checkpoint
         self._update_backlog()
         self._wake.set()
+        if self._host is not None and not self._host.cosigner:
+            self._host.wake_cosigner()
 
     def _update_backlog(self) -> None:
         integrated = self._offered.tree_size if self._offered is not None else 0
@@ -284,9 +309,71 @@ class CheckpointPublisher:
         return offered
 
     async def run(self) -> None:
-        """Have the newest offered checkpoint cosigned and publish it, until cancelled."""
+        """Have the newest offered checkpoint cosigned and publish it, until cancelled;
+        in a worker that is not the cosigner, follow it."""
+        host = self._host
+        if host is None:
+            await self._cosign_offers()
+        elif not host.cosigner:
+            await self._follow(host)
+        else:
+            loop = asyncio.get_running_loop()
+            loop.add_reader(host.cosigner_wakeups, self._woken, host)
+            self._others_committed = True  # what they committed before this one ran
+            try:
+                await self._cosign_offers()
+            finally:
+                loop.remove_reader(host.cosigner_wakeups)
+
+    def _woken(self, host: WorkerHost) -> None:
+        host.drain_wakeups()
+        self._others_committed = True
+        self._wake.set()
+
+    async def _newest_committed(self) -> None:
+        """Offer the newest tree in storage (the cosigner, once another worker
+        committed)."""
+        self._others_committed = False
+        try:
+            note = await self._storage.latest_checkpoint()
+        except Exception as exc:  # the database may be away a while: retried at the next wake
+            log.warning("reading the newest tree to cosign failed", error=repr(exc))
+            return
+        if note is None:
+            return
+        committed = checkpoint_of(note)
+        if self._offered is None or committed.tree_size > self._offered.tree_size:
+            self._offered = committed
+            self._update_backlog()
+
+    async def _follow(self, host: WorkerHost) -> None:
+        """Publish what the cosigner published, while a submitter here waits for it."""
+        read_at = -1  # the shared tree size when storage was last read
+        while True:
+            if self._wanted() is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            shown = host.board.largest()
+            published = self.published.tree_size if self.published is not None else -1
+            if shown > max(published, read_at):
+                read_at = shown
+                try:
+                    note = await self._storage.latest_cosigned()
+                except Exception as exc:  # retried at the next look
+                    log.warning("reading the cosigned checkpoint failed", error=repr(exc))
+                    read_at = -1
+                    note = None
+                if note is not None and self._collector.cosigned(note):
+                    await self._publish(checkpoint_of(note))
+                    continue
+            await asyncio.sleep(FOLLOW_INTERVAL)
+
+    async def _cosign_offers(self) -> None:
         backoff = RETRY_MIN
         while True:
+            if self._others_committed:
+                await self._newest_committed()
             target = self._wanted()
             if target is None:
                 self._wake.clear()

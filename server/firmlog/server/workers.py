@@ -33,7 +33,11 @@ by the parent before it forks:
 - a private directory, made when the supervisor starts and removed when it
   stops, where each worker listens on a Unix socket of its own
   (``worker-<slot>.sock``) for the other workers: ``/metrics`` is answered
-  with the metrics of every worker, merged (:mod:`firmlog.server.metrics`).
+  with the metrics of every worker, merged (:mod:`firmlog.server.metrics`);
+- with witnesses, one worker (slot 0, the *cosigner*) has checkpoints
+  cosigned for the whole host, so that the witnesses get the traffic of one
+  server whatever N is; the others wake it through a pipe after each commit
+  (:mod:`firmlog.server.witnessing`).
 
 The parent (:class:`Supervisor`) only supervises, in one thread with no event
 loop:
@@ -85,6 +89,8 @@ __all__ = [
 
 log = structlog.get_logger("firmlog.workers")
 
+COSIGNER_SLOT = 0
+"""The worker that has checkpoints cosigned for the whole host (with witnesses)."""
 RESTART_MIN = 0.25
 """Seconds before a worker that died is restarted, the first time."""
 RESTART_MAX = 30.0
@@ -150,6 +156,32 @@ class WorkerHost:
         self.board = TreeSizeBoard(count)
         self.directory: Path | None = None
         self.slot: int | None = None
+        # Written by the other workers after a commit, read by the cosigner; both
+        # ends stay open in the parent, so a restarted cosigner has them too.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    @property
+    def cosigner(self) -> bool:
+        """Whether this worker has checkpoints cosigned for the host."""
+        return self.slot == COSIGNER_SLOT
+
+    @property
+    def cosigner_wakeups(self) -> int:
+        """The file descriptor the cosigner watches (:meth:`drain_wakeups` when readable)."""
+        return self._wake_r
+
+    def wake_cosigner(self) -> None:
+        """Tell the cosigner that this worker committed a tree (never blocks: a full
+        pipe already wakes it)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def drain_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
 
     def claim(self, slot: int) -> None:
         """In a worker: it runs in ``slot``."""

@@ -55,6 +55,7 @@ from support.logcheck import VerifiedLog, fetch, verify_whole_log
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.entries import KeySet, sign_entry
 from firmlog.client.keys import Ed25519Signer
+from firmlog.server.workers import TreeSizeBoard
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +126,32 @@ def log_records(server: ServerProcess) -> list[dict[str, object]]:
         assert isinstance(record, dict), line
         records.append(record)
     return records
+
+
+def test_the_tree_size_board_is_shared_across_the_fork_and_only_grows() -> None:
+    board = TreeSizeBoard(2)
+    pid = os.fork()
+    if pid == 0:  # a worker in slot 1
+        code = 1
+        try:
+            board.claim(1)
+            board.raise_to(7)
+            board.raise_to(5)  # never back
+            code = 0 if board.largest() == 7 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert board.largest() == 7  # the parent sees what the worker wrote
+    with pytest.raises(RuntimeError, match="claimed a slot"):
+        board.raise_to(9)  # the parent writes no slot
+    board.claim(0)
+    board.raise_to(3)
+    assert board.largest() == 7
+    board.raise_to(8)
+    assert board.largest() == 8
+    with pytest.raises(ValueError, match="slot 2 is not on a board of 2"):
+        board.claim(2)
 
 
 async def test_every_worker_answers_on_the_one_port(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 from support.faults import WatchedStorage
-from support.harness import BlackBoxLog, LogUnderTest, until
+from support.harness import BlackBoxLog, LogUnderTest, make_log, until
 from support.logcheck import verify_whole_log
 
 from firmlog.client.bundle import ProofBundle
@@ -269,16 +269,16 @@ async def test_tiles_and_caching_headers(http_log: BlackBoxLog, session: ClientS
         assert (await resp.read()).startswith(narrow)
 
 
-async def test_restart_keeps_the_log(database_url: str, tmp_path: Path) -> None:
-    first = LogUnderTest(database_url, tmp_path)
+async def test_restart_keeps_the_log(served_by: str, database_url: str, tmp_path: Path) -> None:
+    first = make_log(served_by, database_url, tmp_path)
     await first.start()
     async with ClientSession() as session:
         for i in range(10):
             assert (await first.submit(session, first.entry(i)))[0] == 200
         before = await verify_whole_log(first.base, first.verifier)
         await first.stop()
-        second = LogUnderTest(
-            database_url, tmp_path, log_key=first.log_key, operator=first.operator
+        second = make_log(
+            served_by, database_url, tmp_path, log_key=first.log_key, operator=first.operator
         )
         await second.start()
         try:

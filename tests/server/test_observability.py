@@ -135,21 +135,21 @@ async def test_each_app_has_its_own_registry(
 
 
 async def test_rejected_submissions_are_counted_by_reason(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    text, signatures = split_note(log.entry(0))
+    text, signatures = split_note(http_log.entry(0))
     bad = bytearray(signatures[0].signature)
     bad[0] ^= 0x01  # the operator's signature no longer verifies
     forged = Signature(signatures[0].name, signatures[0].key_id, bytes(bad))
     entry = (text + "\n" + "".join(s.line() for s in [forged, *signatures[1:]])).encode()
-    async with session.post(f"{log.base}/v1/entries", data=entry) as resp:
+    async with session.post(f"{http_log.base}/v1/entries", data=entry) as resp:
         assert resp.status == 403
         assert (await resp.json())["kind"] == "SignatureError"
-    async with session.post(f"{log.base}/v1/entries", data=b"not an entry") as resp:
+    async with session.post(f"{http_log.base}/v1/entries", data=b"not an entry") as resp:
         assert resp.status == 400
         malformed = (await resp.json())["kind"]
-    assert (await log.submit(session, log.entry(0)))[0] == 200
-    samples = await scrape(session, log.base)
+    assert (await http_log.submit(session, http_log.entry(0)))[0] == 200
+    samples = await scrape(session, http_log.base)
     rejected = 'firmlog_submissions_total{outcome="rejected",reason="%s"}'
     assert samples[rejected % "SignatureError"] == 1
     assert samples[rejected % malformed] == 1
@@ -160,15 +160,15 @@ async def test_rejected_submissions_are_counted_by_reason(
 
 
 async def test_the_checkpoint_age_grows_until_the_next_checkpoint(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
-    assert (await log.submit(session, log.entry(0)))[0] == 200
-    first = (await scrape(session, log.base))["firmlog_checkpoint_age_seconds"]
+    assert (await http_log.submit(session, http_log.entry(0)))[0] == 200
+    first = (await scrape(session, http_log.base))["firmlog_checkpoint_age_seconds"]
     await asyncio.sleep(1.0)
-    later = (await scrape(session, log.base))["firmlog_checkpoint_age_seconds"]
+    later = (await scrape(session, http_log.base))["firmlog_checkpoint_age_seconds"]
     assert later >= first + 1.0
-    assert (await log.submit(session, log.entry(1)))[0] == 200
-    newer = (await scrape(session, log.base))["firmlog_checkpoint_age_seconds"]
+    assert (await http_log.submit(session, http_log.entry(1)))[0] == 200
+    newer = (await scrape(session, http_log.base))["firmlog_checkpoint_age_seconds"]
     assert newer < later
 
 
@@ -194,17 +194,19 @@ async def test_a_cosigned_checkpoint_is_as_old_as_its_newest_cosignature(
 
 
 async def test_a_valid_request_id_is_echoed_and_an_invalid_one_replaced(
-    log: LogUnderTest, session: ClientSession
+    http_log: BlackBoxLog, session: ClientSession
 ) -> None:
     given = "req-" + "x" * 124  # 128 visible characters
-    async with session.get(f"{log.base}/healthz", headers={"X-Request-Id": given}) as resp:
+    async with session.get(f"{http_log.base}/healthz", headers={"X-Request-Id": given}) as resp:
         assert resp.headers["X-Request-Id"] == given
-    async with session.get(f"{log.base}/v1/bundle/nope", headers={"X-Request-Id": "r1"}) as resp:
+    async with session.get(
+        f"{http_log.base}/v1/bundle/nope", headers={"X-Request-Id": "r1"}
+    ) as resp:
         assert resp.status == 400
         assert resp.headers["X-Request-Id"] == "r1"  # on errors too
     # Too long, a space, a control character (the one HTTP lets through: the
     # parser refuses the others before the app), not ASCII, empty.
-    port = int(log.base.rsplit(":", 1)[1])
+    port = int(http_log.base.rsplit(":", 1)[1])
     seen = set()
     for bad in (b"x" * 129, b"has space", b"tab\tinside", b"caf\xc3\xa9", b""):
         answer = await exchange(
@@ -217,7 +219,7 @@ async def test_a_valid_request_id_is_echoed_and_an_invalid_one_replaced(
         assert made_up.encode() != bad
         assert re.fullmatch("[0-9a-f]{32}", made_up), made_up
         seen.add(made_up)
-    async with session.get(f"{log.base}/healthz") as resp:
+    async with session.get(f"{http_log.base}/healthz") as resp:
         seen.add(resp.headers["X-Request-Id"])
     assert len(seen) == 6  # a new one each time
 

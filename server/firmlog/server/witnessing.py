@@ -233,8 +233,10 @@ RETRY_MAX = 5.0
 """Backoff between attempts at a checkpoint that did not get its quorum, when no
 newer checkpoint is offered meanwhile (a newer offer is tried at once)."""
 FOLLOW_INTERVAL = 0.005
+FOLLOW_MAX = 0.05
 """Seconds between looks at the workers' shared tree size, in a worker that is not
-the cosigner, while a submitter of its waits for a cosigned checkpoint."""
+the cosigner, while a tree it committed waits for cosignatures: FOLLOW_INTERVAL
+after a commit, doubling up to FOLLOW_MAX while nothing changes."""
 
 Published = Callable[[LatestCheckpoint], Awaitable[None]]
 
@@ -349,10 +351,12 @@ class CheckpointPublisher:
     async def _follow(self, host: WorkerHost) -> None:
         """Publish what the cosigner published, while a submitter here waits for it."""
         read_at = -1  # the shared tree size when storage was last read
+        pause = FOLLOW_INTERVAL
         while True:
             if self._wanted() is None:
                 self._wake.clear()
                 await self._wake.wait()
+                pause = FOLLOW_INTERVAL
                 continue
             shown = host.board.largest()
             published = self.published.tree_size if self.published is not None else -1
@@ -360,14 +364,16 @@ class CheckpointPublisher:
                 read_at = shown
                 try:
                     note = await self._storage.latest_cosigned()
-                except Exception as exc:  # retried at the next look
+                except Exception as exc:  # the database may be away: looked at again later
                     log.warning("reading the cosigned checkpoint failed", error=repr(exc))
-                    read_at = -1
-                    note = None
+                    read_at, pause, note = -1, FOLLOW_MAX, None
                 if note is not None and self._collector.cosigned(note):
                     await self._publish(checkpoint_of(note))
                     continue
-            await asyncio.sleep(FOLLOW_INTERVAL)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+            pause = FOLLOW_INTERVAL if self._wake.is_set() else min(pause * 2, FOLLOW_MAX)
 
     async def _cosign_offers(self) -> None:
         backoff = RETRY_MIN

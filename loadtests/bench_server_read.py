@@ -49,6 +49,7 @@ from pathlib import Path
 
 from load_harness import (
     LOOPBACK,
+    REPO,
     RssSampler,
     ServerProcess,
     children_cpu_s,
@@ -71,7 +72,7 @@ from load_harness import (
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.integrate import edge_tiles, integrate
-from firmlog.client.keys import Ed25519Signer, generate_key
+from firmlog.client.keys import Ed25519Signer, generate_key, parse_signer_key
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_inclusion
 from firmlog.client.tiles import TILE_WIDTH
 from firmlog.server.config import SequencerConfig
@@ -163,6 +164,17 @@ async def grow_direct(url: str, log_key: Ed25519Signer, start: int, end: int, ba
                     LogState(tree.tree_size, tree.right_edge, sign_checkpoint(cp, log_key))
                 )
         return time.perf_counter() - t0
+    finally:
+        await storage.close()
+
+
+async def stored_size(url: str) -> int:
+    """How many entries the log at ``url`` holds (0 for a new database)."""
+    storage = open_storage(url)
+    await storage.open()
+    try:
+        async with storage.integration() as tx:
+            return (await tx.state()).tree_size
     finally:
         await storage.close()
 
@@ -385,28 +397,69 @@ def main() -> int:
         help="serve --workers list: each size is measured with each (1)",
     )
     p.add_argument("--json-out", type=Path, help="write the results as JSON here")
+    p.add_argument(
+        "--db-dir",
+        type=Path,
+        help="keep one SQLite log per size in DIR/<size>/ (database and data dir) and reuse "
+        "it in later runs instead of loading it again; a smaller one is grown to the size",
+    )
+    p.add_argument(
+        "--sources",
+        type=Path,
+        help="run the servers from a copy of this checkout's sources (default: this "
+        "checkout), e.g. a checkout of main, for before/after figures on the same logs",
+    )
     args = p.parse_args()
     need_wrk()
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     worker_counts = [int(w) for w in args.workers.split(",") if w]
 
+    if args.db_dir and args.backend != "sqlite":
+        p.error("--db-dir keeps SQLite databases: it needs --backend sqlite")
+
     workdir = Path(tempfile.mkdtemp(prefix="firmlog-bench-read-"))
     results: list[SizeResult] = []
     skipped: list[str] = []
     try:
-        code = "live tree" if args.no_snapshot else snapshot_sources(workdir)
+        if args.no_snapshot and args.sources:
+            p.error("--sources runs a copy of that tree's code: drop --no-snapshot")
+        code = "live tree" if args.no_snapshot else snapshot_sources(workdir, args.sources or REPO)
         print(f"servers run from: {code}", flush=True)
-        log_key = generate_key(ORIGIN)
         operator = generate_key(f"{ORIGIN}/operator")
-        data_dir = workdir / "data"
         limits = {"tile_cache_tiles": args.tile_cache} if args.tile_cache else None
-        write_data_dir(data_dir, log_key.skey, operator.verifier.vkey, ORIGIN, limits=limits)
-        with database(args.backend, workdir) as url:
+        shared_key = generate_key(ORIGIN)
+        shared_data = workdir / "data"
+        if not args.db_dir:
+            write_data_dir(
+                shared_data, shared_key.skey, operator.verifier.vkey, ORIGIN, limits=limits
+            )
+        with database(args.backend, workdir) as shared_url:
             bare = start_bare_server(workdir / "bare.log")
             try:
                 have, rate = 0, None
                 for size in sizes:
-                    if rate is not None and (size - have) / rate > args.max_bulk_seconds:
+                    if args.db_dir:
+                        # One log per size, kept: reused as it is, or grown to the size.
+                        data_dir = args.db_dir / str(size) / "data"
+                        url = f"sqlite:///{args.db_dir / str(size) / 'firmlog.db'}"
+                        key_path = data_dir / "log.key"
+                        log_key = (
+                            parse_signer_key(key_path.read_text(encoding="utf-8").strip())
+                            if key_path.exists()
+                            else generate_key(ORIGIN)
+                        )
+                        write_data_dir(
+                            data_dir, log_key.skey, operator.verifier.vkey, ORIGIN, limits=limits
+                        )
+                        have = asyncio.run(stored_size(url))
+                        if have > size:
+                            sys.exit(f"{url} holds {have:,} entries, more than {size:,}")
+                    else:
+                        data_dir, url, log_key = shared_data, shared_url, shared_key
+                    if have == size:
+                        bulk_s = 0.0
+                        print(f"N={size:,}: the log in {url} is reused", flush=True)
+                    elif rate is not None and (size - have) / rate > args.max_bulk_seconds:
                         msg = (
                             f"N={size:,}: not loaded: at {rate:,.0f} entries/s the bulk load "
                             f"from {have:,} would take {(size - have) / rate / 60:.0f} min "
@@ -415,14 +468,15 @@ def main() -> int:
                         print(msg, flush=True)
                         skipped.append(msg)
                         continue
-                    grow = grow_direct if args.bulk_mode == "direct" else grow_with_sequencer
-                    bulk_s = asyncio.run(grow(url, log_key, have, size, args.bulk_batch))
-                    rate = (size - have) / bulk_s
-                    print(
-                        f"grew the log {have:,} -> {size:,} in {bulk_s:.1f} s "
-                        f"({rate:,.0f} entries/s)",
-                        flush=True,
-                    )
+                    else:
+                        grow = grow_direct if args.bulk_mode == "direct" else grow_with_sequencer
+                        bulk_s = asyncio.run(grow(url, log_key, have, size, args.bulk_batch))
+                        rate = (size - have) / bulk_s
+                        print(
+                            f"grew the log {have:,} -> {size:,} in {bulk_s:.1f} s "
+                            f"({rate:,.0f} entries/s)",
+                            flush=True,
+                        )
                     have = size
                     for workers in worker_counts:
                         res = SizeResult(size=size, bulk_s=bulk_s, workers=workers)

@@ -438,27 +438,65 @@ class TileCache:
     both are shared; a partial tile is also served from the full tile it grew
     into when that is cached. Use one cache per log. ``hits`` and ``misses``
     count lookups, for metrics.
+
+    Level-0 tiles (one per 256 leaves) and the tiles above them (1/256 as
+    many, and needed by every proof) are kept in two LRUs, of ``max_tiles``
+    and ``max_upper_tiles`` tiles (default: ``max_tiles``): reads scattered
+    over a large tree's level-0 tiles never evict the upper levels.
+    A tile is held as its hashes; its inner nodes are hashed when first asked
+    for, and then kept with it.
     """
 
-    def __init__(self, max_tiles: int = 4096) -> None:
-        if max_tiles < 1:
-            raise ValueError(f"max_tiles must be at least 1, got {max_tiles}")
+    def __init__(self, max_tiles: int = 4096, max_upper_tiles: int | None = None) -> None:
+        if max_upper_tiles is None:
+            max_upper_tiles = max_tiles
+        for name, value in (("max_tiles", max_tiles), ("max_upper_tiles", max_upper_tiles)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.max_tiles = max_tiles
+        self.max_upper_tiles = max_upper_tiles
         self.hits = 0
         self.misses = 0
-        self._tiles: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()
+        self._tiles: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()  # level 0
+        self._upper: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()
         # The widest partial tile at each (level, index): a wider one grows from it.
         self._growing: dict[tuple[int, int], tuple[int, _ExpandedTile]] = {}
 
     def __len__(self) -> int:
-        return len(self._tiles)
+        return len(self._tiles) + len(self._upper)
 
     def __contains__(self, tile: object) -> bool:
         """Whether this exact tile (a :class:`Tile`) is cached."""
-        return isinstance(tile, Tile) and (tile.level, tile.index, tile.width) in self._tiles
+        if not isinstance(tile, Tile):
+            return False
+        tiles = self._tiles if tile.level == 0 else self._upper
+        return (tile.level, tile.index, tile.width) in tiles
+
+    def tile_data(self, tile: Tile) -> bytes | None:
+        """The hashes of hash tile ``tile`` if cached (cut from the full tile it grew
+        into when that is cached), else None. Counts a hit or a miss."""
+        found = self._get(tile.level, tile.index, tile.width)
+        if found is None:
+            return None
+        data = found.levels[0]
+        size = tile.width * HASH_SIZE
+        return data if len(data) == size else data[:size]
+
+    def add(self, tile: Tile, data: bytes) -> None:
+        """Cache ``data``, the hashes of hash tile ``tile`` (exactly ``tile.width``
+        of them: MerkleFormatError otherwise); its inner nodes are hashed later, if
+        asked for (a growing partial tile keeps those of its narrower copy)."""
+        if tile.level < 0:
+            raise ValueError(f"{tile.path} is an entry bundle, not a hash tile")
+        if len(data) != tile.width * HASH_SIZE:
+            raise MerkleFormatError(
+                f"tile {tile.path} is {len(data)} bytes, expected {tile.width * HASH_SIZE}"
+            )
+        data = bytes(data)
+        self._put(tile.level, tile.index, tile.width, self._expand(tile.level, tile.index, data))
 
     def _get(self, level: int, index: int, width: int) -> _ExpandedTile | None:
-        tiles = self._tiles
+        tiles = self._tiles if level == 0 else self._upper
         key = (level, index, TILE_WIDTH)
         found = tiles.get(key)
         if found is None and width != TILE_WIDTH:
@@ -472,11 +510,14 @@ class TileCache:
         return found
 
     def _put(self, level: int, index: int, width: int, tile: _ExpandedTile) -> None:
-        tiles = self._tiles
+        if level == 0:
+            tiles, limit = self._tiles, self.max_tiles
+        else:
+            tiles, limit = self._upper, self.max_upper_tiles
         key = (level, index, width)
         tiles[key] = tile
         tiles.move_to_end(key)
-        while len(tiles) > self.max_tiles:
+        while len(tiles) > limit:
             tiles.popitem(last=False)
         growing = self._growing
         if width == TILE_WIDTH:
@@ -499,6 +540,7 @@ class TileCache:
 
     def clear(self) -> None:
         self._tiles.clear()
+        self._upper.clear()
         self._growing.clear()
 
 

@@ -636,6 +636,51 @@ def test_reader_lru_evicts() -> None:
         TileCache(0)
 
 
+def test_level_zero_reads_never_evict_the_upper_levels() -> None:
+    """Scattered leaves churn the level-0 LRU; the tiles above have their own."""
+    _, store, _, levels = tree_1e5()
+    cache = TileCache(max_tiles=2, max_upper_tiles=1)
+    n = 256 * 256 + 256 * 3  # full tile 1/0, partial tile 1/1 (width 3)
+    fetch = RecordingFetch(store)
+    for i in range(6):
+        TileHashReader(n, fetch, cache).read_hashes([(0, 256 * i), (8, 5)])
+    assert Tile(1, 0) in cache
+    assert fetch.tiles.count(Tile(1, 0)) == 1
+    assert len(cache) == 3
+    TileHashReader(n, fetch, cache).read_hashes([(8, 256)])  # tile 1/1.p/3 evicts 1/0
+    assert Tile(1, 0) not in cache
+    assert Tile(1, 1, 3) in cache
+    assert Tile(0, 5) in cache  # level 0 untouched
+    assert TileHashReader(n, fetch, cache).read_hashes([(8, 256)]) == levels.at(n).read_hashes(
+        [(8, 256)]
+    )
+    with pytest.raises(ValueError, match="max_upper_tiles must be at least 1, got 0"):
+        TileCache(4, max_upper_tiles=0)
+
+
+def test_tile_bytes_are_added_as_they_are_and_expanded_when_asked() -> None:
+    _, store, _, levels = tree_1e5()
+    cache = TileCache(8)
+    full = bytes(store[(0, 3)])
+    cache.add(Tile(0, 3), full)
+    assert cache.tile_data(Tile(0, 3)) == full
+    assert cache.tile_data(Tile(0, 3, 17)) == full[: 17 * 32]  # cut from the full tile
+    assert cache.tile_data(Tile(0, 4)) is None
+    assert (cache.hits, cache.misses) == (2, 1)
+    # A partial tile at one width: served at that width only (until the full one is cached).
+    cache.add(Tile(1, 0, 9), bytes(store[(1, 0)])[: 9 * 32])
+    assert cache.tile_data(Tile(1, 0, 9)) == bytes(store[(1, 0)])[: 9 * 32]
+    assert cache.tile_data(Tile(1, 0, 8)) is None
+    # Added tiles serve proofs: no fetch, and the same hashes as the tree's.
+    coords = [(0, 3 * 256 + 7), (5, 3 * 8 + 1), (9, 3)]
+    n = 9 * 256 + 100  # tile 1/0 is 9 wide
+    assert TileHashReader(n, cache=cache).read_hashes(coords) == levels.at(n).read_hashes(coords)
+    with pytest.raises(MerkleFormatError, match=r"tile tile/0/005 is 8160 bytes, expected 8192"):
+        cache.add(Tile(0, 5), full[:-32])
+    with pytest.raises(ValueError, match="tile/entries/000 is an entry bundle"):
+        cache.add(Tile(-1, 0), full)
+
+
 def test_reader_rejects_bad_tiles_and_misuse() -> None:
     _, store, _, _ = tree_1e5()
     n = 1000

@@ -617,6 +617,55 @@ def test_reader_hashes_each_inner_node_once(monkeypatch: pytest.MonkeyPatch) -> 
     assert count[0] == 254 + 254 + 8
 
 
+def test_a_tile_read_again_is_proved_from_its_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full tile that left the cache expanded leaves a summary: read again (the same
+    bytes), a proof hashes 22 nodes of it, not 254, and gets the same hashes."""
+    _, store, _, levels = tree_1e5()
+    real = tiles_module._NODE_HASHER
+    count = [0]
+
+    class Counting:
+        def copy(self) -> Any:
+            count[0] += 1
+            return real.copy()
+
+    monkeypatch.setattr(tiles_module, "_NODE_HASHER", Counting())
+    n = 256 * 256
+    cache = TileCache(max_tiles=1)
+    fetch = RecordingFetch(store)
+    cache.add(Tile(1, 0), bytes(store[(1, 0)]))
+    TileHashReader(n, fetch, cache).read_hashes([(0, 2)])  # tile 0/0, not expanded
+    TileHashReader(n, fetch, cache).read_hashes([(0, 300)])  # evicts 0/0: nothing to keep
+    assert len(cache._summaries) == 0
+    count[0] = 0
+    want = levels.at(n)
+    proof = inclusion_proof(77, n, TileHashReader(n, fetch, cache))
+    assert count[0] == 254 + 254  # tiles 0/0 and 1/0, hashed whole
+    TileHashReader(n, fetch, cache).read_hashes([(0, 300)])  # evicts 0/0 with a summary
+    assert list(cache._summaries) == [(0, 0)]
+    for i in (77, 0, 255):  # read 0/0 again, then from the cache
+        count[0] = 0
+        assert inclusion_proof(i, n, TileHashReader(n, fetch, cache)) == inclusion_proof(i, n, want)
+        assert count[0] == 22
+    assert proof == inclusion_proof(77, n, want)
+    assert fetch.tiles.count(Tile(0, 0)) == 3
+    # Other bytes at the same coordinates never use the summary.
+    TileHashReader(n, fetch, cache).read_hashes([(0, 300)])
+    other = bytes(reversed(bytes(store[(0, 0)])))
+    count[0] = 0
+    read = TileHashReader(n, cache=cache).start([(7, 0), (3, 5)])
+    read.supply([other])
+    assert count[0] == 0
+    assert read.hashes() == [root_hash(split(other)[:128]), root_hash(split(other)[40:48])]
+    assert count[0] == 254  # whole levels, 1 to 7
+    with pytest.raises(ValueError, match="max_summaries must be non-negative, got -1"):
+        TileCache(4, max_summaries=-1)
+
+
+def split(data: bytes) -> list[bytes]:
+    return [data[i : i + 32] for i in range(0, len(data), 32)]
+
+
 def test_reader_lru_evicts() -> None:
     _, store, _, _ = tree_1e5()
     cache = TileCache(max_tiles=2)

@@ -268,7 +268,8 @@ class _SQLiteStatements:
         self._conn.executemany(_INSERT_ENTRY, records)
 
     async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        snapshot = not self._conn.in_transaction  # on a reader: one snapshot for all tiles
+        # On a reader: one snapshot for all tiles (one statement is one already).
+        snapshot = len(keys) > 1 and not self._conn.in_transaction
         if snapshot:
             self._conn.execute("BEGIN")
         try:

@@ -20,7 +20,8 @@ and measured with wrk, ``--runs`` times, each run measuring in turn:
 - ``GET /bare`` on a bare aiohttp handler answering a fixed 1 KiB body
   (load_bare_server.py): the framework's ceiling on this machine, with the
   same wrk settings, in the same run; the other two are quoted as ratios to it;
-- proof latency with one connection (``-c1``): the service time, without queueing.
+- proof latency with one connection (``-c1``): the service time, without queueing,
+  and the server's CPU time per proof then (steadier than latency on a busy machine).
 
 Each measurement follows a short unrecorded warm-up. The server's VmRSS
 (/proc/<pid>/status; with workers, the sum of the supervisor's and its
@@ -194,6 +195,7 @@ class SizeResult:
     proof_p99_ms: list[float] = field(default_factory=list)
     c1_p50_ms: list[float] = field(default_factory=list)  # one connection
     c1_p99_ms: list[float] = field(default_factory=list)
+    c1_cpu_us: list[float] = field(default_factory=list)  # server CPU per c=1 proof
     server_cores: list[float] = field(default_factory=list)  # during the proof load
     wrk_cores: list[float] = field(default_factory=list)
     rss_start_mib: float = 0.0
@@ -314,7 +316,13 @@ def measure_size(
             rps, _, _, err, _ = wrk_once(bare.base, args, bare_mode, args.duration, c)
             res.bare_rps.append(rps)
             res.errors += err
-            _, p50, p99, err, _ = wrk_once(server.base, args, proof_mode, args.latency_duration, 1)
+            cpu0 = sum(cpu_seconds(p) for p in pids)
+            rps, p50, p99, err, _ = wrk_once(
+                server.base, args, proof_mode, args.latency_duration, 1
+            )
+            served = rps * max(1, round(args.latency_duration))  # wrk runs whole seconds
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            res.c1_cpu_us.append(cpu / served * 1e6 if served else float("nan"))
             res.c1_p50_ms.append(p50)
             res.c1_p99_ms.append(p99)
             res.errors += err
@@ -324,7 +332,8 @@ def measure_size(
                 f"(p50 {res.proof_p50_ms[-1]:.1f} ms, p99 {res.proof_p99_ms[-1]:.1f} ms), "
                 f"tiles {res.tile_rps[-1] if tiles else float('nan'):,.0f}/s, "
                 f"bare {res.bare_rps[-1]:,.0f}/s, c=1 proof p50 {res.c1_p50_ms[-1]:.2f} ms "
-                f"p99 {res.c1_p99_ms[-1]:.2f} ms, server {res.server_cores[-1]:.2f} cores, "
+                f"p99 {res.c1_p99_ms[-1]:.2f} ms ({res.c1_cpu_us[-1]:.0f} µs server CPU each), "
+                f"server {res.server_cores[-1]:.2f} cores, "
                 f"RSS {sum(vm_rss_mib(p) or 0.0 for p in pids):.0f} MiB",
                 flush=True,
             )
@@ -515,6 +524,7 @@ def main() -> int:
                     median(r.c1_p50_ms),
                     median(r.c1_p99_ms),
                     median(r.c1_p50_ms) / median(base.c1_p50_ms) if base else float("nan"),
+                    median(r.c1_cpu_us),
                     median(r.server_cores),
                     median(r.wrk_cores),
                     r.rss_start_mib,
@@ -539,6 +549,7 @@ def main() -> int:
                 "c=1 p50 ms",
                 "c=1 p99 ms",
                 "c=1 p50 vs smallest",
+                "c=1 server CPU µs/proof",
                 "server cores",
                 "wrk cores",
                 "RSS start MiB",

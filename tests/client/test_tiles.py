@@ -617,6 +617,23 @@ def test_reader_hashes_each_inner_node_once(monkeypatch: pytest.MonkeyPatch) -> 
     assert count[0] == 254 + 254 + 8
 
 
+def test_a_growing_tile_is_cached_at_its_widest_only() -> None:
+    """The right edge grows by a few hashes per commit: each new width replaces the
+    narrower one in the cache, and the full tile replaces the last."""
+    _, store, _, _ = tree_1e5()
+    data = bytes(store[(0, 7)])
+    cache = TileCache(8)
+    cache.add(Tile(0, 6), bytes(store[(0, 6)]))
+    for width in (3, 10, 200):
+        cache.add(Tile(0, 7, width), data[: width * 32])
+    assert [Tile(0, 7, w) in cache for w in (3, 10, 200)] == [False, False, True]
+    cache.add(Tile(0, 7, 5), data[: 5 * 32])  # an older width asked for again: kept too
+    assert Tile(0, 7, 200) in cache
+    cache.add(Tile(0, 7), data)
+    assert [Tile(0, 7, w) in cache for w in (5, 200, 256)] == [True, False, True]
+    assert len(cache) == 3
+
+
 def test_a_tile_read_again_is_proved_from_its_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """A full tile that left the cache expanded leaves a summary: read again (the same
     bytes), a proof hashes 22 nodes of it, not 254, and gets the same hashes."""

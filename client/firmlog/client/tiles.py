@@ -578,11 +578,18 @@ class TileCache:
             (old_level, old_index, old_width), old = tiles.popitem(last=False)
             if old_width == TILE_WIDTH:
                 self._summarize(old_level, old_index, old)
+        # A growing right edge is cached at its widest only: the narrower copies
+        # (immutable, but rarely asked for again) leave room for other tiles.
         growing = self._growing
+        narrower = growing.get((level, index))
         if width == TILE_WIDTH:
-            growing.pop((level, index), None)
-        elif width > growing.get((level, index), (0, tile))[0]:
+            if narrower is not None:
+                del growing[(level, index)]
+                tiles.pop((level, index, narrower[0]), None)
+        elif narrower is None or width > narrower[0]:
             growing[(level, index)] = (width, tile)
+            if narrower is not None:
+                tiles.pop((level, index, narrower[0]), None)
             while len(growing) > self.max_tiles:  # a few per level in practice
                 del growing[next(iter(growing))]
 

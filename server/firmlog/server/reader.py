@@ -100,10 +100,13 @@ class StoredTiles:
         (:class:`~firmlog.server.storage.StorageUnavailable`...) propagate."""
         loop = asyncio.get_running_loop()
         waiting: list[tuple[Tile, asyncio.Future[bytes | None]]] = []
+        joined: set[tuple[int, int]] = set()  # reads that began before this call
         for tile in tiles:
             key = (tile.level, tile.index)
             future = self._reading.get(key)
-            if future is None:
+            if future is not None:
+                joined.add(key)
+            else:
                 future = loop.create_future()
                 future.add_done_callback(_retrieved)
                 self._reading[key] = future
@@ -122,11 +125,11 @@ class StoredTiles:
             size = tile.width * HASH_SIZE
             if data is not None and len(data) >= size:
                 found[tile] = data if len(data) == size else data[:size]
-            else:
+            elif (tile.level, tile.index) in joined:
                 narrower.append(tile)
         if narrower:
-            # Joined a read that may have begun before this request's checkpoint was
-            # committed: read these again, in a snapshot that began after it.
+            # Joined a read that may have begun before the caller's checkpoint was
+            # committed: read these again, in a snapshot that begins after it.
             stored = await self._storage.read_tiles([(t.level, t.index) for t in narrower])
             for tile in narrower:
                 data = stored.get((tile.level, tile.index))

@@ -485,7 +485,7 @@ class TileCache:
 
     When a full tile whose inner nodes were hashed leaves the cache, a
     summary of them stays: the SHA-256 of the tile's bytes and its 16
-    hashes 4 levels up (576 bytes, against about 16 KiB for the expanded
+    hashes 4 levels up (544 bytes, against about 16 KiB for the expanded
     tile), in an LRU of ``max_summaries`` (default: ``10 * max_tiles``).
     When the same bytes are read again, a proof hashes 22 nodes from them,
     not 254 (see :class:`_ExpandedTile`); other bytes at those coordinates

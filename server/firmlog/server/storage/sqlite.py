@@ -136,10 +136,13 @@ _SELECT_REVOCATIONS = "SELECT idx FROM revocations WHERE release_idx = ? ORDER B
 # Functions run on the storage's threads; each gets that thread's connection.
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, *, any_thread: bool = False) -> sqlite3.Connection:
     # timeout: SQLite's busy timeout, how long to wait for a lock.
     # isolation_level=None: no implicit transactions; BEGIN/COMMIT are explicit.
-    return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # any_thread: used by one thread at a time, not always the same (the readers).
+    return sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not any_thread
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection) -> object:
@@ -190,10 +193,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
-    # check_same_thread=False: a reader connection serves any reader thread, one at a time.
-    conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
+    conn = _connect(path, any_thread=True)
     try:
         conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -350,7 +350,7 @@ class _Threads:
         self.write_conn: sqlite3.Connection | None = None  # used on the writer thread only
         # As many as reader threads: a read never waits for a connection.
         self.read_conns: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self.opened_readers: list[sqlite3.Connection] = []
+        self.readers_open = 0
         self.writing: Session = _ThreadSession(self.write)
         self.reading: Session = _ThreadSession(self.read)
 
@@ -361,7 +361,7 @@ class _Threads:
         )
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if not self.opened_readers:
+        if not self.readers_open:
             raise RuntimeError(f"SQLite storage {self.path} has no reader connection open")
         return await asyncio.get_running_loop().run_in_executor(
             self.reader, self._on_reader, _guarded(self.path, fn)
@@ -381,8 +381,8 @@ class _Threads:
         loop = asyncio.get_running_loop()
         for _ in range(count):
             conn = await loop.run_in_executor(self.reader, _open_reader, self.path)
-            self.opened_readers.append(conn)
             self.read_conns.put(conn)
+            self.readers_open += 1
 
     def _close_reader(self) -> None:
         _close(self.read_conns.get())  # waits for a read in progress to give it back
@@ -390,7 +390,7 @@ class _Threads:
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            readers, self.opened_readers = len(self.opened_readers), []
+            readers, self.readers_open = self.readers_open, 0
             for _ in range(readers):
                 await loop.run_in_executor(self.reader, self._close_reader)
             if self.write_conn is not None:

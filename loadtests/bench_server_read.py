@@ -20,7 +20,8 @@ and measured with wrk, ``--runs`` times, each run measuring in turn:
 - ``GET /bare`` on a bare aiohttp handler answering a fixed 1 KiB body
   (load_bare_server.py): the framework's ceiling on this machine, with the
   same wrk settings, in the same run; the other two are quoted as ratios to it;
-- proof latency with one connection (``-c1``): the service time, without queueing.
+- proof latency with one connection (``-c1``): the service time, without queueing,
+  and the server's CPU time per proof then (steadier than latency on a busy machine).
 
 Each measurement follows a short unrecorded warm-up. The server's VmRSS
 (/proc/<pid>/status; with workers, the sum of the supervisor's and its
@@ -49,6 +50,7 @@ from pathlib import Path
 
 from load_harness import (
     LOOPBACK,
+    REPO,
     RssSampler,
     ServerProcess,
     children_cpu_s,
@@ -71,7 +73,7 @@ from load_harness import (
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from firmlog.client.integrate import edge_tiles, integrate
-from firmlog.client.keys import Ed25519Signer, generate_key
+from firmlog.client.keys import Ed25519Signer, generate_key, parse_signer_key
 from firmlog.client.merkle import EMPTY_ROOT, leaf_hash, verify_inclusion
 from firmlog.client.tiles import TILE_WIDTH
 from firmlog.server.config import SequencerConfig
@@ -167,6 +169,17 @@ async def grow_direct(url: str, log_key: Ed25519Signer, start: int, end: int, ba
         await storage.close()
 
 
+async def stored_size(url: str) -> int:
+    """How many entries the log at ``url`` holds (0 for a new database)."""
+    storage = open_storage(url)
+    await storage.open()
+    try:
+        async with storage.integration() as tx:
+            return (await tx.state()).tree_size
+    finally:
+        await storage.close()
+
+
 # -- measurements -----------------------------------------------------------------
 
 
@@ -182,6 +195,7 @@ class SizeResult:
     proof_p99_ms: list[float] = field(default_factory=list)
     c1_p50_ms: list[float] = field(default_factory=list)  # one connection
     c1_p99_ms: list[float] = field(default_factory=list)
+    c1_cpu_us: list[float] = field(default_factory=list)  # server CPU per c=1 proof
     server_cores: list[float] = field(default_factory=list)  # during the proof load
     wrk_cores: list[float] = field(default_factory=list)
     rss_start_mib: float = 0.0
@@ -302,7 +316,13 @@ def measure_size(
             rps, _, _, err, _ = wrk_once(bare.base, args, bare_mode, args.duration, c)
             res.bare_rps.append(rps)
             res.errors += err
-            _, p50, p99, err, _ = wrk_once(server.base, args, proof_mode, args.latency_duration, 1)
+            cpu0 = sum(cpu_seconds(p) for p in pids)
+            rps, p50, p99, err, _ = wrk_once(
+                server.base, args, proof_mode, args.latency_duration, 1
+            )
+            served = rps * max(1, round(args.latency_duration))  # wrk runs whole seconds
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            res.c1_cpu_us.append(cpu / served * 1e6 if served else float("nan"))
             res.c1_p50_ms.append(p50)
             res.c1_p99_ms.append(p99)
             res.errors += err
@@ -312,7 +332,8 @@ def measure_size(
                 f"(p50 {res.proof_p50_ms[-1]:.1f} ms, p99 {res.proof_p99_ms[-1]:.1f} ms), "
                 f"tiles {res.tile_rps[-1] if tiles else float('nan'):,.0f}/s, "
                 f"bare {res.bare_rps[-1]:,.0f}/s, c=1 proof p50 {res.c1_p50_ms[-1]:.2f} ms "
-                f"p99 {res.c1_p99_ms[-1]:.2f} ms, server {res.server_cores[-1]:.2f} cores, "
+                f"p99 {res.c1_p99_ms[-1]:.2f} ms ({res.c1_cpu_us[-1]:.0f} µs server CPU each), "
+                f"server {res.server_cores[-1]:.2f} cores, "
                 f"RSS {sum(vm_rss_mib(p) or 0.0 for p in pids):.0f} MiB",
                 flush=True,
             )
@@ -385,28 +406,69 @@ def main() -> int:
         help="serve --workers list: each size is measured with each (1)",
     )
     p.add_argument("--json-out", type=Path, help="write the results as JSON here")
+    p.add_argument(
+        "--db-dir",
+        type=Path,
+        help="keep one SQLite log per size in DIR/<size>/ (database and data dir) and reuse "
+        "it in later runs instead of loading it again; a smaller one is grown to the size",
+    )
+    p.add_argument(
+        "--sources",
+        type=Path,
+        help="run the servers from a copy of this checkout's sources (default: this "
+        "checkout), e.g. a checkout of main, for before/after figures on the same logs",
+    )
     args = p.parse_args()
     need_wrk()
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     worker_counts = [int(w) for w in args.workers.split(",") if w]
 
+    if args.db_dir and args.backend != "sqlite":
+        p.error("--db-dir keeps SQLite databases: it needs --backend sqlite")
+
     workdir = Path(tempfile.mkdtemp(prefix="firmlog-bench-read-"))
     results: list[SizeResult] = []
     skipped: list[str] = []
     try:
-        code = "live tree" if args.no_snapshot else snapshot_sources(workdir)
+        if args.no_snapshot and args.sources:
+            p.error("--sources runs a copy of that tree's code: drop --no-snapshot")
+        code = "live tree" if args.no_snapshot else snapshot_sources(workdir, args.sources or REPO)
         print(f"servers run from: {code}", flush=True)
-        log_key = generate_key(ORIGIN)
         operator = generate_key(f"{ORIGIN}/operator")
-        data_dir = workdir / "data"
         limits = {"tile_cache_tiles": args.tile_cache} if args.tile_cache else None
-        write_data_dir(data_dir, log_key.skey, operator.verifier.vkey, ORIGIN, limits=limits)
-        with database(args.backend, workdir) as url:
+        shared_key = generate_key(ORIGIN)
+        shared_data = workdir / "data"
+        if not args.db_dir:
+            write_data_dir(
+                shared_data, shared_key.skey, operator.verifier.vkey, ORIGIN, limits=limits
+            )
+        with database(args.backend, workdir) as shared_url:
             bare = start_bare_server(workdir / "bare.log")
             try:
                 have, rate = 0, None
                 for size in sizes:
-                    if rate is not None and (size - have) / rate > args.max_bulk_seconds:
+                    if args.db_dir:
+                        # One log per size, kept: reused as it is, or grown to the size.
+                        data_dir = args.db_dir / str(size) / "data"
+                        url = f"sqlite:///{args.db_dir / str(size) / 'firmlog.db'}"
+                        key_path = data_dir / "log.key"
+                        log_key = (
+                            parse_signer_key(key_path.read_text(encoding="utf-8").strip())
+                            if key_path.exists()
+                            else generate_key(ORIGIN)
+                        )
+                        write_data_dir(
+                            data_dir, log_key.skey, operator.verifier.vkey, ORIGIN, limits=limits
+                        )
+                        have = asyncio.run(stored_size(url))
+                        if have > size:
+                            sys.exit(f"{url} holds {have:,} entries, more than {size:,}")
+                    else:
+                        data_dir, url, log_key = shared_data, shared_url, shared_key
+                    if have == size:
+                        bulk_s = 0.0
+                        print(f"N={size:,}: the log in {url} is reused", flush=True)
+                    elif rate is not None and (size - have) / rate > args.max_bulk_seconds:
                         msg = (
                             f"N={size:,}: not loaded: at {rate:,.0f} entries/s the bulk load "
                             f"from {have:,} would take {(size - have) / rate / 60:.0f} min "
@@ -415,14 +477,15 @@ def main() -> int:
                         print(msg, flush=True)
                         skipped.append(msg)
                         continue
-                    grow = grow_direct if args.bulk_mode == "direct" else grow_with_sequencer
-                    bulk_s = asyncio.run(grow(url, log_key, have, size, args.bulk_batch))
-                    rate = (size - have) / bulk_s
-                    print(
-                        f"grew the log {have:,} -> {size:,} in {bulk_s:.1f} s "
-                        f"({rate:,.0f} entries/s)",
-                        flush=True,
-                    )
+                    else:
+                        grow = grow_direct if args.bulk_mode == "direct" else grow_with_sequencer
+                        bulk_s = asyncio.run(grow(url, log_key, have, size, args.bulk_batch))
+                        rate = (size - have) / bulk_s
+                        print(
+                            f"grew the log {have:,} -> {size:,} in {bulk_s:.1f} s "
+                            f"({rate:,.0f} entries/s)",
+                            flush=True,
+                        )
                     have = size
                     for workers in worker_counts:
                         res = SizeResult(size=size, bulk_s=bulk_s, workers=workers)
@@ -461,6 +524,7 @@ def main() -> int:
                     median(r.c1_p50_ms),
                     median(r.c1_p99_ms),
                     median(r.c1_p50_ms) / median(base.c1_p50_ms) if base else float("nan"),
+                    median(r.c1_cpu_us),
                     median(r.server_cores),
                     median(r.wrk_cores),
                     r.rss_start_mib,
@@ -485,6 +549,7 @@ def main() -> int:
                 "c=1 p50 ms",
                 "c=1 p99 ms",
                 "c=1 p50 vs smallest",
+                "c=1 server CPU µs/proof",
                 "server cores",
                 "wrk cores",
                 "RSS start MiB",

@@ -108,20 +108,24 @@ def write_data_dir(
 _SNAPSHOT_ENV: dict[str, str] = {}  # empty: servers run from the live tree
 
 
-def snapshot_sources(workdir: Path) -> str:
+def snapshot_sources(workdir: Path, tree: Path = REPO) -> str:
     """Copy the client, service and server sources into ``workdir`` and run servers from that copy.
 
     A long benchmark in a tree other people edit would otherwise start later
-    servers from different (or half-edited) code. Returns a fingerprint of
-    what was copied (git HEAD and a hash of the sources) for the report.
+    servers from different (or half-edited) code. ``tree``: the checkout whose
+    sources are copied (default: this one; another, e.g. a checkout of main, to
+    measure its code with this benchmark). Returns a fingerprint of what was
+    copied (git HEAD and a hash of the sources) for the report.
     """
     import hashlib
 
     dest = workdir / "src"
     digest = hashlib.sha256()
     for member in ("client", "service", "server"):
-        for path in sorted((REPO / member / "firmlog").rglob("*.py")):
-            rel = path.relative_to(REPO / member)
+        if not (tree / member / "firmlog").is_dir():
+            raise FileNotFoundError(f"{tree} is not a firmlog checkout: no {member}/firmlog")
+        for path in sorted((tree / member / "firmlog").rglob("*.py")):
+            rel = path.relative_to(tree / member)
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             data = path.read_bytes()
@@ -133,12 +137,12 @@ def snapshot_sources(workdir: Path) -> str:
     _SNAPSHOT_ENV.update(env)
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
-        cwd=REPO,
+        cwd=tree,
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
-    return f"git {head or '?'} + working tree, sources sha256 {digest.hexdigest()[:12]}"
+    return f"{tree}: git {head or '?'} + working tree, sources sha256 {digest.hexdigest()[:12]}"
 
 
 # -- processes --------------------------------------------------------------

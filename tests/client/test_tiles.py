@@ -617,6 +617,72 @@ def test_reader_hashes_each_inner_node_once(monkeypatch: pytest.MonkeyPatch) -> 
     assert count[0] == 254 + 254 + 8
 
 
+def test_a_growing_tile_is_cached_at_its_widest_only() -> None:
+    """The right edge grows by a few hashes per commit: each new width replaces the
+    narrower one in the cache, and the full tile replaces the last."""
+    _, store, _, _ = tree_1e5()
+    data = bytes(store[(0, 7)])
+    cache = TileCache(8)
+    cache.add(Tile(0, 6), bytes(store[(0, 6)]))
+    for width in (3, 10, 200):
+        cache.add(Tile(0, 7, width), data[: width * 32])
+    assert [Tile(0, 7, w) in cache for w in (3, 10, 200)] == [False, False, True]
+    cache.add(Tile(0, 7, 5), data[: 5 * 32])  # an older width asked for again: kept too
+    assert Tile(0, 7, 200) in cache
+    cache.add(Tile(0, 7), data)
+    assert [Tile(0, 7, w) in cache for w in (5, 200, 256)] == [True, False, True]
+    assert len(cache) == 3
+
+
+def test_a_tile_read_again_is_proved_from_its_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full tile that left the cache expanded leaves a summary: read again (the same
+    bytes), a proof hashes 22 nodes of it, not 254, and gets the same hashes."""
+    _, store, _, levels = tree_1e5()
+    real = tiles_module._NODE_HASHER
+    count = [0]
+
+    class Counting:
+        def copy(self) -> Any:
+            count[0] += 1
+            return real.copy()
+
+    monkeypatch.setattr(tiles_module, "_NODE_HASHER", Counting())
+    n = 256 * 256
+    cache = TileCache(max_tiles=1)
+    fetch = RecordingFetch(store)
+    cache.add(Tile(1, 0), bytes(store[(1, 0)]))
+    TileHashReader(n, fetch, cache).read_hashes([(0, 2)])  # tile 0/0, not expanded
+    TileHashReader(n, fetch, cache).read_hashes([(0, 300)])  # evicts 0/0: nothing to keep
+    assert len(cache._summaries) == 0
+    count[0] = 0
+    want = levels.at(n)
+    proof = inclusion_proof(77, n, TileHashReader(n, fetch, cache))
+    assert count[0] == 254 + 254  # tiles 0/0 and 1/0, hashed whole
+    TileHashReader(n, fetch, cache).read_hashes([(0, 300)])  # evicts 0/0 with a summary
+    assert list(cache._summaries) == [(0, 0)]
+    for i in (77, 0, 255):  # read 0/0 again, then from the cache
+        count[0] = 0
+        assert inclusion_proof(i, n, TileHashReader(n, fetch, cache)) == inclusion_proof(i, n, want)
+        assert count[0] == 22
+    assert proof == inclusion_proof(77, n, want)
+    assert fetch.tiles.count(Tile(0, 0)) == 3
+    # Other bytes at the same coordinates never use the summary.
+    TileHashReader(n, fetch, cache).read_hashes([(0, 300)])
+    other = bytes(reversed(bytes(store[(0, 0)])))
+    count[0] = 0
+    read = TileHashReader(n, cache=cache).start([(7, 0), (3, 5)])
+    read.supply([other])
+    assert count[0] == 0
+    assert read.hashes() == [root_hash(split(other)[:128]), root_hash(split(other)[40:48])]
+    assert count[0] == 254  # whole levels, 1 to 7
+    with pytest.raises(ValueError, match="max_summaries must be non-negative, got -1"):
+        TileCache(4, max_summaries=-1)
+
+
+def split(data: bytes) -> list[bytes]:
+    return [data[i : i + 32] for i in range(0, len(data), 32)]
+
+
 def test_reader_lru_evicts() -> None:
     _, store, _, _ = tree_1e5()
     cache = TileCache(max_tiles=2)
@@ -634,6 +700,51 @@ def test_reader_lru_evicts() -> None:
     assert Tile(0, 2) not in cache
     with pytest.raises(ValueError, match="max_tiles"):
         TileCache(0)
+
+
+def test_level_zero_reads_never_evict_the_upper_levels() -> None:
+    """Scattered leaves churn the level-0 LRU; the tiles above have their own."""
+    _, store, _, levels = tree_1e5()
+    cache = TileCache(max_tiles=2, max_upper_tiles=1)
+    n = 256 * 256 + 256 * 3  # full tile 1/0, partial tile 1/1 (width 3)
+    fetch = RecordingFetch(store)
+    for i in range(6):
+        TileHashReader(n, fetch, cache).read_hashes([(0, 256 * i), (8, 5)])
+    assert Tile(1, 0) in cache
+    assert fetch.tiles.count(Tile(1, 0)) == 1
+    assert len(cache) == 3
+    TileHashReader(n, fetch, cache).read_hashes([(8, 256)])  # tile 1/1.p/3 evicts 1/0
+    assert Tile(1, 0) not in cache
+    assert Tile(1, 1, 3) in cache
+    assert Tile(0, 5) in cache  # level 0 untouched
+    assert TileHashReader(n, fetch, cache).read_hashes([(8, 256)]) == levels.at(n).read_hashes(
+        [(8, 256)]
+    )
+    with pytest.raises(ValueError, match="max_upper_tiles must be at least 1, got 0"):
+        TileCache(4, max_upper_tiles=0)
+
+
+def test_tile_bytes_are_added_as_they_are_and_expanded_when_asked() -> None:
+    _, store, _, levels = tree_1e5()
+    cache = TileCache(8)
+    full = bytes(store[(0, 3)])
+    cache.add(Tile(0, 3), full)
+    assert cache.tile_data(Tile(0, 3)) == full
+    assert cache.tile_data(Tile(0, 3, 17)) == full[: 17 * 32]  # cut from the full tile
+    assert cache.tile_data(Tile(0, 4)) is None
+    assert (cache.hits, cache.misses) == (2, 1)
+    # A partial tile at one width: served at that width only (until the full one is cached).
+    cache.add(Tile(1, 0, 9), bytes(store[(1, 0)])[: 9 * 32])
+    assert cache.tile_data(Tile(1, 0, 9)) == bytes(store[(1, 0)])[: 9 * 32]
+    assert cache.tile_data(Tile(1, 0, 8)) is None
+    # Added tiles serve proofs: no fetch, and the same hashes as the tree's.
+    coords = [(0, 3 * 256 + 7), (5, 3 * 8 + 1), (9, 3)]
+    n = 9 * 256 + 100  # tile 1/0 is 9 wide
+    assert TileHashReader(n, cache=cache).read_hashes(coords) == levels.at(n).read_hashes(coords)
+    with pytest.raises(MerkleFormatError, match=r"tile tile/0/005 is 8160 bytes, expected 8192"):
+        cache.add(Tile(0, 5), full[:-32])
+    with pytest.raises(ValueError, match="tile/entries/000 is an entry bundle"):
+        cache.add(Tile(-1, 0), full)
 
 
 def test_reader_rejects_bad_tiles_and_misuse() -> None:

@@ -1,4 +1,5 @@
-"""The read side: proofs from tiles with few storage reads, on a real SQLite log."""
+"""The read side: proofs from tiles with few storage reads, on a real log (SQLite, and
+both backends where reads run side by side with integrations)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import random
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from firmlog.client.keys import generate_key
 from firmlog.client.merkle import (
@@ -16,10 +19,11 @@ from firmlog.client.merkle import (
     root_hash,
     verify_inclusion,
 )
+from firmlog.client.tiles import Tile
 from firmlog.server.config import SequencerConfig
-from firmlog.server.reader import LogReader
+from firmlog.server.reader import LogReader, StoredTiles
 from firmlog.server.sequencer import Sequencer
-from firmlog.server.storage import Storage, open_storage
+from firmlog.server.storage import Storage, StorageUnavailable, open_storage
 
 
 async def _grow(storage: Storage, entries: list[bytes]) -> None:
@@ -109,3 +113,178 @@ class LevelsView:
 
     def read_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
         return [self.levels[level][index] for level, index in coords]
+
+
+# -- tiles of one tree size, read by many requests at once ----------------------------
+
+
+LOG_KEY = generate_key("reader.test/log")
+
+
+async def _grow_in_batches(storage: Storage, start: int, end: int, batch: int) -> None:
+    """Entries start..end-1 (``entry i``), one commit per ``batch`` of them."""
+    reader = LogReader(storage)
+    sequencer = Sequencer(storage, reader, LOG_KEY, SequencerConfig(batch_size=batch))
+    await sequencer.initialize()
+    task = asyncio.create_task(sequencer.run())
+    try:
+        for lo in range(start, end, batch):
+            chunk = [f"entry {i}".encode() for i in range(lo, min(end, lo + batch))]
+            await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in chunk))
+    finally:
+        await sequencer.stop()
+        await task
+
+
+async def test_concurrent_tile_reads_each_see_one_tree_size(database_url: str) -> None:
+    """While integrations commit, every read_tiles (many at once: SQLite's readers
+    run side by side) sees all its tiles from one commit: as many full level-0
+    tiles as tile 1/0 counts, never a mix of two tree sizes."""
+    # Tiles 0/12.. never exist here: they only make each read long enough to overlap.
+    keys = [(0, i) for i in range(400)] + [(1, 0)]
+    writer, readers = open_storage(database_url), open_storage(database_url)
+    await writer.open()
+    await readers.open()
+    try:
+        await _grow_in_batches(writer, 0, 1, 1)
+        growing = asyncio.create_task(_grow_in_batches(writer, 1, 3000, 13))
+        seen: set[int] = set()
+        while not growing.done():
+            for tiles in await asyncio.gather(*(readers.read_tiles(keys) for _ in range(8))):
+                full = sum(1 for k in keys[:-1] if len(tiles.get(k, b"")) == 256 * 32)
+                partial = sum(len(tiles.get(k, b"")) // 32 for k in keys[:-1]) - 256 * full
+                above = len(tiles.get((1, 0), b"")) // 32
+                assert above == full, f"tile 1/0 counts {above} full tiles, level 0 has {full}"
+                seen.add(256 * full + partial)
+        await growing
+        assert len(seen) > 3, f"the reads overlapped too few commits: {sorted(seen)}"
+    finally:
+        await readers.close()
+        await writer.close()
+
+
+async def test_a_proof_at_a_tree_size_never_uses_the_tiles_of_a_later_one(
+    database_url: str,
+) -> None:
+    """Proofs and tiles at tree size 2000 stay those of 2000 after the log grew to 3000
+    and the caches hold the wider right-edge tiles (and the other way round)."""
+    storage = open_storage(database_url)
+    await storage.open()
+    try:
+        entries = [f"entry {i}".encode() for i in range(3000)]
+        leaves = [leaf_hash(e) for e in entries]
+        await _grow_in_batches(storage, 0, 2000, 500)
+        early = LogReader(storage)  # its caches fill at 2000
+        sample = [0, 1, 255, 256, 1791, 1792, 1999]
+        for i in sample:
+            await early.inclusion_proof(i, 2000)
+        edge_at_2000 = await early.hash_tile(0, 7, 2000 - 7 * 256)
+        await _grow_in_batches(storage, 2000, 3000, 500)
+        late = LogReader(storage)
+        for i in range(3000 - 256, 3000, 50):  # caches fill with the tiles of 3000
+            await late.inclusion_proof(i, 3000)
+        assert await late.hash_tile(0, 11, 3000 - 11 * 256) == b"".join(leaves[2816:3000])
+        for reader in (early, late):
+            for size in (2000, 3000):
+                root = root_hash(leaves[:size])
+                for i in [*sample, size - 1]:
+                    proof = await reader.inclusion_proof(i, size)
+                    verify_inclusion(leaves[i], i, size, proof, root)
+            assert await reader.consistency_proof(2000, 3000) == consistency_proof(
+                2000, 3000, LevelsView(leaves)
+            )
+            assert await reader.hash_tile(0, 7, 2000 - 7 * 256) == edge_at_2000
+            assert edge_at_2000 == b"".join(leaves[7 * 256 : 2000])
+            assert await reader.hash_tile(0, 7, 256) == b"".join(leaves[7 * 256 : 8 * 256])
+            assert await reader.hash_tile(1, 0, 7) == b"".join(
+                root_hash(leaves[k * 256 : (k + 1) * 256]) for k in range(7)
+            )
+    finally:
+        await storage.close()
+
+
+async def test_requests_wanting_the_same_tiles_at_once_share_one_read(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'log.db'}")
+    await storage.open()
+    try:
+        entries = [f"entry {i}".encode() for i in range(3000)]
+        await _grow(storage, entries)
+        reads: list[list[tuple[int, int]]] = []
+        real_read_tiles = storage.read_tiles
+
+        async def counting_read_tiles(tiles: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            reads.append(sorted(tiles))
+            return await real_read_tiles(tiles)
+
+        storage.read_tiles = counting_read_tiles  # type: ignore[method-assign]
+        reader = LogReader(storage)
+        indexes = [5, 6, 300, 2999, 5, 1000]
+        proofs = await asyncio.gather(*(reader.inclusion_proof(i, 3000) for i in indexes))
+        # One turn of the event loop: every tile of the six proofs, once, in one query.
+        assert reads == [[(0, 0), (0, 1), (0, 3), (0, 11), (1, 0)]]
+        root = root_hash([leaf_hash(e) for e in entries])
+        for i, proof in zip(indexes, proofs, strict=True):
+            verify_inclusion(leaf_hash(entries[i]), i, 3000, proof, root)
+        # A request cancelled while it waits leaves the read it shares to the others.
+        first = asyncio.create_task(reader.inclusion_proof(700, 3000))
+        second = asyncio.create_task(reader.inclusion_proof(701, 3000))
+        await asyncio.sleep(0)  # both wait for the one read of tile 0/2
+        first.cancel()
+        verify_inclusion(leaf_hash(entries[701]), 701, 3000, await second, root)
+        assert reads[1:] == [[(0, 2)]]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        await storage.close()
+
+
+async def test_a_failed_read_fails_every_request_that_shares_it(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'log.db'}")
+    await storage.open()
+    try:
+        await _grow(storage, [f"entry {i}".encode() for i in range(600)])
+
+        async def failing_read_tiles(tiles: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            raise StorageUnavailable("the disk went away")
+
+        real_read_tiles = storage.read_tiles
+        storage.read_tiles = failing_read_tiles  # type: ignore[method-assign]
+        reader = LogReader(storage)
+        results = await asyncio.gather(
+            reader.inclusion_proof(1, 600),
+            reader.hash_tile(0, 0, 256),
+            return_exceptions=True,
+        )
+        assert [str(r) for r in results] == ["the disk went away"] * 2
+        assert all(isinstance(r, StorageUnavailable) for r in results)
+        storage.read_tiles = real_read_tiles  # type: ignore[method-assign]
+        assert len(await reader.hash_tile(0, 0, 256)) == 256 * 32  # nothing stuck
+    finally:
+        await storage.close()
+
+
+class _GrowingStore:
+    """Just read_tiles, over tiles that grow between two reads: the first read of a
+    tile answers a narrower copy, as a snapshot older than a request's checkpoint."""
+
+    def __init__(self, narrow: bytes, wide: bytes) -> None:
+        self.answers = [narrow, wide]
+        self.reads = 0
+
+    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        data = self.answers[min(self.reads, 1)]
+        self.reads += 1
+        await asyncio.sleep(0)
+        return dict.fromkeys(tiles, data)
+
+
+async def test_a_request_that_joined_an_older_read_reads_its_tile_again() -> None:
+    narrow, wide = bytes(range(32)) * 10, bytes(range(32)) * 12
+    store = _GrowingStore(narrow, wide)
+    stored = StoredTiles(store)  # type: ignore[arg-type]
+    old, new = Tile(0, 4, 10), Tile(0, 4, 12)
+    got_old, got_new = await asyncio.gather(stored.read([old]), stored.read([new]))
+    assert got_old == {old: narrow}
+    assert got_new == {new: wide}
+    assert store.reads == 2
+    assert await StoredTiles(_GrowingStore(narrow, narrow)).read([new]) == {}  # type: ignore[arg-type]

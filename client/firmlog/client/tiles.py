@@ -388,18 +388,55 @@ def verify_tree_root(checkpoint: Checkpoint, hashes: HashReader) -> None:
 # -- proofs from tiles -------------------------------------------------------------
 
 
+_SUMMARY_LEVEL = 4
+"""A full tile's summary holds its 16 subtree hashes this many levels above its own."""
+
+
 class _ExpandedTile:
     """A tile's hashes and the inner levels of its 8-level subtree, hashed on demand.
 
     ``levels[r]`` is the concatenation of the ``width >> r`` complete subtree
     hashes ``r`` levels above the tile's own hashes. Two adjacent children are
     adjacent 64 bytes of the level below, so a parent is SHA-256(0x01 || slice).
+
+    A full tile read again after the cache dropped it comes with its
+    ``summary`` (``levels[4]``, kept by the cache): a node is then hashed
+    from the 16 hashes under it, or the 8 summary hashes at most, not by
+    hashing whole levels: 22 hashes for the 8 nodes an inclusion proof
+    takes from a tile, instead of 254.
     """
 
-    __slots__ = ("levels",)
+    __slots__ = ("levels", "summary")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, summary: bytes | None = None) -> None:
         self.levels = [data]
+        self.summary = summary
+
+    def node(self, r: int, offset: int) -> bytes:
+        """The hash at byte ``offset`` of ``levels[r]``: looked up if that level
+        is hashed already; else, with a summary, that one node hashed from the
+        fewest hashes; else by hashing the levels up to ``r``."""
+        levels = self.levels
+        if r < len(levels):
+            return levels[r][offset : offset + HASH_SIZE]
+        summary = self.summary
+        if summary is None:
+            return self.level(r)[offset : offset + HASH_SIZE]
+        if r >= _SUMMARY_LEVEL:
+            shift, below = r - _SUMMARY_LEVEL, summary
+        else:
+            shift, below = r, levels[0]
+        start = offset << shift
+        hashes = below[start : start + (HASH_SIZE << shift)]
+        while len(hashes) > HASH_SIZE:
+            hashes = _parents(hashes, 0)
+        return hashes
+
+    def summarized(self) -> bytes | None:
+        """The summary of this full tile, if known: ``levels[4]``."""
+        if len(self.levels) > _SUMMARY_LEVEL:
+            return self.levels[_SUMMARY_LEVEL]
+        return self.summary
 
     def level(self, r: int) -> bytes:
         levels = self.levels
@@ -438,27 +475,85 @@ class TileCache:
     both are shared; a partial tile is also served from the full tile it grew
     into when that is cached. Use one cache per log. ``hits`` and ``misses``
     count lookups, for metrics.
+
+    Level-0 tiles (one per 256 leaves) and the tiles above them (1/256 as
+    many, and needed by every proof) are kept in two LRUs, of ``max_tiles``
+    and ``max_upper_tiles`` tiles (default: ``max_tiles``): reads scattered
+    over a large tree's level-0 tiles never evict the upper levels.
+    A tile is held as its hashes; its inner nodes are hashed when first asked
+    for, and then kept with it.
+
+    When a full tile whose inner nodes were hashed leaves the cache, a
+    summary of them stays: the SHA-256 of the tile's bytes and its 16
+    hashes 4 levels up (544 bytes, against about 16 KiB for the expanded
+    tile), in an LRU of ``max_summaries`` (default: ``10 * max_tiles``).
+    When the same bytes are read again, a proof hashes 22 nodes from them,
+    not 254 (see :class:`_ExpandedTile`); other bytes at those coordinates
+    are expanded afresh.
     """
 
-    def __init__(self, max_tiles: int = 4096) -> None:
-        if max_tiles < 1:
-            raise ValueError(f"max_tiles must be at least 1, got {max_tiles}")
+    def __init__(
+        self,
+        max_tiles: int = 4096,
+        max_upper_tiles: int | None = None,
+        max_summaries: int | None = None,
+    ) -> None:
+        if max_upper_tiles is None:
+            max_upper_tiles = max_tiles
+        if max_summaries is None:
+            max_summaries = 10 * max_tiles
+        for name, value in (("max_tiles", max_tiles), ("max_upper_tiles", max_upper_tiles)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if max_summaries < 0:
+            raise ValueError(f"max_summaries must be non-negative, got {max_summaries}")
         self.max_tiles = max_tiles
+        self.max_upper_tiles = max_upper_tiles
+        self.max_summaries = max_summaries
         self.hits = 0
         self.misses = 0
-        self._tiles: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()
+        self._tiles: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()  # level 0
+        self._upper: OrderedDict[tuple[int, int, int], _ExpandedTile] = OrderedDict()
+        # (level, index) of a full tile -> SHA-256 of its bytes + its levels[4].
+        self._summaries: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         # The widest partial tile at each (level, index): a wider one grows from it.
         self._growing: dict[tuple[int, int], tuple[int, _ExpandedTile]] = {}
 
     def __len__(self) -> int:
-        return len(self._tiles)
+        return len(self._tiles) + len(self._upper)
 
     def __contains__(self, tile: object) -> bool:
         """Whether this exact tile (a :class:`Tile`) is cached."""
-        return isinstance(tile, Tile) and (tile.level, tile.index, tile.width) in self._tiles
+        if not isinstance(tile, Tile):
+            return False
+        tiles = self._tiles if tile.level == 0 else self._upper
+        return (tile.level, tile.index, tile.width) in tiles
+
+    def tile_data(self, tile: Tile) -> bytes | None:
+        """The hashes of hash tile ``tile`` if cached (cut from the full tile it grew
+        into when that is cached), else None. Counts a hit or a miss."""
+        found = self._get(tile.level, tile.index, tile.width)
+        if found is None:
+            return None
+        data = found.levels[0]
+        size = tile.width * HASH_SIZE
+        return data if len(data) == size else data[:size]
+
+    def add(self, tile: Tile, data: bytes) -> None:
+        """Cache ``data``, the hashes of hash tile ``tile`` (exactly ``tile.width``
+        of them: MerkleFormatError otherwise); its inner nodes are hashed later, if
+        asked for (a growing partial tile keeps those of its narrower copy)."""
+        if tile.level < 0:
+            raise ValueError(f"{tile.path} is an entry bundle, not a hash tile")
+        if len(data) != tile.width * HASH_SIZE:
+            raise MerkleFormatError(
+                f"tile {tile.path} is {len(data)} bytes, expected {tile.width * HASH_SIZE}"
+            )
+        data = bytes(data)
+        self._put(tile.level, tile.index, tile.width, self._expand(tile.level, tile.index, data))
 
     def _get(self, level: int, index: int, width: int) -> _ExpandedTile | None:
-        tiles = self._tiles
+        tiles = self._tiles if level == 0 else self._upper
         key = (level, index, TILE_WIDTH)
         found = tiles.get(key)
         if found is None and width != TILE_WIDTH:
@@ -472,24 +567,52 @@ class TileCache:
         return found
 
     def _put(self, level: int, index: int, width: int, tile: _ExpandedTile) -> None:
-        tiles = self._tiles
+        if level == 0:
+            tiles, limit = self._tiles, self.max_tiles
+        else:
+            tiles, limit = self._upper, self.max_upper_tiles
         key = (level, index, width)
         tiles[key] = tile
         tiles.move_to_end(key)
-        while len(tiles) > self.max_tiles:
-            tiles.popitem(last=False)
+        while len(tiles) > limit:
+            (old_level, old_index, old_width), old = tiles.popitem(last=False)
+            if old_width == TILE_WIDTH:
+                self._summarize(old_level, old_index, old)
+        # A growing right edge is cached at its widest only: the narrower copies
+        # (immutable, but rarely asked for again) leave room for other tiles.
         growing = self._growing
+        narrower = growing.get((level, index))
         if width == TILE_WIDTH:
-            growing.pop((level, index), None)
-        elif width > growing.get((level, index), (0, tile))[0]:
+            if narrower is not None:
+                del growing[(level, index)]
+                tiles.pop((level, index, narrower[0]), None)
+        elif narrower is None or width > narrower[0]:
             growing[(level, index)] = (width, tile)
+            if narrower is not None:
+                tiles.pop((level, index, narrower[0]), None)
             while len(growing) > self.max_tiles:  # a few per level in practice
                 del growing[next(iter(growing))]
+
+    def _summarize(self, level: int, index: int, tile: _ExpandedTile) -> None:
+        summary = tile.summarized()
+        if summary is None or not self.max_summaries:
+            return
+        summaries = self._summaries
+        key = (level, index)
+        summaries[key] = _sha256(tile.levels[0]).digest() + summary
+        summaries.move_to_end(key)
+        while len(summaries) > self.max_summaries:
+            summaries.popitem(last=False)
 
     def _expand(self, level: int, index: int, data: bytes) -> _ExpandedTile:
         """``data`` (a tile's hashes) expanded, grown from a narrower copy of the
         same tile when one is cached: the right edge of a growing log changes
-        by a few hashes per batch, and its inner nodes are hashed only once."""
+        by a few hashes per batch, and its inner nodes are hashed only once.
+        A full tile gets the summary kept of these very bytes, if any."""
+        if len(data) == TILE_WIDTH * HASH_SIZE:
+            kept = self._summaries.get((level, index))
+            if kept is not None and _sha256(data).digest() == kept[:HASH_SIZE]:
+                return _ExpandedTile(data, kept[HASH_SIZE:])
         found = self._growing.get((level, index))
         if found is not None:
             width, narrower = found
@@ -499,6 +622,8 @@ class TileCache:
 
     def clear(self) -> None:
         self._tiles.clear()
+        self._upper.clear()
+        self._summaries.clear()
         self._growing.clear()
 
 
@@ -637,6 +762,8 @@ class TileRead:
         for key, r, offset in self._plan:
             source = have[key]
             levels = source.levels
-            blob = levels[r] if r < len(levels) else source.level(r)
-            out.append(blob[offset : offset + HASH_SIZE])
+            if r < len(levels):
+                out.append(levels[r][offset : offset + HASH_SIZE])
+            else:
+                out.append(source.node(r, offset))
         return out

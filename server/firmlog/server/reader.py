@@ -3,13 +3,20 @@
 Nothing here loads the tree. A proof is planned, fetched and computed: its
 :class:`~firmlog.client.merkle.ProofPlan` names the O(log n) subtrees it
 reads; :meth:`firmlog.client.tiles.TileHashReader.start` finds their tiles
-in the caches and says which are missing; those are read from storage in one
-query (for a whole batch of proofs), and the proofs are computed. Tiles come
-from three caches before the database:
+in the cache and says which are missing; those are read from storage in one
+query (for a whole batch of proofs), and the proofs are computed.
 
-- full hash tiles, expanded (shared :class:`TileCache`) and raw (for HTTP);
-- partial hash tiles keyed by width: ``tile/L/N.p/W`` never changes either;
-- full entry bundles.
+Hash tiles, full and partial, are cached once, as the shared
+:class:`~firmlog.client.tiles.TileCache` holds them: their hashes, which
+HTTP serves as they are, and the inner nodes a proof hashed from them. The
+tiles above level 0 (1/256 of the tree's, and on every proof's path) have
+an LRU of their own, so reads scattered over a large tree's level-0 tiles
+never evict them. Full entry bundles have a small LRU of their own.
+
+Tiles missing from the cache are read through :class:`StoredTiles`: a tile
+already being read for one request is not read again for another, and the
+tiles that requests ask for in the same turn of the event loop are read
+together, in one query; the storage runs such queries side by side.
 
 The latest checkpoint is what this process published last, or what another
 process sharing the database published: it is re-read from storage at most
@@ -80,6 +87,93 @@ class _LRU(Generic[K, V]):
             self._items.popitem(last=False)
 
 
+class StoredTiles:
+    """Hash tiles read from storage for many concurrent requests.
+
+    A tile already being read for one request is not read again for another;
+    the tiles asked for in one turn of the event loop are read together, in
+    one :meth:`~firmlog.server.storage.LogStorage.read_tiles` (one snapshot).
+    A read runs in a task of its own: a request cancelled while it waits
+    cancels nothing that other requests share.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._reading: dict[tuple[int, int], asyncio.Future[bytes | None]] = {}
+        self._queued: list[tuple[int, int]] = []  # read by the task started with the first
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(self, tiles: Sequence[Tile]) -> dict[Tile, bytes]:
+        """The stored hashes of each hash tile of ``tiles`` at its width; a tile
+        that storage lacks, or holds narrower, is left out. Storage errors
+        (:class:`~firmlog.server.storage.StorageUnavailable`...) propagate."""
+        loop = asyncio.get_running_loop()
+        waiting: list[tuple[Tile, asyncio.Future[bytes | None]]] = []
+        joined: set[tuple[int, int]] = set()  # reads that began before this call
+        for tile in tiles:
+            key = (tile.level, tile.index)
+            future = self._reading.get(key)
+            if future is not None:
+                joined.add(key)
+            else:
+                future = loop.create_future()
+                future.add_done_callback(_retrieved)
+                self._reading[key] = future
+                if not self._queued:
+                    task = loop.create_task(self._read_queued())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                self._queued.append(key)
+            waiting.append((tile, future))
+        # asyncio.wait, not gather: cancelling this request leaves the shared reads be.
+        await asyncio.wait({f for _, f in waiting})
+        found: dict[Tile, bytes] = {}
+        narrower: list[Tile] = []
+        for tile, future in waiting:
+            data = future.result()
+            size = tile.width * HASH_SIZE
+            if data is not None and len(data) >= size:
+                found[tile] = data if len(data) == size else data[:size]
+            elif (tile.level, tile.index) in joined:
+                narrower.append(tile)
+        if narrower:
+            # Joined a read that may have begun before the caller's checkpoint was
+            # committed: read these again, in a snapshot that begins after it.
+            stored = await self._storage.read_tiles([(t.level, t.index) for t in narrower])
+            for tile in narrower:
+                data = stored.get((tile.level, tile.index))
+                size = tile.width * HASH_SIZE
+                if data is not None and len(data) >= size:
+                    found[tile] = data[:size]
+        return found
+
+    async def _read_queued(self) -> None:
+        keys, self._queued = self._queued, []
+        futures = [self._reading[key] for key in keys]
+        try:
+            stored = await self._storage.read_tiles(keys)
+        except BaseException as exc:
+            for future in futures:
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for key, future in zip(keys, futures, strict=True):
+                future.set_result(stored.get(key))
+        finally:
+            for key in keys:
+                del self._reading[key]
+
+
+def _retrieved(future: asyncio.Future[bytes | None]) -> None:
+    """Mark a read's error as seen: every request that shared it may have gone."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class LatestCheckpoint:
     note: bytes
@@ -125,9 +219,9 @@ class LogReader:
         self._storage = storage
         self._accept = accept
         self._host = host
-        self._expanded = TileCache(cache_tiles)
-        self._full_raw: _LRU[tuple[int, int], bytes] = _LRU(cache_tiles)
-        self._partial_raw: _LRU[tuple[int, int, int], bytes] = _LRU(1024)
+        # Level-0 tiles up to cache_tiles; the few above them up to as many again.
+        self._tiles = TileCache(cache_tiles)
+        self._stored = StoredTiles(storage)
         self._bundles: _LRU[int, bytes] = _LRU(64)
         self._refresh_interval = refresh_interval
         self._clock = clock
@@ -195,47 +289,19 @@ class LogReader:
     def remember_tiles(self, tree_size: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Cache hash tiles just committed (their widths follow from the bytes)."""
         for (level, index), data in tiles.items():
-            self._cache_tile(Tile(level, index, len(data) // HASH_SIZE), data)
+            self._tiles.add(Tile(level, index, len(data) // HASH_SIZE), data)
 
     # -- tiles ----------------------------------------------------------------
-
-    def _cached_tile(self, tile: Tile) -> bytes | None:
-        if tile.width == TILE_WIDTH:
-            return self._full_raw.get((tile.level, tile.index))
-        return self._partial_raw.get((tile.level, tile.index, tile.width))
-
-    def _cache_tile(self, tile: Tile, data: bytes) -> None:
-        if tile.width == TILE_WIDTH:
-            self._full_raw.put((tile.level, tile.index), data)
-        else:
-            self._partial_raw.put((tile.level, tile.index, tile.width), data)
-
-    async def _load_tiles(self, tiles: Sequence[Tile]) -> dict[Tile, bytes]:
-        found: dict[Tile, bytes] = {}
-        wanted: list[Tile] = []
-        for t in tiles:
-            data = self._cached_tile(t)
-            if data is None:
-                wanted.append(t)
-            else:
-                found[t] = data
-        if wanted:
-            stored = await self._storage.read_tiles([(t.level, t.index) for t in wanted])
-            for t in wanted:
-                data = stored.get((t.level, t.index))
-                if data is None or len(data) < t.width * HASH_SIZE:
-                    continue
-                data = data[: t.width * HASH_SIZE]
-                self._cache_tile(t, data)
-                found[t] = data
-        return found
 
     async def hash_tile(self, level: int, index: int, width: int) -> bytes:
         """The bytes of ``tile/<level>/<index>[.p/<width>]``; NotFound if not that wide yet."""
         tile = Tile(level, index, width)
-        data = (await self._load_tiles([tile])).get(tile)
+        data = self._tiles.tile_data(tile)
         if data is None:
-            raise NotFound(f"tile {tile.path} is not in the log")
+            data = (await self._stored.read([tile])).get(tile)
+            if data is None:
+                raise NotFound(f"tile {tile.path} is not in the log")
+            self._tiles.add(tile, data)
         return data
 
     async def entry_bundle(self, index: int, width: int) -> bytes:
@@ -258,7 +324,7 @@ class LogReader:
         order, from this log's tiles at ``tree_size``.
 
         Plans, fetches once, computes: the nodes of every plan are looked up
-        in the caches, the tiles that are not there are read from storage in
+        in the cache, the tiles that are not there are read from storage in
         one query (one for a whole batch of proofs), and the proofs are
         computed, with no more I/O. Raises RuntimeError if storage lacks a
         tile of ``tree_size``.
@@ -270,9 +336,9 @@ class LogReader:
             if len(plans) == 1
             else list(dict.fromkeys(n for p in plans for n in p.nodes))
         )
-        read = TileHashReader(tree_size, cache=self._expanded).start(nodes)
+        read = TileHashReader(tree_size, cache=self._tiles).start(nodes)
         if read.missing:
-            got = await self._load_tiles(read.missing)
+            got = await self._stored.read(read.missing)
             lost = [t.path for t in read.missing if t not in got]
             if lost:
                 raise RuntimeError(f"storage lacks tiles {lost} for tree size {tree_size}")

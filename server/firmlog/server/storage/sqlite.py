@@ -14,8 +14,10 @@ stdlib :mod:`sqlite3` module. What it guarantees:
   writers sharing the file can never fork the log. A killed writer's lock is
   released by the operating system and its uncommitted writes are discarded.
 - The event loop never blocks: writes run on one dedicated writer thread with
-  its own connection, reads on one reader thread with another. The reader sees
-  only committed data and is not blocked by a running integration.
+  its own connection, reads on :data:`READERS` reader threads, each read on a
+  reader connection of its own for its time (WAL lets them read side by side).
+  Readers see only committed data and are not blocked by a running
+  integration; a read of several tiles sees them in one snapshot.
 - Unavailability: an error of the file or its lock (disk I/O, disk full,
   read-only, cannot open, still locked after the busy timeout) raises
   :class:`~firmlog.server.storage.StorageUnavailable`; other SQLite errors
@@ -34,6 +36,7 @@ the file, hold the lock and run a statement on its threads.
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
@@ -54,6 +57,10 @@ BUSY_TIMEOUT_S = 60.0
 
 LOCK_POLL_S = 0.001
 """How often a writer waiting for another process's write lock tries again."""
+
+READERS = 4
+"""Reader threads and connections: how many reads (tile misses of concurrent
+requests...) run side by side."""
 
 HEALTH_TIMEOUT_S = 5.0
 """How long a health check waits for the write lock before it says the log cannot write."""
@@ -129,10 +136,13 @@ _SELECT_REVOCATIONS = "SELECT idx FROM revocations WHERE release_idx = ? ORDER B
 # Functions run on the storage's threads; each gets that thread's connection.
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, *, any_thread: bool = False) -> sqlite3.Connection:
     # timeout: SQLite's busy timeout, how long to wait for a lock.
     # isolation_level=None: no implicit transactions; BEGIN/COMMIT are explicit.
-    return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # any_thread: used by one thread at a time, not always the same (the readers).
+    return sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not any_thread
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection) -> object:
@@ -183,7 +193,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
-    conn = _connect(path)
+    conn = _connect(path, any_thread=True)
     try:
         conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -258,7 +268,8 @@ class _SQLiteStatements:
         self._conn.executemany(_INSERT_ENTRY, records)
 
     async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        snapshot = not self._conn.in_transaction  # on the reader: one snapshot for all tiles
+        # On a reader: one snapshot for all tiles (one statement is one already).
+        snapshot = len(keys) > 1 and not self._conn.in_transaction
         if snapshot:
             self._conn.execute("BEGIN")
         try:
@@ -329,14 +340,17 @@ def _guarded(path: str, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqli
 
 
 class _Threads:
-    """The two threads of an open storage, each owning its own connection."""
+    """The threads of an open storage: a writer owning its connection, and readers
+    sharing as many reader connections (each read takes one that is free)."""
 
     def __init__(self, writer: ThreadPoolExecutor, reader: ThreadPoolExecutor, path: str) -> None:
         self.writer = writer
         self.reader = reader
         self.path = path
         self.write_conn: sqlite3.Connection | None = None  # used on the writer thread only
-        self.read_conn: sqlite3.Connection | None = None  # used on the reader thread only
+        # As many as reader threads: a read never waits for a connection.
+        self.read_conns: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self.readers_open = 0
         self.writing: Session = _ThreadSession(self.write)
         self.reading: Session = _ThreadSession(self.read)
 
@@ -347,20 +361,42 @@ class _Threads:
         )
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        assert self.read_conn is not None
+        if not self.readers_open:
+            raise RuntimeError(f"SQLite storage {self.path} has no reader connection open")
         return await asyncio.get_running_loop().run_in_executor(
-            self.reader, _guarded(self.path, fn), self.read_conn
+            self.reader, self._on_reader, _guarded(self.path, fn)
         )
+
+    def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            conn = self.read_conns.get_nowait()  # one per reader thread: empty once closed
+        except queue.Empty:
+            raise RuntimeError(f"SQLite storage {self.path} is closed") from None
+        try:
+            return fn(conn)
+        finally:
+            self.read_conns.put(conn)
+
+    async def open_readers(self, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            conn = await loop.run_in_executor(self.reader, _open_reader, self.path)
+            self.read_conns.put(conn)
+            self.readers_open += 1
+
+    def _close_reader(self) -> None:
+        _close(self.read_conns.get())  # waits for a read in progress to give it back
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            if self.read_conn is not None:
-                await loop.run_in_executor(self.reader, _close, self.read_conn)
+            readers, self.readers_open = self.readers_open, 0
+            for _ in range(readers):
+                await loop.run_in_executor(self.reader, self._close_reader)
             if self.write_conn is not None:
                 await loop.run_in_executor(self.writer, _close, self.write_conn)
         finally:
-            self.read_conn = self.write_conn = None
+            self.write_conn = None
             self.reader.shutdown(wait=False)
             self.writer.shutdown(wait=False)
 
@@ -410,7 +446,7 @@ class SQLiteStorage(SQLStorage):
                 return
             threads = _Threads(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="firmlog-sqlite-writer"),
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="firmlog-sqlite-reader"),
+                ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="firmlog-sqlite-reader"),
                 self._path,
             )
             loop = asyncio.get_running_loop()
@@ -418,9 +454,7 @@ class SQLiteStorage(SQLStorage):
                 threads.write_conn = await loop.run_in_executor(
                     threads.writer, _open_writer, self._path
                 )
-                threads.read_conn = await loop.run_in_executor(
-                    threads.reader, _open_reader, self._path
-                )
+                await threads.open_readers(READERS)
             except BaseException as exc:
                 await threads.close()
                 if isinstance(exc, sqlite3.Error):

@@ -11,8 +11,8 @@ database; that never makes a correct log refuse.
 What is seen from outside (HTTP, the data dir, the database, the refusal to
 start) is tested against the app in this process and against ``serve
 --workers 2``, whose workers sign and record in turn: a refusal is then the
-command's one line (exit status 2). Two in-process servers sharing a data dir,
-and the signer's own guards, in this process only.
+command's one line (exit status 2); two servers sharing a data dir are then
+four processes. The signer's own guards are tested in this process only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from support.harness import ORIGIN, BlackBoxLog, LogProcessUnderTest, LogUnderTest, make_log
+from support.harness import ORIGIN, BlackBoxLog, LogProcessUnderTest, make_log
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -294,12 +294,13 @@ async def test_a_tree_inconsistent_with_the_record_is_never_signed(
 
 
 async def test_servers_sharing_a_data_dir_accept_a_record_behind_the_database(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
     """Two servers, one data dir, one database: each one's record lags the other's
-    commits, and an older record (as a slow process would leave) is no reason to refuse."""
-    a = LogUnderTest(database_url, tmp_path)
-    b = LogUnderTest(database_url, tmp_path, a.log_key, a.operator)
+    commits, and an older record (as a slow process would leave) is no reason to refuse.
+    (Served by two workers each, four processes record in turn.)"""
+    a = make_log(served_by, database_url, tmp_path)
+    b = make_log(served_by, database_url, tmp_path, a.log_key, a.operator)
     await a.start()
     await b.start()
     try:
@@ -316,7 +317,7 @@ async def test_servers_sharing_a_data_dir_accept_a_record_behind_the_database(
     finally:
         await b.stop()
         await a.stop()
-    restarted = LogUnderTest(database_url, tmp_path, a.log_key, a.operator)
+    restarted = make_log(served_by, database_url, tmp_path, a.log_key, a.operator)
     await restarted.start()
     await restarted.stop()
 

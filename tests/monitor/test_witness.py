@@ -1,4 +1,8 @@
-"""c2sp.org/tlog-witness conformance of POST /add-checkpoint, against a real log's checkpoints."""
+"""c2sp.org/tlog-witness conformance of POST /add-checkpoint, against a real log's checkpoints.
+
+The log (over SQLite) is the app in this process or a ``serve --workers 2``
+process: the witness is given what the log serves over HTTP, whichever worker
+answers."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from support.harness import ORIGIN, LogUnderTest
+from support.harness import ORIGIN, SERVED_BY, BlackBoxLog, make_log
 from support.monitor import NOWHERE, MonitorUnderTest, checkpoint, consistency, grow
 
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -18,8 +22,21 @@ from firmlog.client.keys import generate_key
 from firmlog.client.trust import CheckpointNote
 
 
+@pytest.fixture(params=SERVED_BY)
+async def log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlackBoxLog]:
+    """A log server over SQLite, in this process or by two workers, stopped after the test."""
+    data = tmp_path / "log"
+    data.mkdir()
+    server = make_log(str(request.param), f"sqlite:///{data / 'firmlog.db'}", data)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
 @pytest.fixture
-async def witness(tmp_path: Path, log: LogUnderTest) -> AsyncIterator[MonitorUnderTest]:
+async def witness(tmp_path: Path, log: BlackBoxLog) -> AsyncIterator[MonitorUnderTest]:
     """A monitor that only witnesses: the log URL it follows answers nothing."""
     monitor = MonitorUnderTest(tmp_path / "monitor", NOWHERE, log.verifier, [log.operator.verifier])
     await monitor.start()
@@ -30,7 +47,7 @@ async def witness(tmp_path: Path, log: LogUnderTest) -> AsyncIterator[MonitorUnd
 
 
 async def test_add_checkpoint_cosigns_what_extends_its_state(
-    log: LogUnderTest, witness: MonitorUnderTest, session: ClientSession
+    log: BlackBoxLog, witness: MonitorUnderTest, session: ClientSession
 ) -> None:
     await grow(log, session, 0, 2)
     cp2 = await checkpoint(session, log.base)
@@ -69,7 +86,7 @@ async def test_add_checkpoint_cosigns_what_extends_its_state(
 
 
 async def test_add_checkpoint_refusals(
-    log: LogUnderTest, witness: MonitorUnderTest, session: ClientSession
+    log: BlackBoxLog, witness: MonitorUnderTest, session: ClientSession
 ) -> None:
     await grow(log, session, 0, 3)
     cp3 = await checkpoint(session, log.base)
@@ -129,7 +146,7 @@ async def test_add_checkpoint_refusals(
 
 
 async def test_concurrent_add_checkpoints_for_one_old_size_one_wins(
-    log: LogUnderTest, witness: MonitorUnderTest, session: ClientSession
+    log: BlackBoxLog, witness: MonitorUnderTest, session: ClientSession
 ) -> None:
     await grow(log, session, 0, 2)
     cp2 = await checkpoint(session, log.base)

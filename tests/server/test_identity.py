@@ -3,6 +3,10 @@
 One identity per entry (its signed text), ordered key sets, exact signature
 lines, and per-entry verdicts: nothing one submitter sends can change what is
 logged under another's name or fail another submitter's entry.
+
+The tests that only talk HTTP run against the app in this process and against
+``serve --workers 2`` (``http_client``); those that hold the sequencer's clock
+to make one batch, or inject faults into its storage or rules, in this process.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 from aiohttp import ClientSession
 from support.entries import IMAGE, release
 from support.faults import StorageWrapper
-from support.harness import LogUnderTest, until
+from support.harness import BlackBoxLog, LogUnderTest, until
 from support.hostile import colliding_vkeys, repeat_first_signature, with_signature_lines
 from support.ledger import OTHER, R1, R2, R3, Client
 from support.logcheck import verify_whole_log
@@ -57,7 +61,7 @@ def mangle(raw: bytes, how: str) -> bytes:
     return with_signature_lines(raw, [line])
 
 
-async def tree_size(log: LogUnderTest) -> int:
+async def tree_size(log: BlackBoxLog) -> int:
     return (await verify_whole_log(log.base, log.verifier)).checkpoint.tree_size
 
 
@@ -65,9 +69,10 @@ async def tree_size(log: LogUnderTest) -> int:
 
 
 @pytest.mark.parametrize("how", ["unknown line", "repeated line"])
-async def test_a_replayed_rotation_is_the_logged_entry(client: Client, how: str) -> None:
+async def test_a_replayed_rotation_is_the_logged_entry(http_client: Client, how: str) -> None:
     """{R1} -> {R1, R2} -> {R1, R3} drops a compromised R2. Re-submitting the first
     rotation with other signature lines must not make R2 current again."""
+    client = http_client
     log = client.log
     await client.admit(R1)
     first = sign_entry(KeySet("acme.example", (R1.verifier.vkey, R2.verifier.vkey), 1, 2), [R1])
@@ -94,8 +99,9 @@ async def test_a_replayed_rotation_is_the_logged_entry(client: Client, how: str)
 
 @pytest.mark.parametrize("how", ["unknown line", "repeated line"])
 async def test_a_revoked_release_cannot_be_logged_again(
-    client: Client, how: str, tmp_path: Path
+    http_client: Client, how: str, tmp_path: Path
 ) -> None:
+    client = http_client
     log = client.log
     await client.admit(R1)
     raw = sign_entry(release(), [R1])
@@ -162,7 +168,8 @@ async def test_one_text_signed_two_ways_in_one_batch_is_one_entry(
 # -- defect 3: a key set with two keys of one name and key ID --------------------------
 
 
-async def test_keys_with_one_name_and_key_id_are_refused(client: Client) -> None:
+async def test_keys_with_one_name_and_key_id_are_refused(http_client: Client) -> None:
+    client = http_client
     first, second = colliding_vkeys("acme.example/release")
     admission = VendorAdmission("acme.example", (first, second), 1)
     status, answer = await client.log.submit(

@@ -1,7 +1,11 @@
 """The pages for people over real HTTP, on SQLite and PostgreSQL: what each page
 shows, that attacker-submitted fields stay text, the search's paging, the
 headers, and that a page costs the same few queries whatever it lists.
-(tests/server/test_page_browser.py drives them in a real browser.)"""
+(tests/server/test_page_browser.py drives them in a real browser.)
+
+What a page shows is tested against the app in this process and against
+``serve --workers 2`` (``http_client``); what a page costs in queries, on the
+app's storage, in this process."""
 
 from __future__ import annotations
 
@@ -68,7 +72,8 @@ def identity_of(body: Any) -> tuple[str, str]:
     return entry.identity.hex(), entry.leaf_hash.hex()
 
 
-async def test_every_page_answers_as_html_under_the_policy(client: Client) -> None:
+async def test_every_page_answers_as_html_under_the_policy(http_client: Client) -> None:
+    client = http_client
     await client.admit(R1)
     index = await client.ok(release(), R1)
     entry_id, leaf = identity_of(release())
@@ -98,7 +103,8 @@ async def test_every_page_answers_as_html_under_the_policy(client: Client) -> No
         assert resp.status == 404
 
 
-async def test_an_attackers_fields_are_shown_as_text(client: Client) -> None:
+async def test_an_attackers_fields_are_shown_as_text(http_client: Client) -> None:
+    client = http_client
     await client.admit(R1)
     body = hostile_release()
     index = await client.ok(body, R1)
@@ -125,7 +131,8 @@ async def test_an_attackers_fields_are_shown_as_text(client: Client) -> None:
     assert 'value="&quot;&gt;&lt;script&gt;window.pwned=5"' in echoed
 
 
-async def test_the_entry_page_shows_everything_in_full(client: Client) -> None:
+async def test_the_entry_page_shows_everything_in_full(http_client: Client) -> None:
+    client = http_client
     await client.admit(R1)
     body = release("2.0", fixes=("CVE-2026-1234",), changelog="fixes the boot loop")
     index = await client.ok(body, R1)
@@ -178,7 +185,8 @@ async def test_the_entry_page_shows_everything_in_full(client: Client) -> None:
     assert cells(search, "status") == [f"revoked by {rev_index}"]
 
 
-async def test_the_search_filters_and_pages(client: Client) -> None:
+async def test_the_search_filters_and_pages(http_client: Client) -> None:
+    client = http_client
     await client.admit(R1)
     other_image = b"another image"
     indexes = [await client.ok(release(f"{v}.0"), R1) for v in range(1, 8)]
@@ -215,7 +223,8 @@ async def test_the_search_filters_and_pages(client: Client) -> None:
     await get_html(client, "/search?cursor=x", status=400)
 
 
-async def test_the_vendor_page_shows_the_key_history(client: Client) -> None:
+async def test_the_vendor_page_shows_the_key_history(http_client: Client) -> None:
+    client = http_client
     admitted = await client.admit(R1)
     rotated = await client.ok(
         KeySet("acme.example", (R1.verifier.vkey, R2.verifier.vkey), 2, 2), R1
@@ -236,7 +245,8 @@ async def test_the_vendor_page_shows_the_key_history(client: Client) -> None:
     assert R2.verifier.vkey in rotation
 
 
-async def test_the_keys_page_names_the_logs_keys(client: Client) -> None:
+async def test_the_keys_page_names_the_logs_keys(http_client: Client) -> None:
+    client = http_client
     text = html.unescape(await get_html(client, "/keys"))
     assert client.log.log_key.name in text
     assert client.log.verifier.vkey in text
@@ -244,7 +254,8 @@ async def test_the_keys_page_names_the_logs_keys(client: Client) -> None:
     assert "without witnesses" in text
 
 
-async def test_missing_things_are_html_pages(client: Client) -> None:
+async def test_missing_things_are_html_pages(http_client: Client) -> None:
+    client = http_client
     await client.admit(R1)
     await get_html(client, "/entry/5", status=404)
     await get_html(client, f"/entry/{'ab' * 32}", status=404)

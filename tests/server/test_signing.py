@@ -7,6 +7,12 @@ it, or that holds another tree, makes the server refuse to start, and a
 record the stored tree does not extend (injected) makes it refuse to sign.
 Servers sharing a data dir and a database may leave the record behind the
 database; that never makes a correct log refuse.
+
+What is seen from outside (HTTP, the data dir, the database, the refusal to
+start) is tested against the app in this process and against ``serve
+--workers 2``, whose workers sign and record in turn: a refusal is then the
+command's one line (exit status 2); two servers sharing a data dir are then
+four processes. The signer's own guards are tested in this process only.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from support.harness import ORIGIN, LogUnderTest
+from support.harness import ORIGIN, BlackBoxLog, LogProcessUnderTest, make_log
 
 from firmlog.client.bundle import ProofBundle
 from firmlog.client.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -36,7 +42,7 @@ async def latest(base: str, session: ClientSession) -> bytes:
         return await resp.read()
 
 
-async def grow(log: LogUnderTest, session: ClientSession, start: int, count: int) -> list[bytes]:
+async def grow(log: BlackBoxLog, session: ClientSession, start: int, count: int) -> list[bytes]:
     """Submit ``count`` new entries; returns the checkpoint note of each bundle."""
     notes = []
     for i in range(start, start + count):
@@ -57,8 +63,22 @@ async def stored(url: str) -> tuple[bytes | None, LogIdentity | None]:
         await storage.close()
 
 
-async def refused_start(log: LogUnderTest) -> str:
-    """Start ``log``, which must refuse with WrongLog; the message."""
+async def refused_start(log: BlackBoxLog) -> str:
+    """Start ``log``, which must refuse with WrongLog; the message. A ``serve``
+    process must exit with status 2, its one line naming the problem."""
+    if isinstance(log, LogProcessUnderTest):
+        try:
+            with pytest.raises(RuntimeError, match="exited with status 2") as failed:
+                await log.start()
+        finally:
+            await log.stop()
+        refusals = [
+            line.removeprefix("firmlog-server: ")
+            for line in log.process.output().splitlines()
+            if line.startswith("firmlog-server: ")
+        ]
+        assert refusals, f"serve said nothing on stderr: {failed.value}"
+        return refusals[-1]
     try:
         with pytest.raises(WrongLog) as info:
             await log.start()
@@ -68,9 +88,9 @@ async def refused_start(log: LogUnderTest) -> str:
 
 
 async def test_the_data_dir_records_every_checkpoint_published(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    log = LogUnderTest(database_url, tmp_path)
+    log = make_log(served_by, database_url, tmp_path)
     await log.start()
     try:
         first = await latest(log.base, session)
@@ -90,9 +110,9 @@ async def test_the_data_dir_records_every_checkpoint_published(
 
 
 async def test_a_server_refuses_a_database_that_holds_another_log(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    owner = LogUnderTest(database_url, tmp_path / "owner")
+    owner = make_log(served_by, database_url, tmp_path / "owner")
     await owner.start()
     try:
         await grow(owner, session, 0, 2)
@@ -100,21 +120,23 @@ async def test_a_server_refuses_a_database_that_holds_another_log(
     finally:
         await owner.stop()
 
-    same_origin = LogUnderTest(database_url, tmp_path / "other", log_key=generate_key(ORIGIN))
+    same_origin = make_log(
+        served_by, database_url, tmp_path / "other", log_key=generate_key(ORIGIN)
+    )
     message = await refused_start(same_origin)
     assert f"the database holds the log {ORIGIN!r} (key {owner.verifier.vkey})" in message
     assert f"not this server's log {ORIGIN!r} (key {same_origin.verifier.vkey})" in message
     assert "; point --database at this log's database" in message
 
-    other_origin = LogUnderTest(
-        database_url, tmp_path / "third", log_key=generate_key("other.example/log")
+    other_origin = make_log(
+        served_by, database_url, tmp_path / "third", log_key=generate_key("other.example/log")
     )
     message = await refused_start(other_origin)
     assert f"holds the log {ORIGIN!r}" in message
     assert "not this server's log 'other.example/log'" in message
 
     assert (await stored(database_url))[0] == before  # nothing was signed over it
-    again = LogUnderTest(database_url, tmp_path / "owner", owner.log_key, owner.operator)
+    again = make_log(served_by, database_url, tmp_path / "owner", owner.log_key, owner.operator)
     await again.start()
     try:
         assert await latest(again.base, session) == before
@@ -141,9 +163,9 @@ async def _forget_identity(url: str) -> None:
 
 
 async def test_a_database_made_by_an_older_firmlog_is_claimed_only_with_its_key(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    owner = LogUnderTest(database_url, tmp_path / "owner")
+    owner = make_log(served_by, database_url, tmp_path / "owner")
     await owner.start()
     try:
         await grow(owner, session, 0, 2)
@@ -151,14 +173,14 @@ async def test_a_database_made_by_an_older_firmlog_is_claimed_only_with_its_key(
         await owner.stop()
     await _forget_identity(database_url)
 
-    stranger = LogUnderTest(database_url, tmp_path / "other", log_key=generate_key(ORIGIN))
+    stranger = make_log(served_by, database_url, tmp_path / "other", log_key=generate_key(ORIGIN))
     message = await refused_start(stranger)
     key = f"{ORIGIN}+{owner.verifier.key_id:08x}"
     assert f"holds the log {ORIGIN!r} (its latest checkpoint is signed by {key})" in message
     assert f"not this server's log {ORIGIN!r} (key {stranger.verifier.vkey})" in message
     assert (await stored(database_url))[1] is None
 
-    again = LogUnderTest(database_url, tmp_path / "owner", owner.log_key, owner.operator)
+    again = make_log(served_by, database_url, tmp_path / "owner", owner.log_key, owner.operator)
     await again.start()
     try:
         await grow(again, session, 2, 1)
@@ -168,13 +190,14 @@ async def test_a_database_made_by_an_older_firmlog_is_claimed_only_with_its_key(
 
 
 async def test_a_lost_database_is_not_started_over(
+    served_by: str,
     database_url: str,
     tmp_path: Path,
     session: ClientSession,
     pg_factory: Callable[[], Awaitable[str]],
 ) -> None:
     data_dir = tmp_path / "data"
-    log = LogUnderTest(database_url, data_dir)
+    log = make_log(served_by, database_url, data_dir)
     await log.start()
     try:
         signed = (await grow(log, session, 0, 5))[-1]
@@ -187,7 +210,7 @@ async def test_a_lost_database_is_not_started_over(
     else:  # the server is pointed at an empty database
         lost = await pg_factory()
 
-    again = LogUnderTest(lost, data_dir, log.log_key, log.operator)
+    again = make_log(served_by, lost, data_dir, log.log_key, log.operator)
     message = await refused_start(again)
     root = open_checkpoint(signed, log.verifier).checkpoint.root_hash.hex()
     assert message == (
@@ -199,29 +222,31 @@ async def test_a_lost_database_is_not_started_over(
     assert (data_dir / RECORD).read_bytes() == signed
 
 
-def forged(log: LogUnderTest, size: int, tag: bytes = b"forged") -> bytes:
+def forged(log: BlackBoxLog, size: int, tag: bytes = b"forged") -> bytes:
     """A checkpoint the log key signed for a tree this log does not hold."""
     root = hashlib.sha256(tag).digest()
     return sign_checkpoint(Checkpoint(log.log_key.name, size, root), log.log_key)
 
 
 async def test_a_record_of_another_tree_refuses_the_start(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
-    log = LogUnderTest(database_url, tmp_path)
+    log = make_log(served_by, database_url, tmp_path)
     await log.start()
     try:
         await grow(log, session, 0, 3)
     finally:
         await log.stop()
     (tmp_path / RECORD).write_bytes(forged(log, 2))
-    again = LogUnderTest(database_url, tmp_path, log.log_key, log.operator)
+    again = make_log(served_by, database_url, tmp_path, log.log_key, log.operator)
     message = await refused_start(again)
     assert message.startswith("this data dir's log key signed tree size 2 (root ")
     assert "but the database's tree of size 3 (root " in message
     assert "does not extend it: the database holds another tree; restore" in message
     (tmp_path / RECORD).write_bytes(b"not a checkpoint\n")
-    message = await refused_start(LogUnderTest(database_url, tmp_path, log.log_key, log.operator))
+    message = await refused_start(
+        make_log(served_by, database_url, tmp_path, log.log_key, log.operator)
+    )
     assert f"{tmp_path / RECORD} is not a checkpoint signed by this log's key (" in message
 
 
@@ -235,10 +260,15 @@ async def test_a_record_of_another_tree_refuses_the_start(
     ],
 )
 async def test_a_tree_inconsistent_with_the_record_is_never_signed(
-    database_url: str, tmp_path: Path, session: ClientSession, size: int, problem: str
+    served_by: str,
+    database_url: str,
+    tmp_path: Path,
+    session: ClientSession,
+    size: int,
+    problem: str,
 ) -> None:
     """Fault injection: the record names a tree the database does not extend."""
-    log = LogUnderTest(database_url, tmp_path)
+    log = make_log(served_by, database_url, tmp_path)
     await log.start()
     try:
         await grow(log, session, 0, 3)
@@ -257,17 +287,20 @@ async def test_a_tree_inconsistent_with_the_record_is_never_signed(
     finally:
         await log.stop()
     assert (await stored(database_url))[0] == before  # nothing was committed
-    message = await refused_start(LogUnderTest(database_url, tmp_path, log.log_key, log.operator))
+    message = await refused_start(
+        make_log(served_by, database_url, tmp_path, log.log_key, log.operator)
+    )
     assert problem in message
 
 
 async def test_servers_sharing_a_data_dir_accept_a_record_behind_the_database(
-    database_url: str, tmp_path: Path, session: ClientSession
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
 ) -> None:
     """Two servers, one data dir, one database: each one's record lags the other's
-    commits, and an older record (as a slow process would leave) is no reason to refuse."""
-    a = LogUnderTest(database_url, tmp_path)
-    b = LogUnderTest(database_url, tmp_path, a.log_key, a.operator)
+    commits, and an older record (as a slow process would leave) is no reason to refuse.
+    (Served by two workers each, four processes record in turn.)"""
+    a = make_log(served_by, database_url, tmp_path)
+    b = make_log(served_by, database_url, tmp_path, a.log_key, a.operator)
     await a.start()
     await b.start()
     try:
@@ -284,7 +317,7 @@ async def test_servers_sharing_a_data_dir_accept_a_record_behind_the_database(
     finally:
         await b.stop()
         await a.stop()
-    restarted = LogUnderTest(database_url, tmp_path, a.log_key, a.operator)
+    restarted = make_log(served_by, database_url, tmp_path, a.log_key, a.operator)
     await restarted.start()
     await restarted.stop()
 

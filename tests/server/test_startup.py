@@ -3,7 +3,9 @@ every failure to start is one line on stderr, naming the problem and what to do,
 with exit status 2 (firmlog.server.cli).
 
 Each case runs the real command as a subprocess (it configures logging for its
-whole process), with no FIRMLOG_* settings from the environment.
+whole process), with no FIRMLOG_* settings from the environment. A start that
+succeeds is tested with ``--workers 1`` (the app in the command's process) and
+``--workers 2`` (the banner once all workers listen, SIGTERM to all of them).
 """
 
 from __future__ import annotations
@@ -67,12 +69,16 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_it_listens_when_it_says_so_and_stops_on_sigterm(tmp_path: Path) -> None:
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
+
+
+@WORKERS
+def test_it_listens_when_it_says_so_and_stops_on_sigterm(tmp_path: Path, workers: str) -> None:
     """Its stderr is not a terminal: it logs JSON, and says where it listens in the
     event "listening", after the event "keys"."""
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        _command(data, "--listen", "127.0.0.1:0"),
+        _command(data, "--listen", "127.0.0.1:0", "--workers", workers),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -110,11 +116,12 @@ def test_it_listens_when_it_says_so_and_stops_on_sigterm(tmp_path: Path) -> None
         proc.wait()
 
 
-def test_on_a_terminal_it_says_so_in_plain_lines(tmp_path: Path) -> None:
+@WORKERS
+def test_on_a_terminal_it_says_so_in_plain_lines(tmp_path: Path, workers: str) -> None:
     """Without JSON logging the banner is the lines a person reads, as it always was."""
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        _command(data, "--listen", "127.0.0.1:0", "--no-log-json"),
+        _command(data, "--listen", "127.0.0.1:0", "--no-log-json", "--workers", workers),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

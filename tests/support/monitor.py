@@ -19,7 +19,7 @@ from firmlog.monitor.app import SERVICES, make_app
 from firmlog.monitor.config import MonitorConfig
 from firmlog.monitor.datadir import init_data_dir
 from firmlog.monitor.state import WatchedLog
-from support.harness import LogUnderTest, ServiceTestServer
+from support.harness import BlackBoxLog, ServiceTestServer
 
 WITNESS_NAME = "monitor.test/witness"
 NOWHERE = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
@@ -118,7 +118,7 @@ async def consistency(session: ClientSession, base: str, old: int, new: int) -> 
         return [base64.b64decode(h) for h in (await resp.json())["hashes"]]
 
 
-async def grow(log: LogUnderTest, session: ClientSession, start: int, count: int) -> None:
+async def grow(log: BlackBoxLog, session: ClientSession, start: int, count: int) -> None:
     results = await asyncio.gather(
         *(log.submit(session, log.entry(i)) for i in range(start, start + count))
     )

@@ -936,18 +936,22 @@ def verify_entry_signatures(
     distinct = len(ring.distinct())
     if not 1 <= threshold <= distinct:
         raise ValueError(f"threshold {threshold} is not 1..{distinct} (the distinct keys)")
-    if exact:
-        check_signature_lines(entry, ring)
     verified: set[tuple[str, int]] = set()
-    for sig in entry.signatures:
-        if (sig.name, sig.key_id) in by_id:
-            # signed-note's rules: a bad signature by a known key rejects the note.
-            try:
-                note = verify_note_signatures(entry.text, entry.signatures, ring)
-            except SignatureError as exc:
-                raise SignatureError(f"{_noun(entry)}: {exc}") from exc
-            verified = {(s.name, s.key_id) for s in note.verified}
-            break
+    if exact:
+        # Every line is by a key of the ring, each key once; signed-note's rules
+        # (verify_note_signatures) then come down to: every signature verifies.
+        message = entry.text.encode("utf-8")
+        for sig, key in zip(entry.signatures, _line_keys(entry, ring), strict=True):
+            if not key.verify(message, sig.signature):
+                raise SignatureError(f"{_noun(entry)}: invalid signature by known key {sig.key}")
+        verified = {(s.name, s.key_id) for s in entry.signatures}
+    elif any((sig.name, sig.key_id) in by_id for sig in entry.signatures):
+        # signed-note's rules: a bad signature by a known key rejects the note.
+        try:
+            note = verify_note_signatures(entry.text, entry.signatures, ring)
+        except SignatureError as exc:
+            raise SignatureError(f"{_noun(entry)}: {exc}") from exc
+        verified = {(s.name, s.key_id) for s in note.verified}
     signed: dict[bytes, Ed25519Verifier] = {}  # one per public key, in the order of keys
     for ident, key in by_id.items():
         if ident in verified:
@@ -968,7 +972,12 @@ def check_signature_lines(
     """Every signature line of ``entry`` is by one of the keys, each key at most
     once; SignatureLineError naming the first line that is not. The
     signatures themselves are not verified here."""
-    ring = KeyRing.of(keys)
+    _line_keys(entry, KeyRing.of(keys))
+
+
+def _line_keys(entry: Entry, ring: KeyRing[Ed25519Verifier]) -> list[Ed25519Verifier]:
+    """:func:`check_signature_lines`, returning the key of each line."""
+    found: list[Ed25519Verifier] = []
     seen: dict[bytes, int] = {}
     for n, sig in enumerate(entry.signatures, 1):
         key = ring.by_id.get((sig.name, sig.key_id))
@@ -985,6 +994,8 @@ def check_signature_lines(
                 f"(line {seen[key.public_key]} is the first): each key signs once"
             )
         seen[key.public_key] = n
+        found.append(key)
+    return found
 
 
 def _noun(entry: Entry) -> str:

@@ -783,3 +783,66 @@ def test_parse_verifier_key_keeps_what_it_parsed() -> None:
     assert parse_verifier_key(Vkey(vkey)) == first  # a str subclass: parsed, not looked up
     with pytest.raises(TypeError, match="must be a str, got list"):
         parse_verifier_key([vkey])  # type: ignore[arg-type]
+
+
+# --- key sets in their canonical layout ---------------------------------------------------
+
+_VKEYS = [k.verifier.vkey for k in VENDOR_KEYS]
+_ODD_VKEYS = st.sampled_from(
+    [
+        _VKEYS[0].replace("+", "+0", 1),  # not a key
+        _VKEYS[0][:-4] + "AAA=",  # another key: the key ID does not match
+        _SAME_PUBLIC_KEY.verifier.vkey,  # the public key of _VKEYS[0] under another name
+        'a"b+00000000+' + _VKEYS[0].rsplit("+", 1)[1],  # a name that JSON escapes
+        "é.example+00000000+" + _VKEYS[0].rsplit("+", 1)[1],
+    ]
+)
+_KEY_SET_VALUES = st.fixed_dictionaries(
+    {
+        "vendor": st.sampled_from(["acme.example", "Acme.example", "a" * 64, "", "é.example"]),
+        "keys": st.lists(st.sampled_from(_VKEYS) | _ODD_VKEYS, max_size=4),
+        "threshold": st.integers(0, 4)
+        | st.sampled_from([MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1, 10**17, -1, True, None]),
+    },
+    optional={
+        "serial": st.integers(0, 4)
+        | st.sampled_from([MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1, 10**17, -1, "2"]),
+    },
+)
+
+
+def _key_set_general(type_: str, line: str) -> tuple[str, Any]:
+    """parse_entry_text without the key set fast path: the general path's outcome."""
+    with mock.patch.object(entries, "_key_set_from_json", return_value=None):
+        return outcome(lambda: parse_entry_text(f"{type_}\n{line}\n"))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_KEY_SET_VALUES, st.sampled_from([entries.KEYS_V1, entries.VENDOR_V1]), st.data())
+def test_key_set_fast_path_agrees(value: dict[str, Any], type_: str, data: st.DataObject) -> None:
+    line = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    mutated = mutate(line.encode(), data.draw, b'"\\,:{}[]0-+aAn ').decode("utf-8", "replace")
+    for candidate in (line, mutated):
+        general = _key_set_general(type_, candidate)
+        fast = entries._key_set_from_json(type_, candidate)
+        if fast is not None:
+            assert general == ("ok", fast)
+        assert outcome(lambda c=candidate: parse_entry_text(f"{type_}\n{c}\n")) == general
+
+
+@pytest.mark.parametrize(
+    ("type_", "body"),
+    [
+        (entries.VENDOR_V1, entries.VendorAdmission("acme.example", (_VKEYS[0],), 1)),
+        (entries.VENDOR_V1, entries.VendorAdmission("acme.example", tuple(_VKEYS), 2)),
+        (entries.KEYS_V1, entries.KeySet("acme.example", (_VKEYS[1], _VKEYS[2]), 2, 7)),
+        (entries.KEYS_V1, entries.KeySet("acme.example", (_VKEYS[0],), 1, MAX_SAFE_INTEGER)),
+    ],
+)
+def test_key_set_fast_path_is_taken(type_: str, body: Any) -> None:
+    line = canonical_json(entry_json(body)).decode()
+    assert entries._key_set_from_json(type_, line) == body
+    assert _key_set_general(type_, line) == ("ok", body)
+    other = entries.KEYS_V1 if type_ == entries.VENDOR_V1 else entries.VENDOR_V1
+    assert entries._key_set_from_json(other, line) is None  # serial where none belongs, or none
+    assert _key_set_general(other, line)[0] == "error"

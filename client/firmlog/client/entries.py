@@ -790,6 +790,56 @@ def _release_from_json(line: str) -> Release | None:
         return None
 
 
+# Key sets (admissions and rotations) likewise: every admission a log receives
+# is one, and so is each key set a monitor replays. Members sorted: keys,
+# serial (rotations only), threshold, vendor.
+_KEY_SET_LAYOUT = re.compile(
+    "".join(
+        (
+            r'\{"keys":',
+            _J_STRS,
+            '(?:,"serial":',
+            _J_INT,
+            ')?,"threshold":',
+            _J_INT,
+            ',"vendor":',
+            _J_STR,
+            r"\}",
+        )
+    )
+)
+
+
+def _key_set_from_json(type_: str, line: str) -> KeySet | VendorAdmission | None:
+    """The key set (``type_`` KEYS_V1) or admission (VENDOR_V1) whose canonical
+    JSON is ``line``, if it has the canonical layout and valid values; None
+    for the general path to decide."""
+    m = _KEY_SET_LAYOUT.fullmatch(line)
+    if m is None:
+        return None
+    keys, serial, threshold, vendor = m.groups()
+    rotation = type_ == KEYS_V1
+    if (serial is not None) != rotation:  # the general path names the field
+        return None
+    value: dict[str, object] = {
+        "keys": keys[1:-1].split('","') if keys else [],  # strings without '"'
+        "threshold": int(threshold) if len(threshold) <= _MAX_INT_DIGITS else None,
+        "vendor": vendor,
+    }
+    if rotation:
+        value["serial"] = int(serial) if len(serial) <= _MAX_INT_DIGITS else None
+    try:
+        vendor, keys_, threshold_, number = _key_set(_NOUN[type_], value, serial=rotation)
+    except EntryFormatError:
+        return None
+    if rotation:
+        return KeySet(vendor, keys_, threshold_, number)
+    return VendorAdmission(vendor, keys_, threshold_)
+
+
+_MAX_INT_DIGITS = 16  # 2**53 - 1 has 16 digits: longer is out of range (and None is refused)
+
+
 def _revocation(path: str, value: object) -> Revocation:
     d = _fields(path, value, ("vendor", "release_id", "reason", "advisory"))
     return Revocation(
@@ -873,6 +923,10 @@ def parse_entry_text(text: str) -> EntryBody:
         release = _release_from_json(lines[1])
         if release is not None:
             return release
+    elif type_ in (KEYS_V1, VENDOR_V1):
+        key_set = _key_set_from_json(type_, lines[1])
+        if key_set is not None:
+            return key_set
     try:
         value = parse_canonical_json(lines[1])
     except EntryFormatError as exc:

@@ -30,7 +30,8 @@ stages it calls):
 - checkpoint: ``TreeSigner.sign`` and ``published`` (signature, data-dir record);
 - bundles: ``Sequencer._bundles`` (inclusion proofs and ``.tlog-proof`` bundles);
 - storage: every storage call (the transaction, reads, writes, the commit);
-- sequencer: the rest of the batch (pool, futures, answers).
+- sequencer: the rest of the batch's integration (answers, futures, metrics);
+- other: the rest (``Sequencer.submit``, the event loop).
 
 Instructions per entry, repeatable whatever else the machine does:
 ``--callgrind`` runs this script under ``valgrind --tool=callgrind`` twice, for
@@ -41,10 +42,10 @@ valgrind. ``--stop-after parse`` (also under ``--callgrind``) runs
 only ``parse_entry`` of every entry, which isolates its instructions. The same
 thing by hand::
 
-    python loadtests/bench_submit_cpu.py --write-entries /tmp/e.bin --batches 9
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        python loadtests/bench_submit_cpu.py --entries /tmp/e.bin --batches 2 --no-stages
-    (the same with --batches 8; subtract the "Collected" totals)
+    python loadtests/bench_submit_cpu.py --write-entries /tmp/e.json --batches 8
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python loadtests/bench_submit_cpu.py --entries /tmp/e.json --batches 2 --no-stages --quiet
+    (the same with --batches 8; the difference of the "Collected" totals / (6 * 256))
 """
 
 from __future__ import annotations
@@ -487,8 +488,13 @@ def report(args: argparse.Namespace, results: list[Result]) -> None:
     wall = [r.wall / r.entries * 1e6 for r in results]
     print(f"  wall per entry: median {statistics.median(wall):7.1f} us")
     if results[0].stages:
-        for stage in STAGES:
-            values = [r.stages.get(stage, 0.0) / r.entries * 1e6 for r in results]
+        for stage in (*STAGES, "other"):
+            values = [
+                (r.cpu - sum(r.stages.values()) if stage == "other" else r.stages.get(stage, 0.0))
+                / r.entries
+                * 1e6
+                for r in results
+            ]
             print(f"  {stage:<11} {statistics.median(values):7.1f} us/entry")
     print(f"  (one Ed25519 verification: {ed25519_verify_us():.1f} us)")
 

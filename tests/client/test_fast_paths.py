@@ -846,3 +846,9 @@ def test_key_set_fast_path_is_taken(type_: str, body: Any) -> None:
     other = entries.KEYS_V1 if type_ == entries.VENDOR_V1 else entries.VENDOR_V1
     assert entries._key_set_from_json(other, line) is None  # serial where none belongs, or none
     assert _key_set_general(other, line)[0] == "error"
+
+
+def test_format_bundles_takes_any_bytes_like_hash() -> None:
+    proof = (bytearray(b"\x01" * 32), memoryview(b"\x02" * 32), b"\x01" * 32)
+    bundle = ProofBundle(3, proof, CHECKPOINT_NOTE, b"entry")  # type: ignore[arg-type]
+    assert bundle.format() == _reference_format(bundle)

@@ -269,9 +269,11 @@ def format_bundles(
             parts.append(b"\nextra " + _b64(extra))
         parts.append(b"\nindex %d" % index)
         for h in proof:
-            line = lines.get(h)
+            line = lines.get(h) if type(h) is bytes else None
             if line is None:
-                line = lines[h] = b"\n" + _b64(h)
+                line = b"\n" + _b64(h)
+                if type(h) is bytes:  # (a bytearray is not hashable)
+                    lines[h] = line
             parts.append(line)
         parts.append(tail)
         out.append(b"".join(parts))

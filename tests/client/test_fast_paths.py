@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 from support.entries import release
 
 from firmlog.client import entries
-from firmlog.client.bundle import MAX_PROOF_HASHES, ProofBundle, _parse_fast, _proof_hashes
+from firmlog.client import keys as keys_module
+from firmlog.client.bundle import (
+    MAX_PROOF_HASHES,
+    ProofBundle,
+    _parse_fast,
+    _proof_hashes,
+    format_bundles,
+)
 from firmlog.client.canonjson import MAX_SAFE_INTEGER, canonical_json
 from firmlog.client.checkpoint import MAX_TREE_SIZE, Checkpoint, sign_checkpoint
 from firmlog.client.cosignature import cosign, generate_witness_key
@@ -34,13 +41,14 @@ from firmlog.client.entries import (
     Image,
     Release,
     _release_from_json,
+    check_signature_lines,
     entry_json,
     parse_entry_text,
     sign_entry,
     verify_entry_signatures,
 )
-from firmlog.client.errors import FirmlogError
-from firmlog.client.keys import Ed25519Verifier, generate_key
+from firmlog.client.errors import FirmlogError, KeyFormatError
+from firmlog.client.keys import Ed25519Signer, Ed25519Verifier, generate_key, parse_verifier_key
 from firmlog.client.note import _split_fast, _split_strict, sign_note, split_note
 from firmlog.client.policy import parse_policy
 from firmlog.client.verify import PinnedVendorKeys
@@ -605,3 +613,242 @@ def test_boundaries() -> None:
     assert outcome(lambda: ProofBundle.parse(too_large)) == outcome(
         lambda: ProofBundle._parse_strict(too_large)
     )
+
+
+# --- bundles of a batch: one checkpoint, shared proof hashes --------------------------------
+
+
+def _reference_format(bundle: ProofBundle) -> bytes:
+    """ProofBundle.format as it was written first: every check, then the lines joined."""
+    if isinstance(bundle.index, bool) or not 0 <= bundle.index <= 2**64 - 1:
+        raise ValueError(f"index: expected an integer 0..2**64-1, got {bundle.index!r}")
+    if len(bundle.proof) > MAX_PROOF_HASHES:
+        raise ValueError(
+            f"proof: expected at most {MAX_PROOF_HASHES} hashes, got {len(bundle.proof)}"
+        )
+    for i, h in enumerate(bundle.proof):
+        if len(h) != 32:
+            raise ValueError(f"proof[{i}]: expected 32 bytes, got {len(h)}")
+    if bundle.extra is not None and not bundle.extra:
+        raise ValueError("extra: expected None or non-empty bytes, got b''")
+    if not bundle.checkpoint:
+        raise ValueError("checkpoint: expected a signed note, got b''")
+    if bundle.checkpoint.startswith(b"\n"):
+        raise ValueError("checkpoint: expected a signed note, got an empty first line")
+    if b"\r" in bundle.checkpoint:
+        raise ValueError("checkpoint: expected no carriage returns")
+    try:
+        split_note(bundle.checkpoint, max_size=len(bundle.checkpoint))
+    except FirmlogError as exc:
+        raise ValueError(f"checkpoint: not a signed note: {exc}") from exc
+    lines = [b"c2sp.org/tlog-proof@v1"]
+    if bundle.extra is not None:
+        lines.append(b"extra " + base64.b64encode(bundle.extra))
+    lines.append(b"index %d" % bundle.index)
+    lines.extend(base64.b64encode(h) for h in bundle.proof)
+    return b"\n".join(lines) + b"\n\n" + bundle.checkpoint
+
+
+_HASHES = st.sampled_from([bytes([i]) * 32 for i in range(6)]) | st.binary(min_size=31, max_size=33)
+_ITEMS = st.tuples(
+    st.integers(0, 2**64 - 1) | st.sampled_from([-1, 2**64, True, False]),
+    st.lists(_HASHES, max_size=MAX_PROOF_HASHES + 1),
+    st.none() | st.binary(max_size=40),
+)
+_CHECKPOINTS = st.just(CHECKPOINT_NOTE) | st.sampled_from(
+    [b"", b"\n" + CHECKPOINT_NOTE, CHECKPOINT_NOTE.replace(b"\n", b"\r\n", 1), b"not a note\n"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_CHECKPOINTS, st.lists(_ITEMS, max_size=6))
+def test_format_bundles_agrees_with_formatting_each(
+    checkpoint: bytes, items: list[tuple[int, list[bytes], bytes | None]]
+) -> None:
+    """format_bundles gives each bundle's bytes, or the error that formatting the
+    bundles one by one meets first."""
+    expected: tuple[str, Any] = ("ok", [])
+    for index, proof, extra in items:
+        one = outcome(
+            lambda i=index, p=proof, e=extra: _reference_format(
+                ProofBundle(i, tuple(p), checkpoint, e)
+            )
+        )
+        if one[0] == "error":
+            expected = one
+            break
+        expected[1].append(one[1])
+    assert outcome(lambda: format_bundles(checkpoint, items)) == expected
+    formatted = expected[1] if expected[0] == "ok" else []
+    for (index, proof, extra), one in zip(items, formatted, strict=False):
+        assert ProofBundle(index, tuple(proof), checkpoint, extra).format() == one
+
+
+def test_format_bundles_shares_the_upper_hashes() -> None:
+    shared = [bytes([7]) * 32, bytes([8]) * 32]
+    items = [(i, [bytes([i]) * 32, *shared], b"entry %d" % i) for i in range(3)]
+    formatted = format_bundles(CHECKPOINT_NOTE, items)
+    assert formatted == [
+        _reference_format(ProofBundle(i, tuple(p), CHECKPOINT_NOTE, e)) for i, p, e in items
+    ]
+    assert [ProofBundle.parse(b) for b in formatted] == [
+        ProofBundle(i, tuple(p), CHECKPOINT_NOTE, e) for i, p, e in items
+    ]
+    assert format_bundles(b"", []) == []  # nothing to check without a bundle
+
+
+# --- the log's exact signature rule -----------------------------------------------------
+
+
+def _reference_exact(entry: entries.Entry, keys: Any, threshold: int) -> tuple[str, ...]:
+    """verify_entry_signatures(exact=True) as it was written first: the line check,
+    then signed-note's rules of verify_note_signatures."""
+    if not 1 <= threshold <= len({k.public_key for k in keys}):
+        return verify_entry_signatures(entry, keys, threshold)  # the ValueError
+    check_signature_lines(entry, keys)
+    return verify_entry_signatures(entry, keys, threshold)
+
+
+_OTHER_KEY = generate_key("other.example")
+_SAME_PUBLIC_KEY = Ed25519Signer.from_seed("acme.example/alias", VENDOR_KEYS[0].seed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([*VENDOR_KEYS, _SAME_PUBLIC_KEY]), min_size=1, max_size=4, unique=True
+    ),
+    st.lists(st.sampled_from([*VENDOR_KEYS, _OTHER_KEY, _SAME_PUBLIC_KEY]), min_size=1, max_size=4),
+    st.integers(0, 4),
+    st.sampled_from(["none", "corrupt", "swap", "repeat"]),
+    st.data(),
+)
+def test_exact_signature_rule_agrees(
+    keys: list[Ed25519Signer],
+    signers: list[Ed25519Signer],
+    threshold: int,
+    damage: str,
+    data: st.DataObject,
+) -> None:
+    raw = sign_entry(release(), signers)
+    entry = entries.parse_entry(raw)
+    sigs = list(entry.signatures)
+    at = data.draw(st.integers(0, len(sigs) - 1))
+    if damage == "corrupt":  # a signature by the right key over other bytes
+        bad = bytearray(sigs[at].signature)
+        bad[data.draw(st.integers(0, len(bad) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        sigs[at] = replace(sigs[at], signature=bytes(bad))
+    elif damage == "swap" and len(sigs) > 1:  # a signature under another line's name
+        sigs[at] = replace(sigs[at], signature=sigs[at - 1].signature)
+    elif damage == "repeat":
+        sigs.insert(at, sigs[at])
+    entry = replace(entry, signatures=tuple(sigs))
+    verifiers = [k.verifier for k in keys]
+    try:
+        ring: Any = entries.KeyRing(verifiers)
+    except ValueError:
+        return  # two keys with one name and key ID: not a key set
+    expected = outcome(lambda: _reference_exact(entry, verifiers, threshold))
+    assert outcome(lambda: verify_entry_signatures(entry, verifiers, threshold, exact=True)) == (
+        expected
+    )
+    assert outcome(lambda: verify_entry_signatures(entry, ring, threshold, exact=True)) == (
+        expected
+    )
+
+
+# --- parsed verifier keys are kept ---------------------------------------------------------
+
+
+def test_parse_verifier_key_keeps_what_it_parsed() -> None:
+    vkey = VENDOR_KEYS[1].verifier.vkey
+    first = parse_verifier_key(vkey)
+    assert first == VENDOR_KEYS[1].verifier
+    assert parse_verifier_key(vkey) is first  # looked up, not parsed again
+    assert parse_verifier_key(str(vkey + " ")[:-1]) is first  # an equal string
+    bad = vkey[:-2] + "A="  # another key, not canonical base64, or a wrong key ID
+    for _ in range(2):  # an error is never kept: the same error again
+        with pytest.raises(KeyFormatError) as raised:
+            parse_verifier_key(bad)
+        assert (
+            str(raised.value)
+            == str(outcome(lambda: keys_module._parse_verifier_key(bad))[1])[
+                len("KeyFormatError: ") :
+            ]
+        )
+
+    class Vkey(str):
+        pass
+
+    assert parse_verifier_key(Vkey(vkey)) == first  # a str subclass: parsed, not looked up
+    with pytest.raises(TypeError, match="must be a str, got list"):
+        parse_verifier_key([vkey])  # type: ignore[arg-type]
+
+
+# --- key sets in their canonical layout ---------------------------------------------------
+
+_VKEYS = [k.verifier.vkey for k in VENDOR_KEYS]
+_ODD_VKEYS = st.sampled_from(
+    [
+        _VKEYS[0].replace("+", "+0", 1),  # not a key
+        _VKEYS[0][:-4] + "AAA=",  # another key: the key ID does not match
+        _SAME_PUBLIC_KEY.verifier.vkey,  # the public key of _VKEYS[0] under another name
+        'a"b+00000000+' + _VKEYS[0].rsplit("+", 1)[1],  # a name that JSON escapes
+        "é.example+00000000+" + _VKEYS[0].rsplit("+", 1)[1],
+    ]
+)
+_KEY_SET_VALUES = st.fixed_dictionaries(
+    {
+        "vendor": st.sampled_from(["acme.example", "Acme.example", "a" * 64, "", "é.example"]),
+        "keys": st.lists(st.sampled_from(_VKEYS) | _ODD_VKEYS, max_size=4),
+        "threshold": st.integers(0, 4)
+        | st.sampled_from([MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1, 10**17, -1, True, None]),
+    },
+    optional={
+        "serial": st.integers(0, 4)
+        | st.sampled_from([MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1, 10**17, -1, "2"]),
+    },
+)
+
+
+def _key_set_general(type_: str, line: str) -> tuple[str, Any]:
+    """parse_entry_text without the key set fast path: the general path's outcome."""
+    with mock.patch.object(entries, "_key_set_from_json", return_value=None):
+        return outcome(lambda: parse_entry_text(f"{type_}\n{line}\n"))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_KEY_SET_VALUES, st.sampled_from([entries.KEYS_V1, entries.VENDOR_V1]), st.data())
+def test_key_set_fast_path_agrees(value: dict[str, Any], type_: str, data: st.DataObject) -> None:
+    line = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    mutated = mutate(line.encode(), data.draw, b'"\\,:{}[]0-+aAn ').decode("utf-8", "replace")
+    for candidate in (line, mutated):
+        general = _key_set_general(type_, candidate)
+        fast = entries._key_set_from_json(type_, candidate)
+        if fast is not None:
+            assert general == ("ok", fast)
+        assert outcome(lambda c=candidate: parse_entry_text(f"{type_}\n{c}\n")) == general
+
+
+@pytest.mark.parametrize(
+    ("type_", "body"),
+    [
+        (entries.VENDOR_V1, entries.VendorAdmission("acme.example", (_VKEYS[0],), 1)),
+        (entries.VENDOR_V1, entries.VendorAdmission("acme.example", tuple(_VKEYS), 2)),
+        (entries.KEYS_V1, entries.KeySet("acme.example", (_VKEYS[1], _VKEYS[2]), 2, 7)),
+        (entries.KEYS_V1, entries.KeySet("acme.example", (_VKEYS[0],), 1, MAX_SAFE_INTEGER)),
+    ],
+)
+def test_key_set_fast_path_is_taken(type_: str, body: Any) -> None:
+    line = canonical_json(entry_json(body)).decode()
+    assert entries._key_set_from_json(type_, line) == body
+    assert _key_set_general(type_, line) == ("ok", body)
+    other = entries.KEYS_V1 if type_ == entries.VENDOR_V1 else entries.VENDOR_V1
+    assert entries._key_set_from_json(other, line) is None  # serial where none belongs, or none
+    assert _key_set_general(other, line)[0] == "error"
+
+
+def test_format_bundles_takes_any_bytes_like_hash() -> None:
+    proof = (bytearray(b"\x01" * 32), memoryview(b"\x02" * 32), b"\x01" * 32)
+    bundle = ProofBundle(3, proof, CHECKPOINT_NOTE, b"entry")  # type: ignore[arg-type]
+    assert bundle.format() == _reference_format(bundle)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from firmlog.client.bundle import ProofBundle
 from firmlog.client.keys import generate_key
-from firmlog.client.merkle import leaf_hash
+from firmlog.client.merkle import leaf_hash, verify_inclusion
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer
@@ -67,6 +68,37 @@ async def test_a_short_stored_tile_fails_the_batch_and_writes_nothing(tmp_path: 
         async with storage.integration() as tx:
             assert (await tx.state()).tree_size == 300
             assert len((await tx.read_tiles([(0, 1)]))[(0, 1)]) == 64
+    finally:
+        await sequencer.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await storage.close()
+
+
+async def test_a_batchs_bundles_are_each_entrys_own(tmp_path: Path) -> None:
+    """The bundles of one batch share their checkpoint check and proof hash
+    encodings: each is still byte for byte the bundle the reader makes for that
+    entry alone, and proves the entry."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'log.db'}")
+    await storage.open()
+    reader = LogReader(storage)
+    key = generate_key("seq.test/log")
+    sequencer = Sequencer(storage, reader, key, SequencerConfig(0.01, 64, 1024))
+    task = asyncio.create_task(sequencer.run())
+    try:
+        first = [b"early %d" % i for i in range(37)]  # a tree whose edge the batch extends
+        await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in first))
+        batch = [b"entry %d" % i for i in range(64)]
+        done = await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in batch))
+        latest = await reader.latest()
+        assert latest is not None
+        assert {d.tree_size for d in done} == {latest.tree_size} == {101}
+        for entry, result in zip(batch, done, strict=True):
+            assert result.bundle == await reader.bundle(result.leaf_index, latest)
+            bundle = ProofBundle.parse(result.bundle)
+            assert bundle.extra == entry
+            verify_inclusion(
+                leaf_hash(entry), bundle.index, latest.tree_size, bundle.proof, latest.root_hash
+            )
     finally:
         await sequencer.stop()
         await asyncio.wait_for(task, timeout=10)

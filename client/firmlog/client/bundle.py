@@ -23,10 +23,10 @@ verifier.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from firmlog.client.encoding import b64decode_canonical
@@ -34,7 +34,7 @@ from firmlog.client.errors import BundleFormatError, NoteFormatError
 from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.note import Signature, split_note
 
-__all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle"]
+__all__ = ["DEFAULT_MAX_BUNDLE_SIZE", "HEADER", "MAX_PROOF_HASHES", "ProofBundle", "format_bundles"]
 
 HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES = 63
@@ -45,12 +45,13 @@ _INDEX = re.compile(rb"index (0|[1-9][0-9]{0,19})")
 # The lines before the proof hashes, in the one form the strict parser accepts
 # (the fast path of ProofBundle.parse; the extra line's base64 is checked apart).
 _HEAD = re.compile(rb"c2sp\.org/tlog-proof@v1\n(?:extra ([^\n]+)\n)?index (0|[1-9][0-9]{0,19})\n")
+_HEADER_LINE = HEADER.encode()
 _HASH_LINE = 45  # 43 base64 characters, "=" and a newline
 _UNPACKERS: dict[int, struct.Struct] = {}  # number of hashes -> "32sx" repeated
 
 
 def _b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
+    return binascii.b2a_base64(data, newline=False)
 
 
 def _proof_hashes(block: bytes) -> tuple[bytes, ...] | None:
@@ -95,33 +96,7 @@ class ProofBundle:
 
     def format(self) -> bytes:
         """The ``.tlog-proof`` bytes. ValueError if a field could not be parsed back."""
-        if isinstance(self.index, bool) or not 0 <= self.index <= _MAX_INDEX:
-            raise ValueError(f"index: expected an integer 0..2**64-1, got {self.index!r}")
-        if len(self.proof) > MAX_PROOF_HASHES:
-            raise ValueError(
-                f"proof: expected at most {MAX_PROOF_HASHES} hashes, got {len(self.proof)}"
-            )
-        for i, h in enumerate(self.proof):
-            if len(h) != HASH_SIZE:
-                raise ValueError(f"proof[{i}]: expected {HASH_SIZE} bytes, got {len(h)}")
-        if self.extra is not None and not self.extra:
-            raise ValueError("extra: expected None or non-empty bytes, got b''")
-        if not self.checkpoint:
-            raise ValueError("checkpoint: expected a signed note, got b''")
-        if self.checkpoint.startswith(b"\n"):
-            raise ValueError("checkpoint: expected a signed note, got an empty first line")
-        if b"\r" in self.checkpoint:
-            raise ValueError("checkpoint: expected no carriage returns")
-        try:
-            split_note(self.checkpoint, max_size=len(self.checkpoint))
-        except NoteFormatError as exc:
-            raise ValueError(f"checkpoint: not a signed note: {exc}") from exc
-        lines = [HEADER.encode()]
-        if self.extra is not None:
-            lines.append(b"extra " + _b64(self.extra))
-        lines.append(b"index %d" % self.index)
-        lines.extend(_b64(h) for h in self.proof)
-        return b"\n".join(lines) + b"\n\n" + self.checkpoint
+        return format_bundles(self.checkpoint, [(self.index, self.proof, self.extra)])[0]
 
     @classmethod
     def parse(cls, data: bytes, max_size: int = DEFAULT_MAX_BUNDLE_SIZE) -> ProofBundle:
@@ -243,6 +218,66 @@ class ProofBundle:
             ) from exc
         bundle = cls(index=index, proof=tuple(proof), checkpoint=checkpoint, extra=extra)
         return bundle, text, signatures
+
+
+def _check_fields(index: int, proof: Sequence[bytes], extra: bytes | None) -> None:
+    if isinstance(index, bool) or not 0 <= index <= _MAX_INDEX:
+        raise ValueError(f"index: expected an integer 0..2**64-1, got {index!r}")
+    if len(proof) > MAX_PROOF_HASHES:
+        raise ValueError(f"proof: expected at most {MAX_PROOF_HASHES} hashes, got {len(proof)}")
+    for i, h in enumerate(proof):
+        if len(h) != HASH_SIZE:
+            raise ValueError(f"proof[{i}]: expected {HASH_SIZE} bytes, got {len(h)}")
+    if extra is not None and not extra:
+        raise ValueError("extra: expected None or non-empty bytes, got b''")
+
+
+def _check_checkpoint(checkpoint: bytes) -> None:
+    if not checkpoint:
+        raise ValueError("checkpoint: expected a signed note, got b''")
+    if checkpoint.startswith(b"\n"):
+        raise ValueError("checkpoint: expected a signed note, got an empty first line")
+    if b"\r" in checkpoint:
+        raise ValueError("checkpoint: expected no carriage returns")
+    try:
+        split_note(checkpoint, max_size=len(checkpoint))
+    except NoteFormatError as exc:
+        raise ValueError(f"checkpoint: not a signed note: {exc}") from exc
+
+
+def format_bundles(
+    checkpoint: bytes, items: Iterable[tuple[int, Sequence[bytes], bytes | None]]
+) -> list[bytes]:
+    """``ProofBundle(index, tuple(proof), checkpoint, extra).format()`` of each
+    ``(index, proof, extra)``, byte for byte and with the same errors, for many
+    bundles against one checkpoint: the checkpoint is checked once, and each
+    proof hash that several bundles share (the upper levels of a batch's
+    proofs) is encoded once.
+
+    ValueError if a field could not be parsed back, as :meth:`ProofBundle.format`
+    says; the fields of the first item are checked before the checkpoint.
+    """
+    tail = b"\n\n" + checkpoint
+    lines: dict[bytes, bytes] = {}  # proof hash -> its base64 line with the newline before it
+    out: list[bytes] = []
+    for index, proof, extra in items:
+        _check_fields(index, proof, extra)
+        if not out:
+            _check_checkpoint(checkpoint)
+        parts = [_HEADER_LINE]
+        if extra is not None:
+            parts.append(b"\nextra " + _b64(extra))
+        parts.append(b"\nindex %d" % index)
+        for h in proof:
+            line = lines.get(h) if type(h) is bytes else None
+            if line is None:
+                line = b"\n" + _b64(h)
+                if type(h) is bytes:  # (a bytearray is not hashable)
+                    lines[h] = line
+            parts.append(line)
+        parts.append(tail)
+        out.append(b"".join(parts))
+    return out
 
 
 def _parse_fast(data: bytes) -> tuple[ProofBundle, str, list[Signature]] | None:

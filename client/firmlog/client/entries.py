@@ -790,6 +790,56 @@ def _release_from_json(line: str) -> Release | None:
         return None
 
 
+# Key sets (admissions and rotations) likewise: every admission a log receives
+# is one, and so is each key set a monitor replays. Members sorted: keys,
+# serial (rotations only), threshold, vendor.
+_KEY_SET_LAYOUT = re.compile(
+    "".join(
+        (
+            r'\{"keys":',
+            _J_STRS,
+            '(?:,"serial":',
+            _J_INT,
+            ')?,"threshold":',
+            _J_INT,
+            ',"vendor":',
+            _J_STR,
+            r"\}",
+        )
+    )
+)
+
+
+def _key_set_from_json(type_: str, line: str) -> KeySet | VendorAdmission | None:
+    """The key set (``type_`` KEYS_V1) or admission (VENDOR_V1) whose canonical
+    JSON is ``line``, if it has the canonical layout and valid values; None
+    for the general path to decide."""
+    m = _KEY_SET_LAYOUT.fullmatch(line)
+    if m is None:
+        return None
+    keys, serial, threshold, vendor = m.groups()
+    rotation = type_ == KEYS_V1
+    if (serial is not None) != rotation:  # the general path names the field
+        return None
+    value: dict[str, object] = {
+        "keys": keys[1:-1].split('","') if keys else [],  # strings without '"'
+        "threshold": int(threshold) if len(threshold) <= _MAX_INT_DIGITS else None,
+        "vendor": vendor,
+    }
+    if rotation:
+        value["serial"] = int(serial) if len(serial) <= _MAX_INT_DIGITS else None
+    try:
+        vendor, keys_, threshold_, number = _key_set(_NOUN[type_], value, serial=rotation)
+    except EntryFormatError:
+        return None
+    if rotation:
+        return KeySet(vendor, keys_, threshold_, number)
+    return VendorAdmission(vendor, keys_, threshold_)
+
+
+_MAX_INT_DIGITS = 16  # 2**53 - 1 has 16 digits: longer is out of range (and None is refused)
+
+
 def _revocation(path: str, value: object) -> Revocation:
     d = _fields(path, value, ("vendor", "release_id", "reason", "advisory"))
     return Revocation(
@@ -873,6 +923,10 @@ def parse_entry_text(text: str) -> EntryBody:
         release = _release_from_json(lines[1])
         if release is not None:
             return release
+    elif type_ in (KEYS_V1, VENDOR_V1):
+        key_set = _key_set_from_json(type_, lines[1])
+        if key_set is not None:
+            return key_set
     try:
         value = parse_canonical_json(lines[1])
     except EntryFormatError as exc:
@@ -936,18 +990,22 @@ def verify_entry_signatures(
     distinct = len(ring.distinct())
     if not 1 <= threshold <= distinct:
         raise ValueError(f"threshold {threshold} is not 1..{distinct} (the distinct keys)")
-    if exact:
-        check_signature_lines(entry, ring)
     verified: set[tuple[str, int]] = set()
-    for sig in entry.signatures:
-        if (sig.name, sig.key_id) in by_id:
-            # signed-note's rules: a bad signature by a known key rejects the note.
-            try:
-                note = verify_note_signatures(entry.text, entry.signatures, ring)
-            except SignatureError as exc:
-                raise SignatureError(f"{_noun(entry)}: {exc}") from exc
-            verified = {(s.name, s.key_id) for s in note.verified}
-            break
+    if exact:
+        # Every line is by a key of the ring, each key once; signed-note's rules
+        # (verify_note_signatures) then come down to: every signature verifies.
+        message = entry.text.encode("utf-8")
+        for sig, key in zip(entry.signatures, _line_keys(entry, ring), strict=True):
+            if not key.verify(message, sig.signature):
+                raise SignatureError(f"{_noun(entry)}: invalid signature by known key {sig.key}")
+        verified = {(s.name, s.key_id) for s in entry.signatures}
+    elif any((sig.name, sig.key_id) in by_id for sig in entry.signatures):
+        # signed-note's rules: a bad signature by a known key rejects the note.
+        try:
+            note = verify_note_signatures(entry.text, entry.signatures, ring)
+        except SignatureError as exc:
+            raise SignatureError(f"{_noun(entry)}: {exc}") from exc
+        verified = {(s.name, s.key_id) for s in note.verified}
     signed: dict[bytes, Ed25519Verifier] = {}  # one per public key, in the order of keys
     for ident, key in by_id.items():
         if ident in verified:
@@ -968,7 +1026,12 @@ def check_signature_lines(
     """Every signature line of ``entry`` is by one of the keys, each key at most
     once; SignatureLineError naming the first line that is not. The
     signatures themselves are not verified here."""
-    ring = KeyRing.of(keys)
+    _line_keys(entry, KeyRing.of(keys))
+
+
+def _line_keys(entry: Entry, ring: KeyRing[Ed25519Verifier]) -> list[Ed25519Verifier]:
+    """:func:`check_signature_lines`, returning the key of each line."""
+    found: list[Ed25519Verifier] = []
     seen: dict[bytes, int] = {}
     for n, sig in enumerate(entry.signatures, 1):
         key = ring.by_id.get((sig.name, sig.key_id))
@@ -985,6 +1048,8 @@ def check_signature_lines(
                 f"(line {seen[key.public_key]} is the first): each key signs once"
             )
         seen[key.public_key] = n
+        found.append(key)
+    return found
 
 
 def _noun(entry: Entry) -> str:

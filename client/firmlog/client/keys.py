@@ -22,6 +22,7 @@ verified against rings built once, not against lists indexed at every call.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -393,7 +394,28 @@ def parse_signer_key(skey: str) -> Ed25519Signer:
 
 
 def parse_verifier_key(vkey: str) -> Ed25519Verifier:
-    """Parse a type 0x01 vkey and check its key ID. KeyFormatError on anything else."""
+    """Parse a type 0x01 vkey and check its key ID. KeyFormatError on anything else.
+
+    Verifiers are immutable, so the last :data:`VERIFIER_CACHE_SIZE` keys parsed
+    are kept: a key named again (in every admission a log receives, in the key
+    set it then records) is looked up, not parsed and loaded again. A key that
+    fails to parse is never kept: it fails again, with the same error.
+    """
+    if type(vkey) is str:
+        return _parse_verifier_key_cached(vkey)
+    return _parse_verifier_key(vkey)
+
+
+VERIFIER_CACHE_SIZE = 1024
+"""How many parsed verifier keys :func:`parse_verifier_key` keeps (least recently used out)."""
+
+
+@functools.lru_cache(maxsize=VERIFIER_CACHE_SIZE)
+def _parse_verifier_key_cached(vkey: str) -> Ed25519Verifier:
+    return _parse_verifier_key(vkey)
+
+
+def _parse_verifier_key(vkey: str) -> Ed25519Verifier:
     what = "verifier key"
     name, written, key_type, public = split_verifier_key(vkey, what, types=(SIG_ED25519,))
     check_written_key_id(what, name, written, key_type, public)

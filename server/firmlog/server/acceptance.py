@@ -18,7 +18,7 @@ from firmlog.client.errors import (
     SignatureError,
     SignatureLineError,
 )
-from firmlog.client.keys import Ed25519Verifier
+from firmlog.client.keys import Ed25519Verifier, KeyRing
 from firmlog.client.ledger import check_signatures
 from firmlog.server.errors import EntryTooLarge
 from firmlog.server.gate import OPERATOR_CHECKED, Candidate, VendorKeyCache
@@ -38,6 +38,7 @@ class Acceptance:
     ) -> None:
         self._storage = storage
         self.operator_keys = tuple(operator_keys)
+        self._operators = KeyRing(self.operator_keys)  # indexed once, not per admission
         self._cache = cache
         self.max_entry_size = max_entry_size
 
@@ -61,18 +62,18 @@ class Acceptance:
 
     async def _authorize(self, entry: Entry) -> Candidate:
         if isinstance(entry.body, VendorAdmission):
-            check_signatures(entry, self.operator_keys, None)
+            check_signatures(entry, self._operators, None)
             return Candidate(entry, OPERATOR_CHECKED)
         vendor = entry.body.vendor
         current = self._cache.get(vendor) or await self._cache.load(self._storage, vendor)
         try:
-            check_signatures(entry, self.operator_keys, current)
+            check_signatures(entry, self._operators, current)
         except _KEY_ERRORS:
             # Another process may have rotated the vendor's keys: look again.
             fresh = await self._cache.load(self._storage, vendor)
             if fresh is None or fresh == current:
                 raise
-            check_signatures(entry, self.operator_keys, fresh)
+            check_signatures(entry, self._operators, fresh)
             current = fresh
         assert current is not None
         return Candidate(entry, current.since_index)

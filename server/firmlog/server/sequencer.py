@@ -52,7 +52,7 @@ from pathlib import Path
 
 import structlog
 
-from firmlog.client.bundle import ProofBundle
+from firmlog.client.bundle import format_bundles
 from firmlog.client.entries import parse_entry
 from firmlog.client.integrate import edge_tiles, integrate
 from firmlog.client.keys import Ed25519Signer
@@ -366,14 +366,14 @@ class Sequencer:
         indexes = sorted(entries)
         if not indexes:
             return {}
-        plans = [inclusion_proof_plan(index, against.tree_size) for index in indexes]
-        proofs = await self._reader.prove(against.tree_size, plans)
-        return {
-            index: ProofBundle(
-                index=index, proof=tuple(proof), checkpoint=against.note, extra=entries[index]
-            ).format()
-            for index, proof in zip(indexes, proofs, strict=True)
-        }
+        size = against.tree_size
+        proofs = await self._reader.prove(size, [inclusion_proof_plan(i, size) for i in indexes])
+        # One checkpoint for the batch: checked once, shared proof hashes encoded once.
+        bundles = format_bundles(
+            against.note,
+            [(i, proof, entries[i]) for i, proof in zip(indexes, proofs, strict=True)],
+        )
+        return dict(zip(indexes, bundles, strict=True))
 
     async def _gate(
         self, tx: Integration, start_index: int, fresh: list[_Pending]

@@ -91,11 +91,10 @@ def _read_record(path: Path) -> bytes | None:
         return None
 
 
-def _advance_record(path: Path, note: bytes) -> None:
-    """Replace the record with ``note`` unless it already names a tree at least as
-    large (another process published a newer checkpoint meanwhile). Under an
-    exclusive lock, so that the record never goes back."""
-    size = _parse(note).tree_size
+def _advance_record(path: Path, note: bytes, size: int) -> None:
+    """Replace the record with ``note``, the checkpoint of tree ``size``, unless it
+    already names a tree at least as large (another process published a newer
+    checkpoint meanwhile). Under an exclusive lock, so that the record never goes back."""
     with (path.parent / f".{path.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
         current = _read_record(path)
@@ -129,6 +128,7 @@ class TreeSigner:
         self._record = record
         self._metrics = metrics or ServerMetrics()
         self._published: tuple[bytes, Checkpoint] | None = None  # by this process
+        self._signed: tuple[bytes, Checkpoint] | None = None  # the last note signed
         self._opened: tuple[bytes, Checkpoint] | None = None  # the record, last verified
         self._record_holds: bytes | None = None  # what this process last wrote there
 
@@ -225,7 +225,10 @@ class TreeSigner:
                 proof=[base64.b64encode(h).decode("ascii") for h in conflict.proof],
             )
             raise SigningRefused(message, conflict.recorded, stored.checkpoint, conflict.proof)
-        return sign_checkpoint(Checkpoint(self.origin, tree_size, root_hash), self._signer)
+        checkpoint = Checkpoint(self.origin, tree_size, root_hash)
+        note = sign_checkpoint(checkpoint, self._signer)
+        self._signed = (note, checkpoint)  # published() need not parse it back
+        return note
 
     async def published(self, note: bytes) -> None:
         """Record ``note`` as the last checkpoint published.
@@ -234,9 +237,14 @@ class TreeSigner:
         is shown it: a note signed but never committed must not be recorded.
         """
         if self._published is None or self._published[0] != note:
-            self._published = (note, _parse(note))
+            signed = self._signed
+            if signed is not None and signed[0] == note:
+                self._published = signed
+            else:
+                self._published = (note, _parse(note))
         if self._record is not None and self._record_holds != note:
-            await asyncio.to_thread(_advance_record, self._record, note)
+            size = self._published[1].tree_size
+            await asyncio.to_thread(_advance_record, self._record, note, size)
             self._record_holds = note
 
     # -- the check ----------------------------------------------------------------

@@ -208,7 +208,9 @@ async def test_concurrent_submissions_are_logged_once_by_every_worker_in_turn(
         acked: dict[bytes, int] = {}
         notes: set[bytes] = set()
         queue = list(reversed(entries))
-        connector = aiohttp.TCPConnector(limit=concurrency)
+        # A connection per request: which worker answers is decided at accept, and
+        # one worker may accept a burst of kept-alive connections all at once.
+        connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
         async with aiohttp.ClientSession(connector=connector) as session:
 
             async def submitter() -> None:

@@ -14,15 +14,18 @@ from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 
+from firmlog.service.http import EVENT_LOOPS, EventLoopUnavailable, event_loop_factory
 from firmlog.service.logs import LEVELS
 
 __all__ = [
     "EXIT_REFUSED",
     "Banner",
     "ListenError",
+    "add_event_loop_option",
     "add_logging_options",
     "add_version_option",
     "bind",
+    "check_event_loop",
     "parse_listen",
     "refuse",
     "url_of",
@@ -80,6 +83,26 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON log lines (default: when stderr is not a terminal)",
     )
+
+
+def add_event_loop_option(parser: argparse.ArgumentParser) -> None:
+    """``--event-loop uvloop|asyncio``, for :func:`firmlog.service.http.serve`; check the
+    choice with :func:`check_event_loop` before starting."""
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="the event loop to serve on (default: uvloop where it is installed, else asyncio)",
+    )
+
+
+def check_event_loop(event_loop: str | None) -> None:
+    """EventLoopUnavailable, saying what to do, if the ``--event-loop`` chosen cannot be
+    had here."""
+    try:
+        event_loop_factory(event_loop)
+    except EventLoopUnavailable as exc:
+        raise EventLoopUnavailable(f"--event-loop {event_loop}: {exc}") from None
 
 
 def parse_listen(value: str, option: str = "--listen") -> tuple[str, int]:

@@ -428,6 +428,23 @@ def test_the_programs_refuse_uvloop_where_it_is_not_installed(
     )
 
 
+def test_the_event_loop_may_come_from_the_environment(tmp_path: Path) -> None:
+    """FIRMLOG_EVENT_LOOP is --event-loop's default; checked as strictly as the option."""
+    server = str(Path(sys.executable).parent / "firmlog-server")
+    args = [server, "serve", "--data-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:0"]
+    env = {**_without_uvloop(tmp_path), "FIRMLOG_EVENT_LOOP": "uvloop"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("firmlog-server: --event-loop uvloop: the uvloop event loop ")
+    env["FIRMLOG_EVENT_LOOP"] = "trio"
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "firmlog-server: --event-loop trio: unknown event loop 'trio': expected one of "
+        "uvloop, asyncio\n"
+    )
+
+
 def test_an_unknown_event_loop_is_a_usage_error() -> None:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "firmlog-server"), "serve", "--event-loop", "trio"],

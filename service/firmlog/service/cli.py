@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +19,7 @@ from firmlog.service.http import EVENT_LOOPS, EventLoopUnavailable, event_loop_f
 from firmlog.service.logs import LEVELS
 
 __all__ = [
+    "EVENT_LOOP_ENV",
     "EXIT_REFUSED",
     "Banner",
     "ListenError",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 EXIT_REFUSED = 2
+EVENT_LOOP_ENV = "FIRMLOG_EVENT_LOOP"
 
 
 class ListenError(ValueError):
@@ -86,13 +89,15 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_event_loop_option(parser: argparse.ArgumentParser) -> None:
-    """``--event-loop uvloop|asyncio``, for :func:`firmlog.service.http.serve`; check the
-    choice with :func:`check_event_loop` before starting."""
+    """``--event-loop uvloop|asyncio`` (default ``$FIRMLOG_EVENT_LOOP``), for
+    :func:`firmlog.service.http.serve`; check the choice with :func:`check_event_loop`
+    before starting."""
     parser.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default=None,
-        help="the event loop to serve on (default: uvloop where it is installed, else asyncio)",
+        default=os.environ.get(EVENT_LOOP_ENV) or None,
+        help=f"the event loop to serve on (default: ${EVENT_LOOP_ENV}, else uvloop where it is "
+        "installed, else asyncio)",
     )
 
 

@@ -19,6 +19,12 @@ Body timeouts belong to the handlers, which know how large a body may be:
 :func:`read_whole` reads a body whole within a deadline. The same connection
 options reach a plain ``web.AppRunner`` through the app's ``handler_args``
 (:func:`protocol_options`), so even that never inflates a body.
+
+:func:`serve` runs on uvloop where it is installed (a dependency of the
+server and the monitor on CPython, Linux and macOS) and on asyncio's own
+loop elsewhere or when asked (``event_loop``; the programs' ``--event-loop``).
+Nothing here depends on the order in which a loop delivers a connection's
+events: the tests of these connections run on both.
 """
 
 from __future__ import annotations

@@ -192,6 +192,10 @@ class ServiceProtocol(web.RequestHandler):
     completes a head (so a head that comes in one segment costs no timer).
     Bytes that arrive after a body while its request is still being answered
     are a pipelined head: its deadline starts when that response is finished.
+    The first bytes of a head that come in the same segment as the end of the
+    request before it cannot be told apart from that request (the parser keeps
+    them): the head's next segment starts its clock, or, if none comes, the
+    idle timeout closes the connection.
 
     It relies on two aiohttp internals: ``_request_count`` (heads parsed on
     this connection, incremented as the parser completes each) and

@@ -474,5 +474,8 @@ def serve(
     EventLoopUnavailable if it cannot be had, before anything starts.
     """
     factory = event_loop_factory(event_loop)
-    with asyncio.Runner(loop_factory=factory) as runner:
+    # asyncio's loop as asyncio.run makes it (also the thread's current loop); uvloop's
+    # through its factory.
+    default = factory is asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=None if default else factory) as runner:
         runner.run(_serve(app, http, host, port, sock, on_listening, shutdown_timeout, name))

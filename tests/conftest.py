@@ -3,6 +3,7 @@ storage backend in turn."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
+from support.loops import EVERY_EVENT_LOOP, LOOP_FACTORIES
 from vectors import VECTORS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,6 +20,16 @@ PG_ADMIN_URL = os.environ.get(
     "FIRMLOG_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """A test marked every_event_loop runs once on each loop the services run on
+    (support.loops); every other one on asyncio's."""
+    if item.get_closest_marker(EVERY_EVENT_LOOP) is not None:
+        return LOOP_FACTORIES
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")

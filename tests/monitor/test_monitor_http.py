@@ -16,6 +16,8 @@ from support.rawhttp import exchange, post_head, trickle
 
 from firmlog.service.http import HTTPConfig
 
+pytestmark = pytest.mark.every_event_loop  # support.loops: asyncio's and uvloop
+
 IMPATIENT = HTTPConfig(header_timeout=0.5, body_timeout=0.5, idle_timeout=1.0)
 LIMIT = 4096
 

@@ -48,6 +48,8 @@ from firmlog.server.config import ConfigError, load_config
 from firmlog.server.storage import StorageUnavailable
 from firmlog.service.http import HTTPConfig
 
+pytestmark = pytest.mark.every_event_loop  # support.loops: asyncio's and uvloop
+
 VENDOR = generate_key("acme.example/release")
 IMAGE = bytes(range(256)) * 64  # 16 KiB of firmware
 

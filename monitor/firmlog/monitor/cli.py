@@ -6,11 +6,13 @@
         [--peer URL ...] [--operator-key VKEY ...] [--name NAME] [--poll-interval SECONDS]
         [--gossip-interval SECONDS]
         [--watch-vendor VENDOR --announced FILE ...] [--alert-command CMD]
+        [--event-loop uvloop|asyncio]
 
 The first start creates DIR with the monitor's witness key (cosignature/v1)
 and prints its verifier key. A failure to start prints one line,
 ``firmlog-monitor: <problem>``, and exits with status 2. SIGINT and SIGTERM
-stop the monitor gracefully.
+stop the monitor gracefully. It serves on uvloop where it is installed, else on
+asyncio's event loop (``--event-loop`` chooses).
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ from firmlog.monitor.datadir import init_data_dir
 from firmlog.service.cli import (
     Banner,
     ListenError,
+    add_event_loop_option,
     add_logging_options,
     add_version_option,
     bind,
+    check_event_loop,
     parse_listen,
     refuse,
     url_of,
 )
-from firmlog.service.http import serve
+from firmlog.service.http import EventLoopUnavailable, serve
 from firmlog.service.logs import configure_logging
 
 PROGRAM = "firmlog-monitor"
@@ -95,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the image digests the matching --watch-vendor announced, one hex SHA-256 a line",
     )
     r.add_argument("--alert-command", help="shell command run for each alert, JSON on stdin")
+    add_event_loop_option(r)
     add_logging_options(r)
     return p
 
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     banner = Banner(configure_logging(args.log_level, args.log_json), "firmlog.monitor")
     try:
+        check_event_loop(args.event_loop)
         host, port = parse_listen(args.listen)
         if len(args.watch_vendor) != len(args.announced):
             raise ConfigError("give each --watch-vendor VENDOR one --announced FILE")
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         key = init_data_dir(args.data_dir, args.name)
         app = make_app(config, key.signer)
         sockets = bind(host, port)
-    except (ConfigError, ListenError) as exc:
+    except (ConfigError, ListenError, EventLoopUnavailable) as exc:
         return refuse(PROGRAM, str(exc))
     started = False
 
@@ -153,7 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         banner.say(f"listening on  {url}", "listening", url=url)
 
     try:
-        serve(app, config.http, name="monitor", sock=sockets, on_listening=listening)
+        serve(
+            app,
+            config.http,
+            name="monitor",
+            sock=sockets,
+            on_listening=listening,
+            event_loop=args.event_loop,
+        )
     except ConfigError as exc:
         if started:
             raise

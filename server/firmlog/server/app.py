@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, hdrs, web
+from prometheus_client import Counter, Histogram
 
 from firmlog.client.entries import entry_json, parse_entry
 from firmlog.client.errors import TilePathError
@@ -60,6 +61,7 @@ from firmlog.server.witnessing import WitnessCollector, load_witness_policy
 from firmlog.server.workers import WorkerHost
 from firmlog.service import http as service_http
 from firmlog.service.http import HTTPConfig, protocol_options
+from firmlog.service.logs import info_enabled
 from firmlog.service.metrics import metrics_handler
 from firmlog.service.request_ids import request_id_middleware
 
@@ -119,9 +121,35 @@ def _json_error(status: int, message: str, kind: str, **headers: str) -> web.Res
     return web.json_response({"error": message, "kind": kind}, status=status, headers=headers)
 
 
-def _route_name(request: web.Request) -> str:
-    info = request.match_info.route.resource
-    return info.canonical if info is not None else "unmatched"
+class _RequestMetrics:
+    """``firmlog_http_requests_total{route,status}`` and ``firmlog_http_request_seconds{route}``,
+    with each label set's child made once: prometheus_client's ``labels()`` builds and
+    looks up its key under a lock on every call. Keyed by the matched resource (None for
+    no route: ``unmatched``), of which an app has a fixed set."""
+
+    __slots__ = ("_counts", "_metrics", "_seconds")
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+        self._counts: dict[tuple[web.AbstractResource | None, int], Counter] = {}
+        self._seconds: dict[web.AbstractResource | None, Histogram] = {}
+
+    def observe(self, request: web.Request, status: int, elapsed: float) -> None:
+        resource = request.match_info.route.resource
+        key = (resource, status)
+        count = self._counts.get(key)
+        if count is None:
+            route = resource.canonical if resource is not None else "unmatched"
+            count = self._counts[key] = self._metrics.requests.labels(route, str(status))
+        count.inc()
+        seconds = self._seconds.get(resource)
+        if seconds is None:
+            route = resource.canonical if resource is not None else "unmatched"
+            seconds = self._seconds[resource] = self._metrics.request_seconds.labels(route)
+        seconds.observe(elapsed)
+
+
+REQUEST_METRICS = web.AppKey("request_metrics", _RequestMetrics)
 
 
 def _codings(request: web.Request, header: str) -> list[str]:
@@ -131,6 +159,9 @@ def _codings(request: web.Request, header: str) -> list[str]:
 
 def _refused_codings(request: web.Request) -> tuple[web.Response, str] | None:
     """415 for a compressed body, 501 for a transfer coding other than chunked; and its kind."""
+    headers = request.headers
+    if hdrs.CONTENT_ENCODING not in headers and hdrs.TRANSFER_ENCODING not in headers:
+        return None  # most requests: nothing to look at
     if any(c != "identity" for c in _codings(request, "Content-Encoding")):
         found = _shown(", ".join(request.headers.getall("Content-Encoding")))
         kind = "UnsupportedContentEncoding"
@@ -190,16 +221,17 @@ async def error_middleware(
     except Exception as exc:
         response, kind = _error_response(request, exc)
     elapsed = time.perf_counter() - started
-    metrics = request.app[METRICS]
-    route = _route_name(request)
-    metrics.requests.labels(route, str(response.status)).inc()
-    metrics.request_seconds.labels(route).observe(elapsed)
-    if response.status >= 400 or request.method != "GET":
+    status = response.status
+    counters = request.app.get(REQUEST_METRICS)
+    if counters is None:  # an app not made by make_app: its metrics, nothing kept
+        counters = _RequestMetrics(request.app[METRICS])
+    counters.observe(request, status, elapsed)
+    if (status >= 400 or request.method != "GET") and info_enabled():
         log.info(
             "request",
             method=request.method,
             path=request.path[:_LOGGED_PATH],
-            status=response.status,
+            status=status,
             ms=round(elapsed * 1000, 2),
             **({"kind": kind} if kind is not None else {}),
         )
@@ -970,6 +1002,7 @@ def make_app(
     app[CONFIG] = config
     app[KEYS] = LogKeys(log=log_key, operators=tuple(operator_keys))
     app[METRICS] = metrics = ServerMetrics()
+    app[REQUEST_METRICS] = _RequestMetrics(metrics)
     exposition = None
     if host is not None:
         app[HOST] = host

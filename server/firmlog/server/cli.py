@@ -5,7 +5,7 @@
     firmlog-server serve [--data-dir DIR] [--listen HOST:PORT] [--database URL] [--origin NAME]
         [--operator-key VKEY ...] [--operator-key-out PATH] [--witness-policy FILE]
         [--publish-dir DIR]
-        [--workers N]
+        [--workers N] [--event-loop uvloop|asyncio]
 
 The first start creates the data directory with a fresh log key and prints
 the log's and the operator's verifier keys; the default database is SQLite in
@@ -27,6 +27,9 @@ sockets are bound once and N worker processes serve them, each starting the
 app as above; "listening on" is printed once all of them listen, and a worker
 that refuses to start makes the whole command refuse, in one line
 (firmlog.server.workers). ``--workers 1`` serves in this one process.
+
+Each process serves on uvloop where it is installed, else on asyncio's event
+loop; ``--event-loop asyncio`` chooses asyncio's anyway.
 """
 
 from __future__ import annotations
@@ -53,9 +56,11 @@ from firmlog.server.workers import Supervisor, WorkerRefused, WorkersRefused
 from firmlog.service.cli import (
     Banner,
     ListenError,
+    add_event_loop_option,
     add_logging_options,
     add_version_option,
     bind,
+    check_event_loop,
     refuse,
     url_of,
 )
@@ -115,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the listening port and the database (also workers "
         "in config.toml; default: one per core; 1: serve in this process)",
     )
+    add_event_loop_option(s)
     add_logging_options(s)
     return p
 
@@ -130,6 +136,7 @@ def _serve(
     config: ServerConfig,
     sockets: list[socket.socket],
     on_listening: Callable[[], None],
+    event_loop: str | None,
 ) -> str | None:
     """Serve ``app`` until SIGTERM or SIGINT. The problem, in one line, if it does not
     start (the config, the database or the log's identity); errors once it started
@@ -150,6 +157,7 @@ def _serve(
             sock=sockets,
             on_listening=listening,
             shutdown_timeout=30,
+            event_loop=event_loop,
         )
     except StartupError as exc:
         if started:
@@ -205,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     banner = Banner(configure_logging(args.log_level, args.log_json), "firmlog.server")
     try:
+        check_event_loop(args.event_loop)
         keys = init_data_dir(args.data_dir, args.origin)
         config = load_config(
             args.data_dir,
@@ -247,13 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     def worker(ready: Callable[[], None]) -> None:
         """One worker process: a fresh app, started after the fork."""
         worker_app = make_app(config, keys.log, operators.verifiers, host=supervisor.host)
-        problem = _serve(worker_app, config, sockets, ready)
+        problem = _serve(worker_app, config, sockets, ready, args.event_loop)
         if problem is not None:
             raise WorkerRefused(problem)
 
     try:
         if config.worker_count == 1:
-            problem = _serve(app, config, sockets, listening)
+            problem = _serve(app, config, sockets, listening, args.event_loop)
             return 0 if problem is None else refuse(PROGRAM, problem)
         supervisor = Supervisor(config.worker_count, worker, on_ready=listening)
         return supervisor.run()

@@ -329,6 +329,13 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
 """Error class -> answer, most specific first: an error gets the first row it is an instance of."""
 
 
+_ROW_OF: dict[type[Exception], Answer] = {}  # each class's row, found once
+
+
 def answer(exc: Exception) -> Answer:
     """How the HTTP API answers ``exc``: its first row in :data:`ANSWERS`."""
-    return next(row for cls, row in ANSWERS if isinstance(exc, cls))
+    kind = type(exc)
+    row = _ROW_OF.get(kind)
+    if row is None:
+        row = _ROW_OF[kind] = next(r for cls, r in ANSWERS if issubclass(kind, cls))
+    return row

@@ -8,27 +8,33 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 
+from firmlog.service.http import EVENT_LOOPS, EventLoopUnavailable, event_loop_factory
 from firmlog.service.logs import LEVELS
 
 __all__ = [
+    "EVENT_LOOP_ENV",
     "EXIT_REFUSED",
     "Banner",
     "ListenError",
+    "add_event_loop_option",
     "add_logging_options",
     "add_version_option",
     "bind",
+    "check_event_loop",
     "parse_listen",
     "refuse",
     "url_of",
 ]
 
 EXIT_REFUSED = 2
+EVENT_LOOP_ENV = "FIRMLOG_EVENT_LOOP"
 
 
 class ListenError(ValueError):
@@ -80,6 +86,28 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON log lines (default: when stderr is not a terminal)",
     )
+
+
+def add_event_loop_option(parser: argparse.ArgumentParser) -> None:
+    """``--event-loop uvloop|asyncio`` (default ``$FIRMLOG_EVENT_LOOP``), for
+    :func:`firmlog.service.http.serve`; check the choice with :func:`check_event_loop`
+    before starting."""
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=os.environ.get(EVENT_LOOP_ENV) or None,
+        help=f"the event loop to serve on (default: ${EVENT_LOOP_ENV}, else uvloop where it is "
+        "installed, else asyncio)",
+    )
+
+
+def check_event_loop(event_loop: str | None) -> None:
+    """EventLoopUnavailable, saying what to do, if the ``--event-loop`` chosen cannot be
+    had here."""
+    try:
+        event_loop_factory(event_loop)
+    except EventLoopUnavailable as exc:
+        raise EventLoopUnavailable(f"--event-loop {event_loop}: {exc}") from None
 
 
 def parse_listen(value: str, option: str = "--listen") -> tuple[str, int]:

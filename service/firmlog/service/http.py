@@ -19,6 +19,12 @@ Body timeouts belong to the handlers, which know how large a body may be:
 :func:`read_whole` reads a body whole within a deadline. The same connection
 options reach a plain ``web.AppRunner`` through the app's ``handler_args``
 (:func:`protocol_options`), so even that never inflates a body.
+
+:func:`serve` runs on uvloop where it is installed (a dependency of the
+server and the monitor on CPython, Linux and macOS) and on asyncio's own
+loop elsewhere or when asked (``event_loop``; the programs' ``--event-loop``).
+Nothing here depends on the order in which a loop delivers a connection's
+events: the tests of these connections run on both.
 """
 
 from __future__ import annotations
@@ -45,12 +51,16 @@ from aiohttp.http_exceptions import (
 from firmlog.service.request_ids import REQUEST_ID_HEADER
 
 __all__ = [
+    "EVENT_LOOPS",
     "BodyIncomplete",
     "BodyTimeout",
     "BodyTooLarge",
+    "EventLoopUnavailable",
     "HTTPConfig",
     "ServiceProtocol",
     "ServiceRunner",
+    "default_event_loop",
+    "event_loop_factory",
     "json_error_bytes",
     "protocol_options",
     "read_whole",
@@ -115,10 +125,21 @@ async def read_whole(request: web.BaseRequest, limit: int, timeout: float, what:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"{what} is {declared} bytes: the limit is {limit}")
+    content = request.content
+    if content.is_eof():  # it came whole with the head: nothing to wait for, no deadline
+        try:
+            whole = content.read_nowait()
+        except (ConnectionResetError, web.RequestPayloadError) as exc:
+            raise BodyIncomplete(
+                f"the request body ended early after 0 bytes ({type(exc).__name__})"
+            ) from exc
+        if len(whole) > limit:
+            raise BodyTooLarge(f"{what} is more than {limit} bytes: the limit is {limit}")
+        return whole
     body = bytearray()
     try:
         async with asyncio.timeout(timeout):
-            while chunk := await request.content.read(limit + 1 - len(body)):
+            while chunk := await content.read(limit + 1 - len(body)):
                 body += chunk
                 if len(body) > limit:
                     raise BodyTooLarge(f"{what} is more than {limit} bytes: the limit is {limit}")
@@ -160,9 +181,25 @@ def json_error_bytes(status: int, reason: str, message: str, kind: str) -> bytes
 class ServiceProtocol(web.RequestHandler):
     """aiohttp's HTTP/1.1 connection with a deadline for request heads and JSON errors.
 
-    It relies on one aiohttp internal, the one aiohttp's own keep-alive timer
-    tests: ``_waiter`` is pending exactly while the connection waits for a
-    complete request head.
+    The head deadline follows the connection's own events, so it is the same
+    under any event loop (asyncio's or uvloop, whichever order they deliver
+    ``connection_made``, the first bytes and the request task in). A
+    connection is *between requests* while every head it sent has been
+    answered (heads parsed == responses finished) and the last body is
+    complete: bytes that arrive then are a request head. If the segment that
+    brings its first byte does not complete it, the deadline is armed at that
+    moment plus ``header_timeout``; it is cancelled as soon as the parser
+    completes a head (so a head that comes in one segment costs no timer).
+    Bytes that arrive after a body while its request is still being answered
+    are a pipelined head: its deadline starts when that response is finished.
+    The first bytes of a head that come in the same segment as the end of the
+    request before it cannot be told apart from that request (the parser keeps
+    them): the head's next segment starts its clock, or, if none comes, the
+    idle timeout closes the connection.
+
+    It relies on two aiohttp internals: ``_request_count`` (heads parsed on
+    this connection, incremented as the parser completes each) and
+    ``_messages`` (the parsed requests not yet handled, newest last).
     """
 
     def __init__(
@@ -172,32 +209,49 @@ class ServiceProtocol(web.RequestHandler):
         self._header_timeout = header_timeout
         self._name = name
         self._head_timer: asyncio.TimerHandle | None = None
-
-    def _awaiting_head(self) -> bool:
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+        self._answered = 0  # responses finished on this connection
+        self._body: Any = None  # the payload (StreamReader) of the last head parsed
+        self._pipelined = False  # bytes of a head came while a request was answered
 
     def data_received(self, data: bytes) -> None:
-        if data and self._head_timer is None and self._awaiting_head():
-            self._head_timer = asyncio.get_running_loop().call_later(
-                self._header_timeout, self._head_timed_out
-            )
+        parsed = self._request_count
+        body = self._body
+        body_done = body is None or body.is_eof()
         super().data_received(data)
-        if self._head_timer is not None and not self._awaiting_head():
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._request_count != parsed:  # the parser completed a head (or more)
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            self._pipelined = False
+            if self._messages:
+                self._body = self._messages[-1][1]
+            return
+        if not data or not body_done:  # a body's bytes (after it, maybe a head's first ones)
+            return
+        if self._answered != parsed:  # a request is being answered: its response comes first
+            self._pipelined = True
+        elif self._head_timer is None and self.transport is not None:
+            self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        if self._force_close or self._close:  # closing: nothing more is read
+            return
+        self._head_timer = self._loop.call_at(
+            self._loop.time() + self._header_timeout, self._head_timed_out
+        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        self._body = None
         super().connection_lost(exc)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
         transport = self.transport
-        if transport is None or not self._awaiting_head():
-            return
+        if transport is None or self._answered != self._request_count:
+            return  # gone, or the head came meanwhile (its request is being answered)
         log.info(
             "request",
             status=408,
@@ -234,7 +288,14 @@ class ServiceProtocol(web.RequestHandler):
             if resp.keep_alive is False:
                 answer.force_close()
             resp = answer
-        return await super().finish_response(request, resp, start_time)
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answered += 1
+            if self._pipelined and self._answered == self._request_count:
+                self._pipelined = False
+                if self._head_timer is None and self.transport is not None:
+                    self._arm_head_deadline()  # the pipelined head's clock starts now
 
     def handle_error(
         self,
@@ -351,6 +412,46 @@ async def _serve(
         await runner.cleanup()
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""The event loops :func:`serve` runs on: uvloop (libuv, where it is installed) or
+asyncio's own."""
+
+
+class EventLoopUnavailable(ValueError):
+    """The event loop asked for is unknown, or not installed here; the message says
+    what to do."""
+
+
+def default_event_loop() -> str:
+    """uvloop where it is installed (CPython on Linux and macOS), else asyncio's."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def event_loop_factory(event_loop: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes the event loop named ``event_loop`` (one of :data:`EVENT_LOOPS`;
+    None: :func:`default_event_loop`). EventLoopUnavailable, saying what to do, for an
+    unknown name or uvloop where it is not installed."""
+    name = default_event_loop() if event_loop is None else event_loop
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError as exc:
+            raise EventLoopUnavailable(
+                "the uvloop event loop is not installed here (it has wheels for CPython on "
+                "Linux and macOS); install uvloop, or use the asyncio event loop"
+            ) from exc
+        return uvloop.new_event_loop
+    raise EventLoopUnavailable(
+        f"unknown event loop {name!r}: expected one of {', '.join(EVENT_LOOPS)}"
+    )
+
+
 def serve(
     app: web.Application,
     http: HTTPConfig,
@@ -361,12 +462,20 @@ def serve(
     sock: Sequence[socket.socket] = (),
     on_listening: Callable[[str], None] | None = None,
     shutdown_timeout: float = 30.0,
+    event_loop: str | None = None,
 ) -> None:
     """``web.run_app`` with :class:`ServiceRunner`: serve ``app`` on ``host:port``, or on
     the bound sockets ``sock``, until SIGINT or SIGTERM, then stop it gracefully.
     ``name`` is the service ("the log server"), as answers to a crash name it.
 
     ``on_listening`` is called (with a line naming the addresses) once the app
-    has started and every socket listens.
+    has started and every socket listens. ``event_loop`` names the loop it runs
+    on (:data:`EVENT_LOOPS`; None: uvloop where it is installed, else asyncio's):
+    EventLoopUnavailable if it cannot be had, before anything starts.
     """
-    asyncio.run(_serve(app, http, host, port, sock, on_listening, shutdown_timeout, name))
+    factory = event_loop_factory(event_loop)
+    # asyncio's loop as asyncio.run makes it (also the thread's current loop); uvloop's
+    # through its factory.
+    default = factory is asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=None if default else factory) as runner:
+        runner.run(_serve(app, http, host, port, sock, on_listening, shutdown_timeout, name))

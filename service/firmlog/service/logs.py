@@ -11,15 +11,25 @@ import sys
 
 import structlog
 
-__all__ = ["LEVELS", "configure_logging"]
+__all__ = ["LEVELS", "configure_logging", "info_enabled"]
 
 LEVELS = ("debug", "info", "warning", "error")
+
+_info_enabled = True  # as structlog logs everything until it is configured
+
+
+def info_enabled() -> bool:
+    """Whether info lines are logged: a caller on a hot path skips building one that
+    the configured level would drop."""
+    return _info_enabled
 
 
 def configure_logging(level: str = "info", json: bool | None = None) -> bool:
     """Configure structlog for the whole process; whether it logs JSON lines."""
+    global _info_enabled  # noqa: PLW0603  # the process's one logging configuration
     as_json = (not sys.stderr.isatty()) if json is None else json
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    _info_enabled = numeric <= logging.INFO
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )

@@ -157,6 +157,10 @@ SELECT t.level, t.idx, t.data
 FROM tiles AS t
 JOIN unnest($1::int[], $2::bigint[]) AS k (level, idx) ON t.level = k.level AND t.idx = k.idx
 """
+_UPSERT_TILE = (
+    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
+    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+)
 _SELECT_KEY_SETS = """
 SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold, serial FROM key_sets
 WHERE vendor = ANY($1::text[]) ORDER BY vendor, idx DESC
@@ -236,6 +240,9 @@ class _PostgresStatements:
     async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         rows = await self._conn.fetch(_SELECT_TILES, [k[0] for k in keys], [k[1] for k in keys])
         return {(int(row[0]), int(row[1])): bytes(row[2]) for row in rows}
+
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        await self._conn.executemany(_UPSERT_TILE, rows)
 
     async def entries_by_identity(
         self, identities: Collection[bytes]

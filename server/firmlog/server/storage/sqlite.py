@@ -56,6 +56,8 @@ from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailab
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
 from firmlog.server.storage._checks import (
+    MAX_TILE_LEVEL,
+    MAX_TREE_SIZE,
     SCHEMA_VERSION,
     UPGRADABLE,
     check_schema_version,
@@ -154,9 +156,9 @@ _UPSERT_TILE = (
 # into the new one in key order (the same order as its own) and dropped.
 _OLD_TILES = "tiles_v3"
 _RENAME_OLD_TILES = f"ALTER TABLE tiles RENAME TO {_OLD_TILES}"
-_OLD_TILE_OUT_OF_REACH = (
-    f"SELECT level, idx FROM {_OLD_TILES}"  # noqa: S608 (constant text)
-    f" WHERE level NOT BETWEEN 0 AND 7 OR idx NOT BETWEEN 0 AND (1 << 55) - 1 LIMIT 1"
+_OLD_TILE_OUT_OF_REACH = (  # the first stored tile that fails _checks.tile_in_reach
+    f"SELECT level, idx FROM {_OLD_TILES} WHERE level NOT BETWEEN 0 AND {MAX_TILE_LEVEL}"  # noqa: S608
+    f" OR idx < 0 OR idx > {MAX_TREE_SIZE} >> (8 * (level + 1)) LIMIT 1"
 )
 _COPY_OLD_TILES = (
     f"INSERT INTO tiles (id, data) SELECT level << {_TILE_INDEX_BITS} | idx, data"  # noqa: S608
@@ -248,14 +250,15 @@ def _upgrade_tiles(conn: sqlite3.Connection) -> None:
 
     Runs in the caller's transaction: if it fails, or the process dies, nothing
     of it is committed and the next open starts again from the old table.
-    RuntimeError if a stored tile cannot be keyed (the database is damaged)."""
+    StorageOpenError if a stored tile cannot be keyed (the database is damaged)."""
     conn.execute(_RENAME_OLD_TILES)
     conn.execute(_CREATE_TILES)
     bad = conn.execute(_OLD_TILE_OUT_OF_REACH).fetchone()
     if bad is not None:
-        raise RuntimeError(
-            f"cannot upgrade the tiles table: it holds tile {bad[0]}/{bad[1]}, beyond every "
-            "tree of at most 2**63 - 1 leaves; the database is damaged"
+        raise StorageOpenError(
+            f"cannot upgrade the tiles table to schema version {SCHEMA_VERSION}: it holds tile "
+            f"{bad[0]}/{bad[1]}, beyond every tree of at most 2**63 - 1 leaves; the database "
+            "is damaged: restore it from a backup, or run the firmlog-server version that made it"
         )
     conn.execute(_COPY_OLD_TILES)
     conn.execute(_DROP_OLD_TILES)

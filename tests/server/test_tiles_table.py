@@ -368,3 +368,39 @@ async def test_an_upgrade_killed_mid_copy_leaves_the_old_database(
     finally:
         await storage.close()
     assert schema_of(path)[:2] == (4, NEW_TILES_DDL)
+
+
+# -- PostgreSQL: the same heap table; only its storage and the version change ---------
+
+
+async def test_postgres_stores_tiles_out_of_line_uncompressed_new_or_upgraded(
+    pg_database: str,
+) -> None:
+    import asyncpg
+
+    storage = open_storage(pg_database)
+    await storage.open()
+    await storage.close()
+    conn = await asyncpg.connect(pg_database)
+    try:
+        storage_of = (
+            "SELECT attstorage FROM pg_attribute"
+            " WHERE attrelid = 'tiles'::regclass AND attname = 'data'"
+        )
+        assert await conn.fetchval(storage_of) == b"e"  # EXTERNAL
+        # As schema version 3 had it: the default storage of bytea.
+        await conn.execute("ALTER TABLE tiles ALTER COLUMN data SET STORAGE EXTENDED")
+        await conn.execute("UPDATE schema_version SET version = 3")
+        assert await conn.fetchval(storage_of) == b"x"
+        storage = open_storage(pg_database)
+        await storage.open()
+        try:
+            async with storage.integration() as tx:
+                await tx.write_tiles({(0, 0): bytes(range(32)) * 256})
+            assert await storage.read_tiles([(0, 0)]) == {(0, 0): bytes(range(32)) * 256}
+        finally:
+            await storage.close()
+        assert await conn.fetchval(storage_of) == b"e"
+        assert await conn.fetchval("SELECT version FROM schema_version") == SCHEMA_VERSION
+    finally:
+        await conn.close()

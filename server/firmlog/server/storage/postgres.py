@@ -150,6 +150,13 @@ CREATE TABLE IF NOT EXISTS log_identity (
 );
 """
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
+# Hash tiles are incompressible: EXTERNAL stores them out of line without trying
+# pglz first (an 8 KiB tile upsert measured ~65 -> ~55 us; reads unchanged).
+# CREATE TABLE cannot say so before PostgreSQL 16; altered once, when it is not yet.
+_TILES_STORAGE = (
+    "SELECT attstorage FROM pg_attribute WHERE attrelid = 'tiles'::regclass AND attname = 'data'"
+)
+_SET_TILES_STORAGE = "ALTER TABLE tiles ALTER COLUMN data SET STORAGE EXTERNAL"
 # The statements both backends run are in _sql; PostgreSQL's own:
 _LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
 _SELECT_TILES = """
@@ -305,6 +312,8 @@ class PostgresStorage(SQLStorage):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
                 await conn.execute(_SCHEMA)
+                if await conn.fetchval(_TILES_STORAGE) != b"e":  # "char": one byte
+                    await conn.execute(_SET_TILES_STORAGE)
                 await conn.execute(sql.INSERT_VERSION, SCHEMA_VERSION)
                 version = await conn.fetchval(sql.SELECT_VERSION)
                 if version in UPGRADABLE:  # the missing tables were just created

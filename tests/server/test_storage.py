@@ -712,7 +712,7 @@ async def test_newer_schema_version_is_refused(storage_url: str) -> None:
         await storage.open()
     assert str(info.value) == (
         f"the database has schema version 99, made by another firmlog-server; this one needs "
-        f"{SCHEMA_VERSION} and upgrades only 2: start a new log (a new data dir or database), "
+        f"{SCHEMA_VERSION} and upgrades only 2, 3: start a new log (a new data dir or database), "
         "or run the firmlog-server version that made it"
     )
     with pytest.raises(RuntimeError, match="not open"):
@@ -722,14 +722,22 @@ async def test_newer_schema_version_is_refused(storage_url: str) -> None:
 async def test_a_version_2_database_is_upgraded_in_place(storage_url: str) -> None:
     async with opened(storage_url) as storage:
         await integrate(storage, 2)
-    # As the firmlog-server before the cosigned record made it.
+    # As the firmlog-server before the cosigned record made it (on SQLite, with the
+    # tiles table before schema version 4: tests/server/test_tiles_table.py).
     await _execute(storage_url, "DROP TABLE cosigned_checkpoint")
+    if storage_url.startswith("sqlite:///"):
+        await _execute(storage_url, "DROP TABLE tiles")
+        await _execute(
+            storage_url,
+            "CREATE TABLE tiles (level INTEGER NOT NULL, idx INTEGER NOT NULL,"
+            " data BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID",
+        )
     await _set_schema_version(storage_url, 2)
     async with opened(storage_url) as storage:
         assert await committed_state(storage) == state(2)
         assert await storage.latest_cosigned() is None
         await storage.record_cosigned(2, cosigned(2))
-    async with opened(storage_url) as storage:  # recorded as version 3: no second upgrade
+    async with opened(storage_url) as storage:  # recorded as version 4: no second upgrade
         assert await storage.latest_cosigned() is not None
     await _set_schema_version(storage_url, 1)
     with pytest.raises(StorageOpenError, match="schema version 1"):

@@ -89,6 +89,11 @@ class Statements(Protocol):
         """Stored bytes of these hash tiles (distinct, at least one), all from one snapshot."""
         ...
 
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        """Insert or replace these ``(level, index, data)`` hash tiles (distinct, at
+        least one, each checked by :func:`~firmlog.server.storage._checks.check_tile_growth`)."""
+        ...
+
     async def entries_by_identity(
         self, identities: Collection[bytes]
     ) -> dict[bytes, tuple[int, bytes]]:
@@ -187,7 +192,7 @@ async def _write_tiles(q: Statements, tiles: Mapping[tuple[int, int], bytes]) ->
         if stored.get((level, index)) != data
     ]
     if changed:
-        await q.executemany(sql.UPSERT_TILE, changed)
+        await q.upsert_tiles(changed)
 
 
 async def _write_state(q: Statements, state: LogState) -> None:

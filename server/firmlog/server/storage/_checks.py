@@ -7,20 +7,40 @@ RuntimeError. After any failed write an integration can only roll back.
 from __future__ import annotations
 
 from firmlog.client.merkle import HASH_SIZE
-from firmlog.client.tiles import TILE_WIDTH
+from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.storage import LogIdentity, LogState, StorageOpenError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the schema this code writes; stored in ``schema_version``.
 
 2 -> 3 added the ``cosigned_checkpoint`` table (the latest checkpoint a quorum
-of witnesses cosigned). Its ``CREATE TABLE IF NOT EXISTS`` is part of the
-schema every open runs, so upgrading a version 2 database is only recording
-the new version (:data:`UPGRADABLE`)."""
+of witnesses cosigned); its ``CREATE TABLE IF NOT EXISTS`` is part of the
+schema every open runs. 3 -> 4 changed SQLite's ``tiles`` table from
+``WITHOUT ROWID`` to a rowid table keyed by one integer (see
+``firmlog.server.storage.sqlite``); opening a SQLite database of version 2 or
+3 rebuilds that table in the upgrade's transaction. PostgreSQL's schema is
+unchanged by 3 -> 4: upgrading is recording the version (:data:`UPGRADABLE`)."""
 
-UPGRADABLE = frozenset({2})
+UPGRADABLE = frozenset({2, 3})
 """Older versions that opening the database upgrades in place, in the transaction
 that creates the missing tables."""
+
+MAX_TREE_SIZE = (1 << 63) - 1
+"""The largest tree either backend can hold: tree sizes and entry indexes are
+signed 64-bit integers in both."""
+
+MAX_TILE_LEVEL = 7
+"""The highest hash tile level of a tree of at most MAX_TREE_SIZE leaves: level 8
+would need 256**8 = 2**64 of them."""
+
+
+def tile_in_reach(level: int, index: int) -> bool:
+    """Whether hash tile ``level/index`` exists in some tree of at most MAX_TREE_SIZE
+    leaves: the smallest such tree has ``(256 * index + 1) * 256**level`` leaves.
+    Then ``level <= 7`` and ``index < 2**55``."""
+    if not 0 <= level <= MAX_TILE_LEVEL or index < 0:
+        return False
+    return (index * TILE_WIDTH + 1) << (TILE_HEIGHT * level) <= MAX_TREE_SIZE
 
 
 def check_schema_version(version: int) -> None:
@@ -83,6 +103,11 @@ def check_tile_growth(key: tuple[int, int], stored: bytes | None, data: bytes) -
     level, index = key
     if level < 0 or index < 0:
         raise ValueError(f"tile coordinates must not be negative, got level {level}, index {index}")
+    if not tile_in_reach(level, index):
+        raise ValueError(
+            f"tile {level}/{index} is beyond every tree of at most 2**63 - 1 leaves "
+            f"(levels 0 to {MAX_TILE_LEVEL}; at level 0, indexes below 2**55)"
+        )
     if not data or len(data) % HASH_SIZE or len(data) > HASH_SIZE * TILE_WIDTH:
         raise ValueError(
             f"tile {level}/{index} must be 1 to {TILE_WIDTH} hashes of {HASH_SIZE} bytes, "

@@ -3,9 +3,9 @@
 Every statement is static text in PostgreSQL's numbered placeholder style
 (``$1``, ``$2``, ...); the SQLite backend runs it with ``$n`` rewritten to
 ``?n``, SQLite's placeholder for the same n-th parameter (:func:`sqlite`). The
-statements that really differ (the schema's types, PostgreSQL's row lock,
-``COPY`` and ``= ANY($1::...[])`` lookups of many keys at once) stay in their
-backend's file.
+statements that really differ (the schema's types, the ``tiles`` table's key,
+PostgreSQL's row lock, ``COPY`` and ``= ANY($1::...[])`` lookups of many keys
+at once) stay in their backend's file.
 
 The release search is composed from fixed clauses only: no caller text ever
 reaches the SQL, filters choose among constant clauses and every value is a
@@ -51,10 +51,6 @@ ENTRY_COLUMNS = ("idx", "identity", "leaf_hash", "data")
 SELECT_ENTRIES = "SELECT data FROM entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
 FIND_LEAF = "SELECT idx FROM entries WHERE leaf_hash = $1"
 FIND_IDENTITY = "SELECT idx FROM entries WHERE identity = $1"
-UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
-    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
-)
 SELECT_IDENTITY = "SELECT origin, vkey FROM log_identity WHERE id = 1"
 INSERT_IDENTITY = "INSERT INTO log_identity (id, origin, vkey) VALUES (1, $1, $2)"
 

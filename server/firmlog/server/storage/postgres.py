@@ -150,6 +150,13 @@ CREATE TABLE IF NOT EXISTS log_identity (
 );
 """
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock($1)"
+# Hash tiles are incompressible: EXTERNAL stores them out of line without trying
+# pglz first (an 8 KiB tile upsert measured ~65 -> ~55 us; reads unchanged).
+# CREATE TABLE cannot say so before PostgreSQL 16; altered once, when it is not yet.
+_TILES_STORAGE = (
+    "SELECT attstorage FROM pg_attribute WHERE attrelid = 'tiles'::regclass AND attname = 'data'"
+)
+_SET_TILES_STORAGE = "ALTER TABLE tiles ALTER COLUMN data SET STORAGE EXTERNAL"
 # The statements both backends run are in _sql; PostgreSQL's own:
 _LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
 _SELECT_TILES = """
@@ -157,6 +164,10 @@ SELECT t.level, t.idx, t.data
 FROM tiles AS t
 JOIN unnest($1::int[], $2::bigint[]) AS k (level, idx) ON t.level = k.level AND t.idx = k.idx
 """
+_UPSERT_TILE = (
+    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
+    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+)
 _SELECT_KEY_SETS = """
 SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold, serial FROM key_sets
 WHERE vendor = ANY($1::text[]) ORDER BY vendor, idx DESC
@@ -237,6 +248,9 @@ class _PostgresStatements:
         rows = await self._conn.fetch(_SELECT_TILES, [k[0] for k in keys], [k[1] for k in keys])
         return {(int(row[0]), int(row[1])): bytes(row[2]) for row in rows}
 
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        await self._conn.executemany(_UPSERT_TILE, rows)
+
     async def entries_by_identity(
         self, identities: Collection[bytes]
     ) -> dict[bytes, tuple[int, bytes]]:
@@ -298,6 +312,8 @@ class PostgresStorage(SQLStorage):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_SCHEMA_LOCK, _SCHEMA_LOCK_KEY)
                 await conn.execute(_SCHEMA)
+                if await conn.fetchval(_TILES_STORAGE) != b"e":  # "char": one byte
+                    await conn.execute(_SET_TILES_STORAGE)
                 await conn.execute(sql.INSERT_VERSION, SCHEMA_VERSION)
                 version = await conn.fetchval(sql.SELECT_VERSION)
                 if version in UPGRADABLE:  # the missing tables were just created

@@ -18,6 +18,14 @@ stdlib :mod:`sqlite3` module. What it guarantees:
   reader connection of its own for its time (WAL lets them read side by side).
   Readers see only committed data and are not blocked by a running
   integration; a read of several tiles sees them in one snapshot.
+- Tiles: ``tiles`` is a rowid table keyed by one integer, ``level << 56 | index``
+  (:func:`_tile_id`), holding each tile's bytes (up to 8 KiB). A lookup walks
+  one B-tree of small interior cells, then the row's overflow pages: about 3
+  page reads. (Until schema version 4 it was ``WITHOUT ROWID`` on
+  ``(level, idx)``, whose interior cells carry the rows themselves: about 22.)
+  Opening a version 2 or 3 database rebuilds the table in one transaction
+  (:func:`_upgrade_tiles`); killed midway, it leaves the old database intact,
+  and the next open upgrades it.
 - Unavailability: an error of the file or its lock (disk I/O, disk full,
   read-only, cannot open, still locked after the busy timeout) raises
   :class:`~firmlog.server.storage.StorageUnavailable`; other SQLite errors
@@ -47,7 +55,14 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
-from firmlog.server.storage._checks import SCHEMA_VERSION, UPGRADABLE, check_schema_version
+from firmlog.server.storage._checks import (
+    MAX_TILE_LEVEL,
+    MAX_TREE_SIZE,
+    SCHEMA_VERSION,
+    UPGRADABLE,
+    check_schema_version,
+    tile_in_reach,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -78,9 +93,20 @@ _UNAVAILABLE = frozenset(
     }
 )
 
-# SQL. Every statement is static; the schema has the same shape as PostgreSQL's.
-# ``INTEGER PRIMARY KEY`` (not BIGINT) makes ``entries.idx`` the rowid; it is a
-# 64-bit integer either way.
+# SQL. Every statement is static; the schema has the same shape as PostgreSQL's,
+# but for ``tiles``. ``INTEGER PRIMARY KEY`` (not BIGINT) makes ``entries.idx``
+# the rowid; it is a 64-bit integer either way.
+
+_TILE_INDEX_BITS = 56
+"""``tiles.id`` is ``level << 56 | index``: one B-tree, no index beside it. Sound for
+every tile a log can hold (``_checks.tile_in_reach``: level <= 7, index < 2**55),
+so distinct tiles never share an id, ids are below 2**59 (a positive 64-bit
+integer), and their order is (level, index)."""
+
+_CREATE_TILES = (
+    "CREATE TABLE IF NOT EXISTS tiles ("
+    " id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL)"  # id: _tile_id()
+)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -88,9 +114,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries ("
     " idx INTEGER PRIMARY KEY CHECK (idx >= 0),"
     " identity BLOB NOT NULL UNIQUE, leaf_hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tiles ("
-    " level INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
-    " PRIMARY KEY (level, idx)) WITHOUT ROWID",
+    _CREATE_TILES,
     "CREATE TABLE IF NOT EXISTS log_state ("
     " id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL,"
     " right_edge BLOB NOT NULL, checkpoint BLOB NOT NULL)",
@@ -124,7 +148,23 @@ _SCHEMA = (
 )
 # The statements both backends run are in _sql; SQLite's own look up one key each.
 _INSERT_ENTRY = "INSERT INTO entries (idx, identity, leaf_hash, data) VALUES (?, ?, ?, ?)"
-_SELECT_TILE = "SELECT data FROM tiles WHERE level = ? AND idx = ?"
+_SELECT_TILE = "SELECT data FROM tiles WHERE id = ?"
+_UPSERT_TILE = (
+    "INSERT INTO tiles (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data"
+)
+# Schema version 2 or 3 to 4: the WITHOUT ROWID tiles table, renamed, copied
+# into the new one in key order (the same order as its own) and dropped.
+_OLD_TILES = "tiles_v3"
+_RENAME_OLD_TILES = f"ALTER TABLE tiles RENAME TO {_OLD_TILES}"
+_OLD_TILE_OUT_OF_REACH = (  # the first stored tile that fails _checks.tile_in_reach
+    f"SELECT level, idx FROM {_OLD_TILES} WHERE level NOT BETWEEN 0 AND {MAX_TILE_LEVEL}"  # noqa: S608
+    f" OR idx < 0 OR idx > {MAX_TREE_SIZE} >> (8 * (level + 1)) LIMIT 1"
+)
+_COPY_OLD_TILES = (
+    f"INSERT INTO tiles (id, data) SELECT level << {_TILE_INDEX_BITS} | idx, data"  # noqa: S608
+    f" FROM {_OLD_TILES} ORDER BY level, idx"
+)
+_DROP_OLD_TILES = f"DROP TABLE {_OLD_TILES}"
 _SELECT_KEY_SET = (
     "SELECT vendor, idx, keys, threshold, serial FROM key_sets WHERE vendor = ?"
     " ORDER BY idx DESC LIMIT 1"
@@ -175,21 +215,64 @@ def _open_writer(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _tile_id(level: int, index: int) -> int | None:
+    """The ``tiles.id`` of hash tile ``level/index``; None for one no log can hold
+    (:func:`~firmlog.server.storage._checks.tile_in_reach`), which is never stored."""
+    if not tile_in_reach(level, index):
+        return None
+    return level << _TILE_INDEX_BITS | index
+
+
 def _create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")  # serializes schema creation across processes
+    upgraded = False
     try:
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(sql.sqlite(sql.INSERT_VERSION), (SCHEMA_VERSION,))
         (version,) = conn.execute(sql.SELECT_VERSION).fetchone()
         if version in UPGRADABLE:  # the missing tables were just created
+            _upgrade_tiles(conn)
             conn.execute(sql.sqlite(sql.UPGRADE_VERSION), (SCHEMA_VERSION, version))
-            version = SCHEMA_VERSION
+            version, upgraded = SCHEMA_VERSION, True
         check_schema_version(version)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    if upgraded:
+        _shrink_wal(conn)
+
+
+def _upgrade_tiles(conn: sqlite3.Connection) -> None:
+    """Rebuild a version 2 or 3 ``tiles`` table (``WITHOUT ROWID`` on ``(level, idx)``)
+    as the version 4 one, every tile's bytes copied as they are.
+
+    Runs in the caller's transaction: if it fails, or the process dies, nothing
+    of it is committed and the next open starts again from the old table.
+    StorageOpenError if a stored tile cannot be keyed (the database is damaged)."""
+    conn.execute(_RENAME_OLD_TILES)
+    conn.execute(_CREATE_TILES)
+    bad = conn.execute(_OLD_TILE_OUT_OF_REACH).fetchone()
+    if bad is not None:
+        raise StorageOpenError(
+            f"cannot upgrade the tiles table to schema version {SCHEMA_VERSION}: it holds tile "
+            f"{bad[0]}/{bad[1]}, beyond every tree of at most 2**63 - 1 leaves; the database "
+            "is damaged: restore it from a backup, or run the firmlog-server version that made it"
+        )
+    conn.execute(_COPY_OLD_TILES)
+    conn.execute(_DROP_OLD_TILES)
+
+
+def _shrink_wal(conn: sqlite3.Connection) -> None:
+    """After an upgrade (which wrote the whole tiles table to the WAL): copy the WAL
+    into the database and truncate it, if no reader of another process is in the
+    way (this does not wait for them; the WAL is checkpointed later then)."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
@@ -275,13 +358,25 @@ class _SQLiteStatements:
         try:
             found: dict[tuple[int, int], bytes] = {}
             for key in keys:
-                row = self._conn.execute(_SELECT_TILE, key).fetchone()
+                tile_id = _tile_id(*key)
+                if tile_id is None:
+                    continue
+                row = self._conn.execute(_SELECT_TILE, (tile_id,)).fetchone()
                 if row is not None:
                     found[key] = bytes(row[0])
             return found
         finally:
             if snapshot:
                 self._conn.execute("COMMIT")
+
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        records = []
+        for level, index, data in rows:
+            tile_id = _tile_id(level, index)
+            if tile_id is None:  # check_tile_growth refused it already
+                raise ValueError(f"tile {level}/{index} is beyond every tree a log can hold")
+            records.append((tile_id, data))
+        self._conn.executemany(_UPSERT_TILE, records)
 
     async def entries_by_identity(
         self, identities: Collection[bytes]

@@ -241,12 +241,17 @@ def start_log_server(
     return server
 
 
+def _listening(log: str) -> bool:
+    """Whether the banner says every worker listens: the line, or with --log-json the event."""
+    return "listening on" in log or '"event": "listening"' in log
+
+
 def _wait_workers(server: ServerProcess, workers: int, timeout: float = 60.0) -> None:
     """Until the supervisor printed its banner (every worker listens)."""
     if workers == 1:
         return
     deadline = time.monotonic() + timeout
-    while "listening on" not in server.log_path.read_text(errors="replace"):
+    while not _listening(server.log_path.read_text(errors="replace")):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{workers} workers on port {server.port} not ready")
         time.sleep(0.1)

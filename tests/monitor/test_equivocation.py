@@ -257,7 +257,14 @@ async def test_gossip_different_sizes_split_view(tmp_path: Path, procs: list[Pro
         # m3 cannot prove the larger checkpoints it hears of (its log has no such tree)
         # and keeps nothing unproven; once its branch outgrows them, it proves them.
         assert await m3.evidence(session) == []
+        # B grows one entry at a time, through A's size (COMMON + 4, another root: a
+        # same-size split view) and COMMON + 5 (already larger): a running m3 that hears
+        # A's checkpoint while it trusts either proves the split view there, rightly, and
+        # then trusts nothing more of B's, so it would never verify COMMON + 6. m3 is
+        # stopped while B grows, and verifies COMMON + 6 from its stored COMMON + 1.
+        assert m3.stop() == 0
         await grow(b, session, "branch-b-more", 5)  # B: COMMON + 6
+        await m3.start()
         await verified(session, m3, COMMON + 6)
         started = time.monotonic()
         await hold_evidence(session, [m3], TWO_ROUNDS_S)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from support.harness import LogUnderTest
+from support.harness import LogUnderTest, until
 from support.monitor import (
     NOWHERE,
     MonitorUnderTest,
@@ -58,6 +58,19 @@ async def evidence(session: ClientSession, base: str) -> list[dict[str, Any]]:
 async def gossip(session: ClientSession, base: str, note: bytes) -> tuple[int, Any]:
     async with session.post(f"{base}/v1/gossip", data=note) as resp:
         return resp.status, await resp.json()
+
+
+async def grow_at_once(log: LogUnderTest, session: ClientSession, start: int, count: int) -> None:
+    """Grow ``log`` by ``count`` entries in one batch: one new checkpoint, no size between
+    (the sequencer's clock is held until all of them wait in its pool)."""
+    with log.clock.held():
+        tasks = [
+            asyncio.create_task(log.submit(session, log.entry(i)))
+            for i in range(start, start + count)
+        ]
+        await until(lambda: log.pending == count, f"{count} entries in the pool")
+    results = await asyncio.gather(*tasks)
+    assert all(status == 200 for status, _ in results), results[:3]
 
 
 async def assert_caught(
@@ -120,11 +133,52 @@ async def test_different_sizes_split_view_caught_by_both_peers(
     # The smaller one cannot check a tree its log does not have (yet): nothing kept.
     assert not m1.watched.split_view
     assert m1.watched.tree_size == 3
-    # Once its log is larger than the peer's tree, it proves it too.
-    await grow(log, session, 3, 4)  # size 7
+    # Once its log is larger than the peer's tree, it proves it too. In one batch: a
+    # checkpoint of size 5 on the way, heard of, would be a same-size split view.
+    await grow_at_once(log, session, 3, 4)  # size 7
     await eventually(lambda: m1.watched.split_view, what="a split view at m1")
     await assert_caught(m1, session, log, DIFFERENT_SIZES)
     assert m1.watched.tree_size == 7
+
+
+async def test_a_branch_that_reaches_a_refused_checkpoints_size_proves_it_there(
+    log: LogUnderTest, fork: LogUnderTest, session: ClientSession, tmp_path: Path
+) -> None:
+    """A peer's checkpoint of another branch, refused while the monitor's log is smaller,
+    is a same-size split view once the log reaches its size; the monitor then trusts
+    nothing more its log signs, from the follower or from gossip (a log growing one entry
+    at a time past the other branch is caught at the size where they cross)."""
+    await grow(log, session, 0, 1)
+    await grow(fork, session, 0, 1)  # the same first entry, then others
+    await grow(log, session, 1, 2)  # size 3
+    await grow(fork, session, 100, 1)  # size 2
+    other = await checkpoint(session, log.base)
+    monitor = MonitorUnderTest(
+        tmp_path / "m", fork.base, log.verifier, [log.operator.verifier], poll_interval=1000
+    )
+    await monitor.start()
+    try:
+        await eventually(lambda: monitor.watched.tree_size == 2, what="size 2")
+        status, body = await gossip(session, monitor.base, other)
+        assert status == 503, body  # its log has no tree of size 3 to prove it with
+        assert await evidence(session, monitor.base) == []
+        await grow(fork, session, 101, 1)  # size 3: the other branch's size, another root
+        status, body = await gossip(session, monitor.base, await checkpoint(session, fork.base))
+        assert (status, body["result"], body["tree_size"]) == (200, "advanced", 3)
+        status, body = await gossip(session, monitor.base, other)
+        assert (status, body["result"], body["tree_size"]) == (409, "split-view", 3)
+        await assert_caught(monitor, session, fork, SAME_SIZE)
+
+        await grow(fork, session, 102, 2)  # size 5
+        larger = await checkpoint(session, fork.base)
+        status, body = await gossip(session, monitor.base, larger)
+        assert (status, body["result"], body["tree_size"]) == (200, "not-checked", 3)
+        assert monitor.server is not None
+        await monitor.server.app[SERVICES].follower.poll_once()
+        assert monitor.watched.tree_size == 3
+        assert monitor.watched.progress.next_index == 3
+    finally:
+        await monitor.stop()
 
 
 async def test_a_peer_that_is_down_does_not_stop_the_monitor(

@@ -15,6 +15,7 @@ from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import open_storage
+from firmlog.server.storage.sqlite import _tile_id
 
 
 async def test_a_failing_batch_is_answered_and_the_loop_goes_on(tmp_path: Path) -> None:
@@ -60,7 +61,9 @@ async def test_a_short_stored_tile_fails_the_batch_and_writes_nothing(tmp_path: 
         entries = [b"entry %d" % i for i in range(300)]
         await asyncio.gather(*(sequencer.submit(e, leaf_hash(e)) for e in entries))
         with sqlite3.connect(path) as db:  # tile 0/1 holds 44 hashes at size 300
-            db.execute("UPDATE tiles SET data = substr(data, 1, 64) WHERE level = 0 AND idx = 1")
+            db.execute(
+                "UPDATE tiles SET data = substr(data, 1, 64) WHERE id = ?", (_tile_id(0, 1),)
+            )
         with pytest.raises(
             RuntimeError, match="tile 0/1 holds 64 bytes, expected 1408 at tree size 300"
         ):

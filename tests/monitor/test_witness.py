@@ -166,3 +166,31 @@ async def test_concurrent_add_checkpoints_for_one_old_size_one_wins(
     won = CheckpointNote.parse(requests[winner // 3][0]).checkpoint.tree_size
     assert {body for status, _, body in results if status == 409} == {f"{won}\n".encode()}
     assert witness.watched.tree_size == won
+
+
+async def test_a_stored_checkpoint_the_memory_missed_is_taken_up(
+    log: BlackBoxLog, witness: MonitorUnderTest, session: ClientSession
+) -> None:
+    """The store moved past this process's memory (a save whose caller was cancelled
+    before it noted it, or another process on the data dir): one request is told to
+    retry, and from then on the witness answers from the stored checkpoint."""
+    await grow(log, session, 0, 2)
+    cp2 = await checkpoint(session, log.base)
+    assert (await witness.add_checkpoint(session, 0, [], cp2))[0] == 200
+    await grow(log, session, 2, 2)
+    cp4 = await checkpoint(session, log.base)
+    watched = witness.watched
+    cosigned4, _ = watched.cosign(cp4)
+    store = watched.store
+    assert await store.run(store.store.save_checkpoint, 2, cp4, 4, cosigned4)
+    await grow(log, session, 4, 2)
+    cp6 = await checkpoint(session, log.base)
+    proof_2_6 = await consistency(session, log.base, 2, 6)
+    status, _, body = await witness.add_checkpoint(session, 2, proof_2_6, cp6)
+    assert (status, body) == (503, b"the witness state changed meanwhile; retry\n")
+    assert watched.tree_size == 4
+    status, _, body = await witness.add_checkpoint(session, 2, proof_2_6, cp6)
+    assert (status, body) == (409, b"4\n")
+    proof_4_6 = await consistency(session, log.base, 4, 6)
+    assert (await witness.add_checkpoint(session, 4, proof_4_6, cp6))[0] == 200
+    assert watched.tree_size == 6

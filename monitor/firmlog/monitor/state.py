@@ -159,15 +159,19 @@ class WatchedLog:
             return None
         cosigned, sig = self.cosign(new.note)
         expected_size = expected.checkpoint.tree_size if expected is not None else None
-        saved = await self.store.run(
-            self.store.store.save_checkpoint,
-            expected_size,
-            new.note,
-            new.checkpoint.tree_size,
-            cosigned,
-        )
+        # Shielded: a caller cancelled while the store commits (a witness request
+        # whose client went away) must not leave the memory behind the store.
+        saved = await asyncio.shield(self._save(expected_size, new, cosigned))
         if not saved:
+            # Another process, or a save whose caller was cancelled before this
+            # process noted it: take the stored checkpoint, so that the next
+            # request is answered from the truth (409 with the stored size).
             log.error("stored state moved under this process", origin=self.origin)
+            snap = await self.store.run(self.store.store.load)
+            self.trusted = CheckpointNote.parse(snap.trusted_note) if snap.trusted_note else None
+            self.cosigned_note = snap.cosigned_note
+            self.split_view = self.split_view or snap.split_view
+            self.metrics.tree_size.set(self.tree_size)
             return None
         if expected is None or expected.checkpoint.tree_size != new.checkpoint.tree_size:
             log.info(
@@ -176,10 +180,23 @@ class WatchedLog:
                 tree_size=new.checkpoint.tree_size,
                 via=via,
             )
-        self.trusted, self.cosigned_note = new, cosigned
-        self.metrics.tree_size.set(new.checkpoint.tree_size)
         self.metrics.cosignatures.labels(via).inc()
         return sig
+
+    async def _save(self, expected_size: int | None, new: CheckpointNote, cosigned: bytes) -> bool:
+        """Store ``new`` as trusted (if the stored size is ``expected_size``) and,
+        once stored, note it in memory: both, or neither."""
+        saved = await self.store.run(
+            self.store.store.save_checkpoint,
+            expected_size,
+            new.note,
+            new.checkpoint.tree_size,
+            cosigned,
+        )
+        if saved:
+            self.trusted, self.cosigned_note = new, cosigned
+            self.metrics.tree_size.set(new.checkpoint.tree_size)
+        return bool(saved)
 
     async def record_split_view(self, evidence: SplitViewEvidence) -> None:
         """Keep the evidence, byte for byte, with its alert, stop cosigning this log, and

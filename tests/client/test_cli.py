@@ -261,7 +261,7 @@ def test_inspect_every_kind_of_file(setup: Setup) -> None:
     secret = firmlog(cwd, "inspect", "acme.example_release.key")
     assert secret.returncode == 0, secret.stderr
     assert f"vkey        {setup.vendor_vkey}" in secret.stdout
-    seed = skey.rsplit("+", 1)[1]
+    seed = skey.split("+", 4)[4]  # PRIVATE+KEY+name+id+base64 (which may hold "+")
     assert "PRIVATE" not in secret.stdout + secret.stderr
     assert seed not in secret.stdout + secret.stderr
 

@@ -106,10 +106,14 @@ class WatchedLog:
     async def load(self, operator_keys: tuple[Ed25519Verifier, ...]) -> None:
         """Read the stored state (at start)."""
         snap = await self.store.run(self.store.store.load)
+        self._take_checkpoint(snap)
+        self._load_progress(snap, operator_keys)
+
+    def _take_checkpoint(self, snap: Snapshot) -> None:
+        """The trusted and cosigned checkpoints, and the split view, as stored."""
         self.trusted = CheckpointNote.parse(snap.trusted_note) if snap.trusted_note else None
         self.cosigned_note = snap.cosigned_note
         self.split_view = snap.split_view
-        self._load_progress(snap, operator_keys)
         self.metrics.tree_size.set(self.tree_size)
 
     async def reload_progress(self) -> None:
@@ -167,11 +171,7 @@ class WatchedLog:
             # process noted it: take the stored checkpoint, so that the next
             # request is answered from the truth (409 with the stored size).
             log.error("stored state moved under this process", origin=self.origin)
-            snap = await self.store.run(self.store.store.load)
-            self.trusted = CheckpointNote.parse(snap.trusted_note) if snap.trusted_note else None
-            self.cosigned_note = snap.cosigned_note
-            self.split_view = self.split_view or snap.split_view
-            self.metrics.tree_size.set(self.tree_size)
+            self._take_checkpoint(await self.store.run(self.store.store.load))
             return None
         if expected is None or expected.checkpoint.tree_size != new.checkpoint.tree_size:
             log.info(

@@ -470,8 +470,11 @@ async def test_a_killed_server_leaves_a_consistent_directory_and_catches_it_up(
 
 def test_only_the_temporary_files_nobody_will_put_in_place_are_removed(tmp_path: Path) -> None:
     dead = _exited_pid()
+    zombie = subprocess.Popen(["true"])  # exits, and is not reaped until the end
+    until_zombie(zombie.pid)
     names = {
         "dead writer": f".000.{HOST_ID}.{dead}.00000001.tmp",
+        "killed writer, not yet reaped": f".000.{HOST_ID}.{zombie.pid}.00000005.tmp",
         "live writer": f".000.{HOST_ID}.{os.getpid()}.00000002.tmp",
         "other host": f".000.0123abcd.{dead}.00000003.tmp",
         "other host, old": f".001.0123abcd.{dead}.00000004.tmp",
@@ -484,12 +487,23 @@ def test_only_the_temporary_files_nobody_will_put_in_place_are_removed(tmp_path:
         (level / name).write_bytes(b"x")
     old = time.time() - STALE_AFTER - 1
     os.utime(level / names["other host, old"], (old, old))
-    removed = StaticDirectory(tmp_path).remove_stale()
+    try:
+        removed = StaticDirectory(tmp_path).remove_stale()
+    finally:
+        zombie.wait()
     assert sorted(p.name for p in removed) == sorted(
-        [names["dead writer"], names["other host, old"]]
+        [names["dead writer"], names["killed writer, not yet reaped"], names["other host, old"]]
     )
     left = {p.name for p in level.iterdir()}
     assert left == {names[k] for k in ("live writer", "other host", "not a temporary", "a tile")}
+
+
+def until_zombie(pid: int, timeout: float = 10.0) -> None:
+    """Wait until child ``pid`` has exited (and, not reaped, is a zombie)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"{pid} has not exited"
+        time.sleep(0.005)
 
 
 def _exited_pid() -> int:

@@ -15,7 +15,8 @@ What the directory promises a reader, whatever happens to the writers:
   directory, fsynced, and then put in place by one atomic link or rename.
   A temporary name says whose it is (``.<name>.<host>.<pid>.<random>.tmp``);
   those a crash left behind are removed when a publisher starts: a process
-  of this host that no longer runs, or any left for ``STALE_AFTER`` seconds.
+  of this host that no longer runs (or is a zombie), or any left for
+  ``STALE_AFTER`` seconds.
 - ``checkpoint`` is written last: only after every tile and bundle of its
   tree is in place (and the directories holding them are fsynced), so a
   reader never sees a checkpoint whose tiles are missing. A crash leaves the
@@ -179,13 +180,7 @@ class StaticDirectory:
         parts = path.name.rsplit(".", 4)  # [".<name>", host, pid, random, "tmp"]
         if len(parts) != 5 or parts[1] != HOST_ID or not parts[2].isdigit():
             return False  # another host's (or not ours): only by age
-        try:
-            os.kill(int(parts[2]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # it runs, as another user
-            return False
-        return False
+        return not _runs(int(parts[2]))
 
     def sync(self) -> None:
         """Make the names of what :meth:`put` wrote durable (fsync their directories)."""
@@ -233,6 +228,27 @@ class StaticDirectory:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _runs(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs: it exists and is not a
+    zombie (a killed writer whose parent died stays one until init reaps it,
+    which in a container may be never, and it writes nothing more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # gone meanwhile, or a system without /proc
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True  # unreadable: believe kill
+    # "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ")".
+    state = stat[stat.rfind(")") + 2 :][:1]
+    return state not in ("Z", "X")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -4,12 +4,14 @@ both backends where reads run side by side with integrations)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.keys import generate_key
 from firmlog.client.merkle import (
     consistency_proof,
@@ -288,3 +290,123 @@ async def test_a_request_that_joined_an_older_read_reads_its_tile_again() -> Non
     assert got_new == {new: wide}
     assert store.reads == 2
     assert await StoredTiles(_GrowingStore(narrow, narrow)).read([new]) == {}  # type: ignore[arg-type]
+
+
+# -- the latest checkpoint ---------------------------------------------------------------
+
+
+def _note(size: int) -> bytes:
+    text = Checkpoint("reader.test/log", size, hashlib.sha256(b"%d" % size).digest()).to_text()
+    return (text + "\n\u2014 test AAAAAAAA\n").encode()
+
+
+class _Checkpoints:
+    """Storage's latest checkpoint, whose reads a test holds, counts and fails."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.reads = 0
+        self.fail: Exception | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.finishing: list[Callable[[], None]] = []  # run as a read returns
+
+    async def latest_checkpoint(self) -> bytes:
+        self.reads += 1
+        size = self.size  # what the read sees: the commits before it began
+        await self.gate.wait()
+        for call in self.finishing:
+            call()
+        if self.fail is not None:
+            raise self.fail
+        return _note(size)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_stale_checkpoint_is_served_at_once_and_read_again_behind() -> None:
+    """Requests never queue behind the periodic re-read: they get the checkpoint
+    known, and one read (however many ask) brings the next."""
+    store, clock = _Checkpoints(5), _Clock()
+    reader = LogReader(store, refresh_interval=0.25, clock=clock)  # type: ignore[arg-type]
+    assert (await reader.latest()).tree_size == 5
+    store.size, clock.now = 9, 1.0
+    store.gate.clear()  # the re-read hangs
+    got = await asyncio.wait_for(asyncio.gather(*(reader.latest() for _ in range(50))), 1)
+    assert {cp.tree_size for cp in got} == {5}
+    assert store.reads == 2  # one re-read for the 50
+    store.gate.set()
+    await asyncio.sleep(0.01)
+    assert (await reader.latest()).tree_size == 9
+    assert store.reads == 2  # fresh again
+
+
+async def test_a_caller_asking_for_a_larger_tree_waits_for_a_read_begun_after_it() -> None:
+    store, clock = _Checkpoints(5), _Clock()
+    reader = LogReader(store, clock=clock)  # type: ignore[arg-type]
+    await reader.latest()
+    store.gate.clear()
+    clock.now = 1.0
+    early = asyncio.ensure_future(reader.latest(6))  # begins a read that sees size 5
+    while store.reads < 2:
+        await asyncio.sleep(0)
+    store.size = 8  # committed after that read began
+    late = asyncio.ensure_future(reader.latest(8))
+    await asyncio.sleep(0)
+    assert not early.done()
+    assert not late.done()
+    store.gate.set()
+    assert (await asyncio.wait_for(early, 1)).tree_size == 5  # it asked before the commit
+    assert (await asyncio.wait_for(late, 1)).tree_size == 8  # a second read
+    assert store.reads == 3
+
+
+@pytest.mark.timeout(20)
+async def test_a_caller_arriving_as_a_read_ends_starts_another_and_does_not_spin() -> None:
+    """A read's task is done before its callbacks run: a caller woken in between
+    (by something the read itself set off) must not take it for the read under
+    way (it spun there forever, and the whole server with it)."""
+    store, clock = _Checkpoints(5), _Clock()
+    reader = LogReader(store, clock=clock)  # type: ignore[arg-type]
+    await reader.latest()
+    woken = asyncio.get_running_loop().create_future()
+    store.finishing.append(lambda: woken.done() or woken.set_result(None))
+
+    async def woken_then_asks() -> int:
+        await woken  # resumes before the read's task runs its callbacks
+        store.size = 7
+        cp = await reader.latest(7)
+        assert cp is not None
+        return cp.tree_size
+
+    clock.now = 1.0
+    waiter = asyncio.ensure_future(woken_then_asks())
+    await reader.latest(6)  # the read that wakes it
+    assert await asyncio.wait_for(waiter, 5) == 7
+
+
+async def test_a_failed_read_fails_the_callers_waiting_for_it_not_those_served() -> None:
+    store, clock = _Checkpoints(5), _Clock()
+    reader = LogReader(store, clock=clock)  # type: ignore[arg-type]
+    await reader.latest()
+    store.fail = StorageUnavailable("the database is away")
+    clock.now = 1.0
+    assert (await reader.latest()).tree_size == 5  # served; the re-read fails behind
+    await asyncio.sleep(0.01)
+    with pytest.raises(StorageUnavailable):
+        await reader.latest(6)
+    reads = store.reads
+    assert (await reader.latest()).tree_size == 5
+    assert store.reads == reads  # a failed read waits refresh_interval too
+    clock.now = 2.0
+    store.fail = None
+    store.size = 6
+    await reader.latest()
+    await asyncio.sleep(0.01)
+    assert (await reader.latest()).tree_size == 6

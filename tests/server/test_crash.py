@@ -77,7 +77,7 @@ DOWN_PAUSE_S = 0.1  # after a connection error: the server is down
 PUSHBACK_PAUSE_S = 0.05  # after a 503
 POLL_INTERVAL_S = 0.01
 RUN_TIMEOUT_S = 60.0  # the kills and restarts; a safety bound
-READER_REFRESH_S = 0.25  # LogReader's refresh_interval: how long a worker may lag a commit
+READER_REFRESH_S = 0.25  # LogReader's refresh_interval: a worker lags a commit by at most twice it
 
 
 @pytest.fixture
@@ -189,8 +189,8 @@ async def poller(
 async def settled_checkpoint(base: str) -> bytes:
     """The checkpoint every worker serves once the log is quiet.
 
-    A worker re-reads the latest checkpoint at most READER_REFRESH_S after
-    another one's commit: the checkpoint is settled once it was the answer on
+    A worker serves a checkpoint read from the database at most twice
+    READER_REFRESH_S ago: the checkpoint is settled once it was the answer on
     new connections (to any worker) for longer than that."""
     deadline = time.monotonic() + 30
     connector = aiohttp.TCPConnector(force_close=True)
@@ -200,7 +200,7 @@ async def settled_checkpoint(base: str) -> bytes:
             got = await fetch(fresh, base, "/checkpoint")
             if got != note:
                 note, since = got, time.monotonic()
-            elif time.monotonic() - since > 2 * READER_REFRESH_S:
+            elif time.monotonic() - since > 3 * READER_REFRESH_S:
                 return note
             assert time.monotonic() < deadline, "the served checkpoint never settled"
             await asyncio.sleep(0.01)

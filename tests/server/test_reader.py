@@ -336,7 +336,7 @@ async def test_a_stale_checkpoint_is_served_at_once_and_read_again_behind() -> N
     store, clock = _Checkpoints(5), _Clock()
     reader = LogReader(store, refresh_interval=0.25, clock=clock)  # type: ignore[arg-type]
     assert (await reader.latest()).tree_size == 5
-    store.size, clock.now = 9, 1.0
+    store.size, clock.now = 9, 0.3  # stale, within twice the interval
     store.gate.clear()  # the re-read hangs
     got = await asyncio.wait_for(asyncio.gather(*(reader.latest() for _ in range(50))), 1)
     assert {cp.tree_size for cp in got} == {5}
@@ -345,6 +345,18 @@ async def test_a_stale_checkpoint_is_served_at_once_and_read_again_behind() -> N
     await asyncio.sleep(0.01)
     assert (await reader.latest()).tree_size == 9
     assert store.reads == 2  # fresh again
+
+
+async def test_an_idle_reader_never_serves_a_checkpoint_read_long_ago() -> None:
+    """Stale-while-reading only within twice the interval: a process nobody asked
+    for a while (another server sharing the database committed meanwhile) reads
+    the latest checkpoint before it answers."""
+    store, clock = _Checkpoints(5), _Clock()
+    reader = LogReader(store, refresh_interval=0.25, clock=clock)  # type: ignore[arg-type]
+    await reader.latest()
+    store.size, clock.now = 9, 0.5
+    assert (await reader.latest()).tree_size == 9
+    assert store.reads == 2
 
 
 async def test_a_caller_asking_for_a_larger_tree_waits_for_a_read_begun_after_it() -> None:
@@ -396,15 +408,21 @@ async def test_a_failed_read_fails_the_callers_waiting_for_it_not_those_served()
     reader = LogReader(store, clock=clock)  # type: ignore[arg-type]
     await reader.latest()
     store.fail = StorageUnavailable("the database is away")
-    clock.now = 1.0
+    clock.now = 0.3
     assert (await reader.latest()).tree_size == 5  # served; the re-read fails behind
     await asyncio.sleep(0.01)
     with pytest.raises(StorageUnavailable):
         await reader.latest(6)
     reads = store.reads
     assert (await reader.latest()).tree_size == 5
-    assert store.reads == reads  # a failed read waits refresh_interval too
-    clock.now = 2.0
+    clock.now = 0.45
+    assert (await reader.latest()).tree_size == 5
+    await asyncio.sleep(0.01)
+    assert store.reads == reads  # retried behind at most once per refresh_interval
+    clock.now = 0.5  # the last read that succeeded began twice the interval ago
+    with pytest.raises(StorageUnavailable):  # a failure never makes an old one look current
+        await reader.latest()
+    clock.now = 1.0
     store.fail = None
     store.size = 6
     await reader.latest()

@@ -20,13 +20,14 @@ together, in one query; the storage runs such queries side by side.
 
 The latest checkpoint is what this process published last, or what another
 process sharing the database published. Once older than ``refresh_interval``
-seconds it is re-read in the background, one read at a time: the request that
-finds it old is answered with it at once, never queued behind the read (which
-made the tail latency of every read endpoint hundreds of milliseconds under
-load). A request naming a tree size beyond it waits for a read that began
-after the request came. With witnesses that is the latest checkpoint recorded as
-cosigned (never the integrated tree before its quorum), served only if it
-passes ``accept``.
+seconds it is re-read in the background, one read at a time: under load the
+request that finds it old is answered with it at once, never queued behind
+the read (which made the tail latency of every read endpoint hundreds of
+milliseconds). Requests wait for a read that began after they came only when
+the checkpoint was read more than twice ``refresh_interval`` ago (an idle
+process never serves an older one), or when they name a larger tree. With
+witnesses that is the latest checkpoint recorded as cosigned (never the
+integrated tree before its quorum), served only if it passes ``accept``.
 
 The workers of one host (``serve --workers N``) read their own writes through
 a :class:`HostTreeSize`: every checkpoint a worker publishes or serves raises
@@ -234,7 +235,8 @@ class LogReader:
         self._clock = clock
         self._latest: LatestCheckpoint | None = None
         self._latest_since = 0.0  # Unix time this process signed or first read it
-        self._checked_at = -float("inf")
+        self._checked_at = -float("inf")  # when the last read that succeeded began
+        self._tried_at = -float("inf")  # when the last read began
         # The read of the latest checkpoint under way, and its number.
         self._reading: tuple[asyncio.Future[None], int] | None = None
         self._reads_begun = 0
@@ -243,18 +245,24 @@ class LogReader:
     # -- the latest checkpoint ------------------------------------------------
 
     async def latest(self, at_least: int = 0) -> LatestCheckpoint | None:
-        """The newest checkpoint known; re-read when smaller than ``at_least`` or
-        than another worker of this host has shown (``host``): then the caller
-        waits for a read that began after it asked. When it is only older than
-        ``refresh_interval``, it is returned at once and re-read in the
-        background (one read at a time, whoever asks)."""
+        """The newest checkpoint known. Read from storage ``refresh_interval``
+        seconds ago or less: returned. Up to twice that: returned at once, and
+        re-read in the background (one read at a time, whoever asks). Older, or
+        smaller than ``at_least`` or than another worker of this host has shown
+        (``host``): the caller waits for a read that began after it asked."""
         latest = self._latest
         # Read before storage is: whatever another worker had shown by now is committed.
         shown = self._host.largest() if self._host is not None else 0
         if latest is not None and latest.tree_size >= at_least and latest.tree_size >= shown:
-            if self._clock() - self._checked_at >= self._refresh_interval:
-                self._refresh()
-            return latest
+            now = self._clock()
+            age = now - self._checked_at
+            if age < self._refresh_interval:
+                return latest
+            if age < 2 * self._refresh_interval:
+                if now - self._tried_at >= self._refresh_interval:
+                    self._refresh()  # answered now; the next caller gets what it reads
+                return latest
+            # Not read for longer (an idle process): never serve that old a checkpoint.
         asked = self._reads_begun
         while True:
             read, generation = self._refresh()
@@ -274,15 +282,12 @@ class LogReader:
         return self._reading
 
     async def _read_latest(self) -> None:
-        started = self._clock()
-        try:
-            if self._accept is None:
-                note = await self._storage.latest_checkpoint()
-            else:
-                note = await self._storage.latest_cosigned()
-        finally:
-            # Failed too: the background retries once per refresh_interval.
-            self._checked_at = started
+        started = self._tried_at = self._clock()  # a failed read is retried behind after
+        if self._accept is None:
+            note = await self._storage.latest_checkpoint()
+        else:
+            note = await self._storage.latest_cosigned()
+        self._checked_at = started
         if note is not None and self.servable(note):
             self._offer(checkpoint_of(note))
 

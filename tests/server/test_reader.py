@@ -25,7 +25,7 @@ from firmlog.client.tiles import Tile
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader, StoredTiles
 from firmlog.server.sequencer import Sequencer
-from firmlog.server.storage import Storage, StorageUnavailable, open_storage
+from firmlog.server.storage import Storage, StorageUnavailable, StoredTile, open_storage
 
 
 async def _grow(storage: Storage, entries: list[bytes]) -> None:
@@ -46,14 +46,16 @@ async def test_a_batch_of_scattered_proofs_loads_its_tiles_in_one_query(tmp_path
         entries = [f"entry {i}".encode() for i in range(3000)]
         await _grow(storage, entries)
         reads = 0
-        real_read_tiles = storage.read_tiles
+        real_read_tiles = storage.read_tiles_summarized
 
-        async def counting_read_tiles(tiles: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        async def counting_read_tiles(
+            tiles: list[tuple[int, int]],
+        ) -> dict[tuple[int, int], StoredTile]:
             nonlocal reads
             reads += 1
             return await real_read_tiles(tiles)
 
-        storage.read_tiles = counting_read_tiles  # type: ignore[method-assign]
+        storage.read_tiles_summarized = counting_read_tiles  # type: ignore[method-assign]
         reader = LogReader(storage)  # cold caches
         indexes = random.Random(7).sample(range(3000), 200)
         plans = [inclusion_proof_plan(i, 3000) for i in indexes]
@@ -80,13 +82,15 @@ async def test_a_batch_holds_its_tiles_when_the_caches_are_smaller_than_it(
         entries = [f"entry {i}".encode() for i in range(3000)]
         await _grow(storage, entries)
         reads: list[int] = []
-        real_read_tiles = storage.read_tiles
+        real_read_tiles = storage.read_tiles_summarized
 
-        async def counting_read_tiles(tiles: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        async def counting_read_tiles(
+            tiles: list[tuple[int, int]],
+        ) -> dict[tuple[int, int], StoredTile]:
             reads.append(len(tiles))
             return await real_read_tiles(tiles)
 
-        storage.read_tiles = counting_read_tiles  # type: ignore[method-assign]
+        storage.read_tiles_summarized = counting_read_tiles  # type: ignore[method-assign]
         reader = LogReader(storage, cache_tiles=1)
         indexes = list(range(0, 3000, 97))  # leaves in all 12 level-0 tiles; and tile 1/0
         proofs = await reader.prove(3000, [inclusion_proof_plan(i, 3000) for i in indexes])
@@ -212,13 +216,15 @@ async def test_requests_wanting_the_same_tiles_at_once_share_one_read(tmp_path: 
         entries = [f"entry {i}".encode() for i in range(3000)]
         await _grow(storage, entries)
         reads: list[list[tuple[int, int]]] = []
-        real_read_tiles = storage.read_tiles
+        real_read_tiles = storage.read_tiles_summarized
 
-        async def counting_read_tiles(tiles: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        async def counting_read_tiles(
+            tiles: list[tuple[int, int]],
+        ) -> dict[tuple[int, int], StoredTile]:
             reads.append(sorted(tiles))
             return await real_read_tiles(tiles)
 
-        storage.read_tiles = counting_read_tiles  # type: ignore[method-assign]
+        storage.read_tiles_summarized = counting_read_tiles  # type: ignore[method-assign]
         reader = LogReader(storage)
         indexes = [5, 6, 300, 2999, 5, 1000]
         proofs = await asyncio.gather(*(reader.inclusion_proof(i, 3000) for i in indexes))
@@ -246,11 +252,13 @@ async def test_a_failed_read_fails_every_request_that_shares_it(tmp_path: Path) 
     try:
         await _grow(storage, [f"entry {i}".encode() for i in range(600)])
 
-        async def failing_read_tiles(tiles: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        async def failing_read_tiles(
+            tiles: list[tuple[int, int]],
+        ) -> dict[tuple[int, int], StoredTile]:
             raise StorageUnavailable("the disk went away")
 
-        real_read_tiles = storage.read_tiles
-        storage.read_tiles = failing_read_tiles  # type: ignore[method-assign]
+        real_read_tiles = storage.read_tiles_summarized
+        storage.read_tiles_summarized = failing_read_tiles  # type: ignore[method-assign]
         reader = LogReader(storage)
         results = await asyncio.gather(
             reader.inclusion_proof(1, 600),
@@ -259,25 +267,28 @@ async def test_a_failed_read_fails_every_request_that_shares_it(tmp_path: Path) 
         )
         assert [str(r) for r in results] == ["the disk went away"] * 2
         assert all(isinstance(r, StorageUnavailable) for r in results)
-        storage.read_tiles = real_read_tiles  # type: ignore[method-assign]
+        storage.read_tiles_summarized = real_read_tiles  # type: ignore[method-assign]
         assert len(await reader.hash_tile(0, 0, 256)) == 256 * 32  # nothing stuck
     finally:
         await storage.close()
 
 
 class _GrowingStore:
-    """Just read_tiles, over tiles that grow between two reads: the first read of a
-    tile answers a narrower copy, as a snapshot older than a request's checkpoint."""
+    """Just read_tiles_summarized, over tiles that grow between two reads: the first
+    read of a tile answers a narrower copy, as a snapshot older than a request's
+    checkpoint."""
 
     def __init__(self, narrow: bytes, wide: bytes) -> None:
         self.answers = [narrow, wide]
         self.reads = 0
 
-    async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    async def read_tiles_summarized(
+        self, tiles: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], StoredTile]:
         data = self.answers[min(self.reads, 1)]
         self.reads += 1
         await asyncio.sleep(0)
-        return dict.fromkeys(tiles, data)
+        return dict.fromkeys(tiles, (data, None))
 
 
 async def test_a_request_that_joined_an_older_read_reads_its_tile_again() -> None:
@@ -286,8 +297,8 @@ async def test_a_request_that_joined_an_older_read_reads_its_tile_again() -> Non
     stored = StoredTiles(store)  # type: ignore[arg-type]
     old, new = Tile(0, 4, 10), Tile(0, 4, 12)
     got_old, got_new = await asyncio.gather(stored.read([old]), stored.read([new]))
-    assert got_old == {old: narrow}
-    assert got_new == {new: wide}
+    assert got_old == {old: (narrow, None)}
+    assert got_new == {new: (wide, None)}
     assert store.reads == 2
     assert await StoredTiles(_GrowingStore(narrow, narrow)).read([new]) == {}  # type: ignore[arg-type]
 
@@ -428,3 +439,28 @@ async def test_a_failed_read_fails_the_callers_waiting_for_it_not_those_served()
     await reader.latest()
     await asyncio.sleep(0.01)
     assert (await reader.latest()).tree_size == 6
+
+
+async def test_a_full_tile_read_from_storage_is_proved_from_its_stored_summary(
+    database_url: str,
+) -> None:
+    """A cold reader hashes no whole level of a full tile: 22 nodes from the
+    summary stored with it; the proofs are those of the tree."""
+    storage = open_storage(database_url)
+    await storage.open()
+    try:
+        entries = [f"entry {i}".encode() for i in range(3000)]
+        await _grow(storage, entries)
+        reader = LogReader(storage)
+        root = root_hash([leaf_hash(e) for e in entries])
+        for i in random.Random(5).sample(range(11 * 256), 60):  # in the full tiles
+            proof = await reader.inclusion_proof(i, 3000)
+            verify_inclusion(leaf_hash(entries[i]), i, 3000, proof, root)
+        cached = reader._tiles._tiles
+        full = [cached[key] for key in cached if key[2] == 256]
+        assert full
+        for expanded in full:
+            assert expanded.summary is not None
+            assert len(expanded.levels) == 1  # no level hashed wholesale
+    finally:
+        await storage.close()

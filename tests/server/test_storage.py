@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from firmlog.client.merkle import root_hash
+from firmlog.client.tiles import tile_summary
 from firmlog.server.storage import (
     EMPTY_STATE,
     EntryRow,
@@ -300,6 +302,24 @@ async def test_tiles_grow(storage: Storage) -> None:
         await tx.write_tiles({(0, 0): tile(5), (2, 3): tile(2)})  # unchanged is fine
         await tx.write_tiles({(0, 0): tile(256)})
     assert await storage.read_tiles([(0, 0), (2, 3)]) == {(0, 0): tile(256), (2, 3): tile(2)}
+
+
+async def test_a_full_tile_is_stored_with_its_summary_and_a_partial_one_without(
+    storage: Storage,
+) -> None:
+    await integrate(storage, 2, {(0, 0): tile(100), (1, 3): tile(256, "up")})
+    assert await storage.read_tiles_summarized([(0, 0), (1, 3), (0, 1)]) == {
+        (0, 0): (tile(100), None),
+        (1, 3): (tile(256, "up"), tile_summary(tile(256, "up"))),
+    }
+    await integrate(storage, 1, {(0, 0): tile(256)})  # grown full: now it has one
+    async with storage.integration() as tx:  # inside an integration too
+        assert await tx.read_tiles([(0, 0)]) == {(0, 0): tile(256)}
+    stored = await storage.read_tiles_summarized([(0, 0)])
+    assert stored == {(0, 0): (tile(256), tile_summary(tile(256)))}
+    # What a proof hashes from it: the 16 subtrees four levels up.
+    hashes = [tile(256)[i : i + 32] for i in range(0, 256 * 32, 32)]
+    assert stored[(0, 0)][1] == b"".join(root_hash(hashes[k : k + 16]) for k in range(0, 256, 16))
 
 
 # -- defensive checks: the last line of defence against a fork ----------------------
@@ -712,8 +732,8 @@ async def test_newer_schema_version_is_refused(storage_url: str) -> None:
         await storage.open()
     assert str(info.value) == (
         f"the database has schema version 99, made by another firmlog-server; this one needs "
-        f"{SCHEMA_VERSION} and upgrades only 2, 3: start a new log (a new data dir or database), "
-        "or run the firmlog-server version that made it"
+        f"{SCHEMA_VERSION} and upgrades only 2, 3, 4: start a new log (a new data dir or "
+        "database), or run the firmlog-server version that made it"
     )
     with pytest.raises(RuntimeError, match="not open"):
         await storage.read_entries(0, 1)

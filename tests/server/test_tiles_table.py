@@ -1,5 +1,6 @@
-"""SQLite's ``tiles`` table at schema version 4 (firmlog.server.storage.sqlite), and
-the in-place upgrade of a version 3 or 2 database, whose ``tiles`` was ``WITHOUT ROWID``.
+"""SQLite's ``tiles`` table since schema version 4 (firmlog.server.storage.sqlite), and
+the in-place upgrade of a version 3 or 2 database, whose ``tiles`` was ``WITHOUT ROWID``,
+and of a version 4 one, whose tiles had no summaries.
 
 The old databases are made here with the old DDL: a log grown through the
 storage (real tiles of a real tree), then its tiles table rebuilt as schema 3
@@ -22,7 +23,13 @@ import pytest
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.integrate import edge_tiles, integrate
 from firmlog.client.merkle import EMPTY_ROOT, inclusion_proof, leaf_hash, verify_inclusion
-from firmlog.client.tiles import Tile, TileHashReader, tiles_for_size, verify_tree_root
+from firmlog.client.tiles import (
+    Tile,
+    TileHashReader,
+    tile_summary,
+    tiles_for_size,
+    verify_tree_root,
+)
 from firmlog.server.storage import EntryRow, LogState, Storage, StorageOpenError, open_storage
 from firmlog.server.storage import sqlite as sqlite_storage
 from firmlog.server.storage._checks import SCHEMA_VERSION
@@ -35,7 +42,12 @@ OLD_TILES_DDL = (
     " level INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
     " PRIMARY KEY (level, idx)) WITHOUT ROWID"
 )
-NEW_TILES_DDL = "CREATE TABLE tiles ( id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL)"
+NEW_TILES_DDL = (
+    "CREATE TABLE tiles ( id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL, summary BLOB)"
+)
+V4_TILES_DDL = (  # as version 4 made it; the upgrade to 5 adds the summary column
+    "CREATE TABLE tiles ( id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL)"
+)
 
 
 def entry(i: int) -> bytes:
@@ -92,12 +104,19 @@ def raw(path: Path) -> sqlite3.Connection:
 
 
 def as_schema(path: Path, version: int) -> None:
-    """Turn a version 4 database into one as firmlog-server made it at ``version``
-    (3: the WITHOUT ROWID tiles table; 2: also no cosigned_checkpoint table)."""
+    """Turn a current database into one as firmlog-server made it at ``version``
+    (4: no tile summaries; 3: the WITHOUT ROWID tiles table; 2: also no
+    cosigned_checkpoint table)."""
     with closing(raw(path)) as conn:
         conn.execute("BEGIN IMMEDIATE")
         rows = conn.execute("SELECT id, data FROM tiles ORDER BY id").fetchall()
         conn.execute("DROP TABLE tiles")
+        if version == 4:
+            conn.execute(V4_TILES_DDL)
+            conn.executemany("INSERT INTO tiles (id, data) VALUES (?, ?)", rows)
+            conn.execute("UPDATE schema_version SET version = 4")
+            conn.execute("COMMIT")
+            return
         conn.execute(OLD_TILES_DDL)
         conn.executemany(
             "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)",
@@ -134,7 +153,8 @@ SIZE = 256 * 256 + 300  # full and partial tiles on levels 0 and 1, a partial on
 
 @pytest.fixture(scope="module")
 def v4_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    """A version 4 log of SIZE entries (made once; tests copy it) and its root hash."""
+    """A log of SIZE entries at the current version (made once; tests copy it) and its
+    root hash."""
     path = tmp_path_factory.mktemp("v4") / "firmlog.db"
 
     async def make() -> bytes:
@@ -162,12 +182,12 @@ def old_log(
     return path, root
 
 
-# -- the version 4 table ----------------------------------------------------------
+# -- the table since version 4 ----------------------------------------------------
 
 
 def test_a_new_database_has_the_rowid_tiles_table(v4_log: tuple[Path, bytes]) -> None:
     version, ddl, names = schema_of(v4_log[0])
-    assert (version, ddl) == (SCHEMA_VERSION, NEW_TILES_DDL) == (4, NEW_TILES_DDL)
+    assert (version, ddl) == (SCHEMA_VERSION, NEW_TILES_DDL) == (5, NEW_TILES_DDL)
     assert "tiles_v3" not in names
     with closing(raw(v4_log[0])) as conn:
         # One B-tree: the key is the rowid, no index beside it.
@@ -240,9 +260,39 @@ async def test_an_old_database_is_upgraded_with_every_tile_byte_identical(
     finally:
         await storage.close()
     version, ddl, names = schema_of(path)
-    assert (version, ddl) == (4, NEW_TILES_DDL)
+    assert (version, ddl) == (SCHEMA_VERSION, NEW_TILES_DDL)
     assert "tiles_v3" not in names
     assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
+
+
+@pytest.mark.parametrize("old_log", [4], indirect=True, ids=["from-4"])
+async def test_a_version_4_database_keeps_its_tiles_and_summarizes_those_written_after(
+    old_log: tuple[Path, bytes],
+) -> None:
+    path, root = old_log
+    assert schema_of(path)[:2] == (4, V4_TILES_DDL)
+    with closing(raw(path)) as conn:
+        before = {i: bytes(d) for i, d in conn.execute("SELECT id, data FROM tiles")}
+    storage = open_storage(f"sqlite:///{path}")
+    await storage.open()
+    try:
+        assert schema_of(path)[:2] == (SCHEMA_VERSION, NEW_TILES_DDL)
+        keys = [(i >> 56, i & ((1 << 56) - 1)) for i in before]
+        stored = await storage.read_tiles_summarized(keys)
+        assert {k: d for k, (d, _) in stored.items()} == {
+            k: before[i] for k, i in zip(keys, before, strict=True)
+        }
+        assert {summary for _, summary in stored.values()} == {None}  # written before 5
+        await verify_log(storage, SIZE, root)
+        root = await grow(storage, SIZE + 70_000)
+        await verify_log(storage, SIZE + 70_000, root)
+        # The tiles that became full since: each with its summary.
+        full = [(0, i) for i in range(SIZE // 256, (SIZE + 70_000) // 256)] + [(1, 1)]
+        for key, (data, summary) in (await storage.read_tiles_summarized(full)).items():
+            assert summary == tile_summary(data), key
+        assert len(await storage.read_tiles_summarized(full)) == len(full)
+    finally:
+        await storage.close()
 
 
 @pytest.mark.parametrize("key", [(1, 1 << 47), (1, 1 << 56), (8, 0), (-1, 3)])
@@ -305,7 +355,7 @@ async def test_an_upgrade_interrupted_mid_copy_leaves_the_old_database(
         await verify_log(storage, SIZE, root)
     finally:
         await storage.close()
-    assert schema_of(path)[:2] == (4, NEW_TILES_DDL)
+    assert schema_of(path)[:2] == (SCHEMA_VERSION, NEW_TILES_DDL)
 
 
 # The child: the storage's writer connection with a tiny page cache (the copy
@@ -367,7 +417,7 @@ async def test_an_upgrade_killed_mid_copy_leaves_the_old_database(
         await verify_log(storage, SIZE, root)
     finally:
         await storage.close()
-    assert schema_of(path)[:2] == (4, NEW_TILES_DDL)
+    assert schema_of(path)[:2] == (SCHEMA_VERSION, NEW_TILES_DDL)
 
 
 # -- PostgreSQL: the same heap table; only its storage and the version change ---------
@@ -391,13 +441,18 @@ async def test_postgres_stores_tiles_out_of_line_uncompressed_new_or_upgraded(
         # As schema version 3 had it: the default storage of bytea.
         await conn.execute("ALTER TABLE tiles ALTER COLUMN data SET STORAGE EXTENDED")
         await conn.execute("UPDATE schema_version SET version = 3")
+        await conn.execute("ALTER TABLE tiles DROP COLUMN summary")  # as 3 and 4 had it
         assert await conn.fetchval(storage_of) == b"x"
         storage = open_storage(pg_database)
         await storage.open()
         try:
+            full = bytes(range(32)) * 256
             async with storage.integration() as tx:
-                await tx.write_tiles({(0, 0): bytes(range(32)) * 256})
-            assert await storage.read_tiles([(0, 0)]) == {(0, 0): bytes(range(32)) * 256}
+                await tx.write_tiles({(0, 0): full})
+            assert await storage.read_tiles([(0, 0)]) == {(0, 0): full}
+            assert await storage.read_tiles_summarized([(0, 0)]) == {
+                (0, 0): (full, tile_summary(full))
+            }
         finally:
             await storage.close()
         assert await conn.fetchval(storage_of) == b"e"

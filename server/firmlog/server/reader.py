@@ -69,7 +69,7 @@ from firmlog.client.tiles import (
     encode_entry_bundle,
 )
 from firmlog.server.errors import NotFound
-from firmlog.server.storage import Storage
+from firmlog.server.storage import Storage, StoredTile
 
 log = structlog.get_logger("firmlog.reader")
 
@@ -100,23 +100,25 @@ class StoredTiles:
 
     A tile already being read for one request is not read again for another;
     the tiles asked for in one turn of the event loop are read together, in
-    one :meth:`~firmlog.server.storage.LogStorage.read_tiles` (one snapshot).
-    A read runs in a task of its own: a request cancelled while it waits
-    cancels nothing that other requests share.
+    one :meth:`~firmlog.server.storage.LogStorage.read_tiles_summarized` (one
+    snapshot), each with the summary stored with it. A read runs in a task of
+    its own: a request cancelled while it waits cancels nothing that other
+    requests share.
     """
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._reading: dict[tuple[int, int], asyncio.Future[bytes | None]] = {}
+        self._reading: dict[tuple[int, int], asyncio.Future[StoredTile | None]] = {}
         self._queued: list[tuple[int, int]] = []  # read by the task started with the first
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def read(self, tiles: Sequence[Tile]) -> dict[Tile, bytes]:
-        """The stored hashes of each hash tile of ``tiles`` at its width; a tile
-        that storage lacks, or holds narrower, is left out. Storage errors
+    async def read(self, tiles: Sequence[Tile]) -> dict[Tile, StoredTile]:
+        """The stored hashes of each hash tile of ``tiles`` at its width, with the
+        tile's summary if it has one; a tile that storage lacks, or holds
+        narrower, is left out. Storage errors
         (:class:`~firmlog.server.storage.StorageUnavailable`...) propagate."""
         loop = asyncio.get_running_loop()
-        waiting: list[tuple[Tile, asyncio.Future[bytes | None]]] = []
+        waiting: list[tuple[Tile, asyncio.Future[StoredTile | None]]] = []
         joined: set[tuple[int, int]] = set()  # reads that began before this call
         for tile in tiles:
             key = (tile.level, tile.index)
@@ -135,31 +137,31 @@ class StoredTiles:
             waiting.append((tile, future))
         # asyncio.wait, not gather: cancelling this request leaves the shared reads be.
         await asyncio.wait({f for _, f in waiting})
-        found: dict[Tile, bytes] = {}
+        found: dict[Tile, StoredTile] = {}
         narrower: list[Tile] = []
         for tile, future in waiting:
-            data = future.result()
-            size = tile.width * HASH_SIZE
-            if data is not None and len(data) >= size:
-                found[tile] = data if len(data) == size else data[:size]
+            stored = future.result()
+            if stored is not None and (cut := _at_width(tile, stored)) is not None:
+                found[tile] = cut
             elif (tile.level, tile.index) in joined:
                 narrower.append(tile)
         if narrower:
             # Joined a read that may have begun before the caller's checkpoint was
             # committed: read these again, in a snapshot that begins after it.
-            stored = await self._storage.read_tiles([(t.level, t.index) for t in narrower])
+            again = await self._storage.read_tiles_summarized(
+                [(t.level, t.index) for t in narrower]
+            )
             for tile in narrower:
-                data = stored.get((tile.level, tile.index))
-                size = tile.width * HASH_SIZE
-                if data is not None and len(data) >= size:
-                    found[tile] = data[:size]
+                stored = again.get((tile.level, tile.index))
+                if stored is not None and (cut := _at_width(tile, stored)) is not None:
+                    found[tile] = cut
         return found
 
     async def _read_queued(self) -> None:
         keys, self._queued = self._queued, []
         futures = [self._reading[key] for key in keys]
         try:
-            stored = await self._storage.read_tiles(keys)
+            stored = await self._storage.read_tiles_summarized(keys)
         except BaseException as exc:
             for future in futures:
                 if isinstance(exc, asyncio.CancelledError):
@@ -176,7 +178,19 @@ class StoredTiles:
                 del self._reading[key]
 
 
-def _retrieved(future: asyncio.Future[bytes | None]) -> None:
+def _at_width(tile: Tile, stored: StoredTile) -> StoredTile | None:
+    """The stored tile cut to ``tile``'s width (a summary only with the full tile);
+    None if it is narrower."""
+    data = stored[0]
+    size = tile.width * HASH_SIZE
+    if len(data) < size:
+        return None
+    if len(data) == size:
+        return stored
+    return data[:size], None
+
+
+def _retrieved(future: asyncio.Future[StoredTile | None]) -> None:
     """Mark a read's error as seen: every request that shared it may have gone."""
     if not future.cancelled():
         future.exception()
@@ -345,10 +359,11 @@ class LogReader:
         tile = Tile(level, index, width)
         data = self._tiles.tile_data(tile)
         if data is None:
-            data = (await self._stored.read([tile])).get(tile)
-            if data is None:
+            stored = (await self._stored.read([tile])).get(tile)
+            if stored is None:
                 raise NotFound(f"tile {tile.path} is not in the log")
-            self._tiles.add(tile, data)
+            data, summary = stored
+            self._tiles.add(tile, data, summary)
         return data
 
     async def entry_bundle(self, index: int, width: int) -> bytes:
@@ -389,7 +404,8 @@ class LogReader:
             lost = [t.path for t in read.missing if t not in got]
             if lost:
                 raise RuntimeError(f"storage lacks tiles {lost} for tree size {tree_size}")
-            read.supply([got[t] for t in read.missing])
+            stored = [got[t] for t in read.missing]
+            read.supply([data for data, _ in stored], [summary for _, summary in stored])
         hashes = read.hashes()
         if len(plans) == 1:
             return [plans[0].proof(hashes)]

@@ -23,7 +23,10 @@ What is stored:
   text with other signature lines is the same entry.
 - ``tiles``: (level, index) -> the widest version written so far of that hash
   tile (``width * 32`` bytes). A partial tile is always a prefix of the tile it
-  grows into, so the stored bytes serve every width up to their own.
+  grows into, so the stored bytes serve every width up to their own. A full
+  tile is stored with its summary (:func:`firmlog.client.tiles.tile_summary`,
+  512 bytes, since schema version 5), so that a reader missing it in memory
+  hashes 22 of its nodes for a proof, not 254.
 - the log state: tree size, the right edge of the tree
   (:meth:`firmlog.client.merkle.CompactRange.to_bytes`) and the latest signed
   checkpoint note; plus every checkpoint ever signed, by tree size.
@@ -58,6 +61,10 @@ from typing import Protocol
 
 from firmlog.server.errors import StorageOpenError as StorageOpenError
 from firmlog.server.errors import StorageUnavailable as StorageUnavailable
+
+StoredTile = tuple[bytes, bytes | None]
+"""A hash tile's stored bytes and summary: written with every full tile, None for a
+partial tile and for one written before schema version 5."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +296,12 @@ class LogStorage(Protocol):
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored bytes of the hash tiles ``(level, index)`` that exist, all as of one commit."""
+        ...
+
+    async def read_tiles_summarized(
+        self, tiles: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], StoredTile]:
+        """:meth:`read_tiles`, each with its stored summary (None if it has none)."""
         ...
 
     async def read_entries(self, start: int, end: int) -> list[bytes]:

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapp
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar
 
+from firmlog.client.merkle import HASH_SIZE
+from firmlog.client.tiles import TILE_WIDTH, tile_summary
 from firmlog.server.storage import (
     EntryRow,
     Integration,
@@ -32,6 +34,7 @@ from firmlog.server.storage import (
     LogIdentity,
     LogState,
     ReleaseQuery,
+    StoredTile,
 )
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._checks import (
@@ -46,6 +49,7 @@ from firmlog.server.storage._checks import (
 T = TypeVar("T")
 P = ParamSpec("P")
 
+FULL_TILE_SIZE = TILE_WIDTH * HASH_SIZE  # a full tile is stored with its summary
 Row: TypeAlias = Sequence[Any]
 EntryRecord: TypeAlias = tuple[int, bytes, bytes, bytes]  # the columns sql.ENTRY_COLUMNS
 
@@ -85,13 +89,16 @@ class Statements(Protocol):
         :attr:`unique_violation` if an identity or leaf hash is stored or repeated."""
         ...
 
-    async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Stored bytes of these hash tiles (distinct, at least one), all from one snapshot."""
+    async def read_tiles(
+        self, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], StoredTile]:
+        """Stored bytes and summary of these hash tiles (distinct, at least one), all
+        from one snapshot."""
         ...
 
-    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
-        """Insert or replace these ``(level, index, data)`` hash tiles (distinct, at
-        least one, each checked by :func:`~firmlog.server.storage._checks.check_tile_growth`)."""
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes, bytes | None]]) -> None:
+        """Insert or replace these ``(level, index, data, summary)`` hash tiles (distinct,
+        at least one, each checked by :func:`~firmlog.server.storage._checks.check_tile_growth`)."""
         ...
 
     async def entries_by_identity(
@@ -159,6 +166,13 @@ async def _next_index(q: Statements) -> int:
 async def _read_tiles(
     q: Statements, tiles: Collection[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
+    stored = await q.read_tiles(set(tiles)) if tiles else {}
+    return {key: data for key, (data, _) in stored.items()}
+
+
+async def _read_tiles_summarized(
+    q: Statements, tiles: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], StoredTile]:
     return await q.read_tiles(set(tiles)) if tiles else {}
 
 
@@ -187,7 +201,7 @@ async def _write_tiles(q: Statements, tiles: Mapping[tuple[int, int], bytes]) ->
     for key, data in tiles.items():
         check_tile_growth(key, stored.get(key), data)
     changed = [
-        (level, index, data)
+        (level, index, data, tile_summary(data) if len(data) == FULL_TILE_SIZE else None)
         for (level, index), data in tiles.items()
         if stored.get((level, index)) != data
     ]
@@ -449,6 +463,13 @@ class SQLStorage(ABC):
         if not tiles:
             return {}
         return await self._committed().run(_read_tiles, tiles)
+
+    async def read_tiles_summarized(
+        self, tiles: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], StoredTile]:
+        if not tiles:
+            return {}
+        return await self._committed().run(_read_tiles_summarized, tiles)
 
     async def read_entries(self, start: int, end: int) -> list[bytes]:
         if start < 0 or end < start:

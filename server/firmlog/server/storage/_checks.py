@@ -10,7 +10,7 @@ from firmlog.client.merkle import HASH_SIZE
 from firmlog.client.tiles import TILE_HEIGHT, TILE_WIDTH
 from firmlog.server.storage import LogIdentity, LogState, StorageOpenError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the schema this code writes; stored in ``schema_version``.
 
 2 -> 3 added the ``cosigned_checkpoint`` table (the latest checkpoint a quorum
@@ -19,9 +19,12 @@ schema every open runs. 3 -> 4 changed SQLite's ``tiles`` table from
 ``WITHOUT ROWID`` to a rowid table keyed by one integer (see
 ``firmlog.server.storage.sqlite``); opening a SQLite database of version 2 or
 3 rebuilds that table in the upgrade's transaction. PostgreSQL's schema is
-unchanged by 3 -> 4: upgrading is recording the version (:data:`UPGRADABLE`)."""
+unchanged by 3 -> 4: upgrading is recording the version (:data:`UPGRADABLE`).
+4 -> 5 added the ``tiles.summary`` column on both (a full tile's
+:func:`firmlog.client.tiles.tile_summary`, written with it; tiles stored before
+have none, and readers hash their nodes as before)."""
 
-UPGRADABLE = frozenset({2, 3})
+UPGRADABLE = frozenset({2, 3, 4})
 """Older versions that opening the database upgrades in place, in the transaction
 that creates the missing tables."""
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import asyncpg
 
-from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
+from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable, StoredTile
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
 from firmlog.server.storage._checks import SCHEMA_VERSION, UPGRADABLE, check_schema_version
@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS tiles (
     level INT NOT NULL,
     idx BIGINT NOT NULL,
     data BYTEA NOT NULL,
+    summary BYTEA,
     PRIMARY KEY (level, idx)
 );
 CREATE TABLE IF NOT EXISTS log_state (
@@ -159,14 +160,16 @@ _TILES_STORAGE = (
 _SET_TILES_STORAGE = "ALTER TABLE tiles ALTER COLUMN data SET STORAGE EXTERNAL"
 # The statements both backends run are in _sql; PostgreSQL's own:
 _LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
+# Schema version 4 (or older) to 5: full tiles get a summary; those stored before have none.
+_ADD_TILE_SUMMARY = "ALTER TABLE tiles ADD COLUMN IF NOT EXISTS summary BYTEA"
 _SELECT_TILES = """
-SELECT t.level, t.idx, t.data
+SELECT t.level, t.idx, t.data, t.summary
 FROM tiles AS t
 JOIN unnest($1::int[], $2::bigint[]) AS k (level, idx) ON t.level = k.level AND t.idx = k.idx
 """
 _UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3)"
-    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+    "INSERT INTO tiles (level, idx, data, summary) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, summary = excluded.summary"
 )
 _SELECT_KEY_SETS = """
 SELECT DISTINCT ON (vendor) vendor, idx, keys, threshold, serial FROM key_sets
@@ -244,11 +247,16 @@ class _PostgresStatements:
             "entries", records=records, columns=sql.ENTRY_COLUMNS
         )
 
-    async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    async def read_tiles(
+        self, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], StoredTile]:
         rows = await self._conn.fetch(_SELECT_TILES, [k[0] for k in keys], [k[1] for k in keys])
-        return {(int(row[0]), int(row[1])): bytes(row[2]) for row in rows}
+        return {
+            (int(row[0]), int(row[1])): (bytes(row[2]), None if row[3] is None else bytes(row[3]))
+            for row in rows
+        }
 
-    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes, bytes | None]]) -> None:
         await self._conn.executemany(_UPSERT_TILE, rows)
 
     async def entries_by_identity(
@@ -317,6 +325,7 @@ class PostgresStorage(SQLStorage):
                 await conn.execute(sql.INSERT_VERSION, SCHEMA_VERSION)
                 version = await conn.fetchval(sql.SELECT_VERSION)
                 if version in UPGRADABLE:  # the missing tables were just created
+                    await conn.execute(_ADD_TILE_SUMMARY)
                     await conn.execute(sql.UPGRADE_VERSION, SCHEMA_VERSION, version)
                     version = SCHEMA_VERSION
                 check_schema_version(version)

@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
-from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable
+from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable, StoredTile
 from firmlog.server.storage import _sql as sql
 from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
 from firmlog.server.storage._checks import (
@@ -104,8 +104,8 @@ so distinct tiles never share an id, ids are below 2**59 (a positive 64-bit
 integer), and their order is (level, index)."""
 
 _CREATE_TILES = (
-    "CREATE TABLE IF NOT EXISTS tiles ("
-    " id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL)"  # id: _tile_id()
+    "CREATE TABLE IF NOT EXISTS tiles ("  # id: _tile_id(); summary: of a full tile (version 5)
+    " id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL, summary BLOB)"
 )
 
 _SCHEMA = (
@@ -148,10 +148,13 @@ _SCHEMA = (
 )
 # The statements both backends run are in _sql; SQLite's own look up one key each.
 _INSERT_ENTRY = "INSERT INTO entries (idx, identity, leaf_hash, data) VALUES (?, ?, ?, ?)"
-_SELECT_TILE = "SELECT data FROM tiles WHERE id = ?"
+_SELECT_TILE = "SELECT data, summary FROM tiles WHERE id = ?"
 _UPSERT_TILE = (
-    "INSERT INTO tiles (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data"
+    "INSERT INTO tiles (id, data, summary) VALUES (?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET data = excluded.data, summary = excluded.summary"
 )
+# Schema version 4 to 5: full tiles get a summary; those stored before have none.
+_ADD_TILE_SUMMARY = "ALTER TABLE tiles ADD COLUMN summary BLOB"
 # Schema version 2 or 3 to 4: the WITHOUT ROWID tiles table, renamed, copied
 # into the new one in key order (the same order as its own) and dropped.
 _OLD_TILES = "tiles_v3"
@@ -232,9 +235,13 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute(sql.sqlite(sql.INSERT_VERSION), (SCHEMA_VERSION,))
         (version,) = conn.execute(sql.SELECT_VERSION).fetchone()
         if version in UPGRADABLE:  # the missing tables were just created
-            _upgrade_tiles(conn)
+            if version < 4:
+                _upgrade_tiles(conn)  # made with the summary column
+                upgraded = True  # the whole tiles table went through the WAL
+            else:
+                conn.execute(_ADD_TILE_SUMMARY)
             conn.execute(sql.sqlite(sql.UPGRADE_VERSION), (SCHEMA_VERSION, version))
-            version, upgraded = SCHEMA_VERSION, True
+            version = SCHEMA_VERSION
         check_schema_version(version)
         conn.execute("COMMIT")
     except BaseException:
@@ -246,7 +253,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 def _upgrade_tiles(conn: sqlite3.Connection) -> None:
     """Rebuild a version 2 or 3 ``tiles`` table (``WITHOUT ROWID`` on ``(level, idx)``)
-    as the version 4 one, every tile's bytes copied as they are.
+    as the current one, every tile's bytes copied as they are (with no summary).
 
     Runs in the caller's transaction: if it fails, or the process dies, nothing
     of it is committed and the next open starts again from the old table.
@@ -350,32 +357,34 @@ class _SQLiteStatements:
     async def insert_entries(self, records: Sequence[EntryRecord]) -> None:
         self._conn.executemany(_INSERT_ENTRY, records)
 
-    async def read_tiles(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    async def read_tiles(
+        self, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], StoredTile]:
         # On a reader: one snapshot for all tiles (one statement is one already).
         snapshot = len(keys) > 1 and not self._conn.in_transaction
         if snapshot:
             self._conn.execute("BEGIN")
         try:
-            found: dict[tuple[int, int], bytes] = {}
+            found: dict[tuple[int, int], StoredTile] = {}
             for key in keys:
                 tile_id = _tile_id(*key)
                 if tile_id is None:
                     continue
                 row = self._conn.execute(_SELECT_TILE, (tile_id,)).fetchone()
                 if row is not None:
-                    found[key] = bytes(row[0])
+                    found[key] = (bytes(row[0]), None if row[1] is None else bytes(row[1]))
             return found
         finally:
             if snapshot:
                 self._conn.execute("COMMIT")
 
-    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+    async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes, bytes | None]]) -> None:
         records = []
-        for level, index, data in rows:
+        for level, index, data, summary in rows:
             tile_id = _tile_id(level, index)
             if tile_id is None:  # check_tile_growth refused it already
                 raise ValueError(f"tile {level}/{index} is beyond every tree a log can hold")
-            records.append((tile_id, data))
+            records.append((tile_id, data, summary))
         self._conn.executemany(_UPSERT_TILE, records)
 
     async def entries_by_identity(

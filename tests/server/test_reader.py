@@ -6,10 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 
+import asyncpg
 import pytest
+from aiohttp import ClientSession
+from support.harness import make_log
 
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.keys import generate_key
@@ -21,7 +27,7 @@ from firmlog.client.merkle import (
     root_hash,
     verify_inclusion,
 )
-from firmlog.client.tiles import Tile
+from firmlog.client.tiles import Tile, tile_summary
 from firmlog.server.config import SequencerConfig
 from firmlog.server.reader import LogReader, StoredTiles
 from firmlog.server.sequencer import Sequencer
@@ -464,3 +470,75 @@ async def test_a_full_tile_read_from_storage_is_proved_from_its_stored_summary(
             assert len(expanded.levels) == 1  # no level hashed wholesale
     finally:
         await storage.close()
+
+
+async def test_a_server_fills_in_the_summaries_a_log_upgraded_in_place_lacks(
+    served_by: str, database_url: str, tmp_path: Path, session: ClientSession
+) -> None:
+    """A log whose full tiles were stored before schema version 5 (no summaries,
+    the backfill begun) gets them while it serves, by one process of the host."""
+    log = make_log(served_by, database_url, tmp_path / "data")
+    log.config.data_dir.mkdir()
+    await log.start()
+    try:
+        results = await asyncio.gather(*(log.submit(session, log.entry(i)) for i in range(530)))
+        assert all(status == 200 for status, _ in results), results[:3]
+    finally:
+        await log.stop()
+    await run_sql(
+        database_url,
+        "UPDATE tiles SET summary = NULL",
+        "INSERT INTO summary_backfill (id, level, idx) VALUES (1, -1, -1)",
+    )
+    storage = open_storage(database_url)
+    await storage.open()
+    try:
+        assert {s for _, s in (await storage.read_tiles_summarized([(0, 0), (0, 1)])).values()} == {
+            None
+        }
+        await log.start()
+        try:
+            deadline = time.monotonic() + 30
+            while await _fetch_sql(database_url, "SELECT count(*) FROM summary_backfill") != [(0,)]:
+                assert time.monotonic() < deadline, "the backfill never finished"
+                await asyncio.sleep(0.02)
+            stored = await storage.read_tiles_summarized([(0, 0), (0, 1), (0, 2)])
+            assert {key: summary for key, (_, summary) in stored.items()} == {
+                (0, 0): tile_summary(stored[(0, 0)][0]),
+                (0, 1): tile_summary(stored[(0, 1)][0]),
+                (0, 2): None,  # partial
+            }
+            status, _ = await log.submit(session, log.entry(530))  # it goes on as before
+            assert status == 200
+        finally:
+            await log.stop()
+    finally:
+        await storage.close()
+
+
+async def run_sql(url: str, *statements: str) -> None:
+    """Run static statements on the database behind the storage's back."""
+    if url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _fetch_sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    """The rows of a static query, read behind the storage's back."""
+    if url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            return [tuple(r) for r in conn.execute(statement)]
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await conn.fetch(statement)]
+    finally:
+        await conn.close()

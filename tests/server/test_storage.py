@@ -708,19 +708,59 @@ async def test_schema_creation_is_idempotent_and_concurrent(storage_url: str) ->
 
 
 async def _set_schema_version(url: str, version: int) -> None:
-    sql = "UPDATE schema_version SET version = {} WHERE id = 1"
+    await _run_sql(url, f"UPDATE schema_version SET version = {version} WHERE id = 1")
+
+
+async def _run_sql(url: str, *statements: str) -> None:
+    """Run static statements on the database behind the storage's back."""
     if url.startswith("sqlite:///"):
         with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            conn.execute(sql.format(version))
+            for statement in statements:
+                conn.execute(statement)
             conn.commit()
         return
     import asyncpg
 
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(sql.format(version))
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def test_the_summaries_of_tiles_stored_before_version_5_are_filled_in_batches(
+    storage_url: str,
+) -> None:
+    """As the upgrade to version 5 leaves a log: full tiles without a summary and a
+    backfill begun. Each call gives a batch theirs, in key order, resuming across
+    restarts; partial tiles get none; no tile's bytes change; then it is done."""
+    full = {(0, i): tile(256, f"t{i}") for i in range(7)} | {(1, 0): tile(256, "up")}
+    partial = {(0, 7): tile(9, "t7"), (1, 1): tile(2, "up1")}
+    async with opened(storage_url) as storage:
+        assert await storage.summarize_tiles(4) is None  # a new log has none to do
+        await integrate(storage, 3, full | partial)
+    await _run_sql(
+        storage_url,
+        "UPDATE tiles SET summary = NULL",
+        "INSERT INTO summary_backfill (id, level, idx) VALUES (1, -1, -1)",
+    )
+    async with opened(storage_url) as storage:
+        assert {s for _, s in (await storage.read_tiles_summarized(list(full))).values()} == {None}
+        with pytest.raises(ValueError, match="at least 1"):
+            await storage.summarize_tiles(0)
+        assert await storage.summarize_tiles(3) == 3
+        stored = await storage.read_tiles_summarized(list(full))
+        done = [key for key, (_, summary) in sorted(stored.items()) if summary is not None]
+        assert done == [(0, 0), (0, 1), (0, 2)]
+    async with opened(storage_url) as storage:  # resumes where it was
+        assert await storage.summarize_tiles(3) == 3
+        assert await storage.summarize_tiles(3) == 2  # (0, 6) and (1, 0); the partial ones: none
+        assert await storage.summarize_tiles(3) is None
+        stored = await storage.read_tiles_summarized(list(full | partial))
+        assert stored == {key: (data, tile_summary(data)) for key, data in full.items()} | {
+            key: (data, None) for key, data in partial.items()
+        }
 
 
 async def test_newer_schema_version_is_refused(storage_url: str) -> None:

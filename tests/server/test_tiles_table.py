@@ -30,6 +30,7 @@ from firmlog.client.tiles import (
     tiles_for_size,
     verify_tree_root,
 )
+from firmlog.server.reader import summarize_stored_tiles
 from firmlog.server.storage import EntryRow, LogState, Storage, StorageOpenError, open_storage
 from firmlog.server.storage import sqlite as sqlite_storage
 from firmlog.server.storage._checks import SCHEMA_VERSION
@@ -291,6 +292,15 @@ async def test_a_version_4_database_keeps_its_tiles_and_summarizes_those_written
         for key, (data, summary) in (await storage.read_tiles_summarized(full)).items():
             assert summary == tile_summary(data), key
         assert len(await storage.read_tiles_summarized(full)) == len(full)
+        # What the server does while it serves: every tile stored before gets one.
+        await asyncio.wait_for(summarize_stored_tiles(storage, batch=100, pause=0), 60)
+        assert await storage.summarize_tiles(1) is None
+        after = await storage.read_tiles_summarized(keys)
+        was_full = {k: d for k, (d, _) in stored.items() if len(d) == 256 * 32}
+        assert {k: after[k][0] for k in was_full} == was_full  # the bytes as they were
+        for key, (data, summary) in after.items():
+            assert summary == (tile_summary(data) if len(data) == 256 * 32 else None), key
+        await verify_log(storage, SIZE + 70_000, root)
     finally:
         await storage.close()
 

@@ -54,7 +54,12 @@ from firmlog.server.escrow import ImageStore
 from firmlog.server.gate import LedgerGate, VendorKeyCache
 from firmlog.server.metrics import ServerMetrics, WorkerMetrics
 from firmlog.server.publish import StaticPublisher
-from firmlog.server.reader import LatestCheckpoint, LogReader, checkpoint_of
+from firmlog.server.reader import (
+    LatestCheckpoint,
+    LogReader,
+    checkpoint_of,
+    summarize_stored_tiles,
+)
 from firmlog.server.sequencer import Sequencer
 from firmlog.server.storage import KeySetRow, ReleaseQuery, Storage, open_storage
 from firmlog.server.witnessing import WitnessCollector, load_witness_policy
@@ -923,6 +928,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(sequencer.run(), name="firmlog-sequencer")
     # Catches the directory up with the published checkpoint while the log serves.
     publishing = asyncio.create_task(static.run(), name="firmlog-publish-dir") if static else None
+    # One process per host fills in the tile summaries a log upgraded in place lacks.
+    summarizing = (
+        asyncio.create_task(summarize_stored_tiles(storage), name="firmlog-summarize-tiles")
+        if host is None or host.cosigner
+        else None
+    )
     app[SERVICES] = Services(
         config=config,
         storage=storage,
@@ -936,6 +947,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if summarizing is not None:
+            summarizing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await summarizing
         await sequencer.stop()
         try:
             await asyncio.wait_for(task, timeout=30)

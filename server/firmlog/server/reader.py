@@ -69,7 +69,7 @@ from firmlog.client.tiles import (
     encode_entry_bundle,
 )
 from firmlog.server.errors import NotFound
-from firmlog.server.storage import Storage, StoredTile
+from firmlog.server.storage import Storage, StorageUnavailable, StoredTile
 
 log = structlog.get_logger("firmlog.reader")
 
@@ -429,3 +429,38 @@ class LogReader:
         return ProofBundle(
             index=leaf_index, proof=tuple(proof), checkpoint=checkpoint.note, extra=entries[0]
         ).format()
+
+
+async def summarize_stored_tiles(
+    storage: Storage, *, batch: int = 256, pause: float = 0.05, retry: float = 5.0
+) -> None:
+    """Give the full tiles stored before schema version 5 their summaries, ``batch``
+    tiles per transaction with ``pause`` seconds between (integrations take the
+    lock meanwhile), until none is left; retried every ``retry`` seconds while
+    the database is unavailable. Run by one process of a host while it serves:
+    a log upgraded in place reads as fast as a new one once it is done, and the
+    backfill resumes where it was if the process stops. Never raises but
+    CancelledError."""
+    total, started = 0, time.monotonic()
+    while True:
+        try:
+            done = await storage.summarize_tiles(batch)
+        except StorageUnavailable as exc:
+            log.warning("summarizing stored tiles: the database is unavailable", error=str(exc))
+            await asyncio.sleep(retry)
+            continue
+        except Exception as exc:  # a damaged database: the reads work without summaries
+            log.error("summarizing stored tiles failed; reads hash them", error=repr(exc))
+            return
+        if done is None:
+            break
+        if not total and done:
+            log.info("summarizing the full tiles stored before schema version 5")
+        total += done
+        await asyncio.sleep(pause)
+    if total:
+        log.info(
+            "summarized the stored tiles",
+            tiles=total,
+            seconds=round(time.monotonic() - started, 1),
+        )

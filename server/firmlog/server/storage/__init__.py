@@ -294,6 +294,15 @@ class LogStorage(Protocol):
         """
         ...
 
+    async def summarize_tiles(self, limit: int) -> int | None:
+        """Give up to ``limit`` of the full tiles stored before schema version 5 their
+        summary: the next ones of a backfill that the upgrade to 5 began and each
+        call takes further (a new database has none to do). Returns how many it
+        gave one, or None once the backfill is complete. Its own short transaction
+        under the integration lock, like :meth:`record_cosigned`; a tile's bytes
+        never change."""
+        ...
+
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored bytes of the hash tiles ``(level, index)`` that exist, all as of one commit."""
         ...

@@ -101,6 +101,17 @@ class Statements(Protocol):
         at least one, each checked by :func:`~firmlog.server.storage._checks.check_tile_growth`)."""
         ...
 
+    async def tiles_without_summary(
+        self, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """``(level, index, data)`` of up to ``limit`` full tiles stored without a
+        summary, in key order, the first after ``after`` (None: from the start)."""
+        ...
+
+    async def set_tile_summaries(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        """Set the summary of these ``(level, index, summary)`` stored tiles."""
+        ...
+
     async def entries_by_identity(
         self, identities: Collection[bytes]
     ) -> dict[bytes, tuple[int, bytes]]:
@@ -207,6 +218,21 @@ async def _write_tiles(q: Statements, tiles: Mapping[tuple[int, int], bytes]) ->
     ]
     if changed:
         await q.upsert_tiles(changed)
+
+
+async def _summarize_tiles(q: Statements, limit: int) -> int | None:
+    rows = await q.fetch(sql.SELECT_SUMMARY_BACKFILL)
+    if not rows:
+        return None
+    after = (int(rows[0][0]), int(rows[0][1]))
+    tiles = await q.tiles_without_summary(None if after[0] < 0 else after, limit)
+    if tiles:
+        await q.set_tile_summaries([(lv, i, tile_summary(data)) for lv, i, data in tiles])
+    if len(tiles) < limit:
+        await q.execute(sql.END_SUMMARY_BACKFILL)
+    else:
+        await q.execute(sql.UPDATE_SUMMARY_BACKFILL, tiles[-1][0], tiles[-1][1])
+    return len(tiles)
 
 
 async def _write_state(q: Statements, state: LogState) -> None:
@@ -458,6 +484,12 @@ class SQLStorage(ABC):
         # running integration, never inside one, and commits durably on exit.
         async with self._locked() as session:
             await session.run(_record_cosigned, tree_size, note)
+
+    async def summarize_tiles(self, limit: int) -> int | None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        async with self._locked() as session:
+            return await session.run(_summarize_tiles, limit)
 
     async def read_tiles(self, tiles: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         if not tiles:

@@ -29,6 +29,15 @@ INSERT_VERSION = (
 SELECT_VERSION = "SELECT version FROM schema_version WHERE id = 1"
 UPGRADE_VERSION = "UPDATE schema_version SET version = $1 WHERE id = 1 AND version = $2"
 
+# -- tile summaries of a database upgraded to version 5: where the backfill is --------
+
+START_SUMMARY_BACKFILL = (
+    "INSERT INTO summary_backfill (id, level, idx) VALUES (1, -1, -1) ON CONFLICT (id) DO NOTHING"
+)
+SELECT_SUMMARY_BACKFILL = "SELECT level, idx FROM summary_backfill WHERE id = 1"
+UPDATE_SUMMARY_BACKFILL = "UPDATE summary_backfill SET level = $1, idx = $2 WHERE id = 1"
+END_SUMMARY_BACKFILL = "DELETE FROM summary_backfill WHERE id = 1"
+
 # -- the log: state, checkpoints, entries, tiles, identity ----------------------------
 
 SELECT_STATE = "SELECT tree_size, right_edge, checkpoint FROM log_state WHERE id = 1"

@@ -40,7 +40,14 @@ import asyncpg
 
 from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable, StoredTile
 from firmlog.server.storage import _sql as sql
-from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
+from firmlog.server.storage._backend import (
+    FULL_TILE_SIZE,
+    EntryRecord,
+    Row,
+    Session,
+    SQLStorage,
+    Step,
+)
 from firmlog.server.storage._checks import SCHEMA_VERSION, UPGRADABLE, check_schema_version
 
 T = TypeVar("T")
@@ -93,6 +100,11 @@ CREATE TABLE IF NOT EXISTS tiles (
     data BYTEA NOT NULL,
     summary BYTEA,
     PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS summary_backfill (
+    id INT PRIMARY KEY CHECK (id = 1),
+    level INT NOT NULL,
+    idx BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS log_state (
     id INT PRIMARY KEY CHECK (id = 1),
@@ -162,6 +174,12 @@ _SET_TILES_STORAGE = "ALTER TABLE tiles ALTER COLUMN data SET STORAGE EXTERNAL"
 _LOCK_STATE = "SELECT id FROM log_state WHERE id = 1 FOR UPDATE"
 # Schema version 4 (or older) to 5: full tiles get a summary; those stored before have none.
 _ADD_TILE_SUMMARY = "ALTER TABLE tiles ADD COLUMN IF NOT EXISTS summary BYTEA"
+_TILES_WITHOUT_SUMMARY = """
+SELECT level, idx, data FROM tiles
+WHERE (level, idx) > ($1, $2) AND summary IS NULL AND octet_length(data) = $3
+ORDER BY level, idx LIMIT $4
+"""
+_SET_TILE_SUMMARY = "UPDATE tiles SET summary = $3 WHERE level = $1 AND idx = $2"
 _SELECT_TILES = """
 SELECT t.level, t.idx, t.data, t.summary
 FROM tiles AS t
@@ -259,6 +277,16 @@ class _PostgresStatements:
     async def upsert_tiles(self, rows: Sequence[tuple[int, int, bytes, bytes | None]]) -> None:
         await self._conn.executemany(_UPSERT_TILE, rows)
 
+    async def tiles_without_summary(
+        self, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        level, index = (-1, -1) if after is None else after
+        rows = await self._conn.fetch(_TILES_WITHOUT_SUMMARY, level, index, FULL_TILE_SIZE, limit)
+        return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+
+    async def set_tile_summaries(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        await self._conn.executemany(_SET_TILE_SUMMARY, rows)
+
     async def entries_by_identity(
         self, identities: Collection[bytes]
     ) -> dict[bytes, tuple[int, bytes]]:
@@ -326,6 +354,7 @@ class PostgresStorage(SQLStorage):
                 version = await conn.fetchval(sql.SELECT_VERSION)
                 if version in UPGRADABLE:  # the missing tables were just created
                     await conn.execute(_ADD_TILE_SUMMARY)
+                    await conn.execute(sql.START_SUMMARY_BACKFILL)
                     await conn.execute(sql.UPGRADE_VERSION, SCHEMA_VERSION, version)
                     version = SCHEMA_VERSION
                 check_schema_version(version)

@@ -54,7 +54,14 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from firmlog.server.storage import KeySetRow, StorageOpenError, StorageUnavailable, StoredTile
 from firmlog.server.storage import _sql as sql
-from firmlog.server.storage._backend import EntryRecord, Row, Session, SQLStorage, Step
+from firmlog.server.storage._backend import (
+    FULL_TILE_SIZE,
+    EntryRecord,
+    Row,
+    Session,
+    SQLStorage,
+    Step,
+)
 from firmlog.server.storage._checks import (
     MAX_TILE_LEVEL,
     MAX_TREE_SIZE,
@@ -103,6 +110,8 @@ every tile a log can hold (``_checks.tile_in_reach``: level <= 7, index < 2**55)
 so distinct tiles never share an id, ids are below 2**59 (a positive 64-bit
 integer), and their order is (level, index)."""
 
+_TILE_INDEX_MASK = (1 << _TILE_INDEX_BITS) - 1
+
 _CREATE_TILES = (
     "CREATE TABLE IF NOT EXISTS tiles ("  # id: _tile_id(); summary: of a full tile (version 5)
     " id INTEGER PRIMARY KEY CHECK (id >= 0), data BLOB NOT NULL, summary BLOB)"
@@ -119,6 +128,10 @@ _SCHEMA = (
     " id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL,"
     " right_edge BLOB NOT NULL, checkpoint BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS checkpoints (tree_size INTEGER PRIMARY KEY, note BLOB NOT NULL)",
+    # Where the summaries of tiles stored before version 5 are being filled in (one
+    # row while that is not finished; summarize_tiles).
+    "CREATE TABLE IF NOT EXISTS summary_backfill ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), level INTEGER NOT NULL, idx INTEGER NOT NULL)",
     # The latest checkpoint cosigned by a quorum of witnesses (schema version 3).
     "CREATE TABLE IF NOT EXISTS cosigned_checkpoint ("
     " id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL, note BLOB NOT NULL)",
@@ -153,8 +166,14 @@ _UPSERT_TILE = (
     "INSERT INTO tiles (id, data, summary) VALUES (?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET data = excluded.data, summary = excluded.summary"
 )
-# Schema version 4 to 5: full tiles get a summary; those stored before have none.
+# Schema version 4 to 5: full tiles get a summary; those stored before have none
+# until summarize_tiles gives them one (length() of a blob reads only its header).
 _ADD_TILE_SUMMARY = "ALTER TABLE tiles ADD COLUMN summary BLOB"
+_TILES_WITHOUT_SUMMARY = (
+    "SELECT id, data FROM tiles WHERE id > ? AND summary IS NULL AND length(data) = ?"
+    " ORDER BY id LIMIT ?"
+)
+_SET_TILE_SUMMARY = "UPDATE tiles SET summary = ? WHERE id = ?"
 # Schema version 2 or 3 to 4: the WITHOUT ROWID tiles table, renamed, copied
 # into the new one in key order (the same order as its own) and dropped.
 _OLD_TILES = "tiles_v3"
@@ -240,6 +259,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
                 upgraded = True  # the whole tiles table went through the WAL
             else:
                 conn.execute(_ADD_TILE_SUMMARY)
+            conn.execute(sql.sqlite(sql.START_SUMMARY_BACKFILL))
             conn.execute(sql.sqlite(sql.UPGRADE_VERSION), (SCHEMA_VERSION, version))
             version = SCHEMA_VERSION
         check_schema_version(version)
@@ -386,6 +406,22 @@ class _SQLiteStatements:
                 raise ValueError(f"tile {level}/{index} is beyond every tree a log can hold")
             records.append((tile_id, data, summary))
         self._conn.executemany(_UPSERT_TILE, records)
+
+    async def tiles_without_summary(
+        self, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        start: int | None = -1
+        if after is not None and after[0] >= 0:
+            start = _tile_id(*after)
+            if start is None:
+                raise ValueError(f"tile {after[0]}/{after[1]} is beyond every tree a log can hold")
+        rows = self._conn.execute(_TILES_WITHOUT_SUMMARY, (start, FULL_TILE_SIZE, limit))
+        return [(i >> _TILE_INDEX_BITS, i & _TILE_INDEX_MASK, bytes(d)) for i, d in rows]
+
+    async def set_tile_summaries(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        self._conn.executemany(
+            _SET_TILE_SUMMARY, [(summary, _tile_id(lv, i)) for lv, i, summary in rows]
+        )
 
     async def entries_by_identity(
         self, identities: Collection[bytes]

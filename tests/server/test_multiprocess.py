@@ -173,8 +173,9 @@ async def test_three_servers_sharing_one_database_never_fork(
         assert len(index_of) == n
         assert sorted(index_of.values()) == list(range(n)), "indexes are not exactly 0..N-1"
 
-        # All servers agree on the final checkpoint (a reader re-reads it within 0.25 s).
-        await asyncio.sleep(0.5)
+        # All servers agree on the final checkpoint (a reader serves one read at most
+        # 0.5 s ago: twice its refresh interval).
+        await asyncio.sleep(0.6)
         async with aiohttp.ClientSession() as session:
             finals = {s.name: await fetch(session, s.base, "/checkpoint") for s in servers}
             newest = finals[servers[0].name]

@@ -337,10 +337,20 @@ async def test_two_servers_publish_to_one_directory(
             )
         await published(one, root, 300)
         assert failures(one) == failures(two) == 0
+        # The other server may have committed the last batch: one serves it once it
+        # has read the latest checkpoint again (within twice its refresh interval).
+        deadline = time.monotonic() + 5
+        while served_size(await fetch(session, one.base, "checkpoint")) != 300:
+            assert time.monotonic() < deadline, "server one never caught up with size 300"
+            await asyncio.sleep(0.01)
         await check_served_alike(one, session, root)
     finally:
         await one.stop()
         await two.stop()
+
+
+def served_size(note: bytes) -> int:
+    return Checkpoint.parse(split_note(note)[0]).tree_size
 
 
 async def test_with_witnesses_only_cosigned_checkpoints_reach_the_directory(

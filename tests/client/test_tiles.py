@@ -660,10 +660,14 @@ def test_a_tile_read_again_is_proved_from_its_summary(monkeypatch: pytest.Monkey
     assert count[0] == 254 + 254  # tiles 0/0 and 1/0, hashed whole
     TileHashReader(n, fetch, cache).read_hashes([(0, 300)])  # evicts 0/0 with a summary
     assert list(cache._summaries) == [(0, 0)]
-    for i in (77, 0, 255):  # read 0/0 again, then from the cache
+    # Read 0/0 again, then from the cache: two proofs hash 22 nodes each (7 from the
+    # summary, spared 16); the third hashes what is left of the 16 singly, then levels
+    # 1-3 whole (128 + 64 + 32), takes level 4 from the summary and hashes 5-7 (8 + 4
+    # + 2); every later proof only looks its nodes up.
+    for i, hashed in ((77, 22), (0, 22), (255, 1 + 3 + 224 + 14), (128, 0)):
         count[0] = 0
         assert inclusion_proof(i, n, TileHashReader(n, fetch, cache)) == inclusion_proof(i, n, want)
-        assert count[0] == 22
+        assert count[0] == hashed, i
     assert proof == inclusion_proof(77, n, want)
     assert fetch.tiles.count(Tile(0, 0)) == 3
     # Other bytes at the same coordinates never use the summary.

@@ -459,15 +459,22 @@ async def test_a_full_tile_read_from_storage_is_proved_from_its_stored_summary(
         await _grow(storage, entries)
         reader = LogReader(storage)
         root = root_hash([leaf_hash(e) for e in entries])
-        for i in random.Random(5).sample(range(11 * 256), 60):  # in the full tiles
+        rng = random.Random(5)
+        for tile in range(11):  # one proof in each full tile
+            i = tile * 256 + rng.randrange(256)
             proof = await reader.inclusion_proof(i, 3000)
             verify_inclusion(leaf_hash(entries[i]), i, 3000, proof, root)
         cached = reader._tiles._tiles
         full = [cached[key] for key in cached if key[2] == 256]
-        assert full
+        assert len(full) == 11
         for expanded in full:
             assert expanded.summary is not None
             assert len(expanded.levels) == 1  # no level hashed wholesale
+        # A tile that many proofs use has its levels hashed once, and kept.
+        for i in range(256, 512, 16):
+            proof = await reader.inclusion_proof(i, 3000)
+            verify_inclusion(leaf_hash(entries[i]), i, 3000, proof, root)
+        assert len(cached[(0, 1, 256)].levels) == 8
     finally:
         await storage.close()
 

@@ -393,6 +393,11 @@ def verify_tree_root(checkpoint: Checkpoint, hashes: HashReader) -> None:
 _SUMMARY_LEVEL = 4
 """A full tile's summary holds its 16 subtree hashes this many levels above its own."""
 
+_SPARING_NODES = 16
+"""Nodes of a summarized tile hashed one by one (two inclusion proofs' worth)
+before its inner levels are hashed whole and kept: a tile a third proof uses
+is likely to be used often (the upper levels, a hot range of leaves)."""
+
 SUMMARY_SIZE = (TILE_WIDTH >> _SUMMARY_LEVEL) * HASH_SIZE
 """Bytes of a full tile's summary (:func:`tile_summary`): 16 hashes, 512 bytes."""
 
@@ -426,22 +431,26 @@ class _ExpandedTile:
     takes from a tile, instead of 254.
     """
 
-    __slots__ = ("levels", "summary")
+    __slots__ = ("levels", "summary", "sparing")
 
     def __init__(self, data: bytes, summary: bytes | None = None) -> None:
         self.levels = [data]
         self.summary = summary
+        self.sparing = _SPARING_NODES  # nodes left to hash from the summary alone
 
     def node(self, r: int, offset: int) -> bytes:
         """The hash at byte ``offset`` of ``levels[r]``: looked up if that level
         is hashed already; else, with a summary, that one node hashed from the
-        fewest hashes; else by hashing the levels up to ``r``."""
+        fewest hashes (for the first nodes asked for: a tile read for one proof
+        and evicted unused); else by hashing the levels up to ``r``, kept for
+        every later lookup (a tile that many proofs use)."""
         levels = self.levels
         if r < len(levels):
             return levels[r][offset : offset + HASH_SIZE]
         summary = self.summary
-        if summary is None:
+        if summary is None or self.sparing <= 0:
             return self.level(r)[offset : offset + HASH_SIZE]
+        self.sparing -= 1
         if r >= _SUMMARY_LEVEL:
             shift, below = r - _SUMMARY_LEVEL, summary
         else:
@@ -461,7 +470,10 @@ class _ExpandedTile:
     def level(self, r: int) -> bytes:
         levels = self.levels
         while len(levels) <= r:
-            levels.append(_parents(levels[-1], 0))
+            if len(levels) == _SUMMARY_LEVEL and self.summary is not None:
+                levels.append(self.summary)
+            else:
+                levels.append(_parents(levels[-1], 0))
         return levels[r]
 
     def grown(self, data: bytes) -> _ExpandedTile:

@@ -431,7 +431,7 @@ class _ExpandedTile:
     takes from a tile, instead of 254.
     """
 
-    __slots__ = ("levels", "summary", "sparing")
+    __slots__ = ("levels", "sparing", "summary")
 
     def __init__(self, data: bytes, summary: bytes | None = None) -> None:
         self.levels = [data]

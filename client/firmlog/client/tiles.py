@@ -628,11 +628,17 @@ class TileCache:
                 del growing[next(iter(growing))]
 
     def _summarize(self, level: int, index: int, tile: _ExpandedTile) -> None:
+        summaries = self._summaries
+        key = (level, index)
+        if tile.summary is not None:
+            # It came with one: kept here already (still for these bytes), or
+            # stored with the tile, which storage gives again.
+            if key in summaries:
+                summaries.move_to_end(key)
+            return
         summary = tile.summarized()
         if summary is None or not self.max_summaries:
             return
-        summaries = self._summaries
-        key = (level, index)
         summaries[key] = _sha256(tile.levels[0]).digest() + summary
         summaries.move_to_end(key)
         while len(summaries) > self.max_summaries:

@@ -168,11 +168,17 @@ async def post(session: ClientSession, base: str, raw: bytes) -> tuple[int, byte
 
 
 def submission(log: LogUnderTest, kind: str, n: int, at: int, noise: bytes) -> bytes:
-    valid = sign_entry(VendorAdmission(f"v{n}.example", (VENDOR.verifier.vkey,), 1), [log.operator])
     if kind == "admission":
-        return valid
+        return sign_entry(
+            VendorAdmission(f"v{n}.example", (VENDOR.verifier.vkey,), 1), [log.operator]
+        )
     if kind == "release":
         return sign_entry(release(f"1.{n}", changelog="x" * (at % 2000)), [VENDOR])
+    # Damaged copies of a text that is never logged: a logged text with damaged
+    # signature lines is, by design, answered with its original bundle (200).
+    valid = sign_entry(
+        VendorAdmission(f"damaged-{n}-{at}.example", (VENDOR.verifier.vkey,), 1), [log.operator]
+    )
     if kind == "truncated":
         return valid[: at % len(valid)]
     if kind == "flipped":

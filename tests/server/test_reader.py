@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from pathlib import Path
 
-import asyncpg
 import pytest
 from aiohttp import ClientSession
 from support.harness import make_log
+from support.rawsql import fetch_sql, run_sql
 
 from firmlog.client.checkpoint import Checkpoint
 from firmlog.client.keys import generate_key
@@ -506,7 +504,7 @@ async def test_a_server_fills_in_the_summaries_a_log_upgraded_in_place_lacks(
         await log.start()
         try:
             deadline = time.monotonic() + 30
-            while await _fetch_sql(database_url, "SELECT count(*) FROM summary_backfill") != [(0,)]:
+            while await fetch_sql(database_url, "SELECT count(*) FROM summary_backfill") != [(0,)]:
                 assert time.monotonic() < deadline, "the backfill never finished"
                 await asyncio.sleep(0.02)
             stored = await storage.read_tiles_summarized([(0, 0), (0, 1), (0, 2)])
@@ -521,31 +519,3 @@ async def test_a_server_fills_in_the_summaries_a_log_upgraded_in_place_lacks(
             await log.stop()
     finally:
         await storage.close()
-
-
-async def run_sql(url: str, *statements: str) -> None:
-    """Run static statements on the database behind the storage's back."""
-    if url.startswith("sqlite:///"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            for statement in statements:
-                conn.execute(statement)
-            conn.commit()
-        return
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def _fetch_sql(url: str, statement: str) -> list[tuple[object, ...]]:
-    """The rows of a static query, read behind the storage's back."""
-    if url.startswith("sqlite:///"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            return [tuple(r) for r in conn.execute(statement)]
-    conn = await asyncpg.connect(url)
-    try:
-        return [tuple(r) for r in await conn.fetch(statement)]
-    finally:
-        await conn.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.rawsql import run_sql
 
 from firmlog.client.merkle import root_hash
 from firmlog.client.tiles import tile_summary
@@ -708,25 +709,7 @@ async def test_schema_creation_is_idempotent_and_concurrent(storage_url: str) ->
 
 
 async def _set_schema_version(url: str, version: int) -> None:
-    await _run_sql(url, f"UPDATE schema_version SET version = {version} WHERE id = 1")
-
-
-async def _run_sql(url: str, *statements: str) -> None:
-    """Run static statements on the database behind the storage's back."""
-    if url.startswith("sqlite:///"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            for statement in statements:
-                conn.execute(statement)
-            conn.commit()
-        return
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
+    await run_sql(url, f"UPDATE schema_version SET version = {version} WHERE id = 1")
 
 
 async def test_the_summaries_of_tiles_stored_before_version_5_are_filled_in_batches(
@@ -740,7 +723,7 @@ async def test_the_summaries_of_tiles_stored_before_version_5_are_filled_in_batc
     async with opened(storage_url) as storage:
         assert await storage.summarize_tiles(4) is None  # a new log has none to do
         await integrate(storage, 3, full | partial)
-    await _run_sql(
+    await run_sql(
         storage_url,
         "UPDATE tiles SET summary = NULL",
         "INSERT INTO summary_backfill (id, level, idx) VALUES (1, -1, -1)",

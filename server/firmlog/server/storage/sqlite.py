@@ -411,7 +411,7 @@ class _SQLiteStatements:
         self, after: tuple[int, int] | None, limit: int
     ) -> list[tuple[int, int, bytes]]:
         start: int | None = -1
-        if after is not None and after[0] >= 0:
+        if after is not None:
             start = _tile_id(*after)
             if start is None:
                 raise ValueError(f"tile {after[0]}/{after[1]} is beyond every tree a log can hold")
